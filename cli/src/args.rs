@@ -1,0 +1,114 @@
+//! Command-line arguments (clap derive). Doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A content-addressed, deduplicating backup store for content repositories.
+#[derive(Debug, Parser)]
+#[command(name = "store", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The repository (a local directory).
+    #[arg(long, short = 'r', env = "STORE_REPO", global = true, value_name = "REPO")]
+    pub repo: Option<PathBuf>,
+
+    /// Where this host keeps its index cache (default: REPO/cache).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new, empty repository.
+    Init(InitArgs),
+    /// Back up directories and files as one set.
+    Snapshot(SnapshotArgs),
+    /// List the sets in the repository, newest first.
+    Snapshots(SnapshotsArgs),
+    /// List the contents of a set.
+    Ls(LsArgs),
+    /// Restore a set into an empty directory.
+    Restore(RestoreArgs),
+}
+
+/// `store init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Chunk sizes as MIN/AVG/MAX (for example 256KiB/1MiB/4MiB); AVG must be a power of two.
+    #[arg(long, value_name = "MIN/AVG/MAX")]
+    pub chunk_sizes: Option<String>,
+    /// zstd compression level for new data (1-19).
+    #[arg(long, value_name = "LEVEL")]
+    pub compression_level: Option<i32>,
+    /// Target size of pack files (for example 16MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub pack_size: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Directories or files to back up; each becomes a component named after its last path
+    /// element.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Tag the set (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Worker threads per stage (default: number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Print the sets as a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The set: `latest`, an id, or a unique id prefix of at least 8 characters.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Only this path and what is below it (`component/dir/...`).
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Print one JSON object per entry (JSON lines) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The set: `latest`, an id, or a unique id prefix of at least 8 characters.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Directory to restore into (created if missing; must be empty).
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Parallel file writers (default: number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

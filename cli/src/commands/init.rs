@@ -1,0 +1,51 @@
+//! `store init`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use super::{print_json, RepoArg};
+use crate::args::InitArgs;
+use crate::output::parse_size;
+
+fn parse_chunk_sizes(s: &str) -> Result<store::ChunkSizes> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let [min, avg, max] = parts.as_slice() else {
+        bail!("invalid --chunk-sizes {s:?}: expected MIN/AVG/MAX, for example 256KiB/1MiB/4MiB");
+    };
+    let to_u32 = |v: &str| -> Result<u32> {
+        u32::try_from(parse_size(v)?).with_context(|| format!("chunk size {v:?} is too large"))
+    };
+    Ok(store::ChunkSizes { min: to_u32(min)?, avg: to_u32(avg)?, max: to_u32(max)? })
+}
+
+pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
+    let path = repo.path()?;
+    let chunk_sizes = args.chunk_sizes.as_deref().map(parse_chunk_sizes).transpose()?;
+    let pack_target = args
+        .pack_size
+        .as_deref()
+        .map(|s| -> Result<u32> {
+            u32::try_from(parse_size(s)?).with_context(|| format!("--pack-size {s:?} is too large"))
+        })
+        .transpose()?;
+    let opts =
+        store::InitOptions { chunk_sizes, compression_level: args.compression_level, pack_target };
+    let repo = store::Repository::init(path, &opts).context("cannot create the repository")?;
+    let c = repo.config();
+    if args.json {
+        print_json(&serde_json::json!({
+            "path": path.display().to_string(),
+            "repo_id": c.repo_id.to_hex(),
+            "format_version": store::FORMAT_VERSION,
+            "chunk_min": c.chunker.min,
+            "chunk_avg": c.chunker.avg,
+            "chunk_max": c.chunker.max,
+            "compression_level": c.compression_level,
+            "pack_size": c.pack_target,
+        }))?;
+    } else {
+        println!("created store repository {} at {}", c.repo_id.short(), path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

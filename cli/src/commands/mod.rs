@@ -1,0 +1,112 @@
+//! One module per command: open the repository, build options, call the engine, render.
+
+mod init;
+mod ls;
+mod restore;
+mod snapshot;
+mod snapshots;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::args::{Cli, Command};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let repo = RepoArg { path: cli.repo, cache_dir: cli.cache_dir };
+    match cli.command {
+        Command::Init(a) => init::run(&repo, &a),
+        Command::Snapshot(a) => snapshot::run(&repo, &a),
+        Command::Snapshots(a) => snapshots::run(&repo, &a),
+        Command::Ls(a) => ls::run(&repo, &a),
+        Command::Restore(a) => restore::run(&repo, &a),
+    }
+}
+
+/// The repository named on the command line or in `STORE_REPO`.
+pub struct RepoArg {
+    path: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl RepoArg {
+    fn path(&self) -> Result<&std::path::Path> {
+        self.path.as_deref().context("no repository given: use --repo REPO or set STORE_REPO")
+    }
+
+    fn open(&self) -> Result<store::Repository> {
+        let path = self.path()?;
+        let opts = store::OpenOptions { cache_dir: self.cache_dir.clone() };
+        store::Repository::open(path, &opts).context("cannot open the repository")
+    }
+}
+
+/// Writes a JSON document and a newline to stdout.
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Counts as JSON fields.
+fn counts_json(c: &store::Counts) -> serde_json::Map<String, serde_json::Value> {
+    let serde_json::Value::Object(map) = serde_json::json!({
+        "files": c.files,
+        "dirs": c.dirs,
+        "symlinks": c.symlinks,
+        "specials": c.specials,
+        "bytes_source": c.bytes_source,
+        "bytes_read": c.bytes_read,
+        "bytes_added": c.bytes_added,
+        "chunks_new": c.chunks_new,
+    }) else {
+        return serde_json::Map::new();
+    };
+    map
+}
+
+/// A manifest as the JSON object `snapshots --json` and `snapshot --json` share.
+fn manifest_json(id: store::SnapshotId, m: &store::Manifest) -> serde_json::Value {
+    let components: Vec<serde_json::Value> = m
+        .components
+        .iter()
+        .map(|c| {
+            let mut obj = serde_json::json!({
+                "name": c.name,
+                "source": store::escape_name(&c.source),
+                "kind": match c.kind { store::ComponentKind::Dir => "dir", store::ComponentKind::File => "file" },
+                "root": c.root.to_hex(),
+                "start": crate::output::time_rfc3339(c.start_ns),
+                "end": crate::output::time_rfc3339(c.end_ns),
+            });
+            if let Some(o) = obj.as_object_mut() {
+                o.extend(counts_json(&c.counts));
+            }
+            obj
+        })
+        .collect();
+    let mut obj = serde_json::json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": crate::output::time_rfc3339(m.time_ns),
+        "end_time": crate::output::time_rfc3339(m.end_ns),
+        "host": m.host,
+        "tags": m.tags,
+        "kind": m.kind.as_str(),
+        "parent": m.parent.map(|p| p.to_hex()),
+        "components": components,
+        "skipped": m.skipped.iter().map(|s| serde_json::json!({
+            "component": s.component,
+            "path": store::escape_name(&s.path),
+            "reason": s.reason,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(o) = obj.as_object_mut() {
+        o.extend(counts_json(&m.counts));
+    }
+    obj
+}

@@ -1,0 +1,36 @@
+//! The `store` command: a thin layer over the `store` engine that parses arguments, renders
+//! results for people (`--json` for scripts) and maps outcomes to exit codes.
+
+mod args;
+mod commands;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit status: snapshot committed, but some source files could not be read.
+pub const EXIT_PARTIAL: u8 = 3;
+/// Exit status: error, nothing committed.
+pub const EXIT_ERROR: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("store: error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// A reader of our stdout went away (`store ls | head`): not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,60 @@
+//! Progress bars on a terminal (indicatif), implementing the engine's `Progress`.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A byte progress bar on stderr, hidden when stderr is not a terminal.
+pub struct Bar {
+    bar: ProgressBar,
+}
+
+impl Bar {
+    /// A bar for work of unknown size until `set_total` is called.
+    pub fn new(verb: &str) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {verb} {{msg}} {{bytes}} ({{binary_bytes_per_sec}}) {{elapsed}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Bar { bar }
+    }
+
+    /// Whether anything is drawn.
+    pub fn is_visible(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl store::Progress for Bar {
+    fn phase(&self, name: &str) {
+        self.bar.set_message(name.to_owned());
+    }
+
+    fn set_total(&self, items: u64, bytes: u64) {
+        self.bar.set_length(bytes);
+        let template = format!(
+            "{{msg}} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}} ({items} files)"
+        );
+        if let Ok(style) = ProgressStyle::with_template(&template) {
+            self.bar.set_style(style.progress_chars("=> "));
+        }
+    }
+
+    fn add_bytes(&self, n: u64) {
+        self.bar.inc(n);
+    }
+}

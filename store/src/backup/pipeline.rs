@@ -1,0 +1,182 @@
+//! The stages after reading: dedup, compression, packing, index files.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::compress::Compressor;
+use crate::error::{Error, Result};
+use crate::id::{Id, PackId};
+use crate::index::{ChunkIndex, IndexedPack};
+use crate::pack::{BlobKind, EncodedBlob, PackWriter};
+use crate::repo::Repository;
+
+/// Index files are written every this many blobs (about 2.8 MiB of index file).
+const INDEX_FLUSH_BLOBS: usize = 50_000;
+
+/// State shared by every stage of one snapshot.
+pub(crate) struct Shared {
+    error: Mutex<Option<Error>>,
+    cancelled: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Shared { error: Mutex::new(None), cancelled: AtomicBool::new(false) }
+    }
+
+    /// Records the first error and tells every stage to stop. [`Error::Cancelled`] is the
+    /// echo of another stage's failure and is not recorded.
+    pub(crate) fn fail(&self, e: Error) {
+        if !matches!(e, Error::Cancelled) {
+            if let Ok(mut slot) = self.error.lock() {
+                slot.get_or_insert(e);
+            }
+        }
+        self.cancel();
+    }
+
+    /// Tells every stage to stop.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn take_error(&self) -> Option<Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+}
+
+/// Decides whether a blob must be stored: not seen in this session and not in the index.
+pub(crate) struct Dedup<'a> {
+    seen: Mutex<HashSet<Id>>,
+    index: &'a ChunkIndex,
+}
+
+impl<'a> Dedup<'a> {
+    pub(crate) fn new(index: &'a ChunkIndex) -> Self {
+        Dedup { seen: Mutex::default(), index }
+    }
+
+    /// True exactly once for each blob that is in neither the session nor the index.
+    pub(crate) fn claim(&self, id: &Id) -> Result<bool> {
+        if self.seen.lock().map_err(|_| Error::WorkerPanicked)?.contains(id) {
+            return Ok(false);
+        }
+        if self.index.contains(id)? {
+            return Ok(false);
+        }
+        Ok(self.seen.lock().map_err(|_| Error::WorkerPanicked)?.insert(*id))
+    }
+}
+
+/// A blob to compress and store.
+pub(crate) struct RawBlob {
+    pub(crate) id: Id,
+    pub(crate) kind: BlobKind,
+    pub(crate) data: Vec<u8>,
+    /// Index of the component it belongs to (for per-component byte counts).
+    pub(crate) component: usize,
+}
+
+/// Compresses blobs until the input closes; counts stored bytes per component.
+pub(crate) fn compress_loop(
+    level: i32,
+    rx: &Receiver<RawBlob>,
+    tx: &Sender<EncodedBlob>,
+    added: &[AtomicU64],
+    shared: &Shared,
+) {
+    let mut compressor = match Compressor::new(level) {
+        Ok(c) => c,
+        Err(e) => {
+            shared
+                .fail(Error::InvalidOption { option: "compression level", reason: e.to_string() });
+            return;
+        }
+    };
+    let mut scratch = Vec::new();
+    for raw in rx {
+        if shared.is_cancelled() {
+            continue; // drain, so senders never block
+        }
+        let blob = EncodedBlob::encode(raw.id, raw.kind, &raw.data, &mut compressor, &mut scratch);
+        if let Some(counter) = added.get(raw.component) {
+            counter.fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
+        }
+        if tx.send(blob).is_err() {
+            shared.cancel();
+        }
+    }
+}
+
+/// What the packer did.
+#[derive(Debug, Default)]
+pub(crate) struct PackerStats {
+    pub(crate) packs: u64,
+    pub(crate) blobs: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Appends blobs to packs, seals each at the target size, and writes an index file after
+/// every [`INDEX_FLUSH_BLOBS`] blobs and at the end. Returns once the input closes and
+/// everything it received is durable and indexed.
+pub(crate) fn pack_loop(
+    repo: &Repository,
+    rx: &Receiver<EncodedBlob>,
+    shared: &Shared,
+) -> Result<PackerStats> {
+    let mut stats = PackerStats::default();
+    let mut writer: Option<PackWriter> = None;
+    let mut pending: Vec<IndexedPack> = Vec::new();
+    let mut pending_blobs = 0usize;
+    let target = u64::from(repo.config().pack_target);
+    let tmp = repo.layout().tmp_dir();
+    let seal =
+        |w: PackWriter, pending: &mut Vec<IndexedPack>, stats: &mut PackerStats| -> Result<usize> {
+            let sealed = w.seal(|id: PackId| repo.layout().pack(id))?;
+            stats.packs += 1;
+            let n = sealed.entries.len();
+            pending.push(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries });
+            Ok(n)
+        };
+    for blob in rx {
+        if shared.is_cancelled() {
+            // Drop the unsealed pack (its temp file goes with it) and drain.
+            writer = None;
+            continue;
+        }
+        let w = match writer.as_mut() {
+            Some(w) => w,
+            None => writer.insert(PackWriter::create(&tmp)?),
+        };
+        w.add(&blob)?;
+        stats.blobs += 1;
+        stats.bytes += blob.bytes.len() as u64;
+        if w.len() >= target {
+            if let Some(w) = writer.take() {
+                pending_blobs += seal(w, &mut pending, &mut stats)?;
+            }
+            if pending_blobs >= INDEX_FLUSH_BLOBS {
+                repo.save_index_file(&pending)?;
+                pending.clear();
+                pending_blobs = 0;
+            }
+        }
+    }
+    if shared.is_cancelled() {
+        return Ok(stats);
+    }
+    if let Some(w) = writer.take().filter(|w| !w.is_empty()) {
+        seal(w, &mut pending, &mut stats)?;
+    }
+    if !pending.is_empty() {
+        repo.save_index_file(&pending)?;
+    }
+    Ok(stats)
+}

@@ -1,0 +1,388 @@
+//! Content-defined chunking: FastCDC with a Gear rolling hash and normalized chunking
+//! (FORMAT.md §5, "Chunker").
+//!
+//! A cut point depends only on the bytes from the start of the chunk up to the cut, never on
+//! how the input is fed: [`Chunker::cut`] is a pure function of the slice it is given, and it
+//! answers "need more data" rather than guess when the slice ends before a decision. Callers
+//! therefore get the same chunks from one big slice (mmap), from a read buffer of any size, or
+//! byte by byte.
+//!
+//! The Gear table is derived from the repository's chunker seed with BLAKE3, so two
+//! repositories with different seeds cut the same data at different places.
+
+use serde::{Deserialize, Serialize};
+
+/// Chunk size bounds and seed, fixed per repository at `init` (recorded in `config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Smallest chunk, except the last of an input (bytes).
+    pub min: u32,
+    /// Target average chunk size (bytes); a power of two.
+    pub avg: u32,
+    /// Largest chunk (bytes).
+    pub max: u32,
+    /// Seed of the Gear table.
+    pub seed: u64,
+}
+
+/// Chunk size bounds chosen at `init`; the seed is always random.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSizes {
+    /// Smallest chunk (bytes).
+    pub min: u32,
+    /// Target average (bytes); a power of two.
+    pub avg: u32,
+    /// Largest chunk (bytes).
+    pub max: u32,
+}
+
+/// Smallest `min` accepted: 64 bytes (the Gear hash window).
+pub const MIN_CHUNK_FLOOR: u32 = 64;
+/// Largest `max` accepted: 64 MiB.
+pub const MAX_CHUNK_CEILING: u32 = 64 << 20;
+
+impl ChunkerParams {
+    /// Defaults: 256 KiB / 1 MiB / 4 MiB (see docs/BENCHMARKS.md for the measurement).
+    #[must_use]
+    pub fn default_with_seed(seed: u64) -> Self {
+        ChunkerParams { min: 256 << 10, avg: 1 << 20, max: 4 << 20, seed }
+    }
+
+    /// Checks the bounds: `64 <= min < avg < max <= 64 MiB`, `avg` a power of two.
+    ///
+    /// # Errors
+    /// A message naming the violated bound.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min < MIN_CHUNK_FLOOR {
+            return Err(format!("minimum chunk size {} is below {MIN_CHUNK_FLOOR}", self.min));
+        }
+        if !(self.min < self.avg && self.avg < self.max) {
+            return Err(format!(
+                "chunk sizes must satisfy min < avg < max, got {}/{}/{}",
+                self.min, self.avg, self.max
+            ));
+        }
+        if self.max > MAX_CHUNK_CEILING {
+            return Err(format!("maximum chunk size {} exceeds {MAX_CHUNK_CEILING}", self.max));
+        }
+        if !self.avg.is_power_of_two() {
+            return Err(format!("average chunk size {} is not a power of two", self.avg));
+        }
+        Ok(())
+    }
+}
+
+/// A FastCDC chunker for one set of parameters.
+#[derive(Clone)]
+pub struct Chunker {
+    gear: [u64; 256],
+    mask_small: u64,
+    mask_large: u64,
+    min: usize,
+    avg: usize,
+    max: usize,
+}
+
+/// Mask with `bits` one-bits at the top of a u64: the Gear hash's high bits depend on the most
+/// recent 64 bytes, the low bits only on the last few.
+fn top_mask(bits: u32) -> u64 {
+    if bits == 0 {
+        0
+    } else {
+        u64::MAX << (64 - bits.min(64))
+    }
+}
+
+impl Chunker {
+    /// A chunker for `params`, which must have passed [`ChunkerParams::validate`].
+    #[must_use]
+    pub fn new(params: &ChunkerParams) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key("store 2026 chunker gear table v1");
+        hasher.update(&params.seed.to_le_bytes());
+        let mut xof = hasher.finalize_xof();
+        let mut gear = [0u64; 256];
+        let mut word = [0u8; 8];
+        for g in &mut gear {
+            xof.fill(&mut word);
+            *g = u64::from_le_bytes(word);
+        }
+        let bits = params.avg.trailing_zeros();
+        Chunker {
+            gear,
+            // Normalized chunking, level 2: harder to cut before the average, easier after.
+            mask_small: top_mask(bits + 2),
+            mask_large: top_mask(bits.saturating_sub(2)),
+            min: params.min as usize,
+            avg: params.avg as usize,
+            max: params.max as usize,
+        }
+    }
+
+    /// Largest chunk this chunker cuts.
+    #[must_use]
+    pub fn max_len(&self) -> usize {
+        self.max
+    }
+
+    /// Length of the chunk that starts at `data[0]`.
+    ///
+    /// `eof` says that `data` holds the rest of the input. Returns `None` when `data` ends
+    /// before the cut is decided (fewer than `max` bytes and no cut found, and not `eof`); the
+    /// caller then supplies more bytes. An empty input at `eof` has no chunk: `None`.
+    #[must_use]
+    pub fn cut(&self, data: &[u8], eof: bool) -> Option<usize> {
+        let n = data.len();
+        if n == 0 {
+            return None;
+        }
+        if n <= self.min {
+            return if eof { Some(n) } else { None };
+        }
+        let limit = n.min(self.max);
+        let normal = self.avg.min(limit);
+        let mut hash: u64 = 0;
+        let mut i = self.min;
+        // Slices are bounded by `limit`, so the loops index without checks.
+        for &b in data.get(self.min..normal).unwrap_or_default() {
+            hash = (hash << 1).wrapping_add(self.gear[usize::from(b)]);
+            i += 1;
+            if hash & self.mask_small == 0 {
+                return Some(i);
+            }
+        }
+        for &b in data.get(normal..limit).unwrap_or_default() {
+            hash = (hash << 1).wrapping_add(self.gear[usize::from(b)]);
+            i += 1;
+            if hash & self.mask_large == 0 {
+                return Some(i);
+            }
+        }
+        if limit == self.max || eof {
+            Some(limit)
+        } else {
+            None
+        }
+    }
+
+    /// Cuts every chunk that `data` decides, calling `f` for each in order, and returns the
+    /// number of bytes consumed; the rest must be presented again with more bytes behind it.
+    ///
+    /// # Errors
+    /// The first error returned by `f`.
+    pub fn cut_all<E>(
+        &self,
+        data: &[u8],
+        eof: bool,
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut pos = 0;
+        while let Some(rest) = data.get(pos..) {
+            match self.cut(rest, eof) {
+                Some(len) => {
+                    f(rest.get(..len).unwrap_or_default())?;
+                    pos += len;
+                }
+                None => break,
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Chunks everything `reader` yields, calling `f` for each chunk; returns the bytes read.
+    ///
+    /// `buf` is reused between calls to avoid allocation; it grows to about `2 * max`.
+    ///
+    /// # Errors
+    /// Read errors, and the first error returned by `f`.
+    pub fn chunk_reader<E: From<std::io::Error>>(
+        &self,
+        reader: &mut impl std::io::Read,
+        buf: &mut Vec<u8>,
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let cap = (2 * self.max).max(1 << 20);
+        buf.clear();
+        buf.resize(cap, 0);
+        let mut filled = 0usize;
+        let mut total = 0u64;
+        let mut eof = false;
+        loop {
+            while !eof && filled < cap {
+                let n = match reader.read(buf.get_mut(filled..).unwrap_or_default()) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if n == 0 {
+                    eof = true;
+                } else {
+                    filled += n;
+                    total += n as u64;
+                }
+            }
+            let used = self.cut_all(buf.get(..filled).unwrap_or_default(), eof, &mut f)?;
+            buf.copy_within(used..filled, 0);
+            filled -= used;
+            if eof && filled == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn small_params() -> ChunkerParams {
+        ChunkerParams { min: 256, avg: 1024, max: 4096, seed: 7 }
+    }
+
+    /// Deterministic bytes from splitmix64, stable across crate versions (golden tests).
+    fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed;
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
+
+    fn chunks_of(chunker: &Chunker, data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let used = chunker
+            .cut_all(data, true, |c| {
+                out.push(c.len());
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(used, data.len());
+        out
+    }
+
+    /// Feeds the input through a reader that returns at most `step` bytes per read.
+    fn chunks_fed_by(chunker: &Chunker, data: &[u8], step: usize) -> Vec<usize> {
+        struct Dribble<'a>(&'a [u8], usize);
+        impl std::io::Read for Dribble<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(self.1).min(out.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        chunker
+            .chunk_reader::<std::io::Error>(&mut Dribble(data, step), &mut buf, |c| {
+                out.push(c.len());
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_concatenate_to_input_within_bounds(seed in any::<u64>(), len in 0usize..40_000) {
+            let p = small_params();
+            let c = Chunker::new(&p);
+            let data = random_bytes(seed, len);
+            let sizes = chunks_of(&c, &data);
+            prop_assert_eq!(sizes.iter().sum::<usize>(), len);
+            for (i, s) in sizes.iter().enumerate() {
+                prop_assert!(*s <= p.max as usize);
+                if i + 1 < sizes.len() {
+                    prop_assert!(*s >= p.min as usize, "chunk {} of {} is {} bytes", i, sizes.len(), s);
+                }
+            }
+        }
+
+        #[test]
+        fn cut_points_do_not_depend_on_feeding(seed in any::<u64>(), len in 0usize..30_000, step in 1usize..5_000) {
+            let c = Chunker::new(&small_params());
+            let data = random_bytes(seed, len);
+            prop_assert_eq!(chunks_of(&c, &data), chunks_fed_by(&c, &data, step));
+        }
+    }
+
+    #[test]
+    fn small_input_is_one_chunk() {
+        let c = Chunker::new(&small_params());
+        assert_eq!(chunks_of(&c, &[5u8; 100]), vec![100]);
+        assert_eq!(chunks_of(&c, &[]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn insertion_near_start_changes_only_nearby_chunks() {
+        let c = Chunker::new(&small_params());
+        let data = random_bytes(1, 200_000);
+        let mut edited = data.clone();
+        edited.splice(500..500, b"inserted bytes".iter().copied());
+        let ends = |sizes: Vec<usize>, shift: usize| -> std::collections::BTreeSet<usize> {
+            sizes
+                .iter()
+                .scan(0, |acc, s| {
+                    *acc += s;
+                    Some(*acc - shift)
+                })
+                .collect()
+        };
+        let before = ends(chunks_of(&c, &data), 0);
+        let after = ends(chunks_of(&c, &edited), 14);
+        let common = before.intersection(&after).count();
+        // All but the first few cut points survive the insertion.
+        assert!(common + 3 >= before.len(), "{common} of {} cut points kept", before.len());
+    }
+
+    #[test]
+    fn seed_changes_cut_points() {
+        let data = random_bytes(3, 100_000);
+        let a = chunks_of(&Chunker::new(&small_params()), &data);
+        let b = chunks_of(&Chunker::new(&ChunkerParams { seed: 8, ..small_params() }), &data);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn average_is_near_target() {
+        let p = ChunkerParams::default_with_seed(0);
+        let c = Chunker::new(&p);
+        let data = random_bytes(4, 64 << 20);
+        let sizes = chunks_of(&c, &data);
+        let avg = data.len() / sizes.len();
+        assert!((700 << 10..1400 << 10).contains(&avg), "average chunk {avg}");
+    }
+
+    /// Golden cut points: changing them silently would break dedup against every existing
+    /// repository (FORMAT.md §5).
+    #[test]
+    fn golden_cut_points() {
+        let c = Chunker::new(&small_params());
+        let data = random_bytes(42, 20_000);
+        let sizes = chunks_of(&c, &data);
+        assert_eq!(sizes, GOLDEN_SIZES.to_vec(), "cut points changed: {sizes:?}");
+    }
+
+    const GOLDEN_SIZES: [usize; 20] = [
+        1092, 1078, 462, 1188, 1217, 1044, 536, 544, 1118, 1167, 1129, 1138, 1467, 1126, 1409, 454,
+        1181, 1288, 1214, 148,
+    ];
+
+    #[test]
+    fn params_validation_names_the_bound() {
+        assert!(small_params().validate().is_ok());
+        assert!(ChunkerParams { avg: 1000, ..small_params() }
+            .validate()
+            .unwrap_err()
+            .contains("power of two"));
+        assert!(ChunkerParams { min: 10, ..small_params() }.validate().is_err());
+        assert!(ChunkerParams { max: 512, ..small_params() }.validate().is_err());
+    }
+}

@@ -1,0 +1,304 @@
+//! The local RocksDB cache: blob id -> [`Location`] (FORMAT.md §8.2).
+//!
+//! Column families: `blobs` (key: 32-byte blob id, value: the 50-byte location), `ingested`
+//! (key: 32-byte index file id, empty value), and `default` holding `repo_id`. Entries of one
+//! index file and its `ingested` marker go in one write batch, so a crash leaves the cache at a
+//! prefix of whole index files. The cache is disposable: when it is damaged or belongs to
+//! another repository it is deleted and rebuilt.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, DB,
+};
+
+use super::file::IndexedPack;
+use crate::compress::Codec;
+use crate::error::{Corruption, Error, Result};
+use crate::format::ByteReader;
+use crate::id::{Id, IndexId, PackId};
+use crate::pack::{BlobKind, PackEntry};
+
+const CF_BLOBS: &str = "blobs";
+const CF_INGESTED: &str = "ingested";
+const KEY_REPO_ID: &[u8] = b"repo_id";
+const LOCATION_LEN: usize = 50;
+/// Block cache of the RocksDB cache: 64 MiB, whatever the number of blobs.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
+/// Where a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// The pack holding it.
+    pub pack: PackId,
+    /// Its entry in that pack.
+    pub entry: PackEntry,
+}
+
+impl Location {
+    fn encode(&self) -> [u8; LOCATION_LEN] {
+        let mut out = [0u8; LOCATION_LEN];
+        let e = &self.entry;
+        let mut v = Vec::with_capacity(LOCATION_LEN);
+        v.extend_from_slice(self.pack.0.as_bytes());
+        v.extend_from_slice(&e.offset.to_le_bytes());
+        v.extend_from_slice(&e.stored_len.to_le_bytes());
+        v.extend_from_slice(&e.raw_len.to_le_bytes());
+        v.push(e.kind as u8);
+        v.push(e.codec as u8);
+        out.copy_from_slice(&v);
+        out
+    }
+
+    fn decode(id: Id, bytes: &[u8]) -> Result<Self, Corruption> {
+        let mut r = ByteReader::new(bytes, 0);
+        let pack = PackId(r.id()?);
+        let offset = r.u64()?;
+        let stored_len = r.u32()?;
+        let raw_len = r.u32()?;
+        let kind = BlobKind::from_tag(r.u8()?)?;
+        let codec = Codec::from_tag(r.u8()?)?;
+        if r.remaining() != 0 {
+            return Err(Corruption::Invalid("location has trailing bytes".into()));
+        }
+        Ok(Location { pack, entry: PackEntry { id, kind, codec, offset, stored_len, raw_len } })
+    }
+}
+
+/// The RocksDB cache of one repository on this host.
+pub struct ChunkIndex {
+    db: DB,
+    path: PathBuf,
+    /// Opened read-only because another process holds the cache; entries of index files it
+    /// has not ingested are kept in `overlay` for this process only.
+    read_only: bool,
+    overlay: Mutex<HashMap<Id, Location>>,
+}
+
+fn options() -> Options {
+    let mut block = BlockBasedOptions::default();
+    block.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+    block.set_bloom_filter(10.0, false);
+    block.set_cache_index_and_filter_blocks(true);
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_block_based_table_factory(&block);
+    // Keys are hashes and values mostly hashes too: compression would only cost CPU.
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_write_buffer_size(32 << 20);
+    opts.set_max_open_files(256);
+    opts.set_keep_log_file_num(2);
+    opts
+}
+
+fn descriptors() -> Vec<ColumnFamilyDescriptor> {
+    [CF_BLOBS, CF_INGESTED]
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, options()))
+        .collect()
+}
+
+impl ChunkIndex {
+    /// Opens (or creates) the cache at `path` for the repository `repo_id`.
+    ///
+    /// A cache that does not open (damaged) or belongs to another repository is deleted and
+    /// created empty. When another process holds the cache, it is opened read-only.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] when the cache can be neither opened nor recreated.
+    pub fn open(path: &Path, repo_id: Id) -> Result<Self> {
+        let cache_err =
+            |e: rocksdb::Error| Error::Cache { path: path.to_path_buf(), message: e.into_string() };
+        let opened = match DB::open_cf_descriptors(&options(), path, descriptors()) {
+            Ok(db) => Ok((db, false)),
+            Err(e) if e.as_ref().contains("lock") => {
+                DB::open_cf_descriptors_read_only(&options(), path, descriptors(), false)
+                    .map(|db| (db, true))
+                    .map_err(cache_err)
+            }
+            Err(e) => Err(cache_err(e)),
+        };
+        let (db, read_only) = match opened {
+            Ok(pair) => pair,
+            Err(_) => (Self::recreate(path)?, false),
+        };
+        let index =
+            ChunkIndex { db, path: path.to_path_buf(), read_only, overlay: Mutex::default() };
+        let stored = index.db.get(KEY_REPO_ID).map_err(cache_err)?;
+        match stored {
+            Some(v) if v.as_slice() == repo_id.as_bytes() => Ok(index),
+            None if !read_only => {
+                index.db.put(KEY_REPO_ID, repo_id.as_bytes()).map_err(cache_err)?;
+                Ok(index)
+            }
+            _ if read_only => Err(Error::Cache {
+                path: path.to_path_buf(),
+                message: "cache is in use by another process and belongs to another repository"
+                    .into(),
+            }),
+            _ => {
+                drop(index);
+                let db = Self::recreate(path)?;
+                db.put(KEY_REPO_ID, repo_id.as_bytes()).map_err(cache_err)?;
+                Ok(ChunkIndex {
+                    db,
+                    path: path.to_path_buf(),
+                    read_only,
+                    overlay: Mutex::default(),
+                })
+            }
+        }
+    }
+
+    fn recreate(path: &Path) -> Result<DB> {
+        let _ = std::fs::remove_dir_all(path);
+        DB::open_cf_descriptors(&options(), path, descriptors())
+            .map_err(|e| Error::Cache { path: path.to_path_buf(), message: e.into_string() })
+    }
+
+    fn err(&self, e: rocksdb::Error) -> Error {
+        Error::Cache { path: self.path.clone(), message: e.into_string() }
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| Error::Cache {
+            path: self.path.clone(),
+            message: format!("column family {name} is missing"),
+        })
+    }
+
+    /// Whether the cache was opened read-only (another process holds it).
+    #[must_use]
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The location of blob `id`, if indexed.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure; [`Error::Corrupt`] for an undecodable value.
+    pub fn get(&self, id: &Id) -> Result<Option<Location>> {
+        if self.read_only {
+            if let Some(loc) = self.overlay.lock().ok().and_then(|m| m.get(id).copied()) {
+                return Ok(Some(loc));
+            }
+        }
+        let value =
+            self.db.get_pinned_cf(self.cf(CF_BLOBS)?, id.as_bytes()).map_err(|e| self.err(e))?;
+        value
+            .map(|v| Location::decode(*id, &v))
+            .transpose()
+            .map_err(|reason| Error::Corrupt { object: crate::error::ObjectRef::Cache, reason })
+    }
+
+    /// Whether blob `id` is indexed.
+    ///
+    /// # Errors
+    /// As [`ChunkIndex::get`].
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        Ok(self.get(id)?.is_some())
+    }
+
+    /// Whether the index file `id` has been ingested.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub fn is_ingested(&self, id: &IndexId) -> Result<bool> {
+        let found = self
+            .db
+            .get_pinned_cf(self.cf(CF_INGESTED)?, id.0.as_bytes())
+            .map_err(|e| self.err(e))?;
+        Ok(found.is_some())
+    }
+
+    /// Adds the entries of index file `id` in one batch, with its `ingested` marker.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub fn ingest(&self, id: &IndexId, packs: &[IndexedPack]) -> Result<()> {
+        if self.read_only {
+            if let Ok(mut overlay) = self.overlay.lock() {
+                for p in packs {
+                    for e in &p.entries {
+                        overlay.insert(e.id, Location { pack: p.id, entry: *e });
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let blobs = self.cf(CF_BLOBS)?;
+        let mut batch = WriteBatch::default();
+        for p in packs {
+            for e in &p.entries {
+                batch.put_cf(blobs, e.id.as_bytes(), Location { pack: p.id, entry: *e }.encode());
+            }
+        }
+        batch.put_cf(self.cf(CF_INGESTED)?, id.0.as_bytes(), []);
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seed: &[u8]) -> PackEntry {
+        PackEntry {
+            id: Id::hash(seed),
+            kind: BlobKind::Data,
+            codec: Codec::Zstd,
+            offset: 4096,
+            stored_len: 10,
+            raw_len: 20,
+        }
+    }
+
+    #[test]
+    fn ingested_entries_are_found_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id::hash(b"repo");
+        let pack =
+            IndexedPack { id: PackId(Id::hash(b"p")), len: 9000, entries: vec![entry(b"x")] };
+        let file = IndexId(Id::hash(b"index"));
+        {
+            let idx = ChunkIndex::open(dir.path(), repo).unwrap();
+            assert!(!idx.is_ingested(&file).unwrap());
+            idx.ingest(&file, std::slice::from_ref(&pack)).unwrap();
+        }
+        let idx = ChunkIndex::open(dir.path(), repo).unwrap();
+        assert!(idx.is_ingested(&file).unwrap());
+        let loc = idx.get(&Id::hash(b"x")).unwrap().unwrap();
+        assert_eq!(loc, Location { pack: pack.id, entry: entry(b"x") });
+        assert!(idx.get(&Id::hash(b"y")).unwrap().is_none());
+    }
+
+    #[test]
+    fn cache_of_another_repository_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack =
+            IndexedPack { id: PackId(Id::hash(b"p")), len: 9000, entries: vec![entry(b"x")] };
+        {
+            let idx = ChunkIndex::open(dir.path(), Id::hash(b"one")).unwrap();
+            idx.ingest(&IndexId(Id::hash(b"i")), &[pack]).unwrap();
+        }
+        let idx = ChunkIndex::open(dir.path(), Id::hash(b"two")).unwrap();
+        assert!(idx.get(&Id::hash(b"x")).unwrap().is_none());
+    }
+
+    #[test]
+    fn second_opener_gets_a_read_only_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id::hash(b"repo");
+        let first = ChunkIndex::open(dir.path(), repo).unwrap();
+        let second = ChunkIndex::open(dir.path(), repo).unwrap();
+        assert!(!first.is_read_only());
+        assert!(second.is_read_only());
+        let pack =
+            IndexedPack { id: PackId(Id::hash(b"p")), len: 9000, entries: vec![entry(b"z")] };
+        second.ingest(&IndexId(Id::hash(b"i")), &[pack]).unwrap();
+        assert!(second.contains(&Id::hash(b"z")).unwrap());
+    }
+}

@@ -1,0 +1,63 @@
+//! `store`: the engine of a content-addressed, deduplicating backup repository.
+//!
+//! # Brief overview
+//!
+//! - [`Repository`] opens or creates a repository directory and owns its config and the
+//!   local index cache ([`ChunkIndex`], RocksDB).
+//! - [`snapshot`] captures one backup set: each source becomes a component; files are cut by
+//!   the [`Chunker`] (FastCDC), named by BLAKE3 ([`ChunkId`]), deduplicated, compressed with
+//!   zstd and appended to pack files; directories become [`TreeBlob`]s; the set's
+//!   [`Manifest`] is written last.
+//! - [`restore`] writes a set back into an empty directory, verifying every blob.
+//! - [`vfs`] navigates a set read-only (`ls`, later `mount`).
+//!
+//! The on-disk format is specified in `docs/FORMAT.md`; every decoder of repository bytes
+//! returns an error on damaged input and never panics.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use store::{InitOptions, NoProgress, Repository, RestoreOptions, SnapshotOptions, SourceSpec};
+//! # fn main() -> store::Result<()> {
+//! let repo = Repository::init("/backup/repo".as_ref(), &InitOptions::default())?;
+//! let opts = SnapshotOptions {
+//!     sources: vec![SourceSpec { name: "content".into(), path: "/alf_data/contentstore".into() }],
+//!     host: "alf1".into(),
+//!     ..SnapshotOptions::default()
+//! };
+//! let report = store::snapshot(&repo, &opts, &NoProgress)?;
+//! let target = RestoreOptions { target: "/restore".into(), ..RestoreOptions::default() };
+//! store::restore(&repo, &report.manifest, &target, &NoProgress)?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod backup;
+mod chunker;
+mod compress;
+mod error;
+mod format;
+mod fs;
+mod id;
+mod index;
+mod pack;
+mod progress;
+mod repo;
+mod restore;
+mod snapshot;
+mod tree;
+pub mod vfs;
+
+pub use backup::{snapshot, SnapshotOptions, SnapshotReport, SourceSpec};
+pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
+pub use compress::{decompress, Codec, Compressor, DEFAULT_LEVEL};
+pub use error::{Corruption, Error, ObjectRef, Result};
+pub use format::{FORMAT_VERSION, SUPPORTED_VERSIONS};
+pub use id::{ChunkId, Id, IndexId, PackId, ParseIdError, SnapshotId, TreeId};
+pub use index::{decode_index_file, encode_index_file, ChunkIndex, IndexedPack, Location};
+pub use pack::{read_blob, BlobKind, EncodedBlob, PackEntry, PackReader, PackWriter, SealedPack};
+pub use progress::{NoProgress, Progress};
+pub use repo::{IdHash, InitOptions, Layout, ListedSnapshot, OpenOptions, RepoConfig, Repository};
+pub use restore::{for_each_chunk, restore, RestoreFailure, RestoreOptions, RestoreReport};
+pub use snapshot::{Component, ComponentKind, Counts, Manifest, SetKind, SkippedPath};
+pub use tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node, TreeBlob};

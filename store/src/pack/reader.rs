@@ -1,0 +1,141 @@
+//! Reading packs: single blobs by location, and whole packs through their trailer.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::format::{
+    decode_blob_header, decode_footer, decode_trailer, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN,
+};
+use crate::compress::decompress;
+use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
+use crate::format::check_version;
+use crate::id::{Id, PackId};
+
+/// Checks that `frame` (header + stored bytes) is the blob `entry` describes and that its raw
+/// bytes hash to its id; leaves the raw bytes in `raw`.
+pub(crate) fn verify_blob(
+    frame: &[u8],
+    entry: &PackEntry,
+    raw: &mut Vec<u8>,
+) -> Result<(), Corruption> {
+    let header = decode_blob_header(frame, entry.offset)?;
+    if header.id != entry.id
+        || header.kind != entry.kind
+        || header.codec != entry.codec
+        || header.stored_len != entry.stored_len
+        || header.raw_len != entry.raw_len
+    {
+        return Err(Corruption::Invalid(format!(
+            "blob header ({}, {:?}, {} bytes) does not match the index ({}, {:?}, {} bytes)",
+            header.id, header.kind, header.stored_len, entry.id, entry.kind, entry.stored_len
+        )));
+    }
+    let stored = frame.get(BLOB_HEADER_LEN..).unwrap_or_default();
+    if stored.len() != entry.stored_len as usize {
+        return Err(Corruption::Truncated {
+            offset: entry.offset + BLOB_HEADER_LEN as u64,
+            needed: u64::from(entry.stored_len),
+            len: stored.len() as u64,
+        });
+    }
+    decompress(entry.codec, stored, entry.raw_len, raw)?;
+    let actual = Id::hash(raw);
+    if actual != entry.id {
+        return Err(Corruption::HashMismatch { expected: entry.id, actual });
+    }
+    Ok(())
+}
+
+/// Reads the blob `entry` from the open pack `file`, verifies it against its id, and leaves
+/// its raw bytes in `raw`. `frame` is a reusable read buffer.
+///
+/// # Errors
+/// [`Error::Io`] when the read fails, [`Error::Corrupt`] naming the pack, blob and offset when
+/// the bytes are short or do not verify.
+pub fn read_blob(
+    file: &File,
+    path: &Path,
+    pack: PackId,
+    entry: &PackEntry,
+    frame: &mut Vec<u8>,
+    raw: &mut Vec<u8>,
+) -> Result<()> {
+    let corrupt = |reason| Error::Corrupt {
+        object: ObjectRef::Blob { pack, id: entry.id, offset: entry.offset },
+        reason,
+    };
+    let len = BLOB_HEADER_LEN + entry.stored_len as usize;
+    frame.resize(len, 0);
+    match file.read_exact_at(frame, entry.offset) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            return Err(corrupt(Corruption::Truncated {
+                offset: entry.offset,
+                needed: len as u64,
+                len: file_len.saturating_sub(entry.offset),
+            }));
+        }
+        Err(e) => return Err(e).at(path),
+    }
+    verify_blob(frame, entry, raw).map_err(corrupt)
+}
+
+/// An open pack whose footer and trailer have been read and checked.
+pub struct PackReader {
+    file: File,
+    len: u64,
+    entries: Vec<PackEntry>,
+}
+
+impl PackReader {
+    /// Opens the pack at `path`, expected to have id `id`, and reads its trailer.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the pack for a bad footer or trailer; [`Error::Io`].
+    pub fn open(path: &Path, id: PackId) -> Result<Self> {
+        let corrupt = |reason| Error::Corrupt { object: ObjectRef::Pack(id), reason };
+        let file = File::open(path).at(path)?;
+        let len = file.metadata().at(path)?.len();
+        if len < FOOTER_LEN as u64 {
+            return Err(corrupt(Corruption::Truncated {
+                offset: 0,
+                needed: FOOTER_LEN as u64,
+                len,
+            }));
+        }
+        let mut footer_bytes = [0u8; FOOTER_LEN];
+        file.read_exact_at(&mut footer_bytes, len - FOOTER_LEN as u64).at(path)?;
+        let footer = decode_footer(&footer_bytes, len).map_err(corrupt)?;
+        check_version(footer.version)?;
+        let mut trailer = vec![0u8; (len - FOOTER_LEN as u64 - footer.trailer_offset) as usize];
+        file.read_exact_at(&mut trailer, footer.trailer_offset).at(path)?;
+        let entries = decode_trailer(&trailer, &footer).map_err(corrupt)?;
+        Ok(PackReader { file, len, entries })
+    }
+
+    /// The blobs in the pack, in offset order.
+    #[must_use]
+    pub fn entries(&self) -> &[PackEntry] {
+        &self.entries
+    }
+
+    /// Length of the pack file.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the pack holds no blobs.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The open file.
+    #[must_use]
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}

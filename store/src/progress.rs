@@ -1,0 +1,20 @@
+//! Progress reporting: the engine calls a [`Progress`] the caller supplies; it never prints.
+
+/// Receives progress of long operations (snapshot, restore). All methods have empty
+/// defaults; implementations must be cheap, as they are called from worker threads.
+pub trait Progress: Sync {
+    /// A new phase starts (for example a component's name).
+    fn phase(&self, _name: &str) {}
+    /// The amount of work is known: `items` files and `bytes` bytes of content.
+    fn set_total(&self, _items: u64, _bytes: u64) {}
+    /// `n` more bytes of content were processed.
+    fn add_bytes(&self, _n: u64) {}
+    /// `n` more files were processed.
+    fn add_items(&self, _n: u64) {}
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}

@@ -1,0 +1,433 @@
+//! Opening and creating repositories, and loading what they hold.
+//!
+//! [`Repository`] owns the layout, the config and (opened on first use) the index cache.
+//! Operations live in their own modules (`backup`, `restore`) and take `&Repository`.
+
+mod config;
+mod layout;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use config::{IdHash, RepoConfig};
+pub use layout::Layout;
+
+use crate::chunker::{ChunkSizes, ChunkerParams};
+use crate::compress::DEFAULT_LEVEL;
+use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
+use crate::format::check_version;
+use crate::fs::{ensure_dir, write_atomic};
+use crate::id::{Id, IndexId, SnapshotId, TreeId};
+use crate::index::{
+    decode_index_file, encode_index_file, ChunkIndex, IndexedPack, MAX_INDEX_FILE_LEN,
+};
+use crate::pack::{read_blob, BlobKind};
+use crate::snapshot::Manifest;
+use crate::tree::TreeBlob;
+
+/// Default pack target: 16 MiB.
+pub const DEFAULT_PACK_TARGET: u32 = 16 << 20;
+
+/// Choices made at `init`.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Chunk size bounds; the defaults of [`ChunkerParams::default_with_seed`] when `None`.
+    /// The seed is always random.
+    pub chunk_sizes: Option<ChunkSizes>,
+    /// zstd level; [`DEFAULT_LEVEL`] when `None`.
+    pub compression_level: Option<i32>,
+    /// Pack target in bytes; [`DEFAULT_PACK_TARGET`] when `None`.
+    pub pack_target: Option<u32>,
+}
+
+/// Choices made when opening.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Where the index cache lives; `REPO/cache` when `None`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A snapshot found in `snapshots/`, with its manifest or the reason it could not be loaded.
+#[derive(Debug)]
+pub struct ListedSnapshot {
+    /// Its id (the file name).
+    pub id: SnapshotId,
+    /// The manifest, or why it is unreadable.
+    pub manifest: Result<Manifest>,
+}
+
+/// Open pack files kept for reading; beyond this many the set is emptied.
+const OPEN_PACKS_MAX: usize = 64;
+
+/// An open repository.
+pub struct Repository {
+    layout: Layout,
+    config: RepoConfig,
+    cache_dir: PathBuf,
+    index: OnceLock<ChunkIndex>,
+    open_packs: Mutex<HashMap<crate::id::PackId, Arc<File>>>,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn random_id() -> Id {
+    // Unpredictable enough for a repository id and a chunker seed: hash time, pid, the
+    // address of a stack variable and the kernel's boot id.
+    let local = 0u8;
+    let mut h = blake3::Hasher::new();
+    h.update(&now_ns().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&(std::ptr::addr_of!(local) as usize as u64).to_le_bytes());
+    if let Ok(boot) = std::fs::read("/proc/sys/kernel/random/uuid") {
+        h.update(&boot);
+    }
+    Id::from_bytes(*h.finalize().as_bytes())
+}
+
+impl Repository {
+    /// Creates a repository at `path`: the directory must not exist or be empty.
+    ///
+    /// The config is written last, so a crash during `init` leaves no repository.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::InvalidOption`], [`Error::Io`].
+    pub fn init(path: &Path, opts: &InitOptions) -> Result<Self> {
+        let layout = Layout::new(path);
+        if layout.config().exists() {
+            return Err(Error::AlreadyExists {
+                path: path.to_path_buf(),
+                reason: "a repository already exists there".into(),
+            });
+        }
+        match std::fs::read_dir(path) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::AlreadyExists {
+                        path: path.to_path_buf(),
+                        reason: "directory is not empty".into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(path).at(path)?;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    crate::fs::fsync_dir(parent)?;
+                }
+            }
+            Err(e) => return Err(e).at(path),
+        }
+        let seed = u64::from_le_bytes(random_id().as_bytes()[..8].try_into().unwrap_or([0; 8]));
+        let chunker = match opts.chunk_sizes {
+            Some(c) => ChunkerParams { min: c.min, avg: c.avg, max: c.max, seed },
+            None => ChunkerParams::default_with_seed(seed),
+        };
+        chunker
+            .validate()
+            .map_err(|reason| Error::InvalidOption { option: "chunk sizes", reason })?;
+        let compression_level = opts.compression_level.unwrap_or(DEFAULT_LEVEL);
+        if !(1..=19).contains(&compression_level) {
+            return Err(Error::InvalidOption {
+                option: "compression level",
+                reason: format!("{compression_level} is not between 1 and 19"),
+            });
+        }
+        let pack_target = opts.pack_target.unwrap_or(DEFAULT_PACK_TARGET);
+        if !(1 << 20..=1 << 30).contains(&pack_target) {
+            return Err(Error::InvalidOption {
+                option: "pack size",
+                reason: format!("{pack_target} bytes is not between 1 MiB and 1 GiB"),
+            });
+        }
+        let config = RepoConfig {
+            repo_id: random_id(),
+            created_ns: now_ns(),
+            id_hash: IdHash::Blake3,
+            chunker,
+            compression_level,
+            pack_target,
+            features: 0,
+        };
+        for dir in layout.skeleton() {
+            ensure_dir(&dir)?;
+        }
+        write_atomic(&layout.tmp_dir(), &layout.config(), &config.encode())?;
+        Self::open(path, &OpenOptions::default())
+    }
+
+    /// Opens the repository at `path`.
+    ///
+    /// # Errors
+    /// [`Error::NotARepository`] when there is no repository, [`Error::UnsupportedVersion`]
+    /// for a newer format, [`Error::Corrupt`] for a damaged config.
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
+        let layout = Layout::new(path);
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::NotARepository {
+                    path: path.to_path_buf(),
+                    reason: "not a directory".into(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository {
+                    path: path.to_path_buf(),
+                    reason: "no such directory; create one with `store init`".into(),
+                })
+            }
+            Err(e) => return Err(e).at(path),
+        }
+        let config_path = layout.config();
+        let bytes = match std::fs::read(&config_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository {
+                    path: path.to_path_buf(),
+                    reason: "no config file".into(),
+                })
+            }
+            Err(e) => return Err(e).at(config_path),
+        };
+        let config = RepoConfig::decode(&bytes, &config_path)?;
+        let cache_dir = opts.cache_dir.clone().unwrap_or_else(|| layout.default_cache_dir());
+        Ok(Repository {
+            layout,
+            config,
+            cache_dir,
+            index: OnceLock::new(),
+            open_packs: Mutex::default(),
+        })
+    }
+
+    /// The paths of this repository.
+    #[must_use]
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Its config.
+    #[must_use]
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The index cache, opened and brought up to date with `index/` on first use.
+    ///
+    /// # Errors
+    /// [`Error::Cache`], or a damaged index file.
+    pub fn index(&self) -> Result<&ChunkIndex> {
+        if let Some(index) = self.index.get() {
+            return Ok(index);
+        }
+        let index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
+        self.ingest_new_index_files(&index)?;
+        Ok(self.index.get_or_init(|| index))
+    }
+
+    /// Ingests every index file in `index/` that the cache has not seen.
+    fn ingest_new_index_files(&self, index: &ChunkIndex) -> Result<()> {
+        let dir = self.layout.index_dir();
+        for entry in std::fs::read_dir(&dir).at(&dir)? {
+            let entry = entry.at(&dir)?;
+            let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<IndexId>().ok())
+            else {
+                continue;
+            };
+            if index.is_ingested(&id)? {
+                continue;
+            }
+            let packs = self.load_index_file(id)?;
+            index.ingest(&id, &packs)?;
+        }
+        Ok(())
+    }
+
+    /// Reads and verifies one index file.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Corrupt`] naming the file, [`Error::UnsupportedVersion`].
+    pub fn load_index_file(&self, id: IndexId) -> Result<Vec<IndexedPack>> {
+        let path = self.layout.index_file(id);
+        let corrupt = |reason| Error::Corrupt { object: ObjectRef::IndexFile(id), reason };
+        let len = std::fs::metadata(&path).at(&path)?.len();
+        if len > MAX_INDEX_FILE_LEN {
+            return Err(corrupt(Corruption::Invalid(format!(
+                "index file of {len} bytes is too large"
+            ))));
+        }
+        let bytes = std::fs::read(&path).at(&path)?;
+        let actual = Id::hash(&bytes);
+        if actual != id.0 {
+            return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
+        }
+        let (version, packs) = decode_index_file(&bytes).map_err(corrupt)?;
+        check_version(version)?;
+        Ok(packs)
+    }
+
+    /// Writes an index file listing `packs` (which must be durable) and feeds it to the cache.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Cache`].
+    pub fn save_index_file(&self, packs: &[IndexedPack]) -> Result<IndexId> {
+        let bytes = encode_index_file(packs);
+        let id = IndexId(Id::hash(&bytes));
+        write_atomic(&self.layout.tmp_dir(), &self.layout.index_file(id), &bytes)?;
+        self.index()?.ingest(&id, packs)?;
+        Ok(id)
+    }
+
+    /// Every snapshot in `snapshots/`, in no particular order.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be listed.
+    pub fn list_snapshots(&self) -> Result<Vec<ListedSnapshot>> {
+        let dir = self.layout.snapshots_dir();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).at(&dir)? {
+            let entry = entry.at(&dir)?;
+            let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<SnapshotId>().ok())
+            else {
+                continue;
+            };
+            out.push(ListedSnapshot { id, manifest: self.load_snapshot(id) });
+        }
+        Ok(out)
+    }
+
+    /// Loads and verifies one manifest.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Corrupt`] naming the snapshot, [`Error::UnsupportedVersion`].
+    pub fn load_snapshot(&self, id: SnapshotId) -> Result<Manifest> {
+        let path = self.layout.snapshot(id);
+        let corrupt = |reason| Error::Corrupt { object: ObjectRef::Snapshot(id), reason };
+        let bytes = std::fs::read(&path).at(&path)?;
+        let actual = Id::hash(&bytes);
+        if actual != id.0 {
+            return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
+        }
+        match Manifest::decode(&bytes).map_err(corrupt)? {
+            Ok(m) => Ok(m),
+            Err(version) => check_version(version)
+                .and(Err(corrupt(Corruption::Invalid("unreadable manifest version".into())))),
+        }
+    }
+
+    /// Writes a manifest, last step of a snapshot: temp + fsync + rename + directory fsync.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save_snapshot(&self, manifest: &Manifest) -> Result<SnapshotId> {
+        let bytes = manifest.encode();
+        let id = SnapshotId(Id::hash(&bytes));
+        write_atomic(&self.layout.tmp_dir(), &self.layout.snapshot(id), &bytes)?;
+        Ok(id)
+    }
+
+    /// Finds the snapshot `reference` names: `latest`, a full id, or a unique id prefix of at
+    /// least 8 hex characters.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`], [`Error::AmbiguousSnapshot`], [`Error::InvalidReference`].
+    pub fn resolve_snapshot(&self, reference: &str) -> Result<(SnapshotId, Manifest)> {
+        let not_found = || Error::SnapshotNotFound { reference: reference.to_owned() };
+        if reference == "latest" {
+            let newest = self
+                .list_snapshots()?
+                .into_iter()
+                .filter_map(|s| s.manifest.ok().map(|m| (s.id, m)))
+                .max_by_key(|(id, m)| (m.time_ns, *id));
+            return newest.ok_or_else(not_found);
+        }
+        let valid_hex = reference.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !valid_hex || reference.len() < 8 || reference.len() > 64 {
+            return Err(Error::InvalidReference {
+                reference: reference.to_owned(),
+                reason: "expected `latest`, or at least 8 lowercase hex characters of an id",
+            });
+        }
+        let matches: Vec<SnapshotId> = self
+            .list_snapshots()?
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|id| id.to_hex().starts_with(reference))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(not_found()),
+            [id] => Ok((*id, self.load_snapshot(*id)?)),
+            _ => Err(Error::AmbiguousSnapshot {
+                reference: reference.to_owned(),
+                count: matches.len(),
+            }),
+        }
+    }
+
+    fn open_pack(&self, id: crate::id::PackId) -> Result<Arc<File>> {
+        let mut packs = self.open_packs.lock().map_err(|_| Error::WorkerPanicked)?;
+        if let Some(f) = packs.get(&id) {
+            return Ok(Arc::clone(f));
+        }
+        let path = self.layout.pack(id);
+        let file = Arc::new(File::open(&path).at(&path)?);
+        if packs.len() >= OPEN_PACKS_MAX {
+            packs.clear();
+        }
+        packs.insert(id, Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// Reads blob `id`, which must be of `kind`, verified against its id; raw bytes go to
+    /// `raw`. `frame` is a reusable read buffer.
+    ///
+    /// # Errors
+    /// [`Error::BlobNotIndexed`], [`Error::Io`], [`Error::Corrupt`] naming pack and blob.
+    pub fn read_blob_into(
+        &self,
+        id: Id,
+        kind: BlobKind,
+        frame: &mut Vec<u8>,
+        raw: &mut Vec<u8>,
+    ) -> Result<()> {
+        let loc = self.index()?.get(&id)?.ok_or(Error::BlobNotIndexed { id })?;
+        if loc.entry.kind != kind {
+            return Err(Error::Corrupt {
+                object: ObjectRef::Blob { pack: loc.pack, id, offset: loc.entry.offset },
+                reason: Corruption::Invalid(format!(
+                    "blob is a {:?} blob, referenced as {kind:?}",
+                    loc.entry.kind
+                )),
+            });
+        }
+        let file = self.open_pack(loc.pack)?;
+        read_blob(&file, &self.layout.pack(loc.pack), loc.pack, &loc.entry, frame, raw)
+    }
+
+    /// Reads blob `id` of `kind` into a new buffer.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob_into`].
+    pub fn read_blob(&self, id: Id, kind: BlobKind) -> Result<Vec<u8>> {
+        let mut frame = Vec::new();
+        let mut raw = Vec::new();
+        self.read_blob_into(id, kind, &mut frame, &mut raw)?;
+        Ok(raw)
+    }
+
+    /// Loads and decodes a tree blob.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob_into`], and [`Error::Corrupt`] naming the tree.
+    pub fn load_tree(&self, id: TreeId) -> Result<TreeBlob> {
+        let raw = self.read_blob(id.0, BlobKind::Tree)?;
+        TreeBlob::decode(&raw)
+            .map_err(|reason| Error::Corrupt { object: ObjectRef::Tree(id), reason })
+    }
+}

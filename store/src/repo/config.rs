@@ -1,0 +1,145 @@
+//! The repository's `config` file (FORMAT.md §4).
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::error::{Corruption, Error, ObjectRef, Result};
+use crate::format::{check_version, decode_record, encode_record, ByteReader, FORMAT_VERSION};
+use crate::id::{Id, ID_LEN};
+
+/// Magic of the config file: `STORECFG`. Do not modify.
+const CONFIG_MAGIC: [u8; 8] = *b"STORECFG";
+
+/// The function that turns raw bytes into ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdHash {
+    /// Unkeyed BLAKE3-256.
+    Blake3,
+}
+
+/// Parameters fixed when the repository is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Random id of this repository (caches are keyed by it).
+    pub repo_id: Id,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_ns: i64,
+    /// The id function.
+    pub id_hash: IdHash,
+    /// Chunk size bounds and seed.
+    pub chunker: ChunkerParams,
+    /// zstd level for new blobs.
+    pub compression_level: i32,
+    /// Packs are sealed once they reach this size (bytes).
+    pub pack_target: u32,
+    /// Feature flags; a reader refuses a repository with a flag it does not know. None yet.
+    pub features: u64,
+}
+
+impl RepoConfig {
+    /// Encodes the config file: magic, version, bincode record, BLAKE3 of all that.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&CONFIG_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&encode_record(self));
+        let sum = Id::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
+    /// Decodes a config file.
+    ///
+    /// # Errors
+    /// [`Error::NotARepository`] for a wrong magic, [`Error::UnsupportedVersion`],
+    /// [`Error::Corrupt`] for a bad checksum or record.
+    pub fn decode(bytes: &[u8], path: &std::path::Path) -> Result<Self> {
+        let corrupt = |reason| Error::Corrupt { object: ObjectRef::Config, reason };
+        let mut r = ByteReader::new(bytes, 0);
+        if r.magic(&CONFIG_MAGIC).is_err() {
+            return Err(Error::NotARepository {
+                path: path.to_path_buf(),
+                reason: "config file has no store signature".into(),
+            });
+        }
+        let version = r.u32().map_err(corrupt)?;
+        check_version(version)?;
+        let body_end = bytes.len().checked_sub(ID_LEN).filter(|&n| n >= 12).ok_or_else(|| {
+            corrupt(Corruption::Truncated {
+                offset: 12,
+                needed: ID_LEN as u64,
+                len: bytes.len() as u64,
+            })
+        })?;
+        let (signed, sum) = bytes.split_at(body_end);
+        if Id::hash(signed).as_bytes() != sum {
+            return Err(corrupt(Corruption::ChecksumMismatch { what: "config" }));
+        }
+        let config: RepoConfig =
+            decode_record(signed.get(12..).unwrap_or_default(), "config").map_err(corrupt)?;
+        if config.features != 0 {
+            return Err(corrupt(Corruption::Invalid(format!(
+                "unknown feature flags {:#x}",
+                config.features
+            ))));
+        }
+        config.chunker.validate().map_err(|m| corrupt(Corruption::Invalid(m)))?;
+        if config.pack_target < 1 << 20 {
+            return Err(corrupt(Corruption::Invalid(format!(
+                "pack target {} is below 1 MiB",
+                config.pack_target
+            ))));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn sample() -> RepoConfig {
+        RepoConfig {
+            repo_id: Id::hash(b"r"),
+            created_ns: 5,
+            id_hash: IdHash::Blake3,
+            chunker: ChunkerParams::default_with_seed(9),
+            compression_level: 3,
+            pack_target: 16 << 20,
+            features: 0,
+        }
+    }
+
+    #[test]
+    fn config_round_trips() {
+        let c = sample();
+        assert_eq!(RepoConfig::decode(&c.encode(), Path::new("config")).unwrap(), c);
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let bytes = sample().encode();
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(RepoConfig::decode(&b, Path::new("config")).is_err(), "bit {i}");
+        }
+    }
+
+    #[test]
+    fn newer_version_is_refused_by_number() {
+        let mut bytes = sample().encode();
+        bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
+        let err = RepoConfig::decode(&bytes, Path::new("config")).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedVersion { found: 7, .. }), "got {err:?}");
+    }
+
+    #[test]
+    fn foreign_file_is_not_a_repository() {
+        let err = RepoConfig::decode(b"[core]\nrepositoryformatversion = 0\n", Path::new("config"))
+            .unwrap_err();
+        assert!(matches!(err, Error::NotARepository { .. }), "got {err:?}");
+    }
+}

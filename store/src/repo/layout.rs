@@ -1,0 +1,92 @@
+//! Paths inside a local repository (FORMAT.md §3). Only this module spells them.
+
+use std::path::{Path, PathBuf};
+
+use crate::id::{IndexId, PackId, SnapshotId};
+
+/// The paths of one repository.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of the repository at `root`.
+    #[must_use]
+    pub fn new(root: &Path) -> Self {
+        Layout { root: root.to_path_buf() }
+    }
+
+    /// The repository directory.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `config`.
+    #[must_use]
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config")
+    }
+
+    /// `packs/`.
+    #[must_use]
+    pub fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+
+    /// `packs/<first two hex digits>/<id>.pack`.
+    #[must_use]
+    pub fn pack(&self, id: PackId) -> PathBuf {
+        let hex = id.to_hex();
+        self.packs_dir().join(&hex[..2]).join(format!("{hex}.pack"))
+    }
+
+    /// `index/`.
+    #[must_use]
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join("index")
+    }
+
+    /// `index/<id>`.
+    #[must_use]
+    pub fn index_file(&self, id: IndexId) -> PathBuf {
+        self.index_dir().join(id.to_hex())
+    }
+
+    /// `snapshots/`.
+    #[must_use]
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// `snapshots/<id>`.
+    #[must_use]
+    pub fn snapshot(&self, id: SnapshotId) -> PathBuf {
+        self.snapshots_dir().join(id.to_hex())
+    }
+
+    /// `locks/`.
+    #[must_use]
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    /// `tmp/`: temp files, renamed into place when complete.
+    #[must_use]
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// `cache/`: the default place of this host's index cache.
+    #[must_use]
+    pub fn default_cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// The directories `init` creates, parents first.
+    #[must_use]
+    pub fn skeleton(&self) -> [PathBuf; 5] {
+        [self.tmp_dir(), self.packs_dir(), self.index_dir(), self.snapshots_dir(), self.locks_dir()]
+    }
+}

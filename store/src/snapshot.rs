@@ -1,0 +1,213 @@
+//! Snapshot manifests: one small file per backup set, `snapshots/<id>` (FORMAT.md §7).
+//!
+//! A manifest is written last, after every pack and index file it depends on is durable, by
+//! temp file + fsync + rename + directory fsync; so a listed set is always complete. Its id is
+//! the BLAKE3 of the file, so a damaged manifest no longer matches its name.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Corruption;
+use crate::format::{decode_record, encode_record, ByteReader, FORMAT_VERSION};
+use crate::id::{SnapshotId, TreeId};
+use crate::tree::Metadata;
+
+/// Magic of a manifest: `STORESNP`. Do not modify.
+const MANIFEST_MAGIC: [u8; 8] = *b"STORESNP";
+
+/// Whether a set stands alone or builds on a parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetKind {
+    /// Every file was read.
+    Full,
+    /// Unchanged files reuse the parent's chunk lists.
+    Incremental,
+}
+
+impl SetKind {
+    /// `full` or `incremental`.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SetKind::Full => "full",
+            SetKind::Incremental => "incremental",
+        }
+    }
+}
+
+/// What a component was captured from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComponentKind {
+    /// A directory: restored as `TARGET/<name>/`.
+    Dir,
+    /// A single file (also standard input or a command's output): restored as `TARGET/<name>`.
+    File,
+}
+
+/// Counts for a component or a whole set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counts {
+    /// Regular files.
+    pub files: u64,
+    /// Directories (the component root included).
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// FIFOs, sockets and devices.
+    pub specials: u64,
+    /// Bytes of file content in the set.
+    pub bytes_source: u64,
+    /// Bytes of file content read from the source.
+    pub bytes_read: u64,
+    /// Bytes written to packs (headers and compressed data).
+    pub bytes_added: u64,
+    /// New data chunks stored.
+    pub chunks_new: u64,
+}
+
+/// One source of a set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    /// Name, unique in the set: restore puts it at `TARGET/<name>`.
+    pub name: String,
+    /// The source path (raw bytes) or a description of the source.
+    pub source: Vec<u8>,
+    /// What it was captured from.
+    pub kind: ComponentKind,
+    /// For a directory, its listing; for a file, a tree with the one entry `name`.
+    pub root: TreeId,
+    /// Metadata of the source directory (for a file, of the file).
+    pub meta: Metadata,
+    /// Capture start, nanoseconds since the Unix epoch.
+    pub start_ns: i64,
+    /// Capture end.
+    pub end_ns: i64,
+    /// Counts for this component.
+    pub counts: Counts,
+}
+
+/// A source path that could not be backed up; the set was committed without it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedPath {
+    /// The component it belongs to.
+    pub component: String,
+    /// The path inside the component, raw bytes.
+    pub path: Vec<u8>,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// A snapshot manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Start of the set, nanoseconds since the Unix epoch (UTC).
+    pub time_ns: i64,
+    /// End of the set.
+    pub end_ns: i64,
+    /// Host that wrote it.
+    pub host: String,
+    /// Tags given by the operator.
+    pub tags: Vec<String>,
+    /// Full or incremental.
+    pub kind: SetKind,
+    /// The set an incremental builds on.
+    pub parent: Option<SnapshotId>,
+    /// The sources, in capture order.
+    pub components: Vec<Component>,
+    /// Totals over all components.
+    pub counts: Counts,
+    /// Paths that could not be read.
+    pub skipped: Vec<SkippedPath>,
+}
+
+impl Manifest {
+    /// Encodes the manifest file: magic, format version, bincode record.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&MANIFEST_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&encode_record(self));
+        out
+    }
+
+    /// Decodes a manifest file; returns the version found when it is not this build's.
+    ///
+    /// # Errors
+    /// Bad magic, truncated or malformed bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Result<Self, u32>, Corruption> {
+        let mut r = ByteReader::new(bytes, 0);
+        r.magic(&MANIFEST_MAGIC)?;
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Ok(Err(version));
+        }
+        let m: Manifest = decode_record(r.rest(), "manifest")?;
+        let mut names: Vec<&str> = m.components.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Corruption::Invalid("two components have the same name".into()));
+        }
+        if let Some(bad) =
+            m.components.iter().find(|c| !crate::tree::is_valid_name(c.name.as_bytes()))
+        {
+            return Err(Corruption::Invalid(format!("invalid component name {:?}", bad.name)));
+        }
+        Ok(Ok(m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Id;
+
+    pub(crate) fn sample() -> Manifest {
+        Manifest {
+            time_ns: 1_700_000_000_000_000_000,
+            end_ns: 1_700_000_001_000_000_000,
+            host: "alf1".into(),
+            tags: vec!["nightly".into()],
+            kind: SetKind::Full,
+            parent: None,
+            components: vec![Component {
+                name: "content".into(),
+                source: b"/alf_data/contentstore".to_vec(),
+                kind: ComponentKind::Dir,
+                root: TreeId(Id::hash(b"root")),
+                meta: Metadata::default(),
+                start_ns: 1,
+                end_ns: 2,
+                counts: Counts { files: 3, ..Counts::default() },
+            }],
+            counts: Counts { files: 3, ..Counts::default() },
+            skipped: vec![],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips() {
+        let m = sample();
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), Ok(m));
+    }
+
+    #[test]
+    fn newer_version_is_reported_not_decoded() {
+        let mut bytes = sample().encode();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(Manifest::decode(&bytes).unwrap(), Err(2));
+    }
+
+    #[test]
+    fn damaged_manifests_are_errors() {
+        let bytes = sample().encode();
+        for n in 0..bytes.len() {
+            assert!(Manifest::decode(&bytes[..n]).is_err(), "prefix {n}");
+        }
+        let mut m = sample();
+        m.components.push(m.components[0].clone());
+        assert!(Manifest::decode(&m.encode()).is_err());
+        let mut m = sample();
+        m.components[0].name = "../etc".into();
+        assert!(Manifest::decode(&m.encode()).is_err());
+    }
+}
