@@ -166,6 +166,7 @@ pub fn snapshot(
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
     check_sources(&opts.sources)?;
+    repo.prepare_write()?;
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2)
     } else {

@@ -218,6 +218,15 @@ impl Repository {
         &self.config
     }
 
+    /// Makes sure the directories writers need exist (a copied repository may lack empty
+    /// ones, as git does not keep them).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn prepare_write(&self) -> Result<()> {
+        self.layout.skeleton().iter().try_for_each(|d| ensure_dir(d))
+    }
+
     /// The index cache, opened and brought up to date with `index/` on first use.
     ///
     /// # Errors

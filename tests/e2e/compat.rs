@@ -1,0 +1,103 @@
+//! Format compatibility: a repository written by format version 1 (committed under
+//! `tests/fixtures/v1/`) must stay readable by every later build, byte for byte.
+//!
+//! To write the fixture anew (only when a format version is introduced):
+//! `STORE_WRITE_FIXTURE=1 cargo test --release -p store-cli --test e2e compat`.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use crate::support::{random_bytes, set_mtime, store, write};
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/v1")
+}
+
+/// The source tree the v1 fixture holds; deterministic, times included.
+fn fixture_source(dir: &Path) {
+    write(&dir.join("contentstore/2026/11/21/14/05/9f1c.bin"), &random_bytes(11, 600_000));
+    write(
+        &dir.join("contentstore/2026/11/21/14/05/a77e.bin"),
+        &b"version 1 of a document\n".repeat(20_000),
+    );
+    write(&dir.join("contentstore/2026/11/21/14/06/empty.bin"), b"");
+    std::os::unix::fs::symlink("2026/11/21", dir.join("contentstore/latest-day")).unwrap();
+    for (i, p) in
+        ["contentstore/2026/11/21/14/05/9f1c.bin", "contentstore/2026/11/21/14/05/a77e.bin"]
+            .iter()
+            .enumerate()
+    {
+        set_mtime(&dir.join(p), 1_763_700_000_000_000_000 + i as i64);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn v1_fixture_restores_byte_for_byte() {
+    let fixture = fixture_dir().join("repo");
+    if std::env::var_os("STORE_WRITE_FIXTURE").is_some() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("source");
+        fixture_source(&src);
+        let _ = std::fs::remove_dir_all(&fixture);
+        store([OsStr::new("init"), OsStr::new("--repo"), fixture.as_os_str()]).ok();
+        store([
+            OsStr::new("snapshot"),
+            OsStr::new("--repo"),
+            fixture.as_os_str(),
+            OsStr::new("--host"),
+            OsStr::new("fixture"),
+            src.join("contentstore").as_os_str(),
+        ])
+        .ok();
+        std::fs::remove_dir_all(fixture.join("cache")).unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    copy_tree(&fixture, &repo);
+    let expected = tmp.path().join("expected");
+    fixture_source(&expected);
+    let out = tmp.path().join("out");
+    let run = store([
+        OsStr::new("restore"),
+        OsStr::new("--repo"),
+        repo.as_os_str(),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        out.as_os_str(),
+    ]);
+    let run = run.ok();
+    assert!(run.stdout.contains("3 files"), "{}", run.stdout);
+    for rel in
+        ["2026/11/21/14/05/9f1c.bin", "2026/11/21/14/05/a77e.bin", "2026/11/21/14/06/empty.bin"]
+    {
+        let a = std::fs::read(expected.join("contentstore").join(rel)).unwrap();
+        let b = std::fs::read(out.join("contentstore").join(rel)).unwrap();
+        assert!(a == b, "{rel} differs from what format v1 stored");
+    }
+    assert_eq!(
+        std::fs::read_link(out.join("contentstore/latest-day")).unwrap(),
+        Path::new("2026/11/21")
+    );
+    let listing = store([
+        OsStr::new("snapshots"),
+        OsStr::new("--json"),
+        OsStr::new("--repo"),
+        repo.as_os_str(),
+    ])
+    .ok()
+    .json();
+    assert_eq!(listing[0]["host"], "fixture");
+}

@@ -1,0 +1,190 @@
+//! Helpers: run the binary, build source trees, compare trees with metadata.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of the `store` binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_store"))
+}
+
+/// Result of one run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts exit 0 and returns self.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs `store ARGS` with a clean environment (no STORE_REPO unless given).
+pub fn store<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = Command::new(bin()).args(args).env_remove("STORE_REPO").output().expect("run store");
+    Run::from(out)
+}
+
+/// A scratch area with a repository path and helpers.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+
+    /// `store init` on this env's repository.
+    pub fn init(&self) {
+        store([OsStr::new("init"), OsStr::new("--repo"), self.repo().as_os_str()]).ok();
+    }
+
+    /// Runs `store CMD --repo REPO ARGS...`.
+    pub fn run<S: AsRef<OsStr>>(&self, cmd: &str, args: &[S]) -> Run {
+        let mut all: Vec<std::ffi::OsString> =
+            vec![cmd.into(), "--repo".into(), self.repo().into()];
+        all.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        store(all)
+    }
+
+    /// `snapshot --json` of `paths`, returning the parsed document.
+    #[track_caller]
+    pub fn snapshot(&self, paths: &[&Path]) -> serde_json::Value {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("--json")];
+        args.extend(paths.iter().map(|p| p.as_os_str()));
+        self.run("snapshot", &args).ok().json()
+    }
+}
+
+/// Deterministic pseudo-random bytes (splitmix64).
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// What a tree holds, path by path: type, mode, size, mtime, content hash or link target.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: char,
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub uid: u32,
+    pub gid: u32,
+    pub content: Vec<u8>,
+}
+
+/// Walks `root` (not following symlinks) into a sorted map of relative raw paths.
+pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).expect("lstat");
+        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let ft = m.file_type();
+        let (kind, content) = if ft.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            ('d', Vec::new())
+        } else if ft.is_symlink() {
+            ('l', std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec())
+        } else if ft.is_file() {
+            let data = std::fs::read(&p).unwrap();
+            ('f', blake3::hash(&data).as_bytes().to_vec())
+        } else {
+            ('s', Vec::new())
+        };
+        let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+        // A symlink's own mode is always 0777 on Linux.
+        let mode = if kind == 'l' { 0 } else { m.mode() };
+        out.insert(rel, Entry { kind, mode, mtime_ns, uid: m.uid(), gid: m.gid(), content });
+    }
+    out
+}
+
+/// Asserts that two trees hold the same paths, types, modes, mtimes, owners and bytes.
+#[track_caller]
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let a = snapshot_tree(expected);
+    let b = snapshot_tree(actual);
+    let a_keys: Vec<_> = a.keys().collect();
+    let b_keys: Vec<_> = b.keys().collect();
+    assert_eq!(a_keys.len(), b_keys.len(), "different number of entries");
+    for (k, ea) in &a {
+        let eb = b
+            .get(k)
+            .unwrap_or_else(|| panic!("{} missing from restore", String::from_utf8_lossy(k)));
+        assert_eq!(ea, eb, "entry {} differs", String::from_utf8_lossy(k));
+    }
+}
+
+/// Writes `data` to `path`, creating parents.
+pub fn write(path: &Path, data: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+/// Sets a file's or directory's mtime (nanoseconds), not following symlinks.
+pub fn set_mtime(path: &Path, ns: i64) {
+    let ts =
+        rustix::fs::Timespec { tv_sec: ns / 1_000_000_000, tv_nsec: (ns % 1_000_000_000) as _ };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps { last_access: ts, last_modification: ts },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
