@@ -111,7 +111,7 @@ pub enum Error {
         /// The damaged object.
         object: ObjectRef,
         /// What is wrong with it.
-        reason: Corruption,
+        reason: Box<Corruption>,
     },
     /// An I/O operation on a named path failed.
     #[error("{}: {source}", path.display())]
@@ -238,6 +238,14 @@ pub enum Error {
     /// A worker thread of the pipeline panicked.
     #[error("internal error: a worker thread panicked")]
     WorkerPanicked,
+}
+
+impl Error {
+    /// A corruption of `object`.
+    #[must_use]
+    pub fn corrupt(object: ObjectRef, reason: Corruption) -> Self {
+        Error::Corrupt { object, reason: Box::new(reason) }
+    }
 }
 
 /// The engine's result type.

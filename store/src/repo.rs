@@ -264,7 +264,7 @@ impl Repository {
     /// [`Error::Io`], [`Error::Corrupt`] naming the file, [`Error::UnsupportedVersion`].
     pub fn load_index_file(&self, id: IndexId) -> Result<Vec<IndexedPack>> {
         let path = self.layout.index_file(id);
-        let corrupt = |reason| Error::Corrupt { object: ObjectRef::IndexFile(id), reason };
+        let corrupt = |reason| Error::corrupt(ObjectRef::IndexFile(id), reason);
         let len = std::fs::metadata(&path).at(&path)?.len();
         if len > MAX_INDEX_FILE_LEN {
             return Err(corrupt(Corruption::Invalid(format!(
@@ -317,7 +317,7 @@ impl Repository {
     /// [`Error::Io`], [`Error::Corrupt`] naming the snapshot, [`Error::UnsupportedVersion`].
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Manifest> {
         let path = self.layout.snapshot(id);
-        let corrupt = |reason| Error::Corrupt { object: ObjectRef::Snapshot(id), reason };
+        let corrupt = |reason| Error::corrupt(ObjectRef::Snapshot(id), reason);
         let bytes = std::fs::read(&path).at(&path)?;
         let actual = Id::hash(&bytes);
         if actual != id.0 {
@@ -407,13 +407,13 @@ impl Repository {
     ) -> Result<()> {
         let loc = self.index()?.get(&id)?.ok_or(Error::BlobNotIndexed { id })?;
         if loc.entry.kind != kind {
-            return Err(Error::Corrupt {
-                object: ObjectRef::Blob { pack: loc.pack, id, offset: loc.entry.offset },
-                reason: Corruption::Invalid(format!(
+            return Err(Error::corrupt(
+                ObjectRef::Blob { pack: loc.pack, id, offset: loc.entry.offset },
+                Corruption::Invalid(format!(
                     "blob is a {:?} blob, referenced as {kind:?}",
                     loc.entry.kind
                 )),
-            });
+            ));
         }
         let file = self.open_pack(loc.pack)?;
         read_blob(&file, &self.layout.pack(loc.pack), loc.pack, &loc.entry, frame, raw)
@@ -436,7 +436,6 @@ impl Repository {
     /// As [`Repository::read_blob_into`], and [`Error::Corrupt`] naming the tree.
     pub fn load_tree(&self, id: TreeId) -> Result<TreeBlob> {
         let raw = self.read_blob(id.0, BlobKind::Tree)?;
-        TreeBlob::decode(&raw)
-            .map_err(|reason| Error::Corrupt { object: ObjectRef::Tree(id), reason })
+        TreeBlob::decode(&raw).map_err(|reason| Error::corrupt(ObjectRef::Tree(id), reason))
     }
 }

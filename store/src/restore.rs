@@ -443,9 +443,8 @@ pub fn for_each_chunk(
         ChunkRefs::Lists(lists) => {
             for list in lists {
                 let bytes = repo.read_blob(*list, BlobKind::ChunkList)?;
-                let ids = decode_chunk_list(&bytes).map_err(|reason| Error::Corrupt {
-                    object: crate::error::ObjectRef::ChunkList(*list),
-                    reason,
+                let ids = decode_chunk_list(&bytes).map_err(|reason| {
+                    Error::corrupt(crate::error::ObjectRef::ChunkList(*list), reason)
                 })?;
                 ids.iter().try_for_each(|c| f(c.0))?;
             }

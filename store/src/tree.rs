@@ -280,16 +280,14 @@ impl<L: FnMut(TreeId) -> Result<TreeBlob>> DirEntries<L> {
         let nodes = match (self.load)(page)? {
             TreeBlob::Leaf(nodes) => nodes,
             TreeBlob::Pages(_) => {
-                return Err(crate::Error::Corrupt {
-                    object: crate::error::ObjectRef::Tree(page),
-                    reason: Corruption::Invalid("a page of a directory is itself paged".into()),
-                })
+                return Err(crate::Error::corrupt(
+                    crate::error::ObjectRef::Tree(page),
+                    Corruption::Invalid("a page of a directory is itself paged".into()),
+                ))
             }
         };
-        check_names(&nodes, self.last_name.as_deref()).map_err(|reason| crate::Error::Corrupt {
-            object: crate::error::ObjectRef::Tree(page),
-            reason,
-        })?;
+        check_names(&nodes, self.last_name.as_deref())
+            .map_err(|reason| crate::Error::corrupt(crate::error::ObjectRef::Tree(page), reason))?;
         self.current = nodes.into_iter();
         Ok(true)
     }

@@ -23,10 +23,10 @@ pub fn component_node(repo: &Repository, c: &Component) -> Result<Node> {
             let mut entries = dir_entries(repo, c.root)?;
             match entries.next() {
                 Some(node) => node,
-                None => Err(Error::Corrupt {
-                    object: crate::error::ObjectRef::Tree(c.root),
-                    reason: crate::error::Corruption::Invalid("file component has no entry".into()),
-                }),
+                None => Err(Error::corrupt(
+                    crate::error::ObjectRef::Tree(c.root),
+                    crate::error::Corruption::Invalid("file component has no entry".into()),
+                )),
             }
         }
     }

@@ -1,6 +1,12 @@
 //! End-to-end tests: drive the real `store` binary. One test binary with modules, so RocksDB is
 //! linked once.
 
+// Tests write source trees and damage repositories on purpose; the rule that repository files
+// go through `write_atomic` is for the engine.
+#![allow(clippy::disallowed_methods)]
+// Test helpers panic on setup failures by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod bad_input;

@@ -30,7 +30,7 @@ fn build_odd_tree(src: &Path) {
     symlink(OsStr::from_bytes(b"\xff-target"), src.join("non-utf8-link")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("fifo"),
+        src.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,

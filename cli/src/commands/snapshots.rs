@@ -20,7 +20,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
             Err(e) => damaged.push((s.id, e)),
         }
     }
-    good.sort_by(|a, b| (b.1.time_ns, b.0).cmp(&(a.1.time_ns, a.0)));
+    good.sort_by_key(|(id, m)| std::cmp::Reverse((m.time_ns, *id)));
     for (id, e) in &damaged {
         eprintln!("store: warning: snapshot {id} is damaged: {e}");
     }

@@ -191,7 +191,7 @@ impl ChunkIndex {
         value
             .map(|v| Location::decode(*id, &v))
             .transpose()
-            .map_err(|reason| Error::Corrupt { object: crate::error::ObjectRef::Cache, reason })
+            .map_err(|reason| Error::corrupt(crate::error::ObjectRef::Cache, reason))
     }
 
     /// Whether blob `id` is indexed.

@@ -61,9 +61,8 @@ pub fn read_blob(
     frame: &mut Vec<u8>,
     raw: &mut Vec<u8>,
 ) -> Result<()> {
-    let corrupt = |reason| Error::Corrupt {
-        object: ObjectRef::Blob { pack, id: entry.id, offset: entry.offset },
-        reason,
+    let corrupt = |reason| {
+        Error::corrupt(ObjectRef::Blob { pack, id: entry.id, offset: entry.offset }, reason)
     };
     let len = BLOB_HEADER_LEN + entry.stored_len as usize;
     frame.resize(len, 0);
@@ -95,7 +94,7 @@ impl PackReader {
     /// # Errors
     /// [`Error::Corrupt`] naming the pack for a bad footer or trailer; [`Error::Io`].
     pub fn open(path: &Path, id: PackId) -> Result<Self> {
-        let corrupt = |reason| Error::Corrupt { object: ObjectRef::Pack(id), reason };
+        let corrupt = |reason| Error::corrupt(ObjectRef::Pack(id), reason);
         let file = File::open(path).at(path)?;
         let len = file.metadata().at(path)?.len();
         if len < FOOTER_LEN as u64 {

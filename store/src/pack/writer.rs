@@ -153,9 +153,8 @@ impl PackWriter {
         for e in &self.entries {
             buf.resize(e.end().saturating_sub(e.offset) as usize, 0);
             self.file.read_exact_at(&mut buf, e.offset).at(&self.temp)?;
-            verify_blob(&buf, e, &mut raw).map_err(|reason| Error::Corrupt {
-                object: ObjectRef::Blob { pack: id, id: e.id, offset: e.offset },
-                reason,
+            verify_blob(&buf, e, &mut raw).map_err(|reason| {
+                Error::corrupt(ObjectRef::Blob { pack: id, id: e.id, offset: e.offset }, reason)
             })?;
         }
 

@@ -55,7 +55,7 @@ impl RepoConfig {
     /// [`Error::NotARepository`] for a wrong magic, [`Error::UnsupportedVersion`],
     /// [`Error::Corrupt`] for a bad checksum or record.
     pub fn decode(bytes: &[u8], path: &std::path::Path) -> Result<Self> {
-        let corrupt = |reason| Error::Corrupt { object: ObjectRef::Config, reason };
+        let corrupt = |reason| Error::corrupt(ObjectRef::Config, reason);
         let mut r = ByteReader::new(bytes, 0);
         if r.magic(&CONFIG_MAGIC).is_err() {
             return Err(Error::NotARepository {
