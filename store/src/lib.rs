@@ -55,7 +55,10 @@ pub use error::{Corruption, Error, ObjectRef, Result};
 pub use format::{FORMAT_VERSION, SUPPORTED_VERSIONS};
 pub use id::{ChunkId, Id, IndexId, PackId, ParseIdError, SnapshotId, TreeId};
 pub use index::{decode_index_file, encode_index_file, ChunkIndex, IndexedPack, Location};
-pub use pack::{read_blob, BlobKind, EncodedBlob, PackEntry, PackReader, PackWriter, SealedPack};
+pub use pack::{
+    read_blob, BlobKind, EncodedBlob, PackEntry, PackReader, PackWriter, SealedPack,
+    BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN,
+};
 pub use progress::{NoProgress, Progress};
 pub use repo::{IdHash, InitOptions, Layout, ListedSnapshot, OpenOptions, RepoConfig, Repository};
 pub use restore::{for_each_chunk, restore, RestoreFailure, RestoreOptions, RestoreReport};

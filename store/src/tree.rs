@@ -420,6 +420,38 @@ mod tests {
         }
     }
 
+    /// The record encoding spelled out in FORMAT.md §1 and §6, pinned byte for byte.
+    #[test]
+    fn node_encoding_matches_format_md() {
+        let node = Node {
+            name: b"a".to_vec(),
+            meta: Metadata { mode: 0o100_644, uid: 1, gid: 2, mtime_ns: 3, ctime_ns: 4, ino: 5 },
+            content: Content::Symlink { target: b"t".to_vec() },
+        };
+        let hex: String = encode_record(&node).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "0100000000000000",
+                "61", // name: u64 length, bytes
+                "a4810000",
+                "01000000",
+                "02000000", // mode, uid, gid (u32)
+                "0300000000000000",
+                "0400000000000000",
+                "0500000000000000", // mtime, ctime, ino
+                "02000000",         // Content variant 2 = Symlink (u32)
+                "0100000000000000",
+                "74", // target
+            )
+        );
+        let leaf: String =
+            TreeBlob::Leaf(vec![]).encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(leaf, "000000000000000000000000");
+        let refs = encode_record(&Some(ChunkRefs::Inline(vec![])));
+        assert_eq!(refs, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
     #[test]
     fn escape_name_is_lossless_for_display() {
         assert_eq!(escape_name(b"plain"), "plain");
