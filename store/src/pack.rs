@@ -15,6 +15,8 @@ pub use reader::{read_blob, PackReader};
 pub use writer::{EncodedBlob, PackWriter, SealedPack};
 
 #[cfg(test)]
+// The tests damage pack files on purpose, bypassing `write_atomic`.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::compress::{Codec, Compressor};
