@@ -44,12 +44,10 @@ impl store::Progress for Bar {
         self.bar.set_message(name.to_owned());
     }
 
-    fn set_total(&self, items: u64, bytes: u64) {
+    fn set_total(&self, _items: u64, bytes: u64) {
         self.bar.set_length(bytes);
-        let template = format!(
-            "{{msg}} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}} ({items} files)"
-        );
-        if let Ok(style) = ProgressStyle::with_template(&template) {
+        let template = "{msg} [{bar:25}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}";
+        if let Ok(style) = ProgressStyle::with_template(template) {
             self.bar.set_style(style.progress_chars("=> "));
         }
     }

@@ -189,12 +189,9 @@ pub fn snapshot(
 
     let outcome = std::thread::scope(|s| {
         let packer = s.spawn(|| {
-            let r = pack_loop(repo, &enc_rx, &shared);
-            if let Err(e) = &r {
-                shared.fail(clone_err(e));
-            }
+            let packed = pack_loop(repo, &enc_rx, &shared).map_err(|e| shared.fail(e)).ok();
             drop(enc_rx);
-            r
+            packed
         });
         let compressors = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
         let compressors = match compressors {
@@ -243,7 +240,7 @@ pub fn snapshot(
         }
         drop(event_tx);
         drop(job_tx);
-        let packed = packer.join().map_err(|_| Error::WorkerPanicked).and_then(|r| r);
+        let packed = packer.join().map_err(|_| Error::WorkerPanicked);
         Some((components, packed))
     });
 
@@ -252,7 +249,7 @@ pub fn snapshot(
     }
     let (components, packed) = outcome.ok_or(Error::Cancelled)?;
     let (mut components, skipped) = components?;
-    let packed = packed?;
+    let packed = packed?.ok_or(Error::Cancelled)?;
     for (c, a) in components.iter_mut().zip(&added) {
         c.counts.bytes_added = a.load(Ordering::Relaxed);
     }
@@ -282,24 +279,6 @@ pub fn snapshot(
     // Every pack is durable and indexed (pack_loop returned): now, and only now, the manifest.
     let id = repo.save_snapshot(&manifest)?;
     Ok(SnapshotReport { id, manifest, packs: packed.packs, duration: started.elapsed() })
-}
-
-/// Errors are not Clone; the shared slot gets a description when a stage's own result is
-/// also returned.
-fn clone_err(e: &Error) -> Error {
-    match e {
-        Error::Io { path, source } => Error::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::Corrupt { object, reason } => {
-            Error::Corrupt { object: object.clone(), reason: reason.clone() }
-        }
-        Error::Cache { path, message } => {
-            Error::Cache { path: path.clone(), message: message.clone() }
-        }
-        _ => Error::InvalidOption { option: "snapshot", reason: e.to_string() },
-    }
 }
 
 /// What the tree builder reports for a finished component.
