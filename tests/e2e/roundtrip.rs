@@ -52,11 +52,11 @@ fn build_odd_tree(src: &Path) {
     // Ownership is restored when running as root: give some entries another owner.
     if rustix::process::geteuid().is_root() {
         let (uid, gid) = (rustix::fs::Uid::from_raw(65534), rustix::fs::Gid::from_raw(65533));
-        rustix::fs::chown(&src.join("docs/notes.txt"), Some(uid), Some(gid)).unwrap();
-        rustix::fs::chown(&src.join("bin"), Some(uid), Some(gid)).unwrap();
+        rustix::fs::chown(src.join("docs/notes.txt"), Some(uid), Some(gid)).unwrap();
+        rustix::fs::chown(src.join("bin"), Some(uid), Some(gid)).unwrap();
         rustix::fs::chownat(
             rustix::fs::CWD,
-            &src.join("rel-link"),
+            src.join("rel-link"),
             Some(uid),
             Some(gid),
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
