@@ -81,6 +81,32 @@ mod tests {
         assert!(leftovers.is_empty());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        #[test]
+        fn arbitrary_blobs_round_trip_through_a_pack(
+            blobs in proptest::collection::vec((proptest::collection::vec(0u8..4, 0..5000), 0u8..3), 1..12)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut w = PackWriter::create(dir.path()).unwrap();
+            let mut c = Compressor::new(3).unwrap();
+            let mut scratch = Vec::new();
+            for (raw, kind) in &blobs {
+                let kind = BlobKind::from_tag(*kind).unwrap();
+                w.add(&EncodedBlob::encode(Id::hash(raw), kind, raw, &mut c, &mut scratch)).unwrap();
+            }
+            let sealed = w.seal(|id| dir.path().join(format!("{id}.pack"))).unwrap();
+            let path = dir.path().join(format!("{}.pack", sealed.id));
+            let reader = PackReader::open(&path, sealed.id).unwrap();
+            proptest::prop_assert_eq!(reader.entries(), sealed.entries.as_slice());
+            let (mut frame, mut raw) = (Vec::new(), Vec::new());
+            for (e, (expected, _)) in reader.entries().iter().zip(&blobs) {
+                read_blob(reader.file(), &path, sealed.id, e, &mut frame, &mut raw).unwrap();
+                proptest::prop_assert_eq!(&raw, expected);
+            }
+        }
+    }
+
     #[test]
     fn every_flipped_byte_of_a_pack_is_detected() {
         let dir = tempfile::tempdir().unwrap();

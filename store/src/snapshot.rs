@@ -190,6 +190,31 @@ mod tests {
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), Ok(m));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_manifests_round_trip(
+            host in ".{0,20}",
+            tags in proptest::collection::vec("[a-z]{1,8}", 0..4),
+            time_ns: i64,
+            files: u64,
+            source in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            skipped in proptest::collection::vec((proptest::collection::vec(proptest::num::u8::ANY, 1..20), ".{0,10}"), 0..3),
+        ) {
+            let mut m = sample();
+            m.host = host;
+            m.tags = tags;
+            m.time_ns = time_ns;
+            m.counts.files = files;
+            m.components[0].source = source;
+            m.parent = Some(SnapshotId(Id::hash(&time_ns.to_le_bytes())));
+            m.skipped = skipped
+                .into_iter()
+                .map(|(path, reason)| SkippedPath { component: "content".into(), path, reason })
+                .collect();
+            proptest::prop_assert_eq!(Manifest::decode(&m.encode()).unwrap(), Ok(m));
+        }
+    }
+
     #[test]
     fn newer_version_is_reported_not_decoded() {
         let mut bytes = sample().encode();

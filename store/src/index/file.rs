@@ -130,6 +130,41 @@ mod tests {
         assert_eq!(decode_index_file(&bytes).unwrap(), (1, sample()));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_index_files_round_trip(
+            packs in proptest::collection::vec(
+                (proptest::num::u64::ANY, proptest::collection::vec((0u32..1 << 20, 1u32..1 << 20, 0u8..3, proptest::bool::ANY), 0..20)),
+                0..5,
+            )
+        ) {
+            let packs: Vec<IndexedPack> = packs
+                .into_iter()
+                .map(|(seed, blobs)| {
+                    let mut offset = 0u64;
+                    let entries: Vec<PackEntry> = blobs
+                        .into_iter()
+                        .map(|(stored_len, raw, kind, zstd)| {
+                            let e = PackEntry {
+                                id: Id::hash(&offset.to_le_bytes()),
+                                kind: BlobKind::from_tag(kind).unwrap(),
+                                codec: if zstd { Codec::Zstd } else { Codec::Raw },
+                                offset,
+                                stored_len,
+                                raw_len: if zstd { raw } else { stored_len },
+                            };
+                            offset = e.end();
+                            e
+                        })
+                        .collect();
+                    IndexedPack { id: PackId(Id::hash(&seed.to_le_bytes())), len: offset + 64, entries }
+                })
+                .collect();
+            let bytes = encode_index_file(&packs);
+            proptest::prop_assert_eq!(decode_index_file(&bytes).unwrap(), (1, packs));
+        }
+    }
+
     #[test]
     fn every_truncation_is_an_error() {
         let bytes = encode_index_file(&sample());
