@@ -58,8 +58,9 @@ fn snapshot_and_restore(c: &mut Criterion) {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("contentstore");
     let gen = generate_contentstore(&src, 42, 128 << 20).unwrap();
-    let sources = vec![store::SourceSpec { name: "contentstore".into(), path: src.clone() }];
+    let sources = vec![store::SourceSpec::path("contentstore", &src)];
     let opts = store::SnapshotOptions { sources, host: "bench".into(), ..Default::default() };
+    let full = store::SnapshotOptions { parent: store::ParentChoice::Full, ..opts.clone() };
 
     let mut g = c.benchmark_group("pipeline");
     g.sample_size(10);
@@ -72,7 +73,7 @@ fn snapshot_and_restore(c: &mut Criterion) {
                 (dir, repo)
             },
             |(dir, repo)| {
-                store::snapshot(&repo, &opts, &NoProgress).unwrap();
+                store::snapshot(&repo, &full, &NoProgress).unwrap();
                 dir
             },
             BatchSize::PerIteration,
@@ -81,8 +82,11 @@ fn snapshot_and_restore(c: &mut Criterion) {
     let repo_dir = tempfile::tempdir_in(work.path()).unwrap();
     let repo = Repository::init(&repo_dir.path().join("repo"), &Default::default()).unwrap();
     let report = store::snapshot(&repo, &opts, &NoProgress).unwrap();
-    g.bench_function("snapshot_unchanged", |b| {
+    g.bench_function("snapshot_incremental_unchanged", |b| {
         b.iter(|| store::snapshot(&repo, &opts, &NoProgress).unwrap());
+    });
+    g.bench_function("snapshot_full_reread_unchanged", |b| {
+        b.iter(|| store::snapshot(&repo, &full, &NoProgress).unwrap());
     });
     g.bench_function("restore", |b| {
         b.iter_batched(

@@ -34,6 +34,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Restore a set into an empty directory.
     Restore(RestoreArgs),
+    /// Show what changed between two sets.
+    Diff(DiffArgs),
 }
 
 /// `store init`.
@@ -54,12 +56,39 @@ pub struct InitArgs {
 }
 
 /// `store snapshot`.
+///
+/// Components are captured in the order they are given on the command line, whatever the
+/// option that names them.
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
     /// Directories or files to back up; each becomes a component named after its last path
     /// element.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// A directory or file as the component NAME (repeatable).
+    #[arg(long = "component", value_name = "NAME=PATH")]
+    pub components: Vec<String>,
+    /// The standard output of `sh -c COMMAND` as the file component NAME, streamed, never staged
+    /// on disk; a non-zero exit fails the whole set (repeatable).
+    #[arg(long = "component-cmd", value_name = "NAME=COMMAND")]
+    pub component_cmds: Vec<String>,
+    /// Standard input as the file component NAME.
+    #[arg(long = "stdin", value_name = "NAME")]
+    pub stdin: Option<String>,
+    /// Leave out paths matching GLOB inside each component: a pattern without `/` matches a name
+    /// at any depth, one with `/` the path below the component (repeatable).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (`#` starts a comment).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Build on this set (default: the newest set of this host with the same component names
+    /// and tags).
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "full")]
+    pub parent: Option<String>,
+    /// Read every file again and start a new chain of incrementals.
+    #[arg(long)]
+    pub full: bool,
     /// Tag the set (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
@@ -85,7 +114,7 @@ pub struct SnapshotsArgs {
 /// `store ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// The set: `latest`, an id, or a unique id prefix of at least 8 characters.
+    /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// Only this path and what is below it (`component/dir/...`).
@@ -99,7 +128,7 @@ pub struct LsArgs {
 /// `store restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The set: `latest`, an id, or a unique id prefix of at least 8 characters.
+    /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// Directory to restore into (created if missing; must be empty).
@@ -108,6 +137,20 @@ pub struct RestoreArgs {
     /// Parallel file writers (default: number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older set.
+    #[arg(value_name = "SNAPSHOT_A")]
+    pub a: String,
+    /// The newer set.
+    #[arg(value_name = "SNAPSHOT_B")]
+    pub b: String,
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,

@@ -8,7 +8,7 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// Exit status: snapshot committed, but some source files could not be read.
 pub const EXIT_PARTIAL: u8 = 3;
@@ -16,8 +16,12 @@ pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_ERROR: u8 = 1;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    match commands::run(cli) {
+    let matches = args::Cli::command().get_matches();
+    let cli = match args::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match commands::run(cli, &matches) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {

@@ -15,6 +15,7 @@
 //! walk starts only when every file of the previous one has been read (the hot-backup order
 //! of the Alfresco manual: index, then database, then content store).
 
+mod exclude;
 mod pipeline;
 mod source;
 mod walk;
@@ -28,26 +29,70 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use self::exclude::Excludes;
 use self::pipeline::{compress_loop, pack_loop, Dedup, RawBlob, Shared};
-use self::walk::{metadata_of, walk_dir, EntryKind, FileJob, FileOutcome, WalkEvent, WalkSinks};
+use self::walk::{
+    metadata_of, walk_dir, EntryKind, FileJob, FileOutcome, Freshness, ParentDir, WalkEvent,
+    WalkSinks,
+};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, SnapshotId, TreeId};
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::{Component, ComponentKind, Counts, Manifest, SetKind, SkippedPath};
+use crate::snapshot::{Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind};
 use crate::tree::{
     encode_chunk_list, BlobSink, ChunkRefs, Content, Metadata, Node, TreeBuilder, INLINE_CHUNKS_MAX,
 };
 
+/// Where a component's data comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A directory or a regular file.
+    Path(PathBuf),
+    /// Standard input, stored as one file.
+    Stdin,
+    /// The standard output of `sh -c COMMAND`, streamed into the set as one file; its
+    /// standard error is passed through. A non-zero exit fails the whole set.
+    Command(String),
+}
+
 /// One source of a set.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceSpec {
     /// Component name, unique in the set.
     pub name: String,
-    /// A directory or a file.
-    pub path: PathBuf,
+    /// Where its data comes from.
+    pub kind: SourceKind,
+}
+
+impl SourceSpec {
+    /// A directory or file component.
+    #[must_use]
+    pub fn path(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        SourceSpec { name: name.into(), kind: SourceKind::Path(path.into()) }
+    }
+
+    fn describe(&self) -> Vec<u8> {
+        match &self.kind {
+            SourceKind::Path(p) => p.as_os_str().as_bytes().to_vec(),
+            SourceKind::Stdin => b"<stdin>".to_vec(),
+            SourceKind::Command(c) => c.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// Which set a snapshot builds on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParentChoice {
+    /// The newest set of the same host with the same component names and tags, if any.
+    #[default]
+    Auto,
+    /// This set.
+    Set(SnapshotId),
+    /// None: a full set, every file read again.
+    Full,
 }
 
 /// What to snapshot and how.
@@ -59,6 +104,10 @@ pub struct SnapshotOptions {
     pub tags: Vec<String>,
     /// Host name recorded in the manifest.
     pub host: String,
+    /// The set this one builds on.
+    pub parent: ParentChoice,
+    /// Glob patterns of paths to leave out (see `backup/exclude.rs` for the rules).
+    pub excludes: Vec<String>,
     /// Worker threads per CPU-bound stage; the number of CPUs when 0.
     pub threads: usize,
     /// Walk the sources once more, metadata only, to report totals to the progress.
@@ -83,6 +132,32 @@ pub struct SnapshotReport {
 struct ComponentCounters {
     bytes_read: AtomicU64,
     chunks_new: AtomicU64,
+}
+
+/// The newest set of `host` whose component names (in order) and tags equal these.
+///
+/// # Errors
+/// [`Error::Io`] when `snapshots/` cannot be listed.
+pub fn find_parent(
+    repo: &Repository,
+    host: &str,
+    names: &[&str],
+    tags: &[String],
+) -> Result<Option<(SnapshotId, Manifest)>> {
+    let mut tags_sorted = tags.to_vec();
+    tags_sorted.sort();
+    Ok(repo
+        .list_snapshots()?
+        .into_iter()
+        .filter_map(|s| s.manifest.ok().map(|m| (s.id, m)))
+        .filter(|(_, m)| {
+            let mut t = m.tags.clone();
+            t.sort();
+            m.host == host
+                && t == tags_sorted
+                && m.components.iter().map(|c| c.name.as_str()).eq(names.iter().copied())
+        })
+        .max_by_key(|(id, m)| (m.time_ns, *id)))
 }
 
 /// Stores blobs built during the snapshot: dedup, then hand to the compressors.
@@ -114,12 +189,7 @@ impl BlobSink for Putter<'_> {
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use crate::time::now_ns;
 
 fn check_sources(sources: &[SourceSpec]) -> Result<()> {
     if sources.is_empty() {
@@ -138,27 +208,63 @@ fn check_sources(sources: &[SourceSpec]) -> Result<()> {
                 reason: format!("two sources are named {:?}; name them apart", s.name),
             });
         }
-        match std::fs::symlink_metadata(&s.path) {
+        let SourceKind::Path(path) = &s.kind else {
+            if matches!(s.kind, SourceKind::Stdin)
+                && sources[..i].iter().any(|o| o.kind == SourceKind::Stdin)
+            {
+                return Err(Error::InvalidOption {
+                    option: "stdin",
+                    reason: "standard input can be read by one component only".into(),
+                });
+            }
+            continue;
+        };
+        let fail = |reason: String| Error::ComponentFailed { component: s.name.clone(), reason };
+        match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() || m.is_file() => {}
             Ok(_) => {
-                return Err(Error::Source {
-                    path: s.path.clone(),
-                    reason: "not a directory or regular file".into(),
-                })
+                return Err(fail(format!("{}: not a directory or regular file", path.display())))
             }
-            Err(e) => return Err(Error::Source { path: s.path.clone(), reason: e.to_string() }),
+            Err(e) => return Err(fail(format!("{}: {e}", path.display()))),
         }
     }
     Ok(())
 }
 
+/// Everything the stages of one snapshot share.
+struct Ctx<'a> {
+    repo: &'a Repository,
+    dedup: Dedup<'a>,
+    shared: Shared,
+    chunker: Chunker,
+    counters: Vec<ComponentCounters>,
+    progress: &'a dyn Progress,
+}
+
+/// The set a snapshot builds on, per `choice`.
+fn resolve_parent(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+) -> Result<Option<(SnapshotId, Manifest)>> {
+    match opts.parent {
+        ParentChoice::Full => Ok(None),
+        ParentChoice::Set(id) => Ok(Some((id, repo.load_snapshot(id)?))),
+        ParentChoice::Auto => {
+            let names: Vec<&str> = opts.sources.iter().map(|s| s.name.as_str()).collect();
+            find_parent(repo, &opts.host, &names, &opts.tags)
+        }
+    }
+}
+
 /// Snapshots `opts.sources` into `repo` as one set, and commits its manifest.
 ///
-/// Files that cannot be read are left out and listed in the manifest's `skipped`; any other
-/// failure (repository I/O, a missing source) returns an error and writes no manifest.
+/// Components are captured in order. Files that cannot be read are left out, and files that
+/// keep changing while read are kept as read; both are listed in the manifest's `issues`. Any
+/// other failure (a missing source, a command that fails, repository I/O) returns an error
+/// and writes no manifest: a set is all or nothing.
 ///
 /// # Errors
-/// [`Error::Source`], [`Error::InvalidOption`], and any repository error.
+/// [`Error::ComponentFailed`], [`Error::InvalidOption`], and any repository error.
 pub fn snapshot(
     repo: &Repository,
     opts: &SnapshotOptions,
@@ -166,18 +272,22 @@ pub fn snapshot(
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
     check_sources(&opts.sources)?;
+    let excludes = Excludes::new(&opts.excludes)?;
     repo.prepare_write()?;
+    let parent = resolve_parent(repo, opts)?;
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2)
     } else {
         opts.threads
     };
-    let index = repo.index()?;
-    let dedup = Dedup::new(index);
-    let shared = Shared::new();
-    let chunker = Chunker::new(&repo.config().chunker);
-    let counters: Vec<ComponentCounters> =
-        opts.sources.iter().map(|_| ComponentCounters::default()).collect();
+    let ctx = Ctx {
+        repo,
+        dedup: Dedup::new(repo.index()?),
+        shared: Shared::new(),
+        chunker: Chunker::new(&repo.config().chunker),
+        counters: opts.sources.iter().map(|_| ComponentCounters::default()).collect(),
+        progress,
+    };
     let added: Vec<AtomicU64> = opts.sources.iter().map(|_| AtomicU64::new(0)).collect();
     let time_ns = now_ns();
 
@@ -186,10 +296,13 @@ pub fn snapshot(
     let (raw_tx, raw_rx) = bounded::<RawBlob>(2 * threads + 2);
     let (enc_tx, enc_rx) = bounded(8);
     let (root_tx, root_rx) = bounded::<ComponentResult>(1);
+    let ctx = &ctx;
 
     let outcome = std::thread::scope(|s| {
         let packer = s.spawn(|| {
-            let packed = pack_loop(repo, &enc_rx, &shared).map_err(|e| shared.fail(e)).ok();
+            let packed = pack_loop(repo, &enc_rx, &ctx.shared, &ctx.dedup)
+                .map_err(|e| ctx.shared.fail(e))
+                .ok();
             drop(enc_rx);
             packed
         });
@@ -197,18 +310,18 @@ pub fn snapshot(
         let compressors = match compressors {
             Ok(pool) => pool,
             Err(e) => {
-                shared.fail(Error::InvalidOption { option: "threads", reason: e.to_string() });
+                ctx.shared.fail(Error::InvalidOption { option: "threads", reason: e.to_string() });
                 return None;
             }
         };
         let level = repo.config().compression_level;
         {
-            let (added, shared) = (&added, &shared);
+            let added = &added;
             s.spawn(move || {
                 let (rx, tx) = (&raw_rx, &enc_tx);
                 compressors.scope(|cs| {
                     for _ in 0..threads {
-                        cs.spawn(move |_| compress_loop(level, rx, tx, added, shared));
+                        cs.spawn(move |_| compress_loop(level, rx, tx, added, &ctx.shared));
                     }
                 });
             });
@@ -216,65 +329,52 @@ pub fn snapshot(
         for _ in 0..threads {
             let job_rx = job_rx.clone();
             let raw_tx = raw_tx.clone();
-            let (dedup, shared, chunker, counters) = (&dedup, &shared, &chunker, &counters);
-            s.spawn(move || {
-                file_worker(&job_rx, &raw_tx, dedup, shared, chunker, counters, progress)
-            });
+            s.spawn(move || file_worker(ctx, &job_rx, &raw_tx));
         }
         drop(job_rx);
         {
             let raw_tx = raw_tx.clone();
-            let (dedup, shared) = (&dedup, &shared);
             let limit = repo.config().chunker.max as usize;
-            s.spawn(move || tree_loop(&event_rx, &raw_tx, dedup, shared, &root_tx, limit));
+            s.spawn(move || tree_loop(ctx, &event_rx, &raw_tx, &root_tx, limit));
         }
-        drop(raw_tx);
         if opts.scan_totals {
             let sources = &opts.sources;
             s.spawn(move || scan_totals(sources, progress));
         }
 
-        let components = capture(opts, &event_tx, &job_tx, &root_rx, &shared, &counters, progress);
+        let sinks =
+            CaptureSinks { events: &event_tx, jobs: &job_tx, raw: &raw_tx, roots: &root_rx };
+        let parent_manifest = parent.as_ref().map(|(_, m)| m);
+        let components = capture(ctx, opts, &excludes, parent_manifest, &sinks);
         if components.is_err() {
-            shared.cancel();
+            ctx.shared.cancel();
         }
-        drop(event_tx);
-        drop(job_tx);
+        drop((event_tx, job_tx, raw_tx));
         let packed = packer.join().map_err(|_| Error::WorkerPanicked);
         Some((components, packed))
     });
 
-    if let Some(e) = shared.take_error() {
+    if let Some(e) = ctx.shared.take_error() {
         return Err(e);
     }
     let (components, packed) = outcome.ok_or(Error::Cancelled)?;
-    let (mut components, skipped) = components?;
+    let (mut components, issues) = components?;
     let packed = packed?.ok_or(Error::Cancelled)?;
+    let mut counts = Counts::default();
     for (c, a) in components.iter_mut().zip(&added) {
         c.counts.bytes_added = a.load(Ordering::Relaxed);
-    }
-    let mut counts = Counts::default();
-    for c in &components {
-        let k = &c.counts;
-        counts.files += k.files;
-        counts.dirs += k.dirs;
-        counts.symlinks += k.symlinks;
-        counts.specials += k.specials;
-        counts.bytes_source += k.bytes_source;
-        counts.bytes_read += k.bytes_read;
-        counts.bytes_added += k.bytes_added;
-        counts.chunks_new += k.chunks_new;
+        counts.add(&c.counts);
     }
     let manifest = Manifest {
         time_ns,
         end_ns: now_ns(),
         host: opts.host.clone(),
         tags: opts.tags.clone(),
-        kind: SetKind::Full,
-        parent: None,
+        kind: if parent.is_some() { SetKind::Incremental } else { SetKind::Full },
+        parent: parent.map(|(id, _)| id),
         components,
         counts,
-        skipped,
+        issues,
     };
     // Every pack is durable and indexed (pack_loop returned): now, and only now, the manifest.
     let id = repo.save_snapshot(&manifest)?;
@@ -285,56 +385,60 @@ pub fn snapshot(
 struct ComponentResult {
     root: TreeId,
     counts: Counts,
-    skipped: Vec<SkippedPath>,
+    issues: Vec<PathIssue>,
 }
 
-type Captured = (Vec<Component>, Vec<SkippedPath>);
+/// The channels the capturing thread feeds.
+struct CaptureSinks<'a> {
+    events: &'a Sender<WalkEvent>,
+    jobs: &'a Sender<FileJob>,
+    raw: &'a Sender<RawBlob>,
+    roots: &'a Receiver<ComponentResult>,
+}
 
-/// Walks the components in order; waits for each to be fully read before the next.
+type Captured = (Vec<Component>, Vec<PathIssue>);
+
+/// Captures the components in order; each is complete (every file read) before the next
+/// starts, which is the order the operator asked for.
 fn capture(
+    ctx: &Ctx<'_>,
     opts: &SnapshotOptions,
-    events: &Sender<WalkEvent>,
-    jobs: &Sender<FileJob>,
-    roots: &Receiver<ComponentResult>,
-    shared: &Shared,
-    counters: &[ComponentCounters],
-    progress: &dyn Progress,
+    excludes: &Excludes,
+    parent: Option<&Manifest>,
+    sinks: &CaptureSinks<'_>,
 ) -> Result<Captured> {
     let mut components = Vec::new();
-    let mut skipped = Vec::new();
+    let mut issues = Vec::new();
     for (i, src) in opts.sources.iter().enumerate() {
-        progress.phase(&src.name);
+        ctx.progress.phase(&src.name);
         let start_ns = now_ns();
-        let m = std::fs::symlink_metadata(&src.path)
-            .map_err(|e| Error::Source { path: src.path.clone(), reason: e.to_string() })?;
-        let meta = metadata_of(&m);
-        let sinks = WalkSinks { events, jobs, shared, component: i, root: &src.path };
-        let name = src.name.as_bytes().to_vec();
-        let kind = if m.is_dir() { ComponentKind::Dir } else { ComponentKind::File };
-        if events.send(WalkEvent::Enter { name: name.clone(), meta }).is_err() {
-            return Err(Error::Cancelled);
-        }
-        let walked = match kind {
-            ComponentKind::Dir => walk_dir(&src.path, &sinks),
-            ComponentKind::File => {
-                sinks.entry(&src.path, name, &m) && events.send(WalkEvent::Leave).is_ok()
+        let parent_component =
+            parent.and_then(|m| m.components.iter().find(|c| c.name == src.name));
+        let (kind, meta) = match &src.kind {
+            SourceKind::Path(path) => {
+                capture_path(ctx, src, path, i, excludes, parent_component, sinks)?
+            }
+            SourceKind::Stdin => {
+                let stdin = std::io::stdin();
+                let meta = capture_stream(ctx, src, i, &mut stdin.lock(), sinks)?;
+                (ComponentKind::Stdin, meta)
+            }
+            SourceKind::Command(cmd) => {
+                (ComponentKind::Command, capture_command(ctx, src, i, cmd, sinks)?)
             }
         };
-        if !walked {
-            return Err(Error::Cancelled);
-        }
-        let result = roots.recv().map_err(|_| Error::Cancelled)?;
-        let c = &counters[i];
+        let result = sinks.roots.recv().map_err(|_| Error::Cancelled)?;
+        let c = &ctx.counters[i];
         let mut counts = result.counts;
         counts.bytes_read = c.bytes_read.load(Ordering::Relaxed);
         counts.chunks_new = c.chunks_new.load(Ordering::Relaxed);
-        skipped.extend(result.skipped.into_iter().map(|mut s| {
+        issues.extend(result.issues.into_iter().map(|mut s| {
             s.component.clone_from(&src.name);
             s
         }));
         components.push(Component {
             name: src.name.clone(),
-            source: src.path.as_os_str().as_bytes().to_vec(),
+            source: src.describe(),
             kind,
             root: result.root,
             meta,
@@ -343,32 +447,173 @@ fn capture(
             counts,
         });
     }
-    Ok((components, skipped))
+    Ok((components, issues))
+}
+
+/// Captures a directory or file component.
+fn capture_path(
+    ctx: &Ctx<'_>,
+    src: &SourceSpec,
+    path: &Path,
+    index: usize,
+    excludes: &Excludes,
+    parent: Option<&Component>,
+    sinks: &CaptureSinks<'_>,
+) -> Result<(ComponentKind, Metadata)> {
+    let m = std::fs::symlink_metadata(path).map_err(|e| Error::ComponentFailed {
+        component: src.name.clone(),
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    let meta = metadata_of(&m);
+    let walk = WalkSinks {
+        events: sinks.events,
+        jobs: sinks.jobs,
+        shared: &ctx.shared,
+        component: index,
+        root: path,
+        excludes,
+        repo: ctx.repo,
+    };
+    let name = src.name.as_bytes().to_vec();
+    sinks
+        .events
+        .send(WalkEvent::Enter { name: name.clone(), meta })
+        .map_err(|_| Error::Cancelled)?;
+    let (kind, walked) = if m.is_dir() {
+        let parent_root = parent.filter(|c| c.kind.is_dir()).and_then(|c| {
+            let node =
+                Node { name: Vec::new(), meta: c.meta, content: Content::Dir { tree: c.root } };
+            ParentDir::of(ctx.repo, Some(&node))
+        });
+        (ComponentKind::Dir, walk_dir(path, parent_root, &walk)?)
+    } else {
+        let parent_node = parent
+            .filter(|c| c.kind == ComponentKind::File)
+            .and_then(|c| crate::vfs::component_node(ctx.repo, c).ok());
+        let sent = walk.entry(path, name, &m, parent_node.as_ref())?;
+        (ComponentKind::File, sent && sinks.events.send(WalkEvent::Leave).is_ok())
+    };
+    if walked {
+        Ok((kind, meta))
+    } else {
+        Err(Error::Cancelled)
+    }
+}
+
+/// Metadata recorded for a stream (stdin, command output): a 0600 file owned by this
+/// process, modified at the end of the capture.
+fn stream_meta() -> Metadata {
+    Metadata {
+        mode: 0o100_600,
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+        mtime_ns: now_ns(),
+        ctime_ns: 0,
+        ino: 0,
+    }
+}
+
+/// Chunks a stream into the set as the single file of component `index`.
+fn capture_stream(
+    ctx: &Ctx<'_>,
+    src: &SourceSpec,
+    index: usize,
+    reader: &mut dyn std::io::Read,
+    sinks: &CaptureSinks<'_>,
+) -> Result<Metadata> {
+    let putter = Putter { dedup: &ctx.dedup, tx: sinks.raw, component: index };
+    let counter = &ctx.counters[index];
+    let mut buf = Vec::new();
+    let read = chunk_into(ctx, &putter, counter, &mut buf, |chunker, buf, f| {
+        chunker.chunk_reader(&mut *reader, buf, f)
+    });
+    let (size, chunks) = match read {
+        Ok(v) => v,
+        Err(ReadError::Fatal(e)) => return Err(e),
+        Err(ReadError::Source(e)) => {
+            return Err(Error::ComponentFailed {
+                component: src.name.clone(),
+                reason: format!("read failed: {e}"),
+            })
+        }
+    };
+    let meta = stream_meta();
+    let name = src.name.as_bytes().to_vec();
+    let (reply, rx) = bounded(1);
+    let _ = reply.send(FileOutcome::Done { meta, size, chunks, changed: false });
+    let kind = EntryKind::File(rx, Freshness::New);
+    let events = [
+        WalkEvent::Enter { name: name.clone(), meta },
+        WalkEvent::Entry { name, meta, kind },
+        WalkEvent::Leave,
+    ];
+    for e in events {
+        sinks.events.send(e).map_err(|_| Error::Cancelled)?;
+    }
+    ctx.progress.add_items(1);
+    Ok(meta)
+}
+
+/// Runs `sh -c cmd` in its own process group and captures its standard output; its standard
+/// error goes to ours. A non-zero exit, a signal, or a failure of the set kills the group and
+/// fails the component.
+fn capture_command(
+    ctx: &Ctx<'_>,
+    src: &SourceSpec,
+    index: usize,
+    cmd: &str,
+    sinks: &CaptureSinks<'_>,
+) -> Result<Metadata> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let fail = |reason: String| Error::ComponentFailed { component: src.name.clone(), reason };
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail(format!("cannot start `sh -c {cmd}`: {e}")))?;
+    let kill_group = |child: &std::process::Child| {
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    };
+    let captured = match child.stdout.take() {
+        Some(mut out) => capture_stream(ctx, src, index, &mut out, sinks),
+        None => Err(fail("command has no standard output".into())),
+    };
+    if captured.is_err() {
+        kill_group(&child);
+    }
+    let status = child.wait().map_err(|e| fail(format!("waiting for the command: {e}")));
+    let meta = captured?;
+    let status = status?;
+    if status.success() {
+        Ok(meta)
+    } else if let Some(sig) = status.signal() {
+        Err(fail(format!("command `{cmd}` was killed by signal {sig}")))
+    } else {
+        Err(fail(format!("command `{cmd}` exited with status {}", status.code().unwrap_or(-1))))
+    }
 }
 
 /// Reads files, cuts them into chunks and hands new chunks on, until the job queue closes.
-fn file_worker(
-    jobs: &Receiver<FileJob>,
-    raw_tx: &Sender<RawBlob>,
-    dedup: &Dedup<'_>,
-    shared: &Shared,
-    chunker: &Chunker,
-    counters: &[ComponentCounters],
-    progress: &dyn Progress,
-) {
+fn file_worker(ctx: &Ctx<'_>, jobs: &Receiver<FileJob>, raw_tx: &Sender<RawBlob>) {
     let mut buf = Vec::new();
     for job in jobs {
-        if shared.is_cancelled() {
+        if ctx.shared.is_cancelled() {
             continue;
         }
-        let putter = Putter { dedup, tx: raw_tx, component: job.component };
-        let counter = &counters[job.component];
-        match read_file(&job, &putter, chunker, counter, &mut buf, progress) {
+        let putter = Putter { dedup: &ctx.dedup, tx: raw_tx, component: job.component };
+        let counter = &ctx.counters[job.component];
+        match read_file(ctx, &job, &putter, counter, &mut buf) {
             Ok(outcome) => {
-                progress.add_items(1);
+                ctx.progress.add_items(1);
                 let _ = job.reply.send(outcome);
             }
-            Err(e) => shared.fail(e),
+            Err(e) => ctx.shared.fail(e),
         }
     }
 }
@@ -399,30 +644,17 @@ fn open_source(path: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
-fn read_file(
-    job: &FileJob,
+type ChunkSink<'f> = &'f mut dyn FnMut(&[u8]) -> Result<(), ReadError>;
+
+/// Feeds the chunks that `feed` produces through hashing and dedup, collecting the file's
+/// chunk refs (moving long lists into chunk-list blobs). Returns the bytes read.
+fn chunk_into(
+    ctx: &Ctx<'_>,
     putter: &Putter<'_>,
-    chunker: &Chunker,
     counter: &ComponentCounters,
     buf: &mut Vec<u8>,
-    progress: &dyn Progress,
-) -> Result<FileOutcome> {
-    let skipped = |reason: String| Ok(FileOutcome::Skipped { reason });
-    let mut file = match open_source(&job.path) {
-        Ok(f) => f,
-        Err(e) => return skipped(format!("cannot open: {e}")),
-    };
-    let m = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => return skipped(format!("cannot stat: {e}")),
-    };
-    if !m.is_file() {
-        return skipped("changed type during backup".into());
-    }
-    let meta = metadata_of(&m);
-    if meta.ino != job.meta.ino {
-        return skipped("replaced during backup".into());
-    }
+    feed: impl FnOnce(&Chunker, &mut Vec<u8>, ChunkSink<'_>) -> Result<u64, ReadError>,
+) -> Result<(u64, ChunkRefs), ReadError> {
     let mut ids: Vec<ChunkId> = Vec::new();
     let mut lists: Vec<Id> = Vec::new();
     let flush_list = |ids: &mut Vec<ChunkId>, lists: &mut Vec<Id>| -> Result<(), ReadError> {
@@ -433,10 +665,10 @@ fn read_file(
         ids.clear();
         Ok(())
     };
-    let result = source::chunk_file(chunker, &mut file, m.len(), buf, |chunk: &[u8]| {
+    let mut on_chunk = |chunk: &[u8]| -> Result<(), ReadError> {
         let id = Id::hash(chunk);
         counter.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        progress.add_bytes(chunk.len() as u64);
+        ctx.progress.add_bytes(chunk.len() as u64);
         if putter.put_hashed(id, BlobKind::Data, chunk).map_err(ReadError::Fatal)? {
             counter.chunks_new.fetch_add(1, Ordering::Relaxed);
         }
@@ -444,26 +676,74 @@ fn read_file(
         if ids.len() == INLINE_CHUNKS_MAX {
             flush_list(&mut ids, &mut lists)?;
         }
-        Ok::<(), ReadError>(())
-    });
-    let size = match result {
-        Ok(size) => size,
-        Err(ReadError::Source(e)) => return skipped(format!("read failed: {e}")),
-        Err(ReadError::Fatal(e)) => return Err(e),
+        Ok(())
     };
-    let chunks = if lists.is_empty() {
+    let size = feed(&ctx.chunker, buf, &mut on_chunk)?;
+    let refs = if lists.is_empty() {
         ChunkRefs::Inline(ids)
     } else {
         if !ids.is_empty() {
-            match flush_list(&mut ids, &mut lists) {
-                Ok(()) => {}
-                Err(ReadError::Fatal(e)) => return Err(e),
-                Err(ReadError::Source(e)) => return skipped(e.to_string()),
-            }
+            flush_list(&mut ids, &mut lists)?;
         }
         ChunkRefs::Lists(lists)
     };
-    Ok(FileOutcome::Done { meta, size, chunks })
+    Ok((size, refs))
+}
+
+/// Whether a file changed between two `fstat`s: size or modification time differ.
+fn changed_since(before: &Metadata, before_len: u64, after: &std::fs::Metadata) -> bool {
+    let a = metadata_of(after);
+    after.len() != before_len || a.mtime_ns != before.mtime_ns
+}
+
+fn read_file(
+    ctx: &Ctx<'_>,
+    job: &FileJob,
+    putter: &Putter<'_>,
+    counter: &ComponentCounters,
+    buf: &mut Vec<u8>,
+) -> Result<FileOutcome> {
+    let skipped = |reason: String| Ok(FileOutcome::Skipped { reason });
+    let mut file = match open_source(&job.path) {
+        Ok(f) => f,
+        Err(e) => return skipped(format!("cannot open: {e}")),
+    };
+    // A file that changes while it is read is read once more; if it changes again, what the
+    // second read saw is kept and the path is reported.
+    for attempt in 0..2 {
+        let m = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return skipped(format!("cannot stat: {e}")),
+        };
+        if !m.is_file() {
+            return skipped("changed type during backup".into());
+        }
+        let meta = metadata_of(&m);
+        if meta.ino != job.meta.ino {
+            return skipped("replaced during backup".into());
+        }
+        if attempt > 0 {
+            if let Err(e) = std::io::Seek::rewind(&mut file) {
+                return skipped(format!("cannot read again: {e}"));
+            }
+        }
+        let read = chunk_into(ctx, putter, counter, buf, |chunker, buf, f| {
+            source::chunk_file(chunker, &mut file, m.len(), buf, f)
+        });
+        let (size, chunks) = match read {
+            Ok(v) => v,
+            Err(ReadError::Source(e)) => return skipped(format!("read failed: {e}")),
+            Err(ReadError::Fatal(e)) => return Err(e),
+        };
+        let changed = match file.metadata() {
+            Ok(after) => changed_since(&meta, m.len(), &after) || size != m.len(),
+            Err(_) => true,
+        };
+        if !changed || attempt == 1 {
+            return Ok(FileOutcome::Done { meta, size, chunks, changed });
+        }
+    }
+    skipped("unreachable: read loop ended".into())
 }
 
 struct DirState {
@@ -474,62 +754,78 @@ struct DirState {
 
 /// Builds trees bottom-up from the walk events, waiting for each file's outcome in order.
 fn tree_loop(
+    ctx: &Ctx<'_>,
     events: &Receiver<WalkEvent>,
     raw_tx: &Sender<RawBlob>,
-    dedup: &Dedup<'_>,
-    shared: &Shared,
     roots: &Sender<ComponentResult>,
     page_limit: usize,
 ) {
     let mut component = 0usize;
     let mut stack: Vec<DirState> = Vec::new();
     let mut counts = Counts::default();
-    let mut skipped = Vec::new();
+    let mut issues = Vec::new();
     let mut run = || -> Result<()> {
         for event in events {
-            if shared.is_cancelled() {
+            if ctx.shared.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let mut putter = Putter { dedup, tx: raw_tx, component };
+            let mut putter = Putter { dedup: &ctx.dedup, tx: raw_tx, component };
             match event {
                 WalkEvent::Enter { name, meta } => {
                     counts.dirs += 1;
                     stack.push(DirState { name, meta, builder: TreeBuilder::new(page_limit) });
                 }
                 WalkEvent::Entry { name, meta, kind } => {
-                    let content = match kind {
-                        EntryKind::File(rx) => match rx.recv().map_err(|_| Error::Cancelled)? {
-                            FileOutcome::Done { meta: read_meta, size, chunks } => {
-                                counts.files += 1;
-                                counts.bytes_source += size;
-                                let node = Node {
-                                    name,
-                                    meta: read_meta,
-                                    content: Content::File { size, chunks },
-                                };
-                                top(&mut stack)?.builder.push(&node, &mut putter)?;
-                                continue;
+                    let node = match kind {
+                        EntryKind::File(rx, freshness) => {
+                            match rx.recv().map_err(|_| Error::Cancelled)? {
+                                FileOutcome::Done { meta, size, chunks, changed } => {
+                                    counts.files += 1;
+                                    counts.bytes_source += size;
+                                    match freshness {
+                                        Freshness::New => counts.files_new += 1,
+                                        Freshness::Changed => counts.files_changed += 1,
+                                    }
+                                    if changed {
+                                        issues.push(PathIssue {
+                                            component: String::new(),
+                                            path: rel_path(&stack, &name),
+                                            kind: IssueKind::Changed,
+                                            reason:
+                                                "changed while it was read, twice; kept as read"
+                                                    .into(),
+                                        });
+                                    }
+                                    Node { name, meta, content: Content::File { size, chunks } }
+                                }
+                                FileOutcome::Skipped { reason } => {
+                                    let path = rel_path(&stack, &name);
+                                    issues.push(PathIssue {
+                                        component: String::new(),
+                                        path,
+                                        kind: IssueKind::Skipped,
+                                        reason,
+                                    });
+                                    continue;
+                                }
                             }
-                            FileOutcome::Skipped { reason } => {
-                                let path = rel_path(&stack, &name);
-                                skipped.push(SkippedPath {
-                                    component: String::new(),
-                                    path,
-                                    reason,
-                                });
-                                continue;
-                            }
-                        },
+                        }
+                        EntryKind::Reused { size, chunks } => {
+                            counts.files += 1;
+                            counts.files_unchanged += 1;
+                            counts.bytes_source += size;
+                            Node { name, meta, content: Content::File { size, chunks } }
+                        }
                         EntryKind::Symlink(target) => {
                             counts.symlinks += 1;
-                            Content::Symlink { target }
+                            Node { name, meta, content: Content::Symlink { target } }
                         }
                         EntryKind::Special(rdev) => {
                             counts.specials += 1;
-                            Content::Special { rdev }
+                            Node { name, meta, content: Content::Special { rdev } }
                         }
                     };
-                    top(&mut stack)?.builder.push(&Node { name, meta, content }, &mut putter)?;
+                    top(&mut stack)?.builder.push(&node, &mut putter)?;
                 }
                 WalkEvent::Leave => {
                     let dir = stack.pop().ok_or(Error::Cancelled)?;
@@ -542,21 +838,26 @@ fn tree_loop(
                         let result = ComponentResult {
                             root: tree,
                             counts: std::mem::take(&mut counts),
-                            skipped: std::mem::take(&mut skipped),
+                            issues: std::mem::take(&mut issues),
                         };
                         roots.send(result).map_err(|_| Error::Cancelled)?;
                         component += 1;
                     }
                 }
                 WalkEvent::Skipped { path, reason } => {
-                    skipped.push(SkippedPath { component: String::new(), path, reason });
+                    issues.push(PathIssue {
+                        component: String::new(),
+                        path,
+                        kind: IssueKind::Skipped,
+                        reason,
+                    });
                 }
             }
         }
         Ok(())
     };
     if let Err(e) = run() {
-        shared.fail(e);
+        ctx.shared.fail(e);
     }
 }
 
@@ -580,13 +881,14 @@ fn rel_path(stack: &[DirState], name: &[u8]) -> Vec<u8> {
 fn scan_totals(sources: &[SourceSpec], progress: &dyn Progress) {
     let (mut files, mut bytes) = (0u64, 0u64);
     for s in sources {
-        let Ok(m) = std::fs::symlink_metadata(&s.path) else { continue };
+        let SourceKind::Path(path) = &s.kind else { continue };
+        let Ok(m) = std::fs::symlink_metadata(path) else { continue };
         if m.is_file() {
             files += 1;
             bytes += m.len();
             continue;
         }
-        let mut stack: Vec<std::fs::ReadDir> = std::fs::read_dir(&s.path).into_iter().collect();
+        let mut stack: Vec<std::fs::ReadDir> = std::fs::read_dir(path).into_iter().collect();
         while let Some(dir) = stack.last_mut() {
             let Some(entry) = dir.next() else {
                 stack.pop();

@@ -214,6 +214,14 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A component of a set failed; the set was not committed.
+    #[error("component {component}: {reason}")]
+    ComponentFailed {
+        /// The component's name.
+        component: String,
+        /// What failed.
+        reason: String,
+    },
     /// The restore target cannot be used.
     #[error("restore target {}: {reason}", path.display())]
     Target {

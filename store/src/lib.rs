@@ -21,7 +21,7 @@
 //! # fn main() -> store::Result<()> {
 //! let repo = Repository::init("/backup/repo".as_ref(), &InitOptions::default())?;
 //! let opts = SnapshotOptions {
-//!     sources: vec![SourceSpec { name: "content".into(), path: "/alf_data/contentstore".into() }],
+//!     sources: vec![SourceSpec::path("content", "/alf_data/contentstore")],
 //!     host: "alf1".into(),
 //!     ..SnapshotOptions::default()
 //! };
@@ -35,6 +35,7 @@
 mod backup;
 mod chunker;
 mod compress;
+mod diff;
 mod error;
 mod format;
 mod fs;
@@ -45,12 +46,16 @@ mod progress;
 mod repo;
 mod restore;
 mod snapshot;
+mod time;
 mod tree;
 pub mod vfs;
 
-pub use backup::{snapshot, SnapshotOptions, SnapshotReport, SourceSpec};
+pub use backup::{
+    find_parent, snapshot, ParentChoice, SnapshotOptions, SnapshotReport, SourceKind, SourceSpec,
+};
 pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
 pub use compress::{decompress, Codec, Compressor, DEFAULT_LEVEL};
+pub use diff::{diff, Change, ChangeKind, DiffStats};
 pub use error::{Corruption, Error, ObjectRef, Result};
 pub use format::{FORMAT_VERSION, SUPPORTED_VERSIONS};
 pub use id::{ChunkId, Id, IndexId, PackId, ParseIdError, SnapshotId, TreeId};
@@ -62,5 +67,6 @@ pub use pack::{
 pub use progress::{NoProgress, Progress};
 pub use repo::{IdHash, InitOptions, Layout, ListedSnapshot, OpenOptions, RepoConfig, Repository};
 pub use restore::{for_each_chunk, restore, RestoreFailure, RestoreOptions, RestoreReport};
-pub use snapshot::{Component, ComponentKind, Counts, Manifest, SetKind, SkippedPath};
+pub use snapshot::{Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind};
+pub use time::{is_sortable_name, sortable_name};
 pub use tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node, TreeBlob};

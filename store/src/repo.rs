@@ -341,8 +341,8 @@ impl Repository {
         Ok(id)
     }
 
-    /// Finds the snapshot `reference` names: `latest`, a full id, or a unique id prefix of at
-    /// least 8 hex characters.
+    /// Finds the snapshot `reference` names: `latest`, a set name (`YYYYMMDD-HHMMSS`, its start
+    /// time in UTC), a full id, or a unique id prefix of at least 8 hex characters.
     ///
     /// # Errors
     /// [`Error::SnapshotNotFound`], [`Error::AmbiguousSnapshot`], [`Error::InvalidReference`].
@@ -356,11 +356,26 @@ impl Repository {
                 .max_by_key(|(id, m)| (m.time_ns, *id));
             return newest.ok_or_else(not_found);
         }
+        if crate::time::is_sortable_name(reference) {
+            let mut matches: Vec<(SnapshotId, Manifest)> = self
+                .list_snapshots()?
+                .into_iter()
+                .filter_map(|s| s.manifest.ok().map(|m| (s.id, m)))
+                .filter(|(_, m)| m.name() == reference)
+                .collect();
+            return match matches.len() {
+                0 => Err(not_found()),
+                1 => Ok(matches.remove(0)),
+                count => Err(Error::AmbiguousSnapshot { reference: reference.to_owned(), count }),
+            };
+        }
         let valid_hex = reference.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid_hex || reference.len() < 8 || reference.len() > 64 {
             return Err(Error::InvalidReference {
                 reference: reference.to_owned(),
-                reason: "expected `latest`, or at least 8 lowercase hex characters of an id",
+                reason:
+                    "expected `latest`, a set name YYYYMMDD-HHMMSS, or at least 8 lowercase hex \
+                         characters of an id",
             });
         }
         let matches: Vec<SnapshotId> = self

@@ -30,7 +30,7 @@ use crate::id::Id;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::{ComponentKind, Manifest};
+use crate::snapshot::Manifest;
 use crate::tree::{
     decode_chunk_list, escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node,
 };
@@ -225,18 +225,15 @@ pub fn restore(
                 record(&shared, &c.name, "invalid component name");
                 continue;
             }
-            match c.kind {
-                ComponentKind::Dir => {
-                    let node = Node {
-                        name: c.name.as_bytes().to_vec(),
-                        meta: c.meta,
-                        content: Content::Dir { tree: c.root },
-                    };
-                    restore_dir(repo, &root, &node, &tx, &shared);
-                }
-                ComponentKind::File => {
-                    walk_tree(repo, Arc::clone(&root), c.root, &tx, &shared);
-                }
+            if c.kind.is_dir() {
+                let node = Node {
+                    name: c.name.as_bytes().to_vec(),
+                    meta: c.meta,
+                    content: Content::Dir { tree: c.root },
+                };
+                restore_dir(repo, &root, &node, &tx, &shared);
+            } else {
+                walk_tree(repo, Arc::clone(&root), c.root, &tx, &shared);
             }
         }
         drop(root);

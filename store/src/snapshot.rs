@@ -39,8 +39,31 @@ impl SetKind {
 pub enum ComponentKind {
     /// A directory: restored as `TARGET/<name>/`.
     Dir,
-    /// A single file (also standard input or a command's output): restored as `TARGET/<name>`.
+    /// A single file: restored as `TARGET/<name>`.
     File,
+    /// Standard input, stored as one file: restored as `TARGET/<name>`.
+    Stdin,
+    /// The standard output of a command (`sh -c`), stored as one file: `TARGET/<name>`.
+    Command,
+}
+
+impl ComponentKind {
+    /// Whether the component is a directory (otherwise one file).
+    #[must_use]
+    pub fn is_dir(&self) -> bool {
+        matches!(self, ComponentKind::Dir)
+    }
+
+    /// `dir`, `file`, `stdin` or `command`.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ComponentKind::Dir => "dir",
+            ComponentKind::File => "file",
+            ComponentKind::Stdin => "stdin",
+            ComponentKind::Command => "command",
+        }
+    }
 }
 
 /// Counts for a component or a whole set.
@@ -62,6 +85,29 @@ pub struct Counts {
     pub bytes_added: u64,
     /// New data chunks stored.
     pub chunks_new: u64,
+    /// Files not in the parent set (all files of a full set).
+    pub files_new: u64,
+    /// Files in the parent set that changed and were read again.
+    pub files_changed: u64,
+    /// Files unchanged since the parent set, whose chunk lists were reused without reading.
+    pub files_unchanged: u64,
+}
+
+impl Counts {
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.files += other.files;
+        self.dirs += other.dirs;
+        self.symlinks += other.symlinks;
+        self.specials += other.specials;
+        self.bytes_source += other.bytes_source;
+        self.bytes_read += other.bytes_read;
+        self.bytes_added += other.bytes_added;
+        self.chunks_new += other.chunks_new;
+        self.files_new += other.files_new;
+        self.files_changed += other.files_changed;
+        self.files_unchanged += other.files_unchanged;
+    }
 }
 
 /// One source of a set.
@@ -85,14 +131,25 @@ pub struct Component {
     pub counts: Counts,
 }
 
-/// A source path that could not be backed up; the set was committed without it.
+/// What went wrong with a source path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IssueKind {
+    /// It could not be read (or vanished): the set does not contain it.
+    Skipped,
+    /// It kept changing while it was read, twice: the set holds what the second read saw.
+    Changed,
+}
+
+/// A source path that could not be backed up as it was; the set was committed anyway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkippedPath {
+pub struct PathIssue {
     /// The component it belongs to.
     pub component: String,
     /// The path inside the component, raw bytes.
     pub path: Vec<u8>,
-    /// Why it was skipped.
+    /// Left out, or kept as read while changing.
+    pub kind: IssueKind,
+    /// What happened.
     pub reason: String,
 }
 
@@ -115,11 +172,18 @@ pub struct Manifest {
     pub components: Vec<Component>,
     /// Totals over all components.
     pub counts: Counts,
-    /// Paths that could not be read.
-    pub skipped: Vec<SkippedPath>,
+    /// Paths that could not be read, or changed while read.
+    pub issues: Vec<PathIssue>,
 }
 
 impl Manifest {
+    /// The set's sortable name, its start time in UTC as `YYYYMMDD-HHMMSS` (the form of
+    /// MarkLogic's backup directory names).
+    #[must_use]
+    pub fn name(&self) -> String {
+        crate::time::sortable_name(self.time_ns)
+    }
+
     /// Encodes the manifest file: magic, format version, bincode record.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
@@ -180,7 +244,7 @@ mod tests {
                 counts: Counts { files: 3, ..Counts::default() },
             }],
             counts: Counts { files: 3, ..Counts::default() },
-            skipped: vec![],
+            issues: vec![],
         }
     }
 
@@ -207,9 +271,14 @@ mod tests {
             m.counts.files = files;
             m.components[0].source = source;
             m.parent = Some(SnapshotId(Id::hash(&time_ns.to_le_bytes())));
-            m.skipped = skipped
+            m.issues = skipped
                 .into_iter()
-                .map(|(path, reason)| SkippedPath { component: "content".into(), path, reason })
+                .map(|(path, reason)| PathIssue {
+                    component: "content".into(),
+                    path,
+                    kind: IssueKind::Changed,
+                    reason,
+                })
                 .collect();
             proptest::prop_assert_eq!(Manifest::decode(&m.encode()).unwrap(), Ok(m));
         }

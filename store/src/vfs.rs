@@ -19,7 +19,7 @@ pub fn component_node(repo: &Repository, c: &Component) -> Result<Node> {
             meta: c.meta,
             content: Content::Dir { tree: c.root },
         }),
-        ComponentKind::File => {
+        ComponentKind::File | ComponentKind::Stdin | ComponentKind::Command => {
             let mut entries = dir_entries(repo, c.root)?;
             match entries.next() {
                 Some(node) => node,
@@ -32,15 +32,15 @@ pub fn component_node(repo: &Repository, c: &Component) -> Result<Node> {
     }
 }
 
+/// The entries of a directory of a snapshot, loaded page by page from the repository.
+pub type RepoDir<'a> = DirEntries<Box<dyn FnMut(TreeId) -> Result<TreeBlob> + 'a>>;
+
 /// The entries of directory `tree`, loaded page by page.
 ///
 /// # Errors
 /// A damaged or missing tree.
-pub fn dir_entries(
-    repo: &Repository,
-    tree: TreeId,
-) -> Result<DirEntries<impl FnMut(TreeId) -> Result<TreeBlob> + '_>> {
-    DirEntries::open(move |id| repo.load_tree(id), tree)
+pub fn dir_entries(repo: &Repository, tree: TreeId) -> Result<RepoDir<'_>> {
+    DirEntries::open(Box::new(move |id| repo.load_tree(id)), tree)
 }
 
 /// Finds the entry at `path` (`component/dir/file`, raw bytes) in a snapshot.

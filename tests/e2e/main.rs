@@ -13,3 +13,4 @@ mod bad_input;
 mod compat;
 mod json;
 mod roundtrip;
+mod sets;

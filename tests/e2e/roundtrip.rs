@@ -244,7 +244,8 @@ fn unreadable_file_is_named_and_gives_exit_3_with_the_set_committed() {
     let sets = listed.json();
     assert_eq!(sets.as_array().unwrap().len(), 1);
     assert_eq!(sets[0]["files"], 1);
-    assert_eq!(sets[0]["skipped"][0]["path"], "secret.txt");
+    assert_eq!(sets[0]["issues"][0]["path"], "secret.txt");
+    assert_eq!(sets[0]["issues"][0]["kind"], "skipped");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! One module per command: open the repository, build options, call the engine, render.
 
+mod diff;
 mod init;
 mod ls;
 mod restore;
@@ -14,12 +15,16 @@ use anyhow::{Context, Result};
 
 use crate::args::{Cli, Command};
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> Result<ExitCode> {
+/// Runs the parsed command line; `matches` gives the order of repeated options.
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
     let repo = RepoArg { path: cli.repo, cache_dir: cli.cache_dir };
     match cli.command {
         Command::Init(a) => init::run(&repo, &a),
-        Command::Snapshot(a) => snapshot::run(&repo, &a),
+        Command::Snapshot(a) => {
+            let sub = matches.subcommand_matches("snapshot").context("snapshot arguments")?;
+            snapshot::run(&repo, &a, sub)
+        }
+        Command::Diff(a) => diff::run(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
         Command::Restore(a) => restore::run(&repo, &a),
@@ -63,6 +68,9 @@ fn counts_json(c: &store::Counts) -> serde_json::Map<String, serde_json::Value> 
         "bytes_read": c.bytes_read,
         "bytes_added": c.bytes_added,
         "chunks_new": c.chunks_new,
+        "files_new": c.files_new,
+        "files_changed": c.files_changed,
+        "files_unchanged": c.files_unchanged,
     }) else {
         return serde_json::Map::new();
     };
@@ -78,7 +86,7 @@ fn manifest_json(id: store::SnapshotId, m: &store::Manifest) -> serde_json::Valu
             let mut obj = serde_json::json!({
                 "name": c.name,
                 "source": store::escape_name(&c.source),
-                "kind": match c.kind { store::ComponentKind::Dir => "dir", store::ComponentKind::File => "file" },
+                "kind": c.kind.as_str(),
                 "root": c.root.to_hex(),
                 "start": crate::output::time_rfc3339(c.start_ns),
                 "end": crate::output::time_rfc3339(c.end_ns),
@@ -92,6 +100,7 @@ fn manifest_json(id: store::SnapshotId, m: &store::Manifest) -> serde_json::Valu
     let mut obj = serde_json::json!({
         "id": id.to_hex(),
         "short_id": id.short(),
+        "name": m.name(),
         "time": crate::output::time_rfc3339(m.time_ns),
         "end_time": crate::output::time_rfc3339(m.end_ns),
         "host": m.host,
@@ -99,9 +108,10 @@ fn manifest_json(id: store::SnapshotId, m: &store::Manifest) -> serde_json::Valu
         "kind": m.kind.as_str(),
         "parent": m.parent.map(|p| p.to_hex()),
         "components": components,
-        "skipped": m.skipped.iter().map(|s| serde_json::json!({
+        "issues": m.issues.iter().map(|s| serde_json::json!({
             "component": s.component,
             "path": store::escape_name(&s.path),
+            "kind": match s.kind { store::IssueKind::Skipped => "skipped", store::IssueKind::Changed => "changed" },
             "reason": s.reason,
         })).collect::<Vec<_>>(),
     });

@@ -4,7 +4,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::{manifest_json, print_json, RepoArg};
 use crate::args::SnapshotArgs;
@@ -20,28 +20,99 @@ fn source_for(path: &Path) -> Result<store::SourceSpec> {
         Some(n) => std::str::from_utf8(n.as_bytes())
             .with_context(|| {
                 format!(
-                    "source {}: its name is not UTF-8; rename it or back up its parent",
+                    "source {}: its name is not UTF-8; name the component with --component NAME=PATH",
                     path.display()
                 )
             })?
             .to_owned(),
         None => "root".to_owned(),
     };
-    Ok(store::SourceSpec { name, path: path.to_path_buf() })
+    Ok(store::SourceSpec::path(name, path))
+}
+
+/// Splits `NAME=VALUE`.
+fn name_value<'a>(option: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() => Ok((name, value)),
+        _ => bail!("invalid {option} {s:?}: expected NAME=VALUE"),
+    }
+}
+
+/// The components in command-line order, whichever option named them.
+fn ordered_sources(
+    args: &SnapshotArgs,
+    matches: &clap::ArgMatches,
+) -> Result<Vec<store::SourceSpec>> {
+    let indices = |id: &str| -> Vec<usize> {
+        matches.indices_of(id).map(Iterator::collect).unwrap_or_default()
+    };
+    let mut sources: Vec<(usize, store::SourceSpec)> = Vec::new();
+    for (i, p) in indices("paths").into_iter().zip(&args.paths) {
+        sources.push((i, source_for(p)?));
+    }
+    for (i, c) in indices("components").into_iter().zip(&args.components) {
+        let (name, path) = name_value("--component", c)?;
+        sources.push((i, store::SourceSpec::path(name, path)));
+    }
+    for (i, c) in indices("component_cmds").into_iter().zip(&args.component_cmds) {
+        let (name, cmd) = name_value("--component-cmd", c)?;
+        sources.push((
+            i,
+            store::SourceSpec { name: name.into(), kind: store::SourceKind::Command(cmd.into()) },
+        ));
+    }
+    if let (Some(name), Some(i)) = (&args.stdin, indices("stdin").first()) {
+        sources
+            .push((*i, store::SourceSpec { name: name.clone(), kind: store::SourceKind::Stdin }));
+    }
+    if sources.is_empty() {
+        bail!("nothing to back up: give PATHs, --component, --component-cmd or --stdin");
+    }
+    sources.sort_by_key(|(i, _)| *i);
+    Ok(sources.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Patterns from `--exclude` and every `--exclude-file`.
+fn exclude_patterns(args: &SnapshotArgs) -> Result<Vec<String>> {
+    let mut patterns = args.excludes.clone();
+    for file in &args.exclude_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading exclude file {}", file.display()))?;
+        patterns.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(patterns)
 }
 
 fn host_name() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
-pub fn run(repo: &RepoArg, args: &SnapshotArgs) -> Result<ExitCode> {
+pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> Result<ExitCode> {
+    let sources = ordered_sources(args, matches)?;
+    let excludes = exclude_patterns(args)?;
     let repo = repo.open()?;
-    let sources = args.paths.iter().map(|p| source_for(p)).collect::<Result<Vec<_>>>()?;
+    let parent = match (&args.parent, args.full) {
+        (_, true) => store::ParentChoice::Full,
+        (Some(reference), false) => {
+            let (id, _) = repo
+                .resolve_snapshot(reference)
+                .with_context(|| format!("finding parent snapshot {reference:?}"))?;
+            store::ParentChoice::Set(id)
+        }
+        (None, false) => store::ParentChoice::Auto,
+    };
     let bar = Bar::new("snapshot");
     let opts = store::SnapshotOptions {
         sources,
         tags: args.tags.clone(),
         host: args.host.clone().unwrap_or_else(host_name),
+        parent,
+        excludes,
         threads: args.threads.unwrap_or(0),
         scan_totals: bar.is_visible(),
     };
@@ -49,8 +120,17 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs) -> Result<ExitCode> {
     bar.finish();
     let report = result.context("snapshot failed, nothing was committed")?;
     let m = &report.manifest;
-    for s in &m.skipped {
-        eprintln!("store: warning: {}/{}: {}", s.component, store::escape_name(&s.path), s.reason);
+    for s in &m.issues {
+        let what = match s.kind {
+            store::IssueKind::Skipped => "not backed up",
+            store::IssueKind::Changed => "changed while read",
+        };
+        eprintln!(
+            "store: warning: {}/{}: {what}: {}",
+            s.component,
+            store::escape_name(&s.path),
+            s.reason
+        );
     }
     let secs = report.duration.as_secs_f64();
     if args.json {
@@ -61,9 +141,12 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs) -> Result<ExitCode> {
         }
         print_json(&doc)?;
     } else {
+        let parent = m.parent.map(|p| format!(" on {}", p.short())).unwrap_or_default();
         println!(
-            "snapshot {} saved: {} files, {} dirs, {} in {:.1} s ({})",
+            "{} set {} ({}){parent} saved: {} files, {} dirs, {} in {:.1} s ({})",
+            m.kind.as_str(),
             report.id.short(),
+            m.name(),
             m.counts.files,
             m.counts.dirs,
             size(m.counts.bytes_source),
@@ -71,19 +154,22 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs) -> Result<ExitCode> {
             rate(m.counts.bytes_read, secs),
         );
         println!(
-            "  read {}, added {} to the repository ({} new chunks, {} packs)",
+            "  files: {} new, {} changed, {} unchanged; read {}, added {} ({} new chunks, {} packs)",
+            m.counts.files_new,
+            m.counts.files_changed,
+            m.counts.files_unchanged,
             size(m.counts.bytes_read),
             size(m.counts.bytes_added),
             m.counts.chunks_new,
             report.packs,
         );
     }
-    if m.skipped.is_empty() {
+    if m.issues.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
-            "store: {} paths could not be read; the set was committed without them",
-            m.skipped.len()
+            "store: {} paths could not be backed up as they were; the set was committed",
+            m.issues.len()
         );
         Ok(ExitCode::from(crate::EXIT_PARTIAL))
     }

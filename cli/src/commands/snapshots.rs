@@ -24,9 +24,31 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
     for (id, e) in &damaged {
         eprintln!("store: warning: snapshot {id} is damaged: {e}");
     }
+    // Each set chains to a full one through its parents; incrementals are shown under it.
+    let by_id: std::collections::HashMap<store::SnapshotId, &store::Manifest> =
+        good.iter().map(|(id, m)| (*id, m)).collect();
+    let chain_of = |mut id: store::SnapshotId| -> store::SnapshotId {
+        let mut steps = 0;
+        while let Some(parent) = by_id.get(&id).and_then(|m| m.parent) {
+            if !by_id.contains_key(&parent) || steps > by_id.len() {
+                break;
+            }
+            id = parent;
+            steps += 1;
+        }
+        id
+    };
     if args.json {
-        let mut arr: Vec<serde_json::Value> =
-            good.iter().map(|(id, m)| manifest_json(*id, m)).collect();
+        let mut arr: Vec<serde_json::Value> = good
+            .iter()
+            .map(|(id, m)| {
+                let mut doc = manifest_json(*id, m);
+                if let Some(o) = doc.as_object_mut() {
+                    o.insert("chain".into(), chain_of(*id).to_hex().into());
+                }
+                doc
+            })
+            .collect();
         arr.extend(damaged.iter().map(|(id, e)| {
             serde_json::json!({ "id": id.to_hex(), "short_id": id.short(), "damaged": e.to_string() })
         }));
@@ -36,25 +58,49 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<8}  {:<19}  {:<12}  {:<11}  {:>10}  {:<20}  components",
-        "id", "time (UTC)", "host", "kind", "size", "tags"
+        "{:<10} {:<17} {:<19} {:<10} {:<12} {:>10}  {:<16} components",
+        "id", "name", "time (UTC)", "host", "kind", "size", "tags"
     )?;
-    for (id, m) in &good {
+    let row = |out: &mut std::io::StdoutLock<'_>,
+               id: &store::SnapshotId,
+               m: &store::Manifest,
+               indent: &str| {
         let comps: Vec<&str> = m.components.iter().map(|c| c.name.as_str()).collect();
         writeln!(
             out,
-            "{:<8}  {:<19}  {:<12}  {:<11}  {:>10}  {:<20}  {}",
+            "{indent}{:<width$} {:<17} {:<19} {:<10} {:<12} {:>10}  {:<16} {}",
             id.short(),
+            m.name(),
             time(m.time_ns),
             m.host,
             m.kind.as_str(),
             size(m.counts.bytes_source),
             m.tags.join(","),
             comps.join(" "),
-        )?;
+            width = 10 - indent.chars().count(),
+        )
+    };
+    // Chains ordered by their newest set; within a chain the root first, then the rest newest
+    // first, indented.
+    let mut chains: Vec<(store::SnapshotId, Vec<&(store::SnapshotId, store::Manifest)>)> =
+        Vec::new();
+    for entry in &good {
+        let root = chain_of(entry.0);
+        match chains.iter_mut().find(|(r, _)| *r == root) {
+            Some((_, members)) => members.push(entry),
+            None => chains.push((root, vec![entry])),
+        }
+    }
+    for (root, members) in &chains {
+        if let Some((id, m)) = by_id.get(root).map(|m| (root, *m)) {
+            row(&mut out, id, m, "")?;
+        }
+        for (id, m) in members.iter().map(|e| (&e.0, &e.1)).filter(|(id, _)| *id != root) {
+            row(&mut out, id, m, "└ ")?;
+        }
     }
     for (id, _) in &damaged {
-        writeln!(out, "{:<8}  (damaged)", id.short())?;
+        writeln!(out, "{:<10} (damaged)", id.short())?;
     }
     writeln!(out, "{} sets", good.len() + damaged.len())?;
     Ok(ExitCode::SUCCESS)

@@ -63,6 +63,19 @@ impl<'a> Dedup<'a> {
         Dedup { seen: Mutex::default(), index }
     }
 
+    /// Forgets blobs that are now in the index (their index file was ingested), so the session
+    /// set only holds blobs between being claimed and being indexed: its size is bounded by
+    /// [`INDEX_FLUSH_BLOBS`] plus what is in flight, whatever the size of the set.
+    pub(crate) fn forget_indexed(&self, packs: &[IndexedPack]) -> Result<()> {
+        let mut seen = self.seen.lock().map_err(|_| Error::WorkerPanicked)?;
+        for p in packs {
+            for e in &p.entries {
+                seen.remove(&e.id);
+            }
+        }
+        Ok(())
+    }
+
     /// True exactly once for each blob that is in neither the session nor the index.
     pub(crate) fn claim(&self, id: &Id) -> Result<bool> {
         if self.seen.lock().map_err(|_| Error::WorkerPanicked)?.contains(id) {
@@ -130,6 +143,7 @@ pub(crate) fn pack_loop(
     repo: &Repository,
     rx: &Receiver<EncodedBlob>,
     shared: &Shared,
+    dedup: &Dedup<'_>,
 ) -> Result<PackerStats> {
     let mut stats = PackerStats::default();
     let mut writer: Option<PackWriter> = None;
@@ -164,6 +178,10 @@ pub(crate) fn pack_loop(
             }
             if pending_blobs >= INDEX_FLUSH_BLOBS {
                 repo.save_index_file(&pending)?;
+                // Only once the cache has them (read-only caches keep them in memory).
+                if !repo.index()?.is_read_only() {
+                    dedup.forget_indexed(&pending)?;
+                }
                 pending.clear();
                 pending_blobs = 0;
             }

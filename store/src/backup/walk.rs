@@ -1,6 +1,12 @@
 //! Walking a source: directories depth first, entries in raw-name order, iteratively (no
 //! recursion, so nesting depth is bounded by memory, not the stack). Memory: the sorted
-//! names of each directory on the current path.
+//! names of each directory on the current path, and the matching page of the parent set's
+//! tree when there is a parent.
+//!
+//! With a parent set, each directory is walked side by side with the parent's listing of the
+//! same directory (both are in name order). A regular file whose size, mtime, ctime, inode and
+//! mode equal the parent's entry, and whose chunks are all still indexed, reuses the parent's
+//! chunk list and is not read (DESIGN.md invariant 8).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -9,8 +15,13 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use super::exclude::Excludes;
 use super::pipeline::Shared;
-use crate::tree::Metadata;
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::restore::for_each_chunk;
+use crate::tree::{ChunkRefs, Content, Metadata, Node};
+use crate::vfs::{dir_entries, RepoDir};
 
 /// Metadata of a path as `lstat` or `fstat` reports it.
 pub(crate) fn metadata_of(m: &std::fs::Metadata) -> Metadata {
@@ -34,16 +45,27 @@ pub(crate) struct FileJob {
 
 /// What reading a file gave.
 pub(crate) enum FileOutcome {
-    /// The file was read and chunked.
-    Done { meta: Metadata, size: u64, chunks: crate::tree::ChunkRefs },
+    /// The file was read and chunked; `changed` when it kept changing during two reads.
+    Done { meta: Metadata, size: u64, chunks: ChunkRefs, changed: bool },
     /// The file could not be read; the set goes on without it.
     Skipped { reason: String },
+}
+
+/// How a file relates to the parent set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Not in the parent set.
+    New,
+    /// In the parent set, but not provably unchanged: read again.
+    Changed,
 }
 
 /// What an entry is, as the walker saw it.
 pub(crate) enum EntryKind {
     /// A regular file, being read by a worker.
-    File(Receiver<FileOutcome>),
+    File(Receiver<FileOutcome>, Freshness),
+    /// A regular file unchanged since the parent set: its content is reused.
+    Reused { size: u64, chunks: ChunkRefs },
     /// A symbolic link and its target.
     Symlink(Vec<u8>),
     /// A FIFO, socket or device.
@@ -62,7 +84,7 @@ pub(crate) enum WalkEvent {
     Skipped { path: Vec<u8>, reason: String },
 }
 
-/// Where the walker sends its work.
+/// Where the walker sends its work, and what it walks against.
 pub(crate) struct WalkSinks<'a> {
     pub(crate) events: &'a Sender<WalkEvent>,
     pub(crate) jobs: &'a Sender<FileJob>,
@@ -70,6 +92,42 @@ pub(crate) struct WalkSinks<'a> {
     pub(crate) component: usize,
     /// The component's source path; skipped paths are reported relative to it.
     pub(crate) root: &'a Path,
+    pub(crate) excludes: &'a Excludes,
+    pub(crate) repo: &'a Repository,
+}
+
+/// The parent set's listing of the directory being walked, consumed in name order.
+pub(crate) struct ParentDir<'a> {
+    entries: RepoDir<'a>,
+    peeked: Option<Node>,
+}
+
+impl<'a> ParentDir<'a> {
+    /// The parent's listing of `node`, if it is a readable directory. A parent tree that
+    /// cannot be read only means that the files below it are read again.
+    pub(crate) fn of(repo: &'a Repository, node: Option<&Node>) -> Option<Self> {
+        match node.map(|n| &n.content) {
+            Some(Content::Dir { tree }) => {
+                dir_entries(repo, *tree).ok().map(|entries| ParentDir { entries, peeked: None })
+            }
+            _ => None,
+        }
+    }
+
+    /// The parent's entry called `name`; names must be asked for in increasing order.
+    fn find(&mut self, name: &[u8]) -> Result<Option<Node>> {
+        loop {
+            if self.peeked.is_none() {
+                self.peeked = self.entries.next().transpose()?;
+            }
+            match &self.peeked {
+                None => return Ok(None),
+                Some(n) if n.name.as_slice() < name => self.peeked = None,
+                Some(n) if n.name.as_slice() == name => return Ok(self.peeked.take()),
+                Some(_) => return Ok(None),
+            }
+        }
+    }
 }
 
 impl WalkSinks<'_> {
@@ -77,28 +135,80 @@ impl WalkSinks<'_> {
         self.events.send(e).is_ok() && !self.shared.is_cancelled()
     }
 
+    /// Whether `parent`'s file content can stand for the file with lstat metadata `m`: same
+    /// size, mtime, ctime, inode and mode, and every chunk still indexed.
+    fn reusable(
+        &self,
+        parent: &Node,
+        m: &std::fs::Metadata,
+        meta: &Metadata,
+    ) -> Result<Option<ChunkRefs>> {
+        let Content::File { size, chunks } = &parent.content else { return Ok(None) };
+        let p = &parent.meta;
+        if *size != m.len()
+            || p.mtime_ns != meta.mtime_ns
+            || p.ctime_ns != meta.ctime_ns
+            || p.ino != meta.ino
+            || p.mode != meta.mode
+        {
+            return Ok(None);
+        }
+        let index = self.repo.index()?;
+        let all_indexed = for_each_chunk(self.repo, chunks, |id| {
+            if index.contains(&id)? {
+                Ok(())
+            } else {
+                Err(Error::BlobNotIndexed { id })
+            }
+        });
+        match all_indexed {
+            Ok(()) => Ok(Some(chunks.clone())),
+            // A lost chunk (or chunk list) must not spread into the new set: read the file.
+            Err(Error::BlobNotIndexed { .. } | Error::Corrupt { .. } | Error::Io { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends a non-directory entry (named `name`, at `path`) with its lstat metadata.
-    pub(crate) fn entry(&self, path: &Path, name: Vec<u8>, m: &std::fs::Metadata) -> bool {
+    pub(crate) fn entry(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        m: &std::fs::Metadata,
+        parent: Option<&Node>,
+    ) -> Result<bool> {
         let meta = metadata_of(m);
         let ft = m.file_type();
         let kind = if ft.is_file() {
-            let (reply, rx) = bounded(1);
-            let job = FileJob { path: path.to_path_buf(), meta, component: self.component, reply };
-            if self.jobs.send(job).is_err() {
-                return false;
+            let reuse = match parent {
+                Some(p) => self.reusable(p, m, &meta)?,
+                None => None,
+            };
+            if let Some(chunks) = reuse {
+                EntryKind::Reused { size: m.len(), chunks }
+            } else {
+                let (reply, rx) = bounded(1);
+                let job =
+                    FileJob { path: path.to_path_buf(), meta, component: self.component, reply };
+                if self.jobs.send(job).is_err() {
+                    return Ok(false);
+                }
+                let freshness = if parent.is_some() { Freshness::Changed } else { Freshness::New };
+                EntryKind::File(rx, freshness)
             }
-            EntryKind::File(rx)
         } else if ft.is_symlink() {
             match std::fs::read_link(path) {
                 Ok(target) => EntryKind::Symlink(target.into_os_string().into_vec()),
-                Err(e) => return self.skip(path, &e.to_string()),
+                Err(e) => return Ok(self.skip(path, &e.to_string())),
             }
         } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
             EntryKind::Special(m.rdev())
         } else {
-            return self.skip(path, "unknown file type");
+            return Ok(self.skip(path, "unknown file type"));
         };
-        self.event(WalkEvent::Entry { name, meta, kind })
+        Ok(self.event(WalkEvent::Entry { name, meta, kind }))
     }
 
     fn skip(&self, path: &Path, reason: &str) -> bool {
@@ -120,56 +230,83 @@ fn sorted_names(dir: &Path) -> std::io::Result<Vec<OsString>> {
     Ok(names)
 }
 
-struct Frame {
+struct Frame<'a> {
     path: PathBuf,
+    /// Path below the component root, for exclude matching.
+    rel: Vec<u8>,
     names: std::vec::IntoIter<OsString>,
+    parent: Option<ParentDir<'a>>,
 }
 
 /// Walks the directory `root` (whose own `Enter` the caller has sent) and sends every entry
-/// below it, ending with the `Leave` of `root`. Returns false when the walk was cancelled.
-pub(crate) fn walk_dir(root: &Path, sinks: &WalkSinks<'_>) -> bool {
+/// below it, ending with the `Leave` of `root`. `parent` is the parent set's listing of the
+/// same directory. Returns false when the walk was cancelled.
+pub(crate) fn walk_dir<'a>(
+    root: &Path,
+    parent: Option<ParentDir<'a>>,
+    sinks: &WalkSinks<'a>,
+) -> Result<bool> {
     let names = match sorted_names(root) {
         Ok(n) => n,
         Err(e) => {
-            return sinks.skip(root, &format!("cannot list directory: {e}"))
-                && sinks.event(WalkEvent::Leave)
+            return Ok(sinks.skip(root, &format!("cannot list directory: {e}"))
+                && sinks.event(WalkEvent::Leave))
         }
     };
-    let mut stack = vec![Frame { path: root.to_path_buf(), names: names.into_iter() }];
+    let mut stack =
+        vec![Frame { path: root.to_path_buf(), rel: Vec::new(), names: names.into_iter(), parent }];
     while let Some(frame) = stack.last_mut() {
         let Some(name) = frame.names.next() else {
             stack.pop();
             if !sinks.event(WalkEvent::Leave) {
-                return false;
+                return Ok(false);
             }
             continue;
         };
         let path = frame.path.join(&name);
+        let name = name.into_vec();
+        let mut rel = frame.rel.clone();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(&name);
+        if sinks.excludes.is_excluded(&rel, &name) {
+            continue;
+        }
+        let parent_node = match frame.parent.as_mut().map(|p| p.find(&name)) {
+            Some(Ok(node)) => node,
+            Some(Err(_)) => {
+                // A damaged page of the parent's listing: read the rest of this directory.
+                frame.parent = None;
+                None
+            }
+            None => None,
+        };
         let m = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) => {
                 if !sinks.skip(&path, &format!("vanished or unreadable: {e}")) {
-                    return false;
+                    return Ok(false);
                 }
                 continue;
             }
         };
-        let name = name.into_vec();
         let ok = if m.is_dir() {
             match sorted_names(&path) {
                 Ok(names) => {
                     let ok = sinks.event(WalkEvent::Enter { name, meta: metadata_of(&m) });
-                    stack.push(Frame { path, names: names.into_iter() });
+                    let parent = ParentDir::of(sinks.repo, parent_node.as_ref());
+                    stack.push(Frame { path, rel, names: names.into_iter(), parent });
                     ok
                 }
                 Err(e) => sinks.skip(&path, &format!("cannot list directory: {e}")),
             }
         } else {
-            sinks.entry(&path, name, &m)
+            sinks.entry(&path, name, &m, parent_node.as_ref())?
         };
         if !ok {
-            return false;
+            return Ok(false);
         }
     }
-    true
+    Ok(true)
 }

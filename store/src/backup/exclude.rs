@@ -1,0 +1,87 @@
+//! `--exclude` patterns, matched against paths inside a component.
+//!
+//! A pattern without `/` matches an entry's name at any depth (`*.tmp`, `index`); a pattern with
+//! `/` matches the whole path below the component root (`solr4/index`, `2026/11/**`). `*` and
+//! `?` never match `/`; `**` matches any number of directories. An excluded directory is not
+//! entered.
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::error::{Error, Result};
+
+/// Compiled exclude patterns.
+#[derive(Debug, Clone)]
+pub(crate) struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+    empty: bool,
+}
+
+impl Excludes {
+    /// Compiles `patterns`.
+    pub(crate) fn new(patterns: &[String]) -> Result<Self> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns {
+            let trimmed = p.trim_start_matches('/').trim_end_matches('/');
+            let glob = GlobBuilder::new(trimmed)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::InvalidOption {
+                    option: "exclude pattern",
+                    reason: format!("{p:?}: {e}"),
+                })?;
+            if trimmed.contains('/') {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build().map_err(|e| Error::InvalidOption {
+                option: "exclude pattern",
+                reason: e.to_string(),
+            })
+        };
+        Ok(Excludes { names: build(names)?, paths: build(paths)?, empty: patterns.is_empty() })
+    }
+
+    /// Whether the entry at `rel` (path below the component root) named `name` is excluded.
+    pub(crate) fn is_excluded(&self, rel: &[u8], name: &[u8]) -> bool {
+        if self.empty {
+            return false;
+        }
+        let as_path = |b: &[u8]| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b));
+        self.names.is_match(as_path(name)) || self.paths.is_match(as_path(rel))
+    }
+}
+
+use std::os::unix::ffi::OsStrExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(p: &[&str]) -> Excludes {
+        Excludes::new(&p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn name_patterns_match_at_any_depth_and_path_patterns_are_anchored() {
+        let e = ex(&["*.tmp", "solr4/index", "2026/11/**"]);
+        assert!(e.is_excluded(b"a/b/x.tmp", b"x.tmp"));
+        assert!(!e.is_excluded(b"a/b/x.tmpl", b"x.tmpl"));
+        assert!(e.is_excluded(b"solr4/index", b"index"));
+        assert!(!e.is_excluded(b"other/solr4/index", b"index"));
+        assert!(e.is_excluded(b"2026/11/21/doc.bin", b"doc.bin"));
+        assert!(!e.is_excluded(b"2026/12/01/doc.bin", b"doc.bin"));
+        assert!(!ex(&[]).is_excluded(b"anything", b"anything"));
+    }
+
+    #[test]
+    fn bad_pattern_is_named() {
+        let err = Excludes::new(&["a[".to_owned()]).unwrap_err();
+        assert!(err.to_string().contains("a["), "{err}");
+    }
+}
