@@ -11,6 +11,8 @@ mod support;
 
 mod bad_input;
 mod compat;
+mod guides;
 mod json;
+mod postgres;
 mod roundtrip;
 mod sets;

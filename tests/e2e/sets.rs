@@ -405,3 +405,47 @@ fn diff_reports_exactly_the_changed_paths() {
     let same = env.run("diff", &["--json", idb, idb]).ok().json();
     assert_eq!(same["changes"].as_array().unwrap().len(), 0);
 }
+
+/// DESIGN.md invariant 8: an unchanged file whose chunks are no longer indexed is read again,
+/// so one lost pack does not spread into later sets.
+#[test]
+fn unchanged_file_with_lost_chunks_is_read_again() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("contentstore");
+    let x = random_bytes(10, 200_000);
+    write(&src.join("x.bin"), &x);
+    env.snapshot(&[&src]);
+    let lost: Vec<_> =
+        std::fs::read_dir(env.repo().join("index")).unwrap().map(|e| e.unwrap().path()).collect();
+    let lost_packs: Vec<_> = walk_files(&env.repo().join("packs"));
+    write(&src.join("y.bin"), &random_bytes(11, 100_000));
+    let b = env.snapshot(&[&src]);
+    assert_eq!(b["files_unchanged"], 1);
+    // Lose the first set's pack and index file, and the cache: x.bin's chunks are gone.
+    for p in lost.iter().chain(&lost_packs) {
+        std::fs::remove_file(p).unwrap();
+    }
+    std::fs::remove_dir_all(env.repo().join("cache")).unwrap();
+    let c = env.snapshot(&[&src]);
+    assert_eq!(c["parent"], b["id"]);
+    assert_eq!(c["files_unchanged"], 1, "y.bin is still indexed: {c}");
+    assert_eq!(c["files_changed"], 1, "x.bin must be read again: {c}");
+    assert_eq!(c["bytes_read"], x.len() as u64);
+    let out = env.path("out-c");
+    restore(&env, c["id"].as_str().unwrap(), &out);
+    crate::support::assert_same_tree(&src, &out.join("contentstore"));
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,137 @@
+//! The guides in `docs/guides/` are executable: every ```sh block of a guide runs, in order, as
+//! one bash script (`set -euo pipefail`) against generated data in a sandbox, with the paths
+//! of the guide moved into the sandbox and stand-ins for `pg_dump` and `pg_restore`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{random_bytes, write, Env};
+
+/// The ```sh blocks of a Markdown file.
+fn sh_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// Replaces absolute paths starting with one of `roots` (where a path can start: line start,
+/// space, `=`, quote) by the same path below `sandbox`.
+fn into_sandbox(text: &str, roots: &[&str], sandbox: &Path) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while !rest.is_empty() {
+        let at_path_start =
+            out.chars().last().is_none_or(|c| matches!(c, ' ' | '=' | '\'' | '"' | '\n'));
+        if at_path_start {
+            for root in roots {
+                if rest.starts_with(root) {
+                    out.push_str(&sandbox.display().to_string());
+                    out.push_str(root);
+                    rest = &rest[root.len()..];
+                    continue 'scan;
+                }
+            }
+        }
+        let c = rest.chars().next().unwrap();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+fn run_guide(guide: &str, roots: &[&str], env: &Env) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/guides").join(guide),
+    )
+    .unwrap();
+    let blocks = sh_blocks(&text);
+    assert!(blocks.len() >= 5, "{guide} has only {} sh blocks", blocks.len());
+    let sandbox = env.dir.path();
+    let bin = sandbox.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(crate::support::bin(), bin.join("store")).unwrap();
+    write(
+        &bin.join("pg_dump"),
+        b"#!/bin/sh\nprintf 'PGDMP stand-in dump: %s\\n' \"$*\"\nseq 1 5000\n",
+    );
+    write(
+        &bin.join("pg_restore"),
+        b"#!/bin/sh\nfor last; do :; done\nhead -c 5 \"$last\" | grep -q PGDMP\n",
+    );
+    for tool in ["pg_dump", "pg_restore"] {
+        std::fs::set_permissions(
+            bin.join(tool),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let script = format!("set -euo pipefail\n{}", into_sandbox(&blocks.join("\n"), roots, sandbox));
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", path)
+        .env_remove("STORE_REPO")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{guide} failed ({:?})\nscript:\n{script}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn alfresco_guide_runs_as_written() {
+    let env = Env::new();
+    let alf = env.path("alf_data");
+    write(&alf.join("solr4Backup/alfresco/snapshot.20261121/segments_4"), &random_bytes(1, 30_000));
+    write(&alf.join("solr4/index/segments_5"), b"live index");
+    for i in 0..40u64 {
+        let data = if i % 3 == 0 {
+            random_bytes(i, 50_000)
+        } else {
+            format!("version {i} ").repeat(3000).into_bytes()
+        };
+        write(&alf.join(format!("contentstore/2026/11/21/{}/{i:04x}.bin", i % 5)), &data);
+    }
+    write(&alf.join("contentstore.deleted/2026/11/20/0/dead.bin"), b"deleted document");
+    let stdout = run_guide("alfresco.md", &["/alf_data", "/backup/", "/restore"], &env);
+    assert!(stdout.contains("content store matches"), "{stdout}");
+    let restored = env.path("restore");
+    for component in ["content", "db", "deleted"] {
+        assert!(restored.join(component).exists(), "{component} not restored");
+    }
+    crate::support::assert_same_tree(&alf.join("contentstore"), &restored.join("content"));
+}
+
+#[test]
+fn marklogic_guide_runs_as_written() {
+    let env = Env::new();
+    let backups = env.path("space/backups/Documents");
+    let forests = env.path("var/opt/MarkLogic/Forests");
+    for root in [&backups.join("20261121-1/Forests"), &forests] {
+        write(&root.join("Documents/Label"), b"label");
+        write(&root.join("Documents/00000a1b/TreeData"), &random_bytes(7, 3 << 20));
+        write(&root.join("Documents/00000a1b/ListData"), &random_bytes(8, 1 << 20));
+        write(&root.join("Documents/Journals/Journal-20261121"), &random_bytes(9, 200_000));
+    }
+    write(&backups.join("20261121-1/BackupTag.txt"), b"tag");
+    let stdout = run_guide("marklogic.md", &["/space/", "/var/opt/MarkLogic", "/backup/"], &env);
+    assert!(stdout.contains("backup directory matches"), "{stdout}");
+    assert!(stdout.contains("incremental"), "{stdout}");
+}
