@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use self::exclude::Excludes;
-use self::pipeline::{compress_loop, pack_loop, Dedup, RawBlob, Shared};
+use self::pipeline::{compress_loop, pack_loop, seal_loop, Dedup, RawBlob, Shared};
 use self::walk::{
     metadata_of, walk_dir, EntryKind, FileJob, FileOutcome, Freshness, ParentDir, WalkEvent,
     WalkSinks,
@@ -299,11 +299,18 @@ pub fn snapshot(
     let ctx = &ctx;
 
     let outcome = std::thread::scope(|s| {
-        let packer = s.spawn(|| {
-            let packed = pack_loop(repo, &enc_rx, &ctx.shared, &ctx.dedup)
+        let (seal_tx, seal_rx) = bounded(1);
+        s.spawn(move || {
+            if let Err(e) = pack_loop(repo, &enc_rx, seal_tx, &ctx.shared) {
+                ctx.shared.fail(e);
+            }
+            drop(enc_rx);
+        });
+        let packer = s.spawn(move || {
+            let packed = seal_loop(repo, &seal_rx, &ctx.shared, &ctx.dedup)
                 .map_err(|e| ctx.shared.fail(e))
                 .ok();
-            drop(enc_rx);
+            drop(seal_rx);
             packed
         });
         let compressors = rayon::ThreadPoolBuilder::new().num_threads(threads).build();

@@ -128,37 +128,24 @@ pub(crate) fn compress_loop(
     }
 }
 
-/// What the packer did.
+/// What the packer and sealer did.
 #[derive(Debug, Default)]
 pub(crate) struct PackerStats {
     pub(crate) packs: u64,
-    pub(crate) blobs: u64,
-    pub(crate) bytes: u64,
 }
 
-/// Appends blobs to packs, seals each at the target size, and writes an index file after
-/// every [`INDEX_FLUSH_BLOBS`] blobs and at the end. Returns once the input closes and
-/// everything it received is durable and indexed.
+/// Appends blobs to packs and hands each pack that reaches the target size to the sealer, so
+/// compression never waits for a pack's verification and fsync. Returns once the input closes;
+/// the last, partly filled pack is handed over too.
 pub(crate) fn pack_loop(
     repo: &Repository,
     rx: &Receiver<EncodedBlob>,
+    seal_tx: Sender<PackWriter>,
     shared: &Shared,
-    dedup: &Dedup<'_>,
-) -> Result<PackerStats> {
-    let mut stats = PackerStats::default();
+) -> Result<()> {
     let mut writer: Option<PackWriter> = None;
-    let mut pending: Vec<IndexedPack> = Vec::new();
-    let mut pending_blobs = 0usize;
     let target = u64::from(repo.config().pack_target);
     let tmp = repo.layout().tmp_dir();
-    let seal =
-        |w: PackWriter, pending: &mut Vec<IndexedPack>, stats: &mut PackerStats| -> Result<usize> {
-            let sealed = w.seal(|id: PackId| repo.layout().pack(id))?;
-            stats.packs += 1;
-            let n = sealed.entries.len();
-            pending.push(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries });
-            Ok(n)
-        };
     for blob in rx {
         if shared.is_cancelled() {
             // Drop the unsealed pack (its temp file goes with it) and drain.
@@ -170,30 +157,49 @@ pub(crate) fn pack_loop(
             None => writer.insert(PackWriter::create(&tmp)?),
         };
         w.add(&blob)?;
-        stats.blobs += 1;
-        stats.bytes += blob.bytes.len() as u64;
         if w.len() >= target {
             if let Some(w) = writer.take() {
-                pending_blobs += seal(w, &mut pending, &mut stats)?;
-            }
-            if pending_blobs >= INDEX_FLUSH_BLOBS {
-                repo.save_index_file(&pending)?;
-                // Only once the cache has them (read-only caches keep them in memory).
-                if !repo.index()?.is_read_only() {
-                    dedup.forget_indexed(&pending)?;
-                }
-                pending.clear();
-                pending_blobs = 0;
+                seal_tx.send(w).map_err(|_| Error::Cancelled)?;
             }
         }
     }
-    if shared.is_cancelled() {
-        return Ok(stats);
+    if let Some(w) = writer.take().filter(|w| !w.is_empty() && !shared.is_cancelled()) {
+        seal_tx.send(w).map_err(|_| Error::Cancelled)?;
     }
-    if let Some(w) = writer.take().filter(|w| !w.is_empty()) {
-        seal(w, &mut pending, &mut stats)?;
+    Ok(())
+}
+
+/// Seals packs (verify every blob, fsync, rename, fsync the directory) and writes an index file
+/// after every [`INDEX_FLUSH_BLOBS`] blobs and at the end. Returns once the input closes and
+/// everything it received is durable and indexed.
+pub(crate) fn seal_loop(
+    repo: &Repository,
+    rx: &Receiver<PackWriter>,
+    shared: &Shared,
+    dedup: &Dedup<'_>,
+) -> Result<PackerStats> {
+    let mut stats = PackerStats::default();
+    let mut pending: Vec<IndexedPack> = Vec::new();
+    let mut pending_blobs = 0usize;
+    for writer in rx {
+        if shared.is_cancelled() {
+            continue; // dropping the writer removes its temp file
+        }
+        let sealed = writer.seal(|id: PackId| repo.layout().pack(id))?;
+        stats.packs += 1;
+        pending_blobs += sealed.entries.len();
+        pending.push(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries });
+        if pending_blobs >= INDEX_FLUSH_BLOBS {
+            repo.save_index_file(&pending)?;
+            // Only once the cache has them (read-only caches keep them in memory).
+            if !repo.index()?.is_read_only() {
+                dedup.forget_indexed(&pending)?;
+            }
+            pending.clear();
+            pending_blobs = 0;
+        }
     }
-    if !pending.is_empty() {
+    if !pending.is_empty() && !shared.is_cancelled() {
         repo.save_index_file(&pending)?;
     }
     Ok(stats)
