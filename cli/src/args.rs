@@ -16,6 +16,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// How long to wait for another process's conflicting lock (e.g. 30s, 10m, 1h).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "0s")]
+    pub lock_wait: String,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -36,6 +40,50 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Show what changed between two sets.
     Diff(DiffArgs),
+    /// Verify the repository: structure, and with --read-data every blob.
+    Check(CheckArgs),
+    /// Repair the repository.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+    /// Remove stale locks (of dead processes, or not refreshed for 30 minutes).
+    Unlock(UnlockArgs),
+}
+
+/// `store check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Read, decompress and re-hash every blob.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read the N-th of M slices of the packs (a week of nightly `1/7` … `7/7` covers all).
+    #[arg(long, value_name = "N/M")]
+    pub read_data_subset: Option<String>,
+    /// Print the findings as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store repair`.
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index files and this host's cache from the pack trailers.
+    Index(RepairIndexArgs),
+}
+
+/// `store repair index`.
+#[derive(Debug, Args)]
+pub struct RepairIndexArgs {
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store unlock`.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Remove every lock, also live ones (only when no other store process runs).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `store init`.

@@ -34,7 +34,11 @@ fn main() -> ExitCode {
 /// A reader of our stdout went away (`store ls | head`): not an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        let io =
+            c.downcast_ref::<std::io::Error>().or_else(|| match c.downcast_ref::<store::Error>() {
+                Some(store::Error::Io { cause, .. }) => Some(cause),
+                _ => None,
+            });
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }

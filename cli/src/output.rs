@@ -54,6 +54,22 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("size {s:?} is too large"))
 }
 
+/// Parses a duration such as `30s`, `10m`, `2h`, `1d`, or plain seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" | "min" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("invalid duration unit in {s:?} (use s, m, h or d)"),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +82,8 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(10), "10 B");
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
+        assert!(parse_duration("soon").is_err());
     }
 }

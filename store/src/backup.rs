@@ -383,8 +383,10 @@ pub fn snapshot(
         counts,
         issues,
     };
-    // Every pack is durable and indexed (pack_loop returned): now, and only now, the manifest.
+    // Every pack is durable and indexed (seal_loop returned): now, and only now, the manifest.
+    crate::crash::point("snapshot", "before_manifest");
     let id = repo.save_snapshot(&manifest)?;
+    crate::crash::point("snapshot", "committed");
     Ok(SnapshotReport { id, manifest, packs: packed.packs, duration: started.elapsed() })
 }
 

@@ -113,14 +113,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: Box<Corruption>,
     },
-    /// An I/O operation on a named path failed.
-    #[error("{}: {source}", path.display())]
+    /// An I/O operation on a named path failed. (The OS error is part of the message, not a
+    /// separate source, so reports do not repeat it.)
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The repository was written by a format version this build does not read.
     #[error("repository format version {found} is not supported (this build reads {supported:?})")]
@@ -240,6 +240,20 @@ pub enum Error {
         /// Bytes in its chunks.
         found: u64,
     },
+    /// Another process holds a conflicting lock.
+    #[error("repository is locked: {holder}")]
+    Locked {
+        /// Who holds it.
+        holder: String,
+    },
+    /// A lock file cannot be read.
+    #[error("lock file {}: {reason}", path.display())]
+    LockDamaged {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The operation stopped because another part of it failed or it was interrupted.
     #[error("operation cancelled")]
     Cancelled,
@@ -267,12 +281,12 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::result::Result<T, std::io::Error> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { path: path.into(), source })
+        self.map_err(|cause| Error::Io { path: path.into(), cause })
     }
 }
 
 impl<T> IoContext<T> for std::result::Result<T, rustix::io::Errno> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|e| Error::Io { path: path.into(), source: e.into() })
+        self.map_err(|e| Error::Io { path: path.into(), cause: e.into() })
     }
 }

@@ -49,18 +49,25 @@ pub(crate) fn create_temp(tmp_dir: &Path, prefix: &str) -> Result<(File, PathBuf
 
 /// Makes a written temp file durable under `dest`: fsync the file, set it read-only, rename,
 /// fsync the destination directory. `dest`'s directory must exist (see [`ensure_dir`]).
-pub(crate) fn commit_temp(file: &File, temp: &Path, dest: &Path) -> Result<()> {
+/// `label` names the crash points (`<label>_synced`, `<label>_renamed`, `<label>_durable`).
+pub(crate) fn commit_temp(file: &File, temp: &Path, dest: &Path, label: &str) -> Result<()> {
     file.sync_all().at(temp)?;
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(FILE_MODE)).at(temp)?;
+    crate::crash::point(label, "synced");
     fs::rename(temp, dest).at(dest)?;
-    fsync_dir(dest.parent().unwrap_or(Path::new(".")))
+    crate::crash::point(label, "renamed");
+    fsync_dir(dest.parent().unwrap_or(Path::new(".")))?;
+    crate::crash::point(label, "durable");
+    Ok(())
 }
 
 /// Writes `bytes` to `dest` atomically and durably (temp file in `tmp_dir`, fsync, rename,
-/// directory fsync). On error the temp file is removed and `dest` is untouched.
-pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
-    let (mut file, temp) = create_temp(tmp_dir, "file")?;
-    let result = file.write_all(bytes).at(&temp).and_then(|()| commit_temp(&file, &temp, dest));
+/// directory fsync). On error the temp file is removed and `dest` is untouched. `label` names
+/// the crash points, as for [`commit_temp`].
+pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], label: &str) -> Result<()> {
+    let (mut file, temp) = create_temp(tmp_dir, label)?;
+    let result =
+        file.write_all(bytes).at(&temp).and_then(|()| commit_temp(&file, &temp, dest, label));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }

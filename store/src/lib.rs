@@ -33,8 +33,10 @@
 //! ```
 
 mod backup;
+mod check;
 mod chunker;
 mod compress;
+mod crash;
 mod diff;
 mod error;
 mod format;
@@ -43,6 +45,7 @@ mod id;
 mod index;
 mod pack;
 mod progress;
+mod repair;
 mod repo;
 mod restore;
 mod snapshot;
@@ -53,6 +56,7 @@ pub mod vfs;
 pub use backup::{
     find_parent, snapshot, ParentChoice, SnapshotOptions, SnapshotReport, SourceKind, SourceSpec,
 };
+pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};
 pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
 pub use compress::{decompress, Codec, Compressor, DEFAULT_LEVEL};
 pub use diff::{diff, Change, ChangeKind, DiffStats};
@@ -65,7 +69,11 @@ pub use pack::{
     BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN,
 };
 pub use progress::{NoProgress, Progress};
-pub use repo::{IdHash, InitOptions, Layout, ListedSnapshot, OpenOptions, RepoConfig, Repository};
+pub use repair::{repair_index, RepairIndexReport, UnreadablePack};
+pub use repo::{
+    IdHash, InitOptions, Layout, ListedSnapshot, LockInfo, LockKind, LockOptions, LockRecord,
+    OpenOptions, RepoConfig, RepoLock, Repository, DEFAULT_STALE_AFTER,
+};
 pub use restore::{for_each_chunk, restore, RestoreFailure, RestoreOptions, RestoreReport};
 pub use snapshot::{Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind};
 pub use time::{is_sortable_name, sortable_name};

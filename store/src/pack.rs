@@ -11,6 +11,7 @@ mod writer;
 
 pub(crate) use format::{decode_entry, encode_entry};
 pub use format::{BlobKind, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN};
+pub(crate) use reader::verify_blob;
 pub use reader::{read_blob, PackReader};
 pub use writer::{EncodedBlob, PackWriter, SealedPack};
 

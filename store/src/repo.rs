@@ -5,6 +5,7 @@
 
 mod config;
 mod layout;
+mod lock;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use config::{IdHash, RepoConfig};
 pub use layout::Layout;
+pub use lock::{LockInfo, LockKind, LockOptions, LockRecord, RepoLock, DEFAULT_STALE_AFTER};
 
 use crate::chunker::{ChunkSizes, ChunkerParams};
 use crate::compress::DEFAULT_LEVEL;
@@ -157,7 +159,7 @@ impl Repository {
         for dir in layout.skeleton() {
             ensure_dir(&dir)?;
         }
-        write_atomic(&layout.tmp_dir(), &layout.config(), &config.encode())?;
+        write_atomic(&layout.tmp_dir(), &layout.config(), &config.encode(), "config")?;
         Self::open(path, &OpenOptions::default())
     }
 
@@ -235,27 +237,61 @@ impl Repository {
         if let Some(index) = self.index.get() {
             return Ok(index);
         }
-        let index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
-        self.ingest_new_index_files(&index)?;
+        let mut index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
+        let on_disk = self.list_index_files()?;
+        // The cache may only hold whole index files that still exist: when one is gone (prune,
+        // repair, or lost), rebuild the cache from what is there.
+        if !index.is_read_only() && index.ingested()?.iter().any(|id| !on_disk.contains(id)) {
+            index.destroy()?;
+            index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
+        }
+        for id in on_disk {
+            if !index.is_ingested(&id)? {
+                let packs = self.load_index_file(id)?;
+                index.ingest(&id, &packs)?;
+            }
+        }
         Ok(self.index.get_or_init(|| index))
     }
 
-    /// Ingests every index file in `index/` that the cache has not seen.
-    fn ingest_new_index_files(&self, index: &ChunkIndex) -> Result<()> {
+    /// The ids of every index file in `index/`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be listed.
+    pub fn list_index_files(&self) -> Result<Vec<IndexId>> {
         let dir = self.layout.index_dir();
+        let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).at(&dir)? {
             let entry = entry.at(&dir)?;
-            let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<IndexId>().ok())
-            else {
-                continue;
-            };
-            if index.is_ingested(&id)? {
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<IndexId>().ok()) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids of every pack file in `packs/`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a directory cannot be listed.
+    pub fn list_packs(&self) -> Result<Vec<crate::id::PackId>> {
+        let dir = self.layout.packs_dir();
+        let mut out = Vec::new();
+        for shard in std::fs::read_dir(&dir).at(&dir)? {
+            let shard = shard.at(&dir)?.path();
+            if !shard.is_dir() {
                 continue;
             }
-            let packs = self.load_index_file(id)?;
-            index.ingest(&id, &packs)?;
+            for entry in std::fs::read_dir(&shard).at(&shard)? {
+                let name = entry.at(&shard)?.file_name();
+                let id = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".pack"))
+                    .and_then(|n| n.parse::<crate::id::PackId>().ok());
+                out.extend(id);
+            }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Reads and verifies one index file.
@@ -286,11 +322,26 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`], [`Error::Cache`].
     pub fn save_index_file(&self, packs: &[IndexedPack]) -> Result<IndexId> {
-        let bytes = encode_index_file(packs);
-        let id = IndexId(Id::hash(&bytes));
-        write_atomic(&self.layout.tmp_dir(), &self.layout.index_file(id), &bytes)?;
+        let id = self.write_index_file(packs)?;
         self.index()?.ingest(&id, packs)?;
         Ok(id)
+    }
+
+    /// Writes an index file listing `packs` durably, without touching the cache.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn write_index_file(&self, packs: &[IndexedPack]) -> Result<IndexId> {
+        let bytes = encode_index_file(packs);
+        let id = IndexId(Id::hash(&bytes));
+        write_atomic(&self.layout.tmp_dir(), &self.layout.index_file(id), &bytes, "index")?;
+        Ok(id)
+    }
+
+    /// Where this host's index cache is.
+    #[must_use]
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
     }
 
     /// Every snapshot in `snapshots/`, in no particular order.
@@ -337,7 +388,7 @@ impl Repository {
     pub fn save_snapshot(&self, manifest: &Manifest) -> Result<SnapshotId> {
         let bytes = manifest.encode();
         let id = SnapshotId(Id::hash(&bytes));
-        write_atomic(&self.layout.tmp_dir(), &self.layout.snapshot(id), &bytes)?;
+        write_atomic(&self.layout.tmp_dir(), &self.layout.snapshot(id), &bytes, "manifest")?;
         Ok(id)
     }
 

@@ -31,6 +31,18 @@ pub fn sortable_name(ns: i64) -> String {
     format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// A duration in nanoseconds for people: `3 s`, `5 min`, `2 h`, `4 days`.
+#[must_use]
+pub fn human_duration(ns: i64) -> String {
+    let s = ns.max(0) / 1_000_000_000;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
 /// Whether `s` has the form of a sortable set name.
 #[must_use]
 pub fn is_sortable_name(s: &str) -> bool {

@@ -52,7 +52,7 @@ pub fn run(repo: &RepoArg, args: &DiffArgs) -> Result<ExitCode> {
             format!("{mark} {path}\n")
         };
         out.write_all(line.as_bytes())
-            .map_err(|e| store::Error::Io { path: "<stdout>".into(), source: e })
+            .map_err(|e| store::Error::Io { path: "<stdout>".into(), cause: e })
     })
     .context("comparing the sets")?;
     if args.json {

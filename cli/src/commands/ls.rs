@@ -76,7 +76,7 @@ pub fn run(repo: &RepoArg, args: &LsArgs) -> Result<ExitCode> {
             }
             line
         };
-        writeln!(out, "{line}").map_err(|e| store::Error::Io { path: "<stdout>".into(), source: e })
+        writeln!(out, "{line}").map_err(|e| store::Error::Io { path: "<stdout>".into(), cause: e })
     };
     let listing = match &args.path {
         Some(p) => {

@@ -1,5 +1,6 @@
 //! One module per command: open the repository, build options, call the engine, render.
 
+mod check;
 mod diff;
 mod init;
 mod ls;
@@ -17,7 +18,9 @@ use crate::args::{Cli, Command};
 
 /// Runs the parsed command line; `matches` gives the order of repeated options.
 pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
-    let repo = RepoArg { path: cli.repo, cache_dir: cli.cache_dir };
+    let lock_wait = crate::output::parse_duration(&cli.lock_wait)
+        .with_context(|| format!("invalid --lock-wait {:?}", cli.lock_wait))?;
+    let repo = RepoArg { path: cli.repo, cache_dir: cli.cache_dir, lock_wait };
     match cli.command {
         Command::Init(a) => init::run(&repo, &a),
         Command::Snapshot(a) => {
@@ -25,6 +28,9 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             snapshot::run(&repo, &a, sub)
         }
         Command::Diff(a) => diff::run(&repo, &a),
+        Command::Check(a) => check::run(&repo, &a),
+        Command::Repair(crate::args::RepairCommand::Index(a)) => check::repair_index(&repo, &a),
+        Command::Unlock(a) => check::unlock(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
         Command::Restore(a) => restore::run(&repo, &a),
@@ -35,6 +41,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
 pub struct RepoArg {
     path: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    lock_wait: std::time::Duration,
 }
 
 impl RepoArg {
@@ -46,6 +53,47 @@ impl RepoArg {
         let path = self.path()?;
         let opts = store::OpenOptions { cache_dir: self.cache_dir.clone() };
         store::Repository::open(path, &opts).context("cannot open the repository")
+    }
+}
+
+/// Takes a lock for `command`. Locks of dead processes on this host are removed with a message.
+/// With `best_effort`, a repository where no lock can be written (read-only) is used unlocked.
+fn lock(
+    repo_arg: &RepoArg,
+    repo: &store::Repository,
+    kind: store::LockKind,
+    command: &str,
+    best_effort: bool,
+) -> Result<Option<store::RepoLock>> {
+    let opts = store::LockOptions {
+        wait: repo_arg.lock_wait,
+        command: command.to_owned(),
+        ..store::LockOptions::default()
+    };
+    let mut removed = |info: &store::LockInfo| {
+        eprintln!("store: removed the lock of a process that no longer runs: {info}");
+    };
+    match repo.lock(kind, &opts, &mut removed) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(store::Error::Io { path, cause: source })
+            if best_effort
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+        {
+            eprintln!(
+                "store: warning: cannot write a lock ({}: {source}); going on without",
+                path.display()
+            );
+            Ok(None)
+        }
+        Err(e @ store::Error::Locked { .. }) => Err(anyhow::Error::new(e)
+            .context("wait with --lock-wait DURATION, or remove a stale lock with `store unlock`")),
+        Err(e @ store::Error::LockDamaged { .. }) => {
+            Err(anyhow::Error::new(e).context("remove it with `store unlock`"))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

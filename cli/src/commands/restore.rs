@@ -4,13 +4,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::{print_json, RepoArg};
+use super::{lock, print_json, RepoArg};
 use crate::args::RestoreArgs;
 use crate::output::{rate, size};
 use crate::progress::Bar;
 
 pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
+    let repo_arg = repo;
     let repo = repo.open()?;
+    let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "restore", true)?;
     let (id, manifest) = repo
         .resolve_snapshot(&args.snapshot)
         .with_context(|| format!("finding snapshot {:?}", args.snapshot))?;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use super::{manifest_json, print_json, RepoArg};
+use super::{lock, manifest_json, print_json, RepoArg};
 use crate::args::SnapshotArgs;
 use crate::output::{rate, size};
 use crate::progress::Bar;
@@ -95,7 +95,9 @@ fn host_name() -> String {
 pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> Result<ExitCode> {
     let sources = ordered_sources(args, matches)?;
     let excludes = exclude_patterns(args)?;
+    let repo_arg = repo;
     let repo = repo.open()?;
+    let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "snapshot", false)?;
     let parent = match (&args.parent, args.full) {
         (_, true) => store::ParentChoice::Full,
         (Some(reference), false) => {

@@ -185,6 +185,7 @@ pub(crate) fn seal_loop(
         if shared.is_cancelled() {
             continue; // dropping the writer removes its temp file
         }
+        crate::crash::point("pack", "written");
         let sealed = writer.seal(|id: PackId| repo.layout().pack(id))?;
         stats.packs += 1;
         pending_blobs += sealed.entries.len();

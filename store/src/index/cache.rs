@@ -214,6 +214,35 @@ impl ChunkIndex {
         Ok(found.is_some())
     }
 
+    /// The index files this cache has ingested.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub fn ingested(&self) -> Result<Vec<IndexId>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_INGESTED)?, rocksdb::IteratorMode::Start) {
+            let (key, _) = item.map_err(|e| self.err(e))?;
+            if let Ok(bytes) = <[u8; 32]>::try_from(&key[..]) {
+                out.push(IndexId(Id::from_bytes(bytes)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the cache at `path` (it is rebuilt from the index files on the next open).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] when it cannot be removed.
+    pub fn destroy(self) -> Result<()> {
+        let path = self.path.clone();
+        drop(self);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Cache { path, message: e.to_string() }),
+        }
+    }
+
     /// Adds the entries of index file `id` in one batch, with its `ingested` marker.
     ///
     /// # Errors

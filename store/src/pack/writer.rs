@@ -158,11 +158,12 @@ impl PackWriter {
             })?;
         }
 
+        crate::crash::point("pack", "verified");
         let dest = dest(id);
         if let Some(dir) = dest.parent() {
             ensure_dir(dir)?;
         }
-        commit_temp(&self.file, &self.temp, &dest)?;
+        commit_temp(&self.file, &self.temp, &dest, "pack")?;
         self.sealed = true;
         Ok(SealedPack { id, len, entries: std::mem::take(&mut self.entries) })
     }

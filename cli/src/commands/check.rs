@@ -1,0 +1,138 @@
+//! `store check`, `store repair index`, `store unlock`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use super::{lock, print_json, RepoArg};
+use crate::args::{CheckArgs, RepairIndexArgs, UnlockArgs};
+use crate::progress::Bar;
+
+fn finding_kind(f: &store::Finding) -> &'static str {
+    match f {
+        store::Finding::DamagedSnapshot { .. } => "damaged_snapshot",
+        store::Finding::DamagedIndexFile { .. } => "damaged_index_file",
+        store::Finding::MissingPack { .. } => "missing_pack",
+        store::Finding::PackSize { .. } => "pack_size",
+        store::Finding::DamagedPack { .. } => "damaged_pack",
+        store::Finding::TrailerMismatch { .. } => "trailer_mismatch",
+        store::Finding::DamagedBlob { .. } => "damaged_blob",
+        store::Finding::DamagedTree { .. } => "damaged_tree",
+        store::Finding::MissingBlob { .. } => "missing_blob",
+        store::Finding::Affected { .. } => "affected_path",
+        store::Finding::UnindexedPack { .. } => "unindexed_pack",
+        store::Finding::TempFile { .. } => "temp_file",
+    }
+}
+
+fn parse_subset(s: &str) -> Result<store::DataCheck> {
+    let (n, m) = s.split_once('/').context("expected N/M, for example 1/7")?;
+    let (n, m): (u32, u32) = (n.parse()?, m.parse()?);
+    if m == 0 || n == 0 || n > m {
+        bail!("N/M needs 1 <= N <= M, got {s}");
+    }
+    Ok(store::DataCheck::Subset { n, m })
+}
+
+pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
+    let read_data = match (&args.read_data_subset, args.read_data) {
+        (Some(s), _) => {
+            parse_subset(s).with_context(|| format!("invalid --read-data-subset {s:?}"))?
+        }
+        (None, true) => store::DataCheck::All,
+        (None, false) => store::DataCheck::None,
+    };
+    let repo = repo_arg.open()?;
+    let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "check", true)?;
+    let bar = Bar::new("check");
+    let report = store::check(&repo, &store::CheckOptions { read_data }, &bar);
+    bar.finish();
+    let report = report.context("the check could not run")?;
+    let damaged = report.is_damaged();
+    if args.json {
+        let findings: Vec<serde_json::Value> = report
+            .findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "kind": finding_kind(f),
+                    "severity": if f.is_damage() { "damage" } else { "notice" },
+                    "message": f.to_string(),
+                    "advice": f.advice(),
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "damaged": damaged,
+            "snapshots": report.snapshots,
+            "trees": report.trees,
+            "packs": report.packs,
+            "packs_read": report.packs_read,
+            "blobs_read": report.blobs_read,
+            "findings": findings,
+        }))?;
+    } else {
+        let mut advice: Vec<&str> = Vec::new();
+        for f in &report.findings {
+            let level = if f.is_damage() { "damage" } else { "notice" };
+            println!("{level}: {f}");
+            if f.is_damage() && !advice.contains(&f.advice()) {
+                advice.push(f.advice());
+            }
+        }
+        println!(
+            "checked {} sets, {} trees, {} packs ({} read, {} blobs re-hashed): {}",
+            report.snapshots,
+            report.trees,
+            report.packs,
+            report.packs_read,
+            report.blobs_read,
+            if damaged { "DAMAGE FOUND" } else { "no damage" }
+        );
+        for a in advice {
+            println!("next: {a}");
+        }
+    }
+    Ok(if damaged { ExitCode::from(crate::EXIT_ERROR) } else { ExitCode::SUCCESS })
+}
+
+pub fn repair_index(repo_arg: &RepoArg, args: &RepairIndexArgs) -> Result<ExitCode> {
+    let repo = repo_arg.open()?;
+    let _lock = lock(repo_arg, &repo, store::LockKind::Exclusive, "repair index", false)?;
+    let bar = Bar::new("repair index");
+    let report = store::repair_index(&repo, &bar);
+    bar.finish();
+    let report = report.context("repair index failed")?;
+    for u in &report.unreadable {
+        eprintln!("store: pack {} cannot be read, its blobs are lost: {}", u.pack, u.error);
+    }
+    if args.json {
+        print_json(&serde_json::json!({
+            "packs": report.packs,
+            "blobs": report.blobs,
+            "index_files_written": report.index_files_written,
+            "index_files_removed": report.index_files_removed,
+            "unreadable_packs": report.unreadable.iter().map(|u| serde_json::json!({"pack": u.pack.to_hex(), "error": u.error})).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        println!(
+            "index rebuilt from {} packs ({} blobs): {} index files written, {} removed, {} packs unreadable",
+            report.packs,
+            report.blobs,
+            report.index_files_written,
+            report.index_files_removed,
+            report.unreadable.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unlock(repo_arg: &RepoArg, args: &UnlockArgs) -> Result<ExitCode> {
+    let repo = repo_arg.open()?;
+    let removed = repo.unlock(store::DEFAULT_STALE_AFTER, args.all).context("removing locks")?;
+    for r in &removed {
+        println!("removed {r}");
+    }
+    println!("{} locks removed", removed.len());
+    Ok(ExitCode::SUCCESS)
+}

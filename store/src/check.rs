@@ -1,0 +1,527 @@
+//! Verification of a repository (`store check`): structure, and optionally the data.
+//!
+//! Structure: every index file decodes and matches its name; every pack an index file lists
+//! exists with the recorded length and a trailer equal to the index's entries; every set's trees
+//! load and verify; every blob a set references is indexed in a pack that is present. With
+//! data checking, every blob of the selected packs is read, decompressed and re-hashed.
+//!
+//! Findings are data ([`Finding`]): each names the object at fault; a second, targeted pass
+//! names the sets and paths that damage affects. An `Err` from [`check`] means the check could
+//! not run, not that it found damage. Memory: one entry per distinct tree (its verdict), per
+//! pack, and per damaged object, never one per blob.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::id::{Id, IndexId, PackId, SnapshotId, TreeId};
+use crate::index::IndexedPack;
+use crate::pack::{verify_blob, PackReader};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::restore::for_each_chunk;
+use crate::snapshot::Manifest;
+use crate::tree::{escape_name, Content, Node};
+use crate::vfs::{component_node, dir_entries};
+
+/// Which packs have their data read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataCheck {
+    /// Structure only.
+    #[default]
+    None,
+    /// Every pack.
+    All,
+    /// The `n`-th (1-based) of `m` slices of the packs, by pack id: `m` runs cover everything.
+    Subset {
+        /// Which slice, 1..=m.
+        n: u32,
+        /// How many slices.
+        m: u32,
+    },
+}
+
+/// What to check.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    /// Data reading.
+    pub read_data: DataCheck,
+}
+
+/// One thing `check` found.
+// The fields are named after the object they hold (`pack`, `blob`, `snapshot`, `error`); the
+// variant's doc says what it means.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// A manifest cannot be read or does not match its name.
+    DamagedSnapshot { snapshot: SnapshotId, error: String },
+    /// An index file cannot be read or does not match its name.
+    DamagedIndexFile { index: IndexId, error: String },
+    /// A pack listed in an index file does not exist.
+    MissingPack { pack: PackId, index: IndexId },
+    /// A pack's length differs from the one its index file records.
+    PackSize { pack: PackId, expected: u64, actual: u64 },
+    /// A pack's footer or trailer is damaged.
+    DamagedPack { pack: PackId, error: String },
+    /// A pack's trailer lists other blobs than its index file says.
+    TrailerMismatch { pack: PackId, index: IndexId },
+    /// A blob's bytes do not verify.
+    DamagedBlob { pack: PackId, blob: Id, offset: u64, error: String },
+    /// A tree cannot be loaded.
+    DamagedTree { tree: TreeId, error: String },
+    /// A blob a set references is in no index file.
+    MissingBlob { blob: Id },
+    /// A path of a set that damage makes unrestorable.
+    Affected { snapshot: SnapshotId, path: String, cause: String },
+    /// A pack no index file lists (left by an interrupted snapshot): a notice, not damage.
+    UnindexedPack { pack: PackId },
+    /// A leftover temp file: a notice.
+    TempFile { path: PathBuf },
+}
+
+impl Finding {
+    /// Whether this finding means data is damaged or missing (otherwise it is a notice).
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        !matches!(self, Finding::UnindexedPack { .. } | Finding::TempFile { .. })
+    }
+
+    /// What to do about it.
+    #[must_use]
+    pub fn advice(&self) -> &'static str {
+        match self {
+            Finding::DamagedIndexFile { .. } | Finding::TrailerMismatch { .. } => {
+                "run `store repair index` to rebuild the index from the packs"
+            }
+            Finding::MissingBlob { .. }
+            | Finding::MissingPack { .. }
+            | Finding::PackSize { .. } => {
+                "run `store repair index`; then snapshot the same sources again, which stores \
+                 the missing data anew (the sets listed as affected stay damaged)"
+            }
+            Finding::DamagedPack { .. }
+            | Finding::DamagedBlob { .. }
+            | Finding::DamagedTree { .. } => {
+                "snapshot the same sources again to store the data anew; the sets listed as \
+                 affected stay damaged"
+            }
+            Finding::DamagedSnapshot { .. } => "the set cannot be restored; take a new snapshot",
+            Finding::Affected { .. } => "restore the other paths of the set; they are intact",
+            Finding::UnindexedPack { .. } | Finding::TempFile { .. } => {
+                "nothing to do: left by an interrupted command, removed by prune"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::DamagedSnapshot { snapshot, error } => {
+                write!(f, "snapshot {snapshot}: {error}")
+            }
+            Finding::DamagedIndexFile { index, error } => write!(f, "index file {index}: {error}"),
+            Finding::MissingPack { pack, index } => {
+                write!(f, "pack {pack}: missing (listed in index file {})", index.short())
+            }
+            Finding::PackSize { pack, expected, actual } => {
+                write!(f, "pack {pack}: {actual} bytes, the index says {expected}")
+            }
+            Finding::DamagedPack { pack, error } => write!(f, "pack {pack}: {error}"),
+            Finding::TrailerMismatch { pack, index } => {
+                write!(f, "pack {pack}: trailer disagrees with index file {}", index.short())
+            }
+            Finding::DamagedBlob { pack, blob, offset, error } => {
+                write!(f, "blob {blob} in pack {pack} at offset {offset}: {error}")
+            }
+            Finding::DamagedTree { tree, error } => write!(f, "tree {tree}: {error}"),
+            Finding::MissingBlob { blob } => write!(f, "blob {blob}: referenced but not indexed"),
+            Finding::Affected { snapshot, path, cause } => {
+                write!(f, "set {} path {path}: {cause}", snapshot.short())
+            }
+            Finding::UnindexedPack { pack } => write!(f, "pack {pack}: not in any index file"),
+            Finding::TempFile { path } => write!(f, "temp file {}", path.display()),
+        }
+    }
+}
+
+/// What `check` found and how much it looked at.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Everything found, damage and notices.
+    pub findings: Vec<Finding>,
+    /// Sets checked.
+    pub snapshots: u64,
+    /// Distinct trees checked.
+    pub trees: u64,
+    /// Packs whose structure was checked.
+    pub packs: u64,
+    /// Packs whose data was read.
+    pub packs_read: u64,
+    /// Blobs read and re-hashed.
+    pub blobs_read: u64,
+}
+
+impl CheckReport {
+    /// Whether any finding is damage.
+    #[must_use]
+    pub fn is_damaged(&self) -> bool {
+        self.findings.iter().any(Finding::is_damage)
+    }
+}
+
+fn in_slice(pack: &PackId, data: DataCheck) -> bool {
+    match data {
+        DataCheck::None => false,
+        DataCheck::All => true,
+        DataCheck::Subset { n, m } => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&pack.0.as_bytes()[..8]);
+            u64::from_le_bytes(b) % u64::from(m.max(1)) == u64::from(n.saturating_sub(1))
+        }
+    }
+}
+
+/// State shared by the passes.
+struct Checker<'r> {
+    repo: &'r Repository,
+    report: CheckReport,
+    /// Packs that are missing or unreadable: every blob in them is lost.
+    bad_packs: HashSet<PackId>,
+    /// Blobs that failed verification or are not indexed.
+    bad_blobs: HashSet<Id>,
+    /// Packs listed by the index files (the authoritative index).
+    indexed: HashSet<PackId>,
+    /// Verdict per tree: true when it and everything below it is intact.
+    trees: HashMap<TreeId, bool>,
+}
+
+impl Checker<'_> {
+    fn find(&mut self, f: Finding) {
+        self.report.findings.push(f);
+    }
+
+    /// Whether blob `id` can be read: indexed, in a present pack, and not found damaged.
+    fn blob_ok(&mut self, id: Id) -> Result<bool> {
+        if self.bad_blobs.contains(&id) {
+            return Ok(false);
+        }
+        match self.repo.index()?.get(&id)? {
+            Some(loc) if !self.indexed.contains(&loc.pack) => {
+                self.bad_blobs.insert(id);
+                self.find(Finding::MissingBlob { blob: id });
+                Ok(false)
+            }
+            Some(loc) if !self.bad_packs.contains(&loc.pack) => Ok(true),
+            Some(_) => Ok(false),
+            None => {
+                self.bad_blobs.insert(id);
+                self.find(Finding::MissingBlob { blob: id });
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether every chunk of a file can be read.
+    fn file_ok(&mut self, node: &Node) -> Result<bool> {
+        let Content::File { chunks, .. } = &node.content else { return Ok(true) };
+        let mut ids = Vec::new();
+        let listed = for_each_chunk(self.repo, chunks, |id| {
+            ids.push(id);
+            Ok(())
+        });
+        if let Err(e) = listed {
+            if matches!(e, Error::Cache { .. }) {
+                return Err(e);
+            }
+            return Ok(false);
+        }
+        let mut ok = true;
+        for id in ids {
+            ok &= self.blob_ok(id)?;
+        }
+        Ok(ok)
+    }
+
+    /// Checks the tree `root` and everything below it, once per distinct tree, iteratively.
+    fn check_tree(&mut self, root: TreeId) -> Result<bool> {
+        if let Some(v) = self.trees.get(&root) {
+            return Ok(*v);
+        }
+        let repo = self.repo;
+        let mut stack = match dir_entries(repo, root) {
+            Ok(entries) => vec![(root, entries, true)],
+            Err(e) => return self.tree_failed(root, &e),
+        };
+        while let Some((tree, entries, clean)) = stack.last_mut() {
+            let tree = *tree;
+            match entries.next() {
+                None => {
+                    let verdict = *clean;
+                    stack.pop();
+                    self.trees.insert(tree, verdict);
+                    self.report.trees += 1;
+                    if let Some(parent) = stack.last_mut() {
+                        parent.2 &= verdict;
+                    }
+                }
+                Some(Err(e)) => {
+                    *clean = false;
+                    stack.pop();
+                    self.tree_failed(tree, &e)?;
+                    if let Some(parent) = stack.last_mut() {
+                        parent.2 = false;
+                    }
+                }
+                Some(Ok(node)) => match &node.content {
+                    Content::Dir { tree: sub } => {
+                        if let Some(v) = self.trees.get(sub) {
+                            *clean &= *v;
+                        } else {
+                            match dir_entries(repo, *sub) {
+                                Ok(e) => stack.push((*sub, e, true)),
+                                Err(e) => {
+                                    *clean = false;
+                                    self.tree_failed(*sub, &e)?;
+                                }
+                            }
+                        }
+                    }
+                    Content::File { .. } => {
+                        let ok = self.file_ok(&node)?;
+                        if let Some(top) = stack.last_mut() {
+                            top.2 &= ok;
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Ok(self.trees.get(&root).copied().unwrap_or(false))
+    }
+
+    fn tree_failed(&mut self, tree: TreeId, e: &Error) -> Result<bool> {
+        if matches!(e, Error::Cache { .. }) {
+            return Err(Error::Cache { path: PathBuf::new(), message: e.to_string() });
+        }
+        self.trees.insert(tree, false);
+        match e {
+            Error::BlobNotIndexed { id } => {
+                if self.bad_blobs.insert(*id) {
+                    self.find(Finding::MissingBlob { blob: *id });
+                }
+            }
+            _ => self.find(Finding::DamagedTree { tree, error: e.to_string() }),
+        }
+        Ok(false)
+    }
+
+    /// Names the paths of set `id` that damage reaches, descending only into damaged trees.
+    fn affected(&mut self, id: SnapshotId, m: &Manifest) -> Result<()> {
+        for c in &m.components {
+            let Ok(node) = component_node(self.repo, c) else {
+                self.find(Finding::Affected {
+                    snapshot: id,
+                    path: c.name.clone(),
+                    cause: format!("tree {}", c.root),
+                });
+                continue;
+            };
+            let mut stack = vec![(c.name.clone(), node)];
+            while let Some((path, node)) = stack.pop() {
+                match &node.content {
+                    Content::Dir { tree } => {
+                        if self.trees.get(tree).copied().unwrap_or(true) {
+                            continue;
+                        }
+                        match dir_entries(self.repo, *tree) {
+                            Ok(entries) => {
+                                for child in entries {
+                                    match child {
+                                        Ok(child) => {
+                                            let p = format!("{path}/{}", escape_name(&child.name));
+                                            stack.push((p, child));
+                                        }
+                                        Err(e) => {
+                                            self.find(Finding::Affected {
+                                                snapshot: id,
+                                                path: path.clone(),
+                                                cause: e.to_string(),
+                                            });
+                                            break;
+                                        }
+                                    }
+                                }
+                            }
+                            Err(e) => self.find(Finding::Affected {
+                                snapshot: id,
+                                path,
+                                cause: e.to_string(),
+                            }),
+                        }
+                    }
+                    Content::File { .. } if !self.file_ok(&node)? => {
+                        self.find(Finding::Affected {
+                            snapshot: id,
+                            path,
+                            cause: "file data lost or damaged".into(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks the repository.
+///
+/// # Errors
+/// Only when the check cannot run (the repository cannot be listed, the cache fails).
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
+    let mut c = Checker {
+        repo,
+        report: CheckReport::default(),
+        bad_packs: HashSet::new(),
+        bad_blobs: HashSet::new(),
+        indexed: HashSet::new(),
+        trees: HashMap::new(),
+    };
+    let layout = repo.layout();
+
+    progress.phase("temp files");
+    if let Ok(entries) = std::fs::read_dir(layout.tmp_dir()) {
+        for e in entries.flatten() {
+            c.find(Finding::TempFile { path: e.path() });
+        }
+    }
+
+    progress.phase("index and packs");
+    let mut indexed: HashSet<PackId> = HashSet::new();
+    let mut to_read: Vec<IndexedPack> = Vec::new();
+    for id in repo.list_index_files()? {
+        let packs = match repo.load_index_file(id) {
+            Ok(p) => p,
+            Err(e) => {
+                c.find(Finding::DamagedIndexFile { index: id, error: e.to_string() });
+                continue;
+            }
+        };
+        for pack in packs {
+            if !indexed.insert(pack.id) {
+                continue;
+            }
+            c.report.packs += 1;
+            let path = layout.pack(pack.id);
+            let actual = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(_) => {
+                    c.bad_packs.insert(pack.id);
+                    c.find(Finding::MissingPack { pack: pack.id, index: id });
+                    continue;
+                }
+            };
+            if actual != pack.len {
+                c.bad_packs.insert(pack.id);
+                c.find(Finding::PackSize { pack: pack.id, expected: pack.len, actual });
+                continue;
+            }
+            match PackReader::open(&path, pack.id) {
+                Ok(reader) if reader.entries() == pack.entries.as_slice() => {}
+                Ok(_) => {
+                    c.bad_packs.insert(pack.id);
+                    c.find(Finding::TrailerMismatch { pack: pack.id, index: id });
+                    continue;
+                }
+                Err(e) => {
+                    c.bad_packs.insert(pack.id);
+                    c.find(Finding::DamagedPack { pack: pack.id, error: e.to_string() });
+                    continue;
+                }
+            }
+            if in_slice(&pack.id, opts.read_data) {
+                to_read.push(pack);
+            }
+        }
+    }
+    for pack in repo.list_packs()? {
+        if !indexed.contains(&pack) {
+            c.find(Finding::UnindexedPack { pack });
+        }
+    }
+    c.indexed = indexed;
+
+    if opts.read_data != DataCheck::None {
+        progress.phase("reading data");
+        progress.set_total(to_read.len() as u64, to_read.iter().map(|p| p.len).sum());
+        let mut raw = Vec::new();
+        for pack in &to_read {
+            let path = layout.pack(pack.id);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    c.bad_packs.insert(pack.id);
+                    c.find(Finding::DamagedPack { pack: pack.id, error: e.to_string() });
+                    continue;
+                }
+            };
+            let actual = Id::hash(&bytes);
+            for e in &pack.entries {
+                let frame = bytes.get(e.offset as usize..e.end() as usize).unwrap_or_default();
+                c.report.blobs_read += 1;
+                if let Err(reason) = verify_blob(frame, e, &mut raw) {
+                    c.bad_blobs.insert(e.id);
+                    c.find(Finding::DamagedBlob {
+                        pack: pack.id,
+                        blob: e.id,
+                        offset: e.offset,
+                        error: reason.to_string(),
+                    });
+                }
+            }
+            if actual != pack.id.0 && c.bad_blobs.is_empty() {
+                // Every blob verifies but the file does not hash to its name: bytes outside the
+                // blobs (headers of no blob, padding) changed, or the pack was renamed.
+                c.find(Finding::DamagedPack {
+                    pack: pack.id,
+                    error: format!("content hashes to {actual}"),
+                });
+            }
+            c.report.packs_read += 1;
+            progress.add_items(1);
+            progress.add_bytes(pack.len);
+        }
+    }
+
+    progress.phase("sets");
+    let mut sets = Vec::new();
+    for listed in repo.list_snapshots()? {
+        match listed.manifest {
+            Ok(m) => sets.push((listed.id, m)),
+            Err(e) => {
+                c.find(Finding::DamagedSnapshot { snapshot: listed.id, error: e.to_string() })
+            }
+        }
+    }
+    let mut damaged_sets = Vec::new();
+    for (id, m) in &sets {
+        c.report.snapshots += 1;
+        let mut clean = true;
+        for comp in &m.components {
+            clean &= c.check_tree(comp.root)?;
+        }
+        if !clean {
+            damaged_sets.push((*id, m));
+        }
+    }
+    for (id, m) in damaged_sets {
+        c.affected(id, m)?;
+    }
+    Ok(c.report)
+}

@@ -1,0 +1,347 @@
+//! Repository locks (FORMAT.md §9): files in `locks/` naming a holder.
+//!
+//! Writers and readers take **shared** locks; commands that delete (prune, repair) take the
+//! **exclusive** lock. Taking a lock is two-phase: write our lock file durably, then list the
+//! others; on a conflict our file is removed again and we retry until the wait is over, so of
+//! two racing processes at least one backs off and none proceeds wrongly. A held lock's file
+//! modification time is refreshed every [`REFRESH`]; a lock not refreshed for `stale_after` no
+//! longer blocks anyone (its holder is presumed dead) but is only removed by `store unlock`; a
+//! lock of a process on this host that no longer exists is removed on sight.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Corruption, Error, IoContext, Result};
+use crate::format::{decode_record, encode_record, ByteReader, FORMAT_VERSION};
+use crate::fs::write_atomic;
+use crate::repo::Repository;
+
+/// Magic of a lock file: `STORELCK`. Do not modify.
+const LOCK_MAGIC: [u8; 8] = *b"STORELCK";
+/// A held lock's modification time is refreshed this often.
+pub const REFRESH: Duration = Duration::from_secs(60);
+/// Default time after which an unrefreshed lock no longer blocks: 30 minutes.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// Shared (snapshot, restore, check) or exclusive (prune, repair).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// Any number of shared holders, no exclusive one.
+    Shared,
+    /// One holder, nobody else.
+    Exclusive,
+}
+
+/// The content of a lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// Shared or exclusive.
+    pub kind: LockKind,
+    /// Host name of the holder (the machine's, not `--host`).
+    pub host: String,
+    /// Process id of the holder on that host.
+    pub pid: u32,
+    /// When the lock was taken, nanoseconds since the Unix epoch.
+    pub start_ns: i64,
+    /// The command holding it (`snapshot`, `check`, …).
+    pub command: String,
+}
+
+impl LockRecord {
+    /// Encodes a lock file.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = LOCK_MAGIC.to_vec();
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&encode_record(self));
+        out
+    }
+
+    /// Decodes a lock file.
+    ///
+    /// # Errors
+    /// Bad magic, unknown version, malformed record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Corruption> {
+        let mut r = ByteReader::new(bytes, 0);
+        r.magic(&LOCK_MAGIC)?;
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(Corruption::Invalid(format!("lock format version {version}")));
+        }
+        decode_record(r.rest(), "lock")
+    }
+}
+
+/// A lock found in `locks/`.
+#[derive(Debug, Clone)]
+pub struct LockInfo {
+    /// Its file.
+    pub path: PathBuf,
+    /// Its content.
+    pub record: LockRecord,
+    /// Time since it was last refreshed.
+    pub age: Duration,
+    /// Not refreshed for longer than the stale time.
+    pub stale: bool,
+    /// Held by a process of this host that no longer exists.
+    pub dead: bool,
+}
+
+impl std::fmt::Display for LockInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.record;
+        write!(
+            f,
+            "{} lock of `{}` on host {} pid {} taken {} ago, refreshed {} s ago ({})",
+            match r.kind {
+                LockKind::Shared => "shared",
+                LockKind::Exclusive => "exclusive",
+            },
+            r.command,
+            r.host,
+            r.pid,
+            crate::time::human_duration(crate::time::now_ns().saturating_sub(r.start_ns)),
+            self.age.as_secs(),
+            self.path.display()
+        )
+    }
+}
+
+/// How to take a lock.
+#[derive(Debug, Clone)]
+pub struct LockOptions {
+    /// How long to wait for a conflicting lock to go away.
+    pub wait: Duration,
+    /// After how long without refresh a lock stops blocking.
+    pub stale_after: Duration,
+    /// The command taking the lock, recorded in it.
+    pub command: String,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            wait: Duration::ZERO,
+            stale_after: DEFAULT_STALE_AFTER,
+            command: String::new(),
+        }
+    }
+}
+
+/// A held lock: refreshed in the background, removed when dropped.
+pub struct RepoLock {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RepoLock {
+    /// The lock file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.refresher.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// This machine's host name.
+pub(crate) fn this_host() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH))
+}
+
+fn touch(path: &Path) -> std::io::Result<()> {
+    let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
+    let ts = rustix::fs::Timestamps { last_access: now, last_modification: now };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &ts, rustix::fs::AtFlags::empty())
+        .map_err(Into::into)
+}
+
+impl Repository {
+    /// Every lock in `locks/`; a lock file that cannot be read is returned as an error naming it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `locks/` cannot be listed.
+    pub fn list_locks(&self, stale_after: Duration) -> Result<Vec<Result<LockInfo>>> {
+        let dir = self.layout().locks_dir();
+        let host = this_host();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).at(&dir)? {
+            let path = entry.at(&dir)?.path();
+            let read =
+                std::fs::read(&path).and_then(|b| Ok((b, std::fs::metadata(&path)?.modified()?)));
+            let (bytes, modified) = match read {
+                Ok(v) => v,
+                // Removed by its holder while we listed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    out.push(Err(Error::Io { path, cause: e }));
+                    continue;
+                }
+            };
+            let info = LockRecord::decode(&bytes).map(|record| {
+                let age = SystemTime::now().duration_since(modified).unwrap_or_default();
+                let dead = record.host == host && !process_exists(record.pid);
+                LockInfo { path: path.clone(), record, age, stale: age > stale_after, dead }
+            });
+            out.push(
+                info.map_err(|reason| Error::LockDamaged { path, reason: reason.to_string() }),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Takes a lock of `kind`, waiting up to `opts.wait` for conflicting locks to go away.
+    /// Locks of dead processes on this host are removed, and reported through `removed`.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] naming the holder when the wait is over, [`Error::LockDamaged`] for an
+    /// unreadable lock file, [`Error::Io`] when the lock cannot be written.
+    pub fn lock(
+        &self,
+        kind: LockKind,
+        opts: &LockOptions,
+        removed: &mut dyn FnMut(&LockInfo),
+    ) -> Result<RepoLock> {
+        let dir = self.layout().locks_dir();
+        crate::fs::ensure_dir(&dir)?;
+        let record = LockRecord {
+            kind,
+            host: this_host(),
+            pid: std::process::id(),
+            start_ns: crate::time::now_ns(),
+            command: opts.command.clone(),
+        };
+        let deadline = std::time::Instant::now() + opts.wait;
+        let mut attempt = 0u32;
+        loop {
+            let name = crate::id::Id::hash(
+                format!("{record:?}{attempt}{:?}", SystemTime::now()).as_bytes(),
+            )
+            .to_hex();
+            let path = dir.join(name);
+            write_atomic(&self.layout().tmp_dir(), &path, &record.encode(), "lock")?;
+            let mut blocker = None;
+            for other in self.list_locks(opts.stale_after)? {
+                let other = match other {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e);
+                    }
+                };
+                if other.path == path {
+                    continue;
+                }
+                if other.dead {
+                    if std::fs::remove_file(&other.path).is_ok() {
+                        removed(&other);
+                    }
+                    continue;
+                }
+                let conflict =
+                    kind == LockKind::Exclusive || other.record.kind == LockKind::Exclusive;
+                if conflict && !other.stale {
+                    blocker = Some(other);
+                    break;
+                }
+            }
+            let Some(holder) = blocker else {
+                return Ok(self.hold(path));
+            };
+            let _ = std::fs::remove_file(&path);
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Locked { holder: holder.to_string() });
+            }
+            attempt += 1;
+            // Back off with a little jitter, so two waiting processes do not collide forever.
+            let jitter = Duration::from_millis(
+                u64::from(std::process::id() % 97) + 50 * u64::from(attempt % 5),
+            );
+            std::thread::sleep((Duration::from_millis(200) + jitter).min(deadline - now));
+        }
+    }
+
+    fn hold(&self, path: PathBuf) -> RepoLock {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (path.clone(), Arc::clone(&stop));
+        let refresher = std::thread::Builder::new()
+            .name("lock-refresh".into())
+            .spawn(move || {
+                while !s.load(Ordering::SeqCst) {
+                    std::thread::park_timeout(REFRESH);
+                    if !s.load(Ordering::SeqCst) {
+                        let _ = touch(&p);
+                    }
+                }
+            })
+            .ok();
+        RepoLock { path, stop, refresher }
+    }
+
+    /// Removes stale locks (not refreshed for `stale_after`, or of dead processes on this host),
+    /// or every lock with `all`. Returns what was removed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `locks/` cannot be listed or a lock not removed.
+    pub fn unlock(&self, stale_after: Duration, all: bool) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for lock in self.list_locks(stale_after)? {
+            match lock {
+                Ok(info) if all || info.stale || info.dead => {
+                    std::fs::remove_file(&info.path).at(&info.path)?;
+                    removed.push(info.to_string());
+                }
+                Ok(_) => {}
+                Err(Error::LockDamaged { path, reason }) => {
+                    std::fs::remove_file(&path).at(&path)?;
+                    removed.push(format!("damaged lock file {} ({reason})", path.display()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_record_round_trips_and_damage_is_refused() {
+        let r = LockRecord {
+            kind: LockKind::Exclusive,
+            host: "ml1".into(),
+            pid: 42,
+            start_ns: 7,
+            command: "prune".into(),
+        };
+        let bytes = r.encode();
+        assert_eq!(LockRecord::decode(&bytes).unwrap(), r);
+        for n in 0..bytes.len() {
+            assert!(LockRecord::decode(&bytes[..n]).is_err());
+        }
+    }
+}

@@ -1,0 +1,693 @@
+//! Integrity: damage of every kind is found by `check` and named, never restored as wrong
+//! bytes; `repair index`; crash points on every durable step of a snapshot; SIGKILL at random
+//! moments; concurrent processes; locks; a full disk.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{assert_same_tree, random_bytes, write, Env, Run};
+
+/// A blob as listed in a pack's trailer.
+#[derive(Debug, Clone, Copy)]
+struct Blob {
+    offset: u64,
+    stored_len: u64,
+    kind: u8,
+}
+
+/// Reads the trailer of a pack (FORMAT.md §5) without the engine.
+fn blobs_of(pack: &Path) -> Vec<Blob> {
+    let bytes = std::fs::read(pack).unwrap();
+    let footer = &bytes[bytes.len() - 64..];
+    let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as usize;
+    let trailer = u64::from_le_bytes(footer[16..24].try_into().unwrap()) as usize;
+    (0..count)
+        .map(|i| {
+            let e = &bytes[trailer + 56 * i..trailer + 56 * (i + 1)];
+            Blob {
+                offset: u64::from_le_bytes(e[32..40].try_into().unwrap()),
+                stored_len: u64::from(u32::from_le_bytes(e[40..44].try_into().unwrap())),
+                kind: e[48],
+            }
+        })
+        .collect()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn make_writable(p: &Path) {
+    std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+}
+
+fn flip(p: &Path, offset: u64) {
+    make_writable(p);
+    let mut bytes = std::fs::read(p).unwrap();
+    bytes[offset as usize] ^= 0x20;
+    std::fs::write(p, bytes).unwrap();
+}
+
+fn check(env: &Env, args: &[&str]) -> (Run, serde_json::Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let run = env.run("check", &all);
+    let doc = run.json();
+    (run, doc)
+}
+
+fn kinds(doc: &serde_json::Value) -> Vec<String> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A repository with three sets: one with a big random file and text files, then two more.
+fn healthy_repo() -> (Env, PathBuf) {
+    let env = Env::new();
+    env.init();
+    let src = env.path("contentstore");
+    write(&src.join("2026/11/19/big.bin"), &random_bytes(1, 3 << 20));
+    for i in 0..20u64 {
+        write(
+            &src.join(format!("2026/11/19/doc{i}.txt")),
+            format!("document {i}\n").repeat(500).as_bytes(),
+        );
+    }
+    env.snapshot(&[&src]);
+    write(&src.join("2026/11/20/new.bin"), &random_bytes(2, 500_000));
+    env.snapshot(&[&src]);
+    write(&src.join("2026/11/21/newer.bin"), &random_bytes(3, 400_000));
+    env.snapshot(&[&src]);
+    (env, src)
+}
+
+/// The pack holding the big file's first chunk: the first data blob of the first pack written.
+fn first_pack(env: &Env) -> PathBuf {
+    files_under(&env.repo().join("packs"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
+/// Restores the latest set; every file that is restored must equal the source.
+fn restore_never_wrong(env: &Env, src: &Path) -> Run {
+    let out = env.path("restore-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]);
+    for f in files_under(&out.join("contentstore")) {
+        let rel = f.strip_prefix(out.join("contentstore")).unwrap();
+        assert!(
+            std::fs::read(&f).unwrap() == std::fs::read(src.join(rel)).unwrap(),
+            "{} restored with wrong bytes",
+            rel.display()
+        );
+    }
+    run
+}
+
+#[test]
+fn healthy_repository_checks_clean_with_and_without_data() {
+    let (env, _) = healthy_repo();
+    let (run, doc) = check(&env, &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(doc["damaged"], false);
+    assert_eq!(doc["snapshots"], 3);
+    let (run, doc) = check(&env, &["--read-data"]);
+    assert_eq!(run.code, 0);
+    assert!(doc["blobs_read"].as_u64().unwrap() > 20);
+    // Slices cover every pack exactly once.
+    let mut read = 0;
+    for n in 1..=3 {
+        let (run, doc) = check(&env, &["--read-data-subset", &format!("{n}/3")]);
+        assert_eq!(run.code, 0);
+        read += doc["packs_read"].as_u64().unwrap();
+    }
+    assert_eq!(read, doc["packs"].as_u64().unwrap());
+    assert_eq!(env.run("check", &["--read-data-subset", "4/3"]).code, 1);
+}
+
+#[test]
+fn every_kind_of_damage_is_found_and_named() {
+    type Damage = fn(&Env, &Path) -> String;
+    let cases: Vec<(&str, Damage, &str)> = vec![
+        (
+            "flipped bit in a data blob",
+            |env, _| {
+                let pack = first_pack(env);
+                let b = blobs_of(&pack).into_iter().find(|b| b.kind == 0).unwrap();
+                flip(&pack, b.offset + 48 + b.stored_len / 2);
+                pack.file_stem().unwrap().to_string_lossy().into_owned()
+            },
+            "damaged_blob",
+        ),
+        (
+            "flipped bit in a blob header",
+            |env, _| {
+                let pack = first_pack(env);
+                let b = blobs_of(&pack).into_iter().find(|b| b.kind == 0).unwrap();
+                flip(&pack, b.offset + 6);
+                pack.file_stem().unwrap().to_string_lossy().into_owned()
+            },
+            "damaged_blob",
+        ),
+        (
+            "flipped bit in a trailer",
+            |env, _| {
+                let pack = first_pack(env);
+                let len = std::fs::metadata(&pack).unwrap().len();
+                flip(&pack, len - 64 - 20);
+                pack.file_stem().unwrap().to_string_lossy().into_owned()
+            },
+            "damaged_pack",
+        ),
+        (
+            "flipped bit in a footer",
+            |env, _| {
+                let pack = first_pack(env);
+                let len = std::fs::metadata(&pack).unwrap().len();
+                flip(&pack, len - 30);
+                pack.file_stem().unwrap().to_string_lossy().into_owned()
+            },
+            "damaged_pack",
+        ),
+        (
+            "truncated pack",
+            |env, _| {
+                let pack = first_pack(env);
+                make_writable(&pack);
+                let len = std::fs::metadata(&pack).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&pack)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap();
+                pack.file_stem().unwrap().to_string_lossy().into_owned()
+            },
+            "pack_size",
+        ),
+        (
+            "zero-length pack",
+            |env, _| {
+                let pack = first_pack(env);
+                make_writable(&pack);
+                std::fs::write(&pack, b"").unwrap();
+                pack.file_stem().unwrap().to_string_lossy().into_owned()
+            },
+            "pack_size",
+        ),
+        (
+            "garbage appended to a pack",
+            |env, _| {
+                let pack = first_pack(env);
+                make_writable(&pack);
+                let mut f = std::fs::OpenOptions::new().append(true).open(&pack).unwrap();
+                std::io::Write::write_all(&mut f, b"garbage").unwrap();
+                pack.file_stem().unwrap().to_string_lossy().into_owned()
+            },
+            "pack_size",
+        ),
+        (
+            "missing pack",
+            |env, _| {
+                let pack = first_pack(env);
+                std::fs::remove_file(&pack).unwrap();
+                pack.file_stem().unwrap().to_string_lossy().into_owned()
+            },
+            "missing_pack",
+        ),
+        (
+            "missing index file",
+            |env, _| {
+                let index = files_under(&env.repo().join("index")).into_iter().next().unwrap();
+                std::fs::remove_file(&index).unwrap();
+                String::new()
+            },
+            "missing_blob",
+        ),
+        (
+            "flipped bit in a tree",
+            |env, _| {
+                let pack = files_under(&env.repo().join("packs"))
+                    .into_iter()
+                    .find(|p| blobs_of(p).iter().any(|b| b.kind == 1 && b.stored_len > 100))
+                    .unwrap();
+                let b = blobs_of(&pack)
+                    .into_iter()
+                    .find(|b| b.kind == 1 && b.stored_len > 100)
+                    .unwrap();
+                flip(&pack, b.offset + 48 + b.stored_len / 2);
+                String::new()
+            },
+            "damaged_tree",
+        ),
+        (
+            "flipped bit in a manifest",
+            |env, _| {
+                let manifest =
+                    files_under(&env.repo().join("snapshots")).into_iter().next().unwrap();
+                flip(&manifest, 40);
+                manifest.file_name().unwrap().to_string_lossy().into_owned()
+            },
+            "damaged_snapshot",
+        ),
+    ];
+    for (name, damage, expected) in cases {
+        let (env, src) = healthy_repo();
+        let object = damage(&env, &src);
+        let (run, doc) = check(&env, &["--read-data"]);
+        assert_eq!(run.code, 1, "{name}: check must report damage: {}", run.stdout);
+        let found = kinds(&doc);
+        assert!(
+            found.iter().any(|k| k == expected),
+            "{name}: expected {expected}, found {found:?}"
+        );
+        let messages = run.stdout;
+        assert!(messages.contains(&object), "{name}: findings do not name {object}: {messages}");
+        if expected != "damaged_snapshot" {
+            assert!(
+                found.iter().any(|k| k == "affected_path"),
+                "{name}: no affected sets/paths named: {found:?}"
+            );
+        }
+        // The human output says what to do next.
+        let human = env.run("check", &["--read-data"]);
+        assert!(human.stdout.contains("next: "), "{name}: {}", human.stdout);
+        // Restore: never a panic, never wrong bytes; damaged files are named.
+        let restored = restore_never_wrong(&env, &src);
+        assert!(!restored.stderr.contains("panicked"), "{name}: {}", restored.stderr);
+    }
+}
+
+#[test]
+fn damaged_blob_is_named_on_restore_and_the_rest_is_restored() {
+    let (env, src) = healthy_repo();
+    let pack = first_pack(&env);
+    let b = blobs_of(&pack).into_iter().find(|b| b.kind == 0 && b.stored_len > 60_000).unwrap();
+    flip(&pack, b.offset + 48 + 1000);
+    let run = restore_never_wrong(&env, &src);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(pack.file_stem().unwrap().to_str().unwrap()),
+        "pack not named: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("big.bin"), "file not named: {}", run.stderr);
+    let out = env.path("restore-out/contentstore");
+    assert!(!out.join("2026/11/19/big.bin").exists(), "a damaged file must not be left behind");
+    assert_eq!(
+        std::fs::read(out.join("2026/11/21/newer.bin")).unwrap(),
+        std::fs::read(src.join("2026/11/21/newer.bin")).unwrap()
+    );
+}
+
+#[test]
+fn damaged_config_is_refused_by_every_command() {
+    let (env, _) = healthy_repo();
+    flip(&env.repo().join("config"), 30);
+    for cmd in ["check", "snapshots"] {
+        let run = env.run(cmd, &[] as &[&str]);
+        assert_eq!(run.code, 1);
+        assert!(run.stderr.contains("config"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn repair_index_rebuilds_index_files_and_cache_from_packs() {
+    let (env, src) = healthy_repo();
+    let index_dir = env.repo().join("index");
+    let before = files_under(&index_dir).len();
+    std::fs::remove_dir_all(&index_dir).unwrap();
+    std::fs::create_dir(&index_dir).unwrap();
+    std::fs::remove_dir_all(env.repo().join("cache")).unwrap();
+    let (run, _) = check(&env, &[]);
+    assert_eq!(run.code, 1, "check must notice the lost index: {}", run.stdout);
+    let repaired = env.run("repair", &["index", "--json"]).ok().json();
+    assert!(repaired["packs"].as_u64().unwrap() >= 1);
+    assert_eq!(repaired["unreadable_packs"].as_array().unwrap().len(), 0);
+    assert!(!files_under(&index_dir).is_empty() && before >= 1);
+    let (run, _) = check(&env, &["--read-data"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let run = restore_never_wrong(&env, &src);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_tree(&src, &env.path("restore-out/contentstore"));
+}
+
+fn crash_points_compiled_in(env: &Env, src: &Path) -> bool {
+    let out = Command::new(crate::support::bin())
+        .args(["snapshot", "--repo"])
+        .arg(env.repo())
+        .arg(src)
+        .env("STORE_CRASH_AT", "snapshot_before_manifest")
+        .output()
+        .unwrap();
+    out.status.code().is_none()
+}
+
+/// Every durable step of a snapshot, crashed with abort(): earlier sets restore, `check` finds
+/// no damage (only notices), and the next snapshot succeeds.
+#[test]
+fn crash_at_every_durable_step_of_a_snapshot_loses_nothing() {
+    let points = [
+        "pack_written",
+        "pack_verified",
+        "pack_synced",
+        "pack_renamed",
+        "pack_durable",
+        "index_synced",
+        "index_renamed",
+        "index_durable",
+        "snapshot_before_manifest",
+        "manifest_synced",
+        "manifest_renamed",
+        "manifest_durable",
+        "snapshot_committed",
+    ];
+    for point in points {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        write(&src.join("a/one.bin"), &random_bytes(1, 600_000));
+        let first = env.snapshot(&[&src]);
+        let committed = std::fs::read_dir(env.repo().join("snapshots")).unwrap().count();
+        if point == points[0] {
+            assert!(crash_points_compiled_in(&env, &src), "the binary under test has no crash points: run the tests through `bash .ci/run` (it builds with --features store-cli/crash-points)");
+        }
+        write(&src.join("b/two.bin"), &random_bytes(2, 900_000));
+        let crashed = Command::new(crate::support::bin())
+            .args(["snapshot", "--repo"])
+            .arg(env.repo())
+            .arg(&src)
+            .env("STORE_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(crashed.status.code(), None, "{point}: the snapshot must crash there");
+        let listed = std::fs::read_dir(env.repo().join("snapshots")).unwrap().count();
+        assert!(
+            listed == committed
+                || (listed == committed + 1 && point.starts_with("manifest_")
+                    || point == "snapshot_committed"),
+            "{point}: {listed} sets"
+        );
+        let (run, doc) = check(&env, &["--read-data"]);
+        assert_eq!(run.code, 0, "{point}: check after the crash: {doc}");
+        let out = env.path("out-first");
+        env.run(
+            "restore",
+            &[OsStr::new(first["id"].as_str().unwrap()), OsStr::new("--target"), out.as_os_str()],
+        )
+        .ok();
+        assert!(
+            std::fs::read(out.join("src/a/one.bin")).unwrap() == random_bytes(1, 600_000),
+            "{point}"
+        );
+        // The next snapshot succeeds and restores byte for byte.
+        let next = env.snapshot(&[&src]);
+        let out = env.path("out-next");
+        env.run(
+            "restore",
+            &[OsStr::new(next["id"].as_str().unwrap()), OsStr::new("--target"), out.as_os_str()],
+        )
+        .ok();
+        assert_same_tree(&src, &out.join("src"));
+    }
+}
+
+type FileContents = Vec<(PathBuf, Vec<u8>)>;
+
+/// Snapshots killed with SIGKILL at random moments, 50 times on one repository.
+#[test]
+fn sigkill_at_random_moments_never_damages_the_repository() {
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as u64;
+    eprintln!("sigkill loop seed: {seed}");
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // (set id, the source's files and bytes when it was committed)
+    let mut committed: Vec<(String, FileContents)> = Vec::new();
+    for i in 0..50u64 {
+        // Change some content each round.
+        write(
+            &src.join(format!("f{}.bin", i % 7)),
+            &random_bytes(seed ^ i, 200_000 + (next() % 4_000_000) as usize),
+        );
+        let mut child = Command::new(crate::support::bin())
+            .args(["snapshot", "--json", "--repo"])
+            .arg(env.repo())
+            .arg(&src)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(next() % 120));
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let files = files_under(&src)
+                .into_iter()
+                .map(|p| {
+                    let data = std::fs::read(&p).unwrap();
+                    (p, data)
+                })
+                .collect();
+            committed.push((doc["id"].as_str().unwrap().to_owned(), files));
+        }
+        let run = env.run("check", &[] as &[&str]);
+        assert_eq!(run.code, 0, "seed {seed}, round {i}: {}", run.stdout);
+    }
+    let run = env.run("check", &["--read-data"]);
+    assert_eq!(run.code, 0, "seed {seed}: {}", run.stdout);
+    // Every committed set restores to what the source held when it was taken.
+    let last = env.snapshot(&[&src]);
+    committed.push((
+        last["id"].as_str().unwrap().to_owned(),
+        files_under(&src)
+            .into_iter()
+            .map(|p| {
+                let d = std::fs::read(&p).unwrap();
+                (p, d)
+            })
+            .collect(),
+    ));
+    for (n, (id, files)) in committed.iter().enumerate() {
+        let out = env.path(&format!("out{n}"));
+        env.run("restore", &[OsStr::new(id), OsStr::new("--target"), out.as_os_str()]).ok();
+        for (path, data) in files {
+            let rel = path.strip_prefix(&src).unwrap();
+            assert!(
+                std::fs::read(out.join("src").join(rel)).unwrap() == *data,
+                "seed {seed}: set {id} {}",
+                rel.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn concurrent_snapshots_restore_and_check_all_succeed() {
+    let env = Env::new();
+    env.init();
+    let a = env.path("a");
+    let b = env.path("b");
+    write(&a.join("x.bin"), &random_bytes(1, 8 << 20));
+    write(&b.join("y.bin"), &random_bytes(2, 8 << 20));
+    env.snapshot(&[&a]);
+    let spawn = |args: Vec<std::ffi::OsString>| {
+        Command::new(crate::support::bin())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let repo = env.repo();
+    let r =
+        |v: &[&OsStr]| -> Vec<std::ffi::OsString> { v.iter().map(|s| s.to_os_string()).collect() };
+    let children = vec![
+        spawn(r(&[
+            OsStr::new("snapshot"),
+            OsStr::new("--json"),
+            OsStr::new("--repo"),
+            repo.as_os_str(),
+            b.as_os_str(),
+        ])),
+        spawn(r(&[
+            OsStr::new("snapshot"),
+            OsStr::new("--json"),
+            OsStr::new("--host"),
+            OsStr::new("other"),
+            OsStr::new("--repo"),
+            repo.as_os_str(),
+            a.as_os_str(),
+            b.as_os_str(),
+        ])),
+        spawn(r(&[
+            OsStr::new("restore"),
+            OsStr::new("--repo"),
+            repo.as_os_str(),
+            OsStr::new("latest"),
+            OsStr::new("--target"),
+            env.path("concurrent-restore").as_os_str(),
+        ])),
+        spawn(r(&[OsStr::new("check"), OsStr::new("--repo"), repo.as_os_str()])),
+    ];
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sets = env.run("snapshots", &["--json"]).ok().json();
+    assert_eq!(sets.as_array().unwrap().len(), 3);
+    for set in sets.as_array().unwrap() {
+        let out = env.path(&format!("out-{}", set["short_id"].as_str().unwrap()));
+        env.run(
+            "restore",
+            &[OsStr::new(set["id"].as_str().unwrap()), OsStr::new("--target"), out.as_os_str()],
+        )
+        .ok();
+        for c in set["components"].as_array().unwrap() {
+            let name = c["name"].as_str().unwrap();
+            assert_same_tree(&env.path(name), &out.join(name));
+        }
+    }
+    assert_eq!(env.run("check", &["--read-data"]).code, 0);
+}
+
+#[test]
+fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
+    let (env, src) = healthy_repo();
+    let locks = env.repo().join("locks");
+    // A shared lock of a live process (this test) blocks the exclusive `repair index`.
+    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    let record = |pid: u32, kind: u32| {
+        let mut b = b"STORELCK".to_vec();
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&kind.to_le_bytes()); // 0 shared, 1 exclusive
+        b.extend_from_slice(&(host.len() as u64).to_le_bytes());
+        b.extend_from_slice(host.as_bytes());
+        b.extend_from_slice(&pid.to_le_bytes());
+        b.extend_from_slice(&1_700_000_000_000_000_000i64.to_le_bytes());
+        b.extend_from_slice(&8u64.to_le_bytes());
+        b.extend_from_slice(b"snapshot");
+        b
+    };
+    write(&locks.join("live"), &record(std::process::id(), 0));
+    let run = env.run("repair", &["index"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("locked")
+            && run.stderr.contains(&format!("pid {}", std::process::id())),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("store unlock"), "{}", run.stderr);
+    // A shared lock does not block another shared one (snapshot).
+    env.snapshot(&[&src]);
+    // With --lock-wait, repair waits until the lock goes away.
+    let locks2 = locks.clone();
+    let remover = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        std::fs::remove_file(locks2.join("live")).unwrap();
+    });
+    env.run("repair", &["index", "--lock-wait", "20s"]).ok();
+    remover.join().unwrap();
+    // An exclusive lock of a dead process on this host is removed with a message.
+    write(&locks.join("dead"), &record(4_000_000, 1));
+    let run = env.run("snapshot", &[src.as_os_str()]).ok();
+    assert!(run.stderr.contains("no longer runs"), "{}", run.stderr);
+    assert!(!locks.join("dead").exists());
+    // A damaged lock file is refused with the way out, and `unlock` removes it.
+    write(&locks.join("junk"), b"not a lock");
+    let run = env.run("snapshot", &[src.as_os_str()]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("junk") && run.stderr.contains("store unlock"), "{}", run.stderr);
+    env.run("unlock", &[] as &[&str]).ok();
+    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
+    env.run("snapshot", &[src.as_os_str()]).ok();
+}
+
+/// A snapshot into a repository on a small tmpfs fails cleanly; after space is freed, the
+/// repository checks clean and accepts the snapshot.
+#[test]
+fn full_disk_fails_cleanly_and_recovers() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test mounts a tmpfs and must run as root (CI does)"
+    );
+    let env = Env::new();
+    let mnt = env.path("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let repo = mnt.join("repo");
+    crate::support::store([OsStr::new("init"), OsStr::new("--repo"), repo.as_os_str()]).ok();
+    // Other data on the same disk, which the operator deletes to make room.
+    write(&mnt.join("filler"), &vec![0u8; 10 << 20]);
+    let src = env.path("src");
+    write(&src.join("small.bin"), &random_bytes(1, 1 << 20));
+    let cmd = |args: &[&OsStr]| {
+        let mut all = vec![OsStr::new("--repo"), repo.as_os_str()];
+        all.extend_from_slice(args);
+        crate::support::store(all)
+    };
+    cmd(&[OsStr::new("snapshot"), src.as_os_str()]).ok();
+    write(&src.join("big.bin"), &random_bytes(2, 40 << 20));
+    let run = cmd(&[OsStr::new("snapshot"), src.as_os_str()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("No space left on device"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(repo.to_str().unwrap()),
+        "the path at fault is named: {}",
+        run.stderr
+    );
+    let sets = cmd(&[OsStr::new("snapshots"), OsStr::new("--json")]).ok().json();
+    assert_eq!(sets.as_array().unwrap().len(), 1, "nothing committed");
+    let run = cmd(&[OsStr::new("check"), OsStr::new("--read-data")]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    std::fs::remove_file(src.join("big.bin")).unwrap();
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    write(&src.join("medium.bin"), &random_bytes(3, 4 << 20));
+    cmd(&[OsStr::new("snapshot"), src.as_os_str()]).ok();
+    let out = env.path("out");
+    cmd(&[OsStr::new("restore"), OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()])
+        .ok();
+    assert_same_tree(&src, &out.join("src"));
+}
