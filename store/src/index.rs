@@ -6,8 +6,10 @@
 //! never points at a pack that is not durable, and it can always be rebuilt from the index files
 //! (or, when those are lost, from pack trailers).
 
+#[cfg(feature = "engine")]
 mod cache;
 mod file;
 
+#[cfg(feature = "engine")]
 pub use cache::{ChunkIndex, Location};
 pub use file::{decode_index_file, encode_index_file, IndexedPack, MAX_INDEX_FILE_LEN};

@@ -32,49 +32,79 @@
 //! # }
 //! ```
 
-mod backup;
-mod check;
+// Without the engine (fuzz builds) parts of the format modules that only the engine calls are
+// unused; that is expected, not dead code.
+#![cfg_attr(not(feature = "engine"), allow(dead_code, unused_imports))]
+
+// The on-disk formats and their decoders: always built (the fuzz targets use only these).
 mod chunker;
 mod compress;
+mod config;
 mod crash;
-mod diff;
 mod error;
 mod format;
 mod fs;
 mod id;
 mod index;
+mod lock;
 mod pack;
 mod progress;
-mod repair;
-mod repo;
-mod restore;
 mod snapshot;
 mod time;
 mod tree;
+
+// The engine: repository, cache, snapshot, restore, check (feature `engine`, on by default).
+#[cfg(feature = "engine")]
+mod backup;
+#[cfg(feature = "engine")]
+mod check;
+#[cfg(feature = "engine")]
+mod diff;
+#[cfg(feature = "engine")]
+mod repair;
+#[cfg(feature = "engine")]
+mod repo;
+#[cfg(feature = "engine")]
+mod restore;
+#[cfg(feature = "engine")]
 pub mod vfs;
 
-pub use backup::{
-    find_parent, snapshot, ParentChoice, SnapshotOptions, SnapshotReport, SourceKind, SourceSpec,
-};
-pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
 pub use compress::{decompress, Codec, Compressor, DEFAULT_LEVEL};
-pub use diff::{diff, Change, ChangeKind, DiffStats};
+pub use config::{IdHash, RepoConfig};
 pub use error::{Corruption, Error, ObjectRef, Result};
 pub use format::{FORMAT_VERSION, SUPPORTED_VERSIONS};
 pub use id::{ChunkId, Id, IndexId, PackId, ParseIdError, SnapshotId, TreeId};
-pub use index::{decode_index_file, encode_index_file, ChunkIndex, IndexedPack, Location};
+pub use index::{decode_index_file, encode_index_file, IndexedPack};
+pub use lock::{LockKind, LockRecord};
 pub use pack::{
     read_blob, BlobKind, EncodedBlob, PackEntry, PackReader, PackWriter, SealedPack,
     BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN,
 };
 pub use progress::{NoProgress, Progress};
-pub use repair::{repair_index, RepairIndexReport, UnreadablePack};
-pub use repo::{
-    IdHash, InitOptions, Layout, ListedSnapshot, LockInfo, LockKind, LockOptions, LockRecord,
-    OpenOptions, RepoConfig, RepoLock, Repository, DEFAULT_STALE_AFTER,
-};
-pub use restore::{for_each_chunk, restore, RestoreFailure, RestoreOptions, RestoreReport};
 pub use snapshot::{Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind};
 pub use time::{is_sortable_name, sortable_name};
 pub use tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node, TreeBlob};
+
+#[cfg(feature = "engine")]
+pub use backup::{
+    find_parent, snapshot, ParentChoice, SnapshotOptions, SnapshotReport, SourceKind, SourceSpec,
+};
+#[cfg(feature = "engine")]
+pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};
+#[cfg(feature = "engine")]
+pub use diff::{diff, Change, ChangeKind, DiffStats};
+#[cfg(feature = "engine")]
+pub use index::{ChunkIndex, Location};
+#[cfg(feature = "engine")]
+pub use repair::{repair_index, RepairIndexReport, UnreadablePack};
+#[cfg(feature = "engine")]
+pub use repo::{
+    InitOptions, Layout, ListedSnapshot, LockInfo, LockOptions, OpenOptions, RepoLock, Repository,
+    DEFAULT_STALE_AFTER,
+};
+#[cfg(feature = "engine")]
+pub use restore::{for_each_chunk, restore, RestoreFailure, RestoreOptions, RestoreReport};

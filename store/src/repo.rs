@@ -3,7 +3,6 @@
 //! [`Repository`] owns the layout, the config and (opened on first use) the index cache.
 //! Operations live in their own modules (`backup`, `restore`) and take `&Repository`.
 
-mod config;
 mod layout;
 mod lock;
 
@@ -12,9 +11,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use config::{IdHash, RepoConfig};
+pub use crate::config::{IdHash, RepoConfig};
 pub use layout::Layout;
-pub use lock::{LockInfo, LockKind, LockOptions, LockRecord, RepoLock, DEFAULT_STALE_AFTER};
+pub use lock::{LockInfo, LockOptions, RepoLock, DEFAULT_STALE_AFTER};
 
 use crate::chunker::{ChunkSizes, ChunkerParams};
 use crate::compress::DEFAULT_LEVEL;

@@ -15,5 +15,6 @@ mod guides;
 mod integrity;
 mod json;
 mod postgres;
+mod power_loss;
 mod roundtrip;
 mod sets;

@@ -173,6 +173,16 @@ mod tests {
         }
     }
 
+    /// Found by the `index_file` fuzz target: an entry offset near `u64::MAX` overflowed the
+    /// end computation (a panic with overflow checks).
+    #[test]
+    fn entry_offset_near_the_end_of_u64_is_refused() {
+        let mut packs = sample();
+        packs[0].entries[1].offset = u64::MAX - 20;
+        let err = decode_index_file(&encode_index_file(&packs)).unwrap_err();
+        assert!(matches!(err, Corruption::Invalid(_)), "got {err:?}");
+    }
+
     #[test]
     fn huge_blob_count_is_refused_without_allocating() {
         let mut bytes = encode_index_file(&sample());

@@ -62,10 +62,13 @@ pub struct PackEntry {
 }
 
 impl PackEntry {
-    /// Offset just past the blob's stored bytes.
+    /// Offset just past the blob's stored bytes (saturating: a hostile offset near `u64::MAX`
+    /// yields an end no file has, which the decoders refuse).
     #[must_use]
     pub fn end(&self) -> u64 {
-        self.offset + BLOB_HEADER_LEN as u64 + u64::from(self.stored_len)
+        self.offset
+            .saturating_add(BLOB_HEADER_LEN as u64)
+            .saturating_add(u64::from(self.stored_len))
     }
 }
 

@@ -34,7 +34,7 @@ pub(crate) fn verify_blob(
     let stored = frame.get(BLOB_HEADER_LEN..).unwrap_or_default();
     if stored.len() != entry.stored_len as usize {
         return Err(Corruption::Truncated {
-            offset: entry.offset + BLOB_HEADER_LEN as u64,
+            offset: entry.offset.saturating_add(BLOB_HEADER_LEN as u64),
             needed: u64::from(entry.stored_len),
             len: stored.len() as u64,
         });

@@ -13,68 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{Corruption, Error, IoContext, Result};
-use crate::format::{decode_record, encode_record, ByteReader, FORMAT_VERSION};
+use crate::error::{Error, IoContext, Result};
 use crate::fs::write_atomic;
+use crate::lock::{LockKind, LockRecord};
 use crate::repo::Repository;
 
-/// Magic of a lock file: `STORELCK`. Do not modify.
-const LOCK_MAGIC: [u8; 8] = *b"STORELCK";
 /// A held lock's modification time is refreshed this often.
 pub const REFRESH: Duration = Duration::from_secs(60);
 /// Default time after which an unrefreshed lock no longer blocks: 30 minutes.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
-
-/// Shared (snapshot, restore, check) or exclusive (prune, repair).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LockKind {
-    /// Any number of shared holders, no exclusive one.
-    Shared,
-    /// One holder, nobody else.
-    Exclusive,
-}
-
-/// The content of a lock file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockRecord {
-    /// Shared or exclusive.
-    pub kind: LockKind,
-    /// Host name of the holder (the machine's, not `--host`).
-    pub host: String,
-    /// Process id of the holder on that host.
-    pub pid: u32,
-    /// When the lock was taken, nanoseconds since the Unix epoch.
-    pub start_ns: i64,
-    /// The command holding it (`snapshot`, `check`, …).
-    pub command: String,
-}
-
-impl LockRecord {
-    /// Encodes a lock file.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = LOCK_MAGIC.to_vec();
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&encode_record(self));
-        out
-    }
-
-    /// Decodes a lock file.
-    ///
-    /// # Errors
-    /// Bad magic, unknown version, malformed record.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Corruption> {
-        let mut r = ByteReader::new(bytes, 0);
-        r.magic(&LOCK_MAGIC)?;
-        let version = r.u32()?;
-        if version != FORMAT_VERSION {
-            return Err(Corruption::Invalid(format!("lock format version {version}")));
-        }
-        decode_record(r.rest(), "lock")
-    }
-}
 
 /// A lock found in `locks/`.
 #[derive(Debug, Clone)]
@@ -322,26 +269,5 @@ impl Repository {
             }
         }
         Ok(removed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lock_record_round_trips_and_damage_is_refused() {
-        let r = LockRecord {
-            kind: LockKind::Exclusive,
-            host: "ml1".into(),
-            pid: 42,
-            start_ns: 7,
-            command: "prune".into(),
-        };
-        let bytes = r.encode();
-        assert_eq!(LockRecord::decode(&bytes).unwrap(), r);
-        for n in 0..bytes.len() {
-            assert!(LockRecord::decode(&bytes[..n]).is_err());
-        }
     }
 }

@@ -1,0 +1,104 @@
+//! Entry points for the fuzz targets (`fuzz/`): every decoder of bytes that come from disk,
+//! with arbitrary input. Each returns whether the input was accepted; none may panic, hang or
+//! allocate more than the input justifies (DESIGN.md invariant 7).
+
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::config::RepoConfig;
+use crate::index::decode_index_file;
+use crate::lock::LockRecord;
+use crate::pack::{decode_blob_header, decode_footer, decode_trailer, verify_blob, FOOTER_LEN};
+use crate::snapshot::Manifest;
+use crate::tree::{decode_chunk_list, TreeBlob};
+
+/// A whole pack file: footer, trailer, then every blob verified.
+#[must_use]
+pub fn pack(bytes: &[u8]) -> bool {
+    let len = bytes.len() as u64;
+    let Some(tail) = bytes.len().checked_sub(FOOTER_LEN).and_then(|n| bytes.get(n..)) else {
+        return false;
+    };
+    let Ok(footer) = decode_footer(tail, len) else { return false };
+    let Some(trailer) = bytes.get(footer.trailer_offset as usize..bytes.len() - FOOTER_LEN) else {
+        return false;
+    };
+    let Ok(entries) = decode_trailer(trailer, &footer) else { return false };
+    let mut raw = Vec::new();
+    entries.iter().all(|e| {
+        bytes
+            .get(e.offset as usize..e.end() as usize)
+            .is_some_and(|f| verify_blob(f, e, &mut raw).is_ok())
+    })
+}
+
+/// The last 64 bytes of a pack.
+#[must_use]
+pub fn pack_footer(bytes: &[u8]) -> bool {
+    decode_footer(bytes, bytes.len() as u64 + 1_000_000).is_ok()
+}
+
+/// One blob header.
+#[must_use]
+pub fn blob_header(bytes: &[u8]) -> bool {
+    decode_blob_header(bytes, 0).is_ok()
+}
+
+/// An index file.
+#[must_use]
+pub fn index_file(bytes: &[u8]) -> bool {
+    decode_index_file(bytes).is_ok()
+}
+
+/// A tree blob, and the same bytes as a chunk list.
+#[must_use]
+pub fn tree(bytes: &[u8]) -> bool {
+    TreeBlob::decode(bytes).is_ok() | decode_chunk_list(bytes).is_ok()
+}
+
+/// A snapshot manifest.
+#[must_use]
+pub fn manifest(bytes: &[u8]) -> bool {
+    Manifest::decode(bytes).is_ok()
+}
+
+/// A config file.
+#[must_use]
+pub fn config(bytes: &[u8]) -> bool {
+    RepoConfig::decode(bytes, std::path::Path::new("config")).is_ok()
+}
+
+/// A lock file.
+#[must_use]
+pub fn lock(bytes: &[u8]) -> bool {
+    LockRecord::decode(bytes).is_ok()
+}
+
+/// The chunker with parameters taken from the first bytes: cut points within bounds and the
+/// chunks concatenate to the input. Returns the number of chunks.
+///
+/// # Panics
+/// When a chunker law is broken (that is the bug the target looks for).
+#[must_use]
+pub fn chunker(bytes: &[u8]) -> usize {
+    let (head, data) = bytes.split_at(bytes.len().min(2));
+    let shift = head.first().map_or(0, |b| u32::from(b % 8));
+    let params = ChunkerParams {
+        min: 64 << shift,
+        avg: 256 << shift,
+        max: 1024 << shift,
+        seed: u64::from(head.get(1).copied().unwrap_or(0)),
+    };
+    let c = Chunker::new(&params);
+    let mut total = 0usize;
+    let mut count = 0usize;
+    let used = c
+        .cut_all(data, true, |chunk| {
+            assert!(chunk.len() <= params.max as usize, "chunk above max");
+            total += chunk.len();
+            count += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap_or(0);
+    assert_eq!(used, data.len(), "chunks do not cover the input");
+    assert_eq!(total, data.len());
+    count
+}
