@@ -68,6 +68,25 @@ pub struct CheckArgs {
 pub enum RepairCommand {
     /// Rebuild the index files and this host's cache from the pack trailers.
     Index(RepairIndexArgs),
+    /// Write repaired copies of sets that reference lost data, without the lost paths.
+    Snapshots(RepairSnapshotsArgs),
+}
+
+/// `store repair snapshots`.
+#[derive(Debug, Args)]
+pub struct RepairSnapshotsArgs {
+    /// Also read and verify every blob the sets use (finds damaged data, not only missing).
+    #[arg(long)]
+    pub read_data: bool,
+    /// Remove each damaged set once its repaired copy is written.
+    #[arg(long)]
+    pub forget: bool,
+    /// Report what would be lost; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `store repair index`.

@@ -74,6 +74,8 @@ pub enum Finding {
     MissingBlob { blob: Id },
     /// A path of a set that damage makes unrestorable.
     Affected { snapshot: SnapshotId, path: String, cause: String },
+    /// A damaged blob that no set references (left after a repair): a notice, not damage.
+    UnusedDamagedBlob { pack: PackId, blob: Id, error: String },
     /// A pack no index file lists (left by an interrupted snapshot): a notice, not damage.
     UnindexedPack { pack: PackId },
     /// A leftover temp file: a notice.
@@ -84,7 +86,12 @@ impl Finding {
     /// Whether this finding means data is damaged or missing (otherwise it is a notice).
     #[must_use]
     pub fn is_damage(&self) -> bool {
-        !matches!(self, Finding::UnindexedPack { .. } | Finding::TempFile { .. })
+        !matches!(
+            self,
+            Finding::UnindexedPack { .. }
+                | Finding::TempFile { .. }
+                | Finding::UnusedDamagedBlob { .. }
+        )
     }
 
     /// What to do about it.
@@ -111,6 +118,7 @@ impl Finding {
             Finding::UnindexedPack { .. } | Finding::TempFile { .. } => {
                 "nothing to do: left by an interrupted command, removed by prune"
             }
+            Finding::UnusedDamagedBlob { .. } => "nothing to do: no set uses it; prune removes it",
         }
     }
 }
@@ -141,6 +149,9 @@ impl std::fmt::Display for Finding {
                 write!(f, "set {} path {path}: {cause}", snapshot.short())
             }
             Finding::UnindexedPack { pack } => write!(f, "pack {pack}: not in any index file"),
+            Finding::UnusedDamagedBlob { pack, blob, error } => {
+                write!(f, "blob {blob} in pack {pack}: {error} (no set uses it)")
+            }
             Finding::TempFile { path } => write!(f, "temp file {}", path.display()),
         }
     }
@@ -193,6 +204,8 @@ struct Checker<'r> {
     bad_blobs: HashSet<Id>,
     /// Packs listed by the index files (the authoritative index).
     indexed: HashSet<PackId>,
+    /// Damaged or missing blobs that some set references.
+    referenced_bad: HashSet<Id>,
     /// Verdict per tree: true when it and everything below it is intact.
     trees: HashMap<TreeId, bool>,
 }
@@ -204,6 +217,14 @@ impl Checker<'_> {
 
     /// Whether blob `id` can be read: indexed, in a present pack, and not found damaged.
     fn blob_ok(&mut self, id: Id) -> Result<bool> {
+        let ok = self.blob_status(id)?;
+        if !ok {
+            self.referenced_bad.insert(id);
+        }
+        Ok(ok)
+    }
+
+    fn blob_status(&mut self, id: Id) -> Result<bool> {
         if self.bad_blobs.contains(&id) {
             return Ok(false);
         }
@@ -306,6 +327,18 @@ impl Checker<'_> {
             return Err(Error::Cache { path: PathBuf::new(), message: e.to_string() });
         }
         self.trees.insert(tree, false);
+        self.referenced_bad.insert(tree.0);
+        if let Error::Corrupt { object, .. } = e {
+            match object {
+                crate::error::ObjectRef::Tree(t) => {
+                    self.referenced_bad.insert(t.0);
+                }
+                crate::error::ObjectRef::Blob { id, .. } => {
+                    self.referenced_bad.insert(*id);
+                }
+                _ => {}
+            }
+        }
         match e {
             Error::BlobNotIndexed { id } => {
                 if self.bad_blobs.insert(*id) {
@@ -391,6 +424,7 @@ pub fn check(
         bad_packs: HashSet::new(),
         bad_blobs: HashSet::new(),
         indexed: HashSet::new(),
+        referenced_bad: HashSet::new(),
         trees: HashMap::new(),
     };
     let layout = repo.layout();
@@ -522,6 +556,19 @@ pub fn check(
     }
     for (id, m) in damaged_sets {
         c.affected(id, m)?;
+    }
+    // Damage in blobs that no set uses does not hurt any set: report it as a notice.
+    let referenced = std::mem::take(&mut c.referenced_bad);
+    for f in &mut c.report.findings {
+        if let Finding::DamagedBlob { pack, blob, error, .. } = f {
+            if !referenced.contains(blob) {
+                *f = Finding::UnusedDamagedBlob {
+                    pack: *pack,
+                    blob: *blob,
+                    error: std::mem::take(error),
+                };
+            }
+        }
     }
     Ok(c.report)
 }

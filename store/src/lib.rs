@@ -100,7 +100,10 @@ pub use diff::{diff, Change, ChangeKind, DiffStats};
 #[cfg(feature = "engine")]
 pub use index::{ChunkIndex, Location};
 #[cfg(feature = "engine")]
-pub use repair::{repair_index, RepairIndexReport, UnreadablePack};
+pub use repair::{
+    repair_index, repair_snapshots, LostPath, RepairIndexReport, RepairSnapshotsOptions,
+    RepairSnapshotsReport, RepairedSet, UnreadablePack,
+};
 #[cfg(feature = "engine")]
 pub use repo::{
     InitOptions, Layout, ListedSnapshot, LockInfo, LockOptions, OpenOptions, RepoLock, Repository,

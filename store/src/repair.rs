@@ -1,4 +1,5 @@
-//! Repairs: `repair index` rebuilds the index files and the cache from the pack trailers.
+//! Repairs: `repair index` rebuilds the index files and the cache from the pack trailers;
+//! `repair snapshots` writes copies of damaged sets without the data that is lost.
 //!
 //! Order, so that a crash at any point leaves a usable repository: (1) new index files are
 //! written durably, listing every pack whose trailer reads back; (2) only then are the old index
@@ -6,13 +7,20 @@
 //! leaves old and new files side by side, which is harmless (the same blobs listed twice); the
 //! next `repair index` finishes the job.
 
+use std::collections::{HashMap, HashSet};
+
+use crate::compress::Compressor;
 use crate::error::{IoContext, Result};
 use crate::fs::fsync_dir;
-use crate::id::{IndexId, PackId};
+use crate::id::{Id, IndexId, PackId, SnapshotId, TreeId};
 use crate::index::IndexedPack;
-use crate::pack::PackReader;
+use crate::pack::{BlobKind, EncodedBlob, PackReader, PackWriter};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::restore::for_each_chunk;
+use crate::snapshot::{IssueKind, Manifest, PathIssue};
+use crate::tree::{escape_name, BlobSink, ChunkRefs, Content, Node, TreeBuilder};
+use crate::vfs::{component_node, dir_entries, RepoDir};
 
 /// Index files hold at most this many blobs.
 const INDEX_FILE_BLOBS: usize = 50_000;
@@ -93,5 +101,320 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<Repair
         std::fs::remove_dir_all(cache).at(cache)?;
     }
     repo.index()?;
+    Ok(report)
+}
+
+/// How to repair sets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RepairSnapshotsOptions {
+    /// Read and verify every blob the sets reference, not only that it is indexed and present.
+    pub read_data: bool,
+    /// Remove each damaged set once its repaired copy is durable.
+    pub forget: bool,
+    /// Report what would be done, write nothing.
+    pub dry_run: bool,
+}
+
+/// One damaged set and what became of it.
+#[derive(Debug, Clone)]
+pub struct RepairedSet {
+    /// The damaged set.
+    pub old: SnapshotId,
+    /// The repaired set written in its place (none with `dry_run`).
+    pub new: Option<SnapshotId>,
+    /// Paths left out of the repaired set, with why.
+    pub lost: Vec<LostPath>,
+    /// Whether the damaged set was removed.
+    pub forgotten: bool,
+}
+
+/// A path of a set whose data is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostPath {
+    /// Path, starting with the component name.
+    pub path: String,
+    /// What is missing or damaged.
+    pub reason: String,
+}
+
+/// What `repair snapshots` did.
+#[derive(Debug, Clone, Default)]
+pub struct RepairSnapshotsReport {
+    /// Sets that reference no lost data.
+    pub intact: u64,
+    /// Sets that did.
+    pub repaired: Vec<RepairedSet>,
+}
+
+/// Stores the trees that repair builds: dedup against the index, one pack, one index file.
+struct RepairSink<'r> {
+    repo: &'r Repository,
+    writer: Option<PackWriter>,
+    written: HashSet<Id>,
+    compressor: Compressor,
+    scratch: Vec<u8>,
+    dry_run: bool,
+}
+
+impl BlobSink for RepairSink<'_> {
+    fn put(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
+        let id = Id::hash(&raw);
+        if self.dry_run || self.written.contains(&id) || self.repo.index()?.contains(&id)? {
+            return Ok(id);
+        }
+        let blob = EncodedBlob::encode(id, kind, &raw, &mut self.compressor, &mut self.scratch);
+        let w = match self.writer.as_mut() {
+            Some(w) => w,
+            None => self.writer.insert(PackWriter::create(&self.repo.layout().tmp_dir())?),
+        };
+        w.add(&blob)?;
+        self.written.insert(id);
+        Ok(id)
+    }
+}
+
+impl RepairSink<'_> {
+    /// Seals the pack and writes its index file: the new trees are durable and indexed.
+    fn flush(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            let sealed = w.seal(|id| self.repo.layout().pack(id))?;
+            self.repo.save_index_file(&[IndexedPack {
+                id: sealed.id,
+                len: sealed.len,
+                entries: sealed.entries,
+            }])?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether every blob of a file can be read; the reason when not.
+struct Availability<'r> {
+    repo: &'r Repository,
+    packs: HashSet<PackId>,
+    read_data: bool,
+    frame: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+impl Availability<'_> {
+    fn blob(&mut self, id: Id, kind: BlobKind) -> Result<Option<String>> {
+        let Some(loc) = self.repo.index()?.get(&id)? else {
+            return Ok(Some(format!("blob {id} is not indexed")));
+        };
+        if !self.packs.contains(&loc.pack) {
+            return Ok(Some(format!("blob {id} is in missing pack {}", loc.pack)));
+        }
+        if self.read_data {
+            if let Err(e) = self.repo.read_blob_into(id, kind, &mut self.frame, &mut self.raw) {
+                return Ok(Some(e.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn file(&mut self, chunks: &ChunkRefs) -> Result<Option<String>> {
+        let ids: Vec<Id> = match chunks {
+            ChunkRefs::Inline(ids) => ids.iter().map(|c| c.0).collect(),
+            ChunkRefs::Lists(lists) => {
+                let mut ids = Vec::new();
+                for list in lists {
+                    if let Some(reason) = self.blob(*list, BlobKind::ChunkList)? {
+                        return Ok(Some(reason));
+                    }
+                    match for_each_chunk(self.repo, &ChunkRefs::Lists(vec![*list]), |id| {
+                        ids.push(id);
+                        Ok(())
+                    }) {
+                        Ok(()) => {}
+                        Err(e) => return Ok(Some(e.to_string())),
+                    }
+                }
+                ids
+            }
+        };
+        for id in ids {
+            if let Some(reason) = self.blob(id, BlobKind::Data)? {
+                return Ok(Some(reason));
+            }
+        }
+        Ok(None)
+    }
+}
+
+struct Frame<'r> {
+    entries: RepoDir<'r>,
+    builder: TreeBuilder,
+    path: String,
+    node: Node,
+}
+
+/// Rebuilds the tree of directory `root` (at `path`) without the entries whose data is lost.
+/// Unchanged directories encode to their old ids, which the sink finds already stored.
+fn rebuild(
+    repo: &Repository,
+    root: &Node,
+    path: &str,
+    avail: &mut Availability<'_>,
+    intact: &mut HashMap<TreeId, bool>,
+    sink: &mut RepairSink<'_>,
+    lost: &mut Vec<LostPath>,
+) -> Result<Option<TreeId>> {
+    let Content::Dir { tree } = root.content else { return Ok(None) };
+    let page = repo.config().chunker.max as usize;
+    let open = |t: TreeId, path: &str, lost: &mut Vec<LostPath>| match dir_entries(repo, t) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            lost.push(LostPath { path: path.to_owned(), reason: e.to_string() });
+            None
+        }
+    };
+    let Some(entries) = open(tree, path, lost) else {
+        // The whole listing is lost: the component becomes an empty directory.
+        return TreeBuilder::new(page).finish(sink).map(Some);
+    };
+    let mut stack = vec![Frame {
+        entries,
+        builder: TreeBuilder::new(page),
+        path: path.to_owned(),
+        node: root.clone(),
+    }];
+    let mut result = None;
+    while let Some(frame) = stack.last_mut() {
+        match frame.entries.next() {
+            None => {
+                let Some(done) = stack.pop() else { break };
+                let new = done.builder.finish(sink)?;
+                if let Content::Dir { tree: old } = done.node.content {
+                    intact.insert(old, new == old);
+                }
+                let node = Node { content: Content::Dir { tree: new }, ..done.node };
+                match stack.last_mut() {
+                    Some(parent) => parent.builder.push(&node, sink)?,
+                    None => result = Some(new),
+                }
+            }
+            Some(Err(e)) => {
+                // The rest of this directory's listing is unreadable: keep what was read.
+                lost.push(LostPath { path: format!("{}/…", frame.path), reason: e.to_string() });
+                frame.entries = RepoDir::empty();
+            }
+            Some(Ok(node)) => {
+                let child = format!("{}/{}", frame.path, escape_name(&node.name));
+                match &node.content {
+                    Content::File { chunks, .. } => match avail.file(chunks)? {
+                        Some(reason) => lost.push(LostPath { path: child, reason }),
+                        None => frame.builder.push(&node, sink)?,
+                    },
+                    Content::Dir { tree } if intact.get(tree) == Some(&true) => {
+                        frame.builder.push(&node, sink)?;
+                    }
+                    Content::Dir { tree } => {
+                        if let Some(entries) = open(*tree, &child, lost) {
+                            stack.push(Frame {
+                                entries,
+                                builder: TreeBuilder::new(page),
+                                path: child,
+                                node,
+                            });
+                        }
+                    }
+                    _ => frame.builder.push(&node, sink)?,
+                }
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Writes, for each set that references lost data, a repaired set without the lost paths (same
+/// time, host and components, tagged `repaired`, the lost paths recorded as issues), and reports
+/// exactly what was lost. The damaged sets are kept unless `forget` is set.
+///
+/// # Errors
+/// Repository errors; the caller holds the exclusive lock.
+pub fn repair_snapshots(
+    repo: &Repository,
+    opts: &RepairSnapshotsOptions,
+    progress: &dyn Progress,
+) -> Result<RepairSnapshotsReport> {
+    let mut report = RepairSnapshotsReport::default();
+    let mut avail = Availability {
+        repo,
+        packs: repo.list_packs()?.into_iter().collect(),
+        read_data: opts.read_data,
+        frame: Vec::new(),
+        raw: Vec::new(),
+    };
+    let mut sink = RepairSink {
+        repo,
+        writer: None,
+        written: HashSet::new(),
+        compressor: Compressor::new(repo.config().compression_level).map_err(|e| {
+            crate::Error::InvalidOption { option: "compression level", reason: e.to_string() }
+        })?,
+        scratch: Vec::new(),
+        dry_run: opts.dry_run,
+    };
+    let mut intact: HashMap<TreeId, bool> = HashMap::new();
+    let mut pending: Vec<(SnapshotId, Manifest, Vec<LostPath>)> = Vec::new();
+    for listed in repo.list_snapshots()? {
+        let Ok(m) = listed.manifest else { continue };
+        progress.phase(&listed.id.short());
+        let mut lost = Vec::new();
+        let mut repaired = m.clone();
+        for c in &mut repaired.components {
+            let node = match component_node(repo, c) {
+                Ok(n) => n,
+                Err(e) => {
+                    lost.push(LostPath { path: c.name.clone(), reason: e.to_string() });
+                    continue;
+                }
+            };
+            if c.kind.is_dir() {
+                if let Some(new) =
+                    rebuild(repo, &node, &c.name, &mut avail, &mut intact, &mut sink, &mut lost)?
+                {
+                    c.root = new;
+                }
+            } else if let Content::File { chunks, .. } = &node.content {
+                if let Some(reason) = avail.file(chunks)? {
+                    lost.push(LostPath { path: c.name.clone(), reason });
+                    // A file component whose data is lost becomes an empty listing.
+                    c.root =
+                        TreeBuilder::new(repo.config().chunker.max as usize).finish(&mut sink)?;
+                }
+            }
+        }
+        if lost.is_empty() {
+            report.intact += 1;
+        } else {
+            pending.push((listed.id, repaired, lost));
+        }
+    }
+    if !opts.dry_run {
+        // The new trees are durable and indexed before any manifest names them.
+        sink.flush()?;
+    }
+    for (old, mut m, lost) in pending {
+        if !m.tags.iter().any(|t| t == "repaired") {
+            m.tags.push("repaired".into());
+        }
+        m.issues.extend(lost.iter().map(|l| PathIssue {
+            component: l.path.split('/').next().unwrap_or_default().to_owned(),
+            path: l.path.split_once('/').map_or(Vec::new(), |(_, rest)| rest.as_bytes().to_vec()),
+            kind: IssueKind::Skipped,
+            reason: format!("lost: {}", l.reason),
+        }));
+        let (new, forgotten) = if opts.dry_run {
+            (None, false)
+        } else {
+            let new = repo.save_snapshot(&m)?;
+            crate::crash::point("repair_snapshots", "new_set");
+            let forgotten = opts.forget && new != old && repo.remove_snapshot(old).is_ok();
+            (Some(new), forgotten)
+        };
+        report.repaired.push(RepairedSet { old, new, lost, forgotten });
+    }
     Ok(report)
 }

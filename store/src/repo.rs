@@ -391,6 +391,16 @@ impl Repository {
         Ok(id)
     }
 
+    /// Removes a manifest (the set's data stays until prune). Durable when it returns.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
+        let path = self.layout.snapshot(id);
+        std::fs::remove_file(&path).at(&path)?;
+        crate::fs::fsync_dir(&self.layout.snapshots_dir())
+    }
+
     /// Finds the snapshot `reference` names: `latest`, a set name (`YYYYMMDD-HHMMSS`, its start
     /// time in UTC), a full id, or a unique id prefix of at least 8 hex characters.
     ///

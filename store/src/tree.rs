@@ -293,6 +293,19 @@ impl<L: FnMut(TreeId) -> Result<TreeBlob>> DirEntries<L> {
     }
 }
 
+impl<'a> DirEntries<Box<dyn FnMut(TreeId) -> Result<TreeBlob> + 'a>> {
+    /// A listing with no entries that loads nothing (for a directory whose listing broke off).
+    #[must_use]
+    pub fn empty() -> Self {
+        DirEntries {
+            load: Box::new(|_| Ok(TreeBlob::Leaf(Vec::new()))),
+            pages: Vec::new().into_iter(),
+            current: Vec::new().into_iter(),
+            last_name: None,
+        }
+    }
+}
+
 impl<L: FnMut(TreeId) -> Result<TreeBlob>> Iterator for DirEntries<L> {
     type Item = Result<Node>;
 

@@ -691,3 +691,69 @@ fn full_disk_fails_cleanly_and_recovers() {
         .ok();
     assert_same_tree(&src, &out.join("src"));
 }
+
+/// The documented repair (`repair index`, then `repair snapshots --read-data --forget`) brings
+/// `check` back to clean and reports exactly what was lost.
+#[test]
+fn documented_repairs_bring_check_back_to_clean_and_report_losses() {
+    type Damage = fn(&Env) -> bool; // returns whether data (not only index) is lost
+    let cases: Vec<(&str, Damage)> = vec![
+        ("missing pack", |env| {
+            std::fs::remove_file(first_pack(env)).unwrap();
+            true
+        }),
+        ("flipped data blob", |env| {
+            let pack = first_pack(env);
+            let b = blobs_of(&pack).into_iter().find(|b| b.kind == 0).unwrap();
+            flip(&pack, b.offset + 48 + b.stored_len / 2);
+            true
+        }),
+        ("missing index file", |env| {
+            for index in files_under(&env.repo().join("index")) {
+                std::fs::remove_file(index).unwrap();
+            }
+            false
+        }),
+    ];
+    for (name, damage) in cases {
+        let (env, src) = healthy_repo();
+        let latest =
+            env.run("snapshots", &["--json"]).ok().json()[0]["id"].as_str().unwrap().to_owned();
+        let data_lost = damage(&env);
+        assert_eq!(env.run("check", &["--read-data"]).code, 1, "{name}");
+        env.run("repair", &["index"]).ok();
+        let report =
+            env.run("repair", &["snapshots", "--read-data", "--forget", "--json"]).ok().json();
+        let repaired = report["repaired"].as_array().unwrap();
+        let lost_in = |set: &serde_json::Value| -> Vec<String> {
+            set["lost"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["path"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let all_lost: Vec<String> = repaired.iter().flat_map(lost_in).collect();
+        assert_eq!(!all_lost.is_empty(), data_lost, "{name}: lost {all_lost:?}");
+        let (run, doc) = check(&env, &["--read-data"]);
+        assert_eq!(run.code, 0, "{name}: check after repair: {doc}");
+        // The latest set restores, and what was reported lost from it is exactly what is missing.
+        let lost: Vec<String> =
+            repaired.iter().filter(|r| r["old"] == latest.as_str()).flat_map(lost_in).collect();
+        let run = restore_never_wrong(&env, &src);
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        let out = env.path("restore-out");
+        for f in files_under(&src) {
+            let rel = Path::new("contentstore").join(f.strip_prefix(&src).unwrap());
+            let reported = lost.iter().any(|l| rel.starts_with(l));
+            assert_eq!(
+                !out.join(&rel).exists(),
+                reported,
+                "{name}: {} missing without being reported ({lost:?})",
+                rel.display()
+            );
+        }
+        let sets = env.run("snapshots", &["--json"]).ok().json();
+        assert_eq!(sets.as_array().unwrap().len(), 3, "{name}: damaged sets replaced, not added");
+    }
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 use super::{lock, print_json, RepoArg};
-use crate::args::{CheckArgs, RepairIndexArgs, UnlockArgs};
+use crate::args::{CheckArgs, RepairIndexArgs, RepairSnapshotsArgs, UnlockArgs};
 use crate::progress::Bar;
 
 fn finding_kind(f: &store::Finding) -> &'static str {
@@ -21,6 +21,7 @@ fn finding_kind(f: &store::Finding) -> &'static str {
         store::Finding::MissingBlob { .. } => "missing_blob",
         store::Finding::Affected { .. } => "affected_path",
         store::Finding::UnindexedPack { .. } => "unindexed_pack",
+        store::Finding::UnusedDamagedBlob { .. } => "unused_damaged_blob",
         store::Finding::TempFile { .. } => "temp_file",
     }
 }
@@ -134,5 +135,50 @@ pub fn unlock(repo_arg: &RepoArg, args: &UnlockArgs) -> Result<ExitCode> {
         println!("removed {r}");
     }
     println!("{} locks removed", removed.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn repair_snapshots(repo_arg: &RepoArg, args: &RepairSnapshotsArgs) -> Result<ExitCode> {
+    let repo = repo_arg.open()?;
+    let _lock = lock(repo_arg, &repo, store::LockKind::Exclusive, "repair snapshots", false)?;
+    let opts = store::RepairSnapshotsOptions {
+        read_data: args.read_data,
+        forget: args.forget,
+        dry_run: args.dry_run,
+    };
+    let bar = Bar::new("repair snapshots");
+    let report = store::repair_snapshots(&repo, &opts, &bar);
+    bar.finish();
+    let report = report.context("repair snapshots failed")?;
+    if args.json {
+        let sets: Vec<serde_json::Value> = report
+            .repaired
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "old": r.old.to_hex(),
+                    "new": r.new.map(|n| n.to_hex()),
+                    "forgotten": r.forgotten,
+                    "lost": r.lost.iter().map(|l| serde_json::json!({"path": l.path, "reason": l.reason})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        print_json(
+            &serde_json::json!({ "intact": report.intact, "repaired": sets, "dry_run": args.dry_run }),
+        )?;
+    } else {
+        for r in &report.repaired {
+            let new = r.new.map_or_else(|| "(dry run)".to_owned(), |n| n.short());
+            println!(
+                "set {} -> repaired set {new}{}",
+                r.old.short(),
+                if r.forgotten { " (damaged set removed)" } else { "" }
+            );
+            for l in &r.lost {
+                println!("  lost {}: {}", l.path, l.reason);
+            }
+        }
+        println!("{} sets intact, {} repaired", report.intact, report.repaired.len());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,9 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Diff(a) => diff::run(&repo, &a),
         Command::Check(a) => check::run(&repo, &a),
         Command::Repair(crate::args::RepairCommand::Index(a)) => check::repair_index(&repo, &a),
+        Command::Repair(crate::args::RepairCommand::Snapshots(a)) => {
+            check::repair_snapshots(&repo, &a)
+        }
         Command::Unlock(a) => check::unlock(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
