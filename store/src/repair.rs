@@ -120,7 +120,8 @@ pub struct RepairSnapshotsOptions {
 pub struct RepairedSet {
     /// The damaged set.
     pub old: SnapshotId,
-    /// The repaired set written in its place (none with `dry_run`).
+    /// The repaired set written in its place (none with `dry_run`, or when the manifest itself
+    /// is unreadable and the whole set is lost).
     pub new: Option<SnapshotId>,
     /// Paths left out of the repaired set, with why.
     pub lost: Vec<LostPath>,
@@ -359,7 +360,17 @@ pub fn repair_snapshots(
     let mut intact: HashMap<TreeId, bool> = HashMap::new();
     let mut pending: Vec<(SnapshotId, Manifest, Vec<LostPath>)> = Vec::new();
     for listed in repo.list_snapshots()? {
-        let Ok(m) = listed.manifest else { continue };
+        let m = match listed.manifest {
+            Ok(m) => m,
+            Err(e) => {
+                // A manifest that cannot be read is lost whole; with `forget` it is removed.
+                let forgotten =
+                    opts.forget && !opts.dry_run && repo.remove_snapshot(listed.id).is_ok();
+                let lost = vec![LostPath { path: String::new(), reason: e.to_string() }];
+                report.repaired.push(RepairedSet { old: listed.id, new: None, lost, forgotten });
+                continue;
+            }
+        };
         progress.phase(&listed.id.short());
         let mut lost = Vec::new();
         let mut repaired = m.clone();

@@ -171,6 +171,8 @@ impl Repository {
         removed: &mut dyn FnMut(&LockInfo),
     ) -> Result<RepoLock> {
         let dir = self.layout().locks_dir();
+        // A copied repository may lack the empty directories (git does not keep them).
+        crate::fs::ensure_dir(&self.layout().tmp_dir())?;
         crate::fs::ensure_dir(&dir)?;
         let record = LockRecord {
             kind,
