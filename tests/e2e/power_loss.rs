@@ -117,8 +117,13 @@ fn power_loss_after_any_step_leaves_a_consistent_repository() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let second: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(second["packs"].as_u64().unwrap() >= 2, "{second}");
-    let events =
-        parse_trace(&std::fs::read_to_string(&trace).unwrap(), &std::env::current_dir().unwrap());
+    let trace_text = std::fs::read_to_string(&trace).unwrap();
+    let events = parse_trace(&trace_text, &std::env::current_dir().unwrap());
+    assert!(
+        !events.is_empty(),
+        "nothing parsed from the trace:\n{trace_text}\nstrace stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ours = |p: &Path| p.starts_with(&repo) && !p.starts_with(repo.join("cache"));
 
     // (1) Ordering.

@@ -112,17 +112,26 @@ impl ChunkIndex {
     pub fn open(path: &Path, repo_id: Id) -> Result<Self> {
         let cache_err =
             |e: rocksdb::Error| Error::Cache { path: path.to_path_buf(), message: e.into_string() };
-        let opened = match DB::open_cf_descriptors(&options(), path, descriptors()) {
-            Ok(db) => Ok((db, false)),
+        let (db, read_only) = match DB::open_cf_descriptors(&options(), path, descriptors()) {
+            Ok(db) => (db, false),
+            // Another process holds the cache: use a read-only view. While that process is
+            // still creating the cache the view cannot open yet; wait for it, and never treat
+            // a cache in use as damaged.
             Err(e) if e.as_ref().contains("lock") => {
-                DB::open_cf_descriptors_read_only(&options(), path, descriptors(), false)
-                    .map(|db| (db, true))
-                    .map_err(cache_err)
+                let mut attempt = 0;
+                loop {
+                    match DB::open_cf_descriptors_read_only(&options(), path, descriptors(), false)
+                    {
+                        Ok(db) => break (db, true),
+                        Err(e) if attempt >= 100 => return Err(cache_err(e)),
+                        Err(_) => {
+                            attempt += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                    }
+                }
             }
-            Err(e) => Err(cache_err(e)),
-        };
-        let (db, read_only) = match opened {
-            Ok(pair) => pair,
+            // Damaged (or from an incompatible RocksDB): it is only a cache, start over.
             Err(_) => (Self::recreate(path)?, false),
         };
         let index =
@@ -130,11 +139,14 @@ impl ChunkIndex {
         let stored = index.db.get(KEY_REPO_ID).map_err(cache_err)?;
         match stored {
             Some(v) if v.as_slice() == repo_id.as_bytes() => Ok(index),
-            None if !read_only => {
+            // Read-only view of a cache its owner is still creating: everything this process
+            // needs is then ingested into its own overlay.
+            None if read_only => Ok(index),
+            None => {
                 index.db.put(KEY_REPO_ID, repo_id.as_bytes()).map_err(cache_err)?;
                 Ok(index)
             }
-            _ if read_only => Err(Error::Cache {
+            Some(_) if read_only => Err(Error::Cache {
                 path: path.to_path_buf(),
                 message: "cache is in use by another process and belongs to another repository"
                     .into(),
