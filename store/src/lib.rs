@@ -60,6 +60,7 @@ mod backup;
 mod check;
 #[cfg(feature = "engine")]
 mod diff;
+mod forget;
 #[cfg(feature = "engine")]
 mod repair;
 #[cfg(feature = "engine")]
@@ -76,6 +77,7 @@ pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
 pub use compress::{decompress, Codec, Compressor, DEFAULT_LEVEL};
 pub use config::{IdHash, RepoConfig};
 pub use error::{Corruption, Error, ObjectRef, Result};
+pub use forget::{plan_explicit, plan_policy, ForgetPlan, KeepPolicy, KeepReason, Kept, SetInfo};
 pub use format::{FORMAT_VERSION, SUPPORTED_VERSIONS};
 pub use id::{ChunkId, Id, IndexId, PackId, ParseIdError, SnapshotId, TreeId};
 pub use index::{decode_index_file, encode_index_file, IndexedPack};
