@@ -20,6 +20,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DURATION", default_value = "0s")]
     pub lock_wait: String,
 
+    /// After how long without refresh another process's lock no longer blocks (locks are
+    /// refreshed every minute while held).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30m")]
+    pub stale_lock_after: String,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -47,6 +52,71 @@ pub enum Command {
     Repair(RepairCommand),
     /// Remove stale locks (of dead processes, or not refreshed for 30 minutes).
     Unlock(UnlockArgs),
+    /// Remove sets by id or by a retention policy (their data stays until prune).
+    Forget(ForgetArgs),
+    /// Delete the data no set references any more.
+    Prune(PruneArgs),
+}
+
+/// `store forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Sets to forget (with every incremental chained to them).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Keep the N newest sets of each host and tag group.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest set of each of the N newest hours (UTC) that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// … days.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// … weeks (Monday to Sunday).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// … months.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// … years.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep sets at most DURATION older than the newest of their group (e.g. 14d).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep sets tagged T (repeatable).
+    #[arg(long = "keep-tag", value_name = "T")]
+    pub keep_tags: Vec<String>,
+    /// Keep the N newest full sets and every incremental chained to them.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_full: u32,
+    /// Only consider sets tagged T (repeatable).
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Only consider sets of host H.
+    #[arg(long, value_name = "H")]
+    pub host: Option<String>,
+    /// Show what would be kept and removed, and why; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the decision as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Repack packs with more than this percentage of unused bytes.
+    #[arg(long, value_name = "PERCENT", default_value_t = 25.0)]
+    pub max_unused: f64,
+    /// Print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `store check`.

@@ -383,7 +383,13 @@ pub fn snapshot(
         counts,
         issues,
     };
-    // Every pack is durable and indexed (seal_loop returned): now, and only now, the manifest.
+    // Every pack is durable and indexed (seal_loop returned). A prune that overtook a stale lock
+    // may have deleted packs this set reuses: check, then (and only then) the manifest.
+    for pack in ctx.dedup.packs() {
+        if !repo.layout().pack(pack).exists() {
+            return Err(Error::PackVanished { pack });
+        }
+    }
     crate::crash::point("snapshot", "before_manifest");
     let id = repo.save_snapshot(&manifest)?;
     crate::crash::point("snapshot", "committed");
@@ -482,6 +488,7 @@ fn capture_path(
         root: path,
         excludes,
         repo: ctx.repo,
+        dedup: &ctx.dedup,
     };
     let name = src.name.as_bytes().to_vec();
     sinks

@@ -246,6 +246,20 @@ pub enum Error {
         /// Who holds it.
         holder: String,
     },
+    /// This process's lock was lost or went stale while it worked; nothing was committed.
+    #[error("lock {} was lost: {reason}", path.display())]
+    LockLost {
+        /// The lock file.
+        path: PathBuf,
+        /// How.
+        reason: String,
+    },
+    /// Data a writer relied on was deleted (by a prune that overtook a stale lock).
+    #[error("pack {pack} that this set uses was deleted meanwhile (by a prune?)")]
+    PackVanished {
+        /// The pack.
+        pack: PackId,
+    },
     /// A lock file cannot be read.
     #[error("lock file {}: {reason}", path.display())]
     LockDamaged {

@@ -143,7 +143,7 @@ fn chain_root(id: SnapshotId, by_id: &HashMap<SnapshotId, &SetInfo>) -> Snapshot
 
 fn newest_first(sets: &[SetInfo]) -> Vec<&SetInfo> {
     let mut v: Vec<&SetInfo> = sets.iter().collect();
-    v.sort_by(|a, b| (b.time_ns, b.id).cmp(&(a.time_ns, a.id)));
+    v.sort_by_key(|s| std::cmp::Reverse((s.time_ns, s.id)));
     v
 }
 
@@ -350,7 +350,7 @@ mod tests {
                 let root = chain_root(s.id, &by_id);
                 let mut fulls: Vec<&&SetInfo> =
                     group.iter().filter(|o| o.kind == SetKind::Full).collect();
-                fulls.sort_by(|a, b| (b.time_ns, b.id).cmp(&(a.time_ns, a.id)));
+                fulls.sort_by_key(|s| std::cmp::Reverse((s.time_ns, s.id)));
                 if fulls.iter().take(p.full as usize).any(|f| f.id == root) {
                     keep.insert(s.id);
                 }

@@ -62,6 +62,8 @@ mod check;
 mod diff;
 mod forget;
 #[cfg(feature = "engine")]
+mod gc;
+#[cfg(feature = "engine")]
 mod repair;
 #[cfg(feature = "engine")]
 mod repo;
@@ -99,6 +101,8 @@ pub use backup::{
 pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};
 #[cfg(feature = "engine")]
 pub use diff::{diff, Change, ChangeKind, DiffStats};
+#[cfg(feature = "engine")]
+pub use gc::{prune, PruneOptions, PrunePlan, PruneReport, DEFAULT_MAX_UNUSED, RESERVE_LEN};
 #[cfg(feature = "engine")]
 pub use index::{ChunkIndex, Location};
 #[cfg(feature = "engine")]

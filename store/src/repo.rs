@@ -69,6 +69,8 @@ pub struct Repository {
     cache_dir: PathBuf,
     index: OnceLock<ChunkIndex>,
     open_packs: Mutex<HashMap<crate::id::PackId, Arc<File>>>,
+    /// The lock this process took last, checked before a manifest is written.
+    held_lock: Mutex<Option<Arc<lock::LockState>>>,
 }
 
 fn now_ns() -> i64 {
@@ -158,6 +160,7 @@ impl Repository {
         for dir in layout.skeleton() {
             ensure_dir(&dir)?;
         }
+        crate::gc::write_reserve(&layout.root().join("reserve"));
         write_atomic(&layout.tmp_dir(), &layout.config(), &config.encode(), "config")?;
         Self::open(path, &OpenOptions::default())
     }
@@ -204,6 +207,7 @@ impl Repository {
             cache_dir,
             index: OnceLock::new(),
             open_packs: Mutex::default(),
+            held_lock: Mutex::default(),
         })
     }
 
@@ -251,6 +255,21 @@ impl Repository {
             }
         }
         Ok(self.index.get_or_init(|| index))
+    }
+
+    /// Ingests index files written since the cache was opened (by other processes).
+    ///
+    /// # Errors
+    /// [`Error::Cache`], or a damaged index file.
+    pub fn refresh_index(&self) -> Result<()> {
+        let index = self.index()?;
+        for id in self.list_index_files()? {
+            if !index.is_ingested(&id)? {
+                let packs = self.load_index_file(id)?;
+                index.ingest(&id, &packs)?;
+            }
+        }
+        Ok(())
     }
 
     /// The ids of every index file in `index/`.
@@ -385,6 +404,7 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`].
     pub fn save_snapshot(&self, manifest: &Manifest) -> Result<SnapshotId> {
+        self.check_lock()?;
         let bytes = manifest.encode();
         let id = SnapshotId(Id::hash(&bytes));
         write_atomic(&self.layout.tmp_dir(), &self.layout.snapshot(id), &bytes, "manifest")?;
@@ -399,6 +419,19 @@ impl Repository {
         let path = self.layout.snapshot(id);
         std::fs::remove_file(&path).at(&path)?;
         crate::fs::fsync_dir(&self.layout.snapshots_dir())
+    }
+
+    /// Fails when this process took a lock that it no longer holds, or that went without a
+    /// refresh for half the stale time (a prune may have run meanwhile; FORMAT.md §9.1).
+    /// Writers call it before each step that makes data durable.
+    ///
+    /// # Errors
+    /// [`Error::LockLost`].
+    pub fn check_lock(&self) -> Result<()> {
+        match self.held_lock.lock().map_err(|_| Error::WorkerPanicked)?.as_ref() {
+            Some(lock) => lock.check(),
+            None => Ok(()),
+        }
     }
 
     /// Finds the snapshot `reference` names: `latest`, a set name (`YYYYMMDD-HHMMSS`, its start

@@ -16,5 +16,6 @@ mod integrity;
 mod json;
 mod postgres;
 mod power_loss;
+mod retention;
 mod roundtrip;
 mod sets;

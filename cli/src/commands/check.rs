@@ -130,7 +130,7 @@ pub fn repair_index(repo_arg: &RepoArg, args: &RepairIndexArgs) -> Result<ExitCo
 
 pub fn unlock(repo_arg: &RepoArg, args: &UnlockArgs) -> Result<ExitCode> {
     let repo = repo_arg.open()?;
-    let removed = repo.unlock(store::DEFAULT_STALE_AFTER, args.all).context("removing locks")?;
+    let removed = repo.unlock(repo_arg.stale_after, args.all).context("removing locks")?;
     for r in &removed {
         println!("removed {r}");
     }

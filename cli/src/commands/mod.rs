@@ -2,6 +2,7 @@
 
 mod check;
 mod diff;
+mod forget;
 mod init;
 mod ls;
 mod restore;
@@ -20,7 +21,9 @@ use crate::args::{Cli, Command};
 pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
     let lock_wait = crate::output::parse_duration(&cli.lock_wait)
         .with_context(|| format!("invalid --lock-wait {:?}", cli.lock_wait))?;
-    let repo = RepoArg { path: cli.repo, cache_dir: cli.cache_dir, lock_wait };
+    let stale_after = crate::output::parse_duration(&cli.stale_lock_after)
+        .with_context(|| format!("invalid --stale-lock-after {:?}", cli.stale_lock_after))?;
+    let repo = RepoArg { path: cli.repo, cache_dir: cli.cache_dir, lock_wait, stale_after };
     match cli.command {
         Command::Init(a) => init::run(&repo, &a),
         Command::Snapshot(a) => {
@@ -34,6 +37,8 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             check::repair_snapshots(&repo, &a)
         }
         Command::Unlock(a) => check::unlock(&repo, &a),
+        Command::Forget(a) => forget::forget(&repo, &a),
+        Command::Prune(a) => forget::prune(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
         Command::Restore(a) => restore::run(&repo, &a),
@@ -45,11 +50,20 @@ pub struct RepoArg {
     path: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     lock_wait: std::time::Duration,
+    stale_after: std::time::Duration,
 }
 
 impl RepoArg {
     fn path(&self) -> Result<&std::path::Path> {
         self.path.as_deref().context("no repository given: use --repo REPO or set STORE_REPO")
+    }
+
+    fn lock_options(&self, command: &str) -> store::LockOptions {
+        store::LockOptions {
+            wait: self.lock_wait,
+            stale_after: self.stale_after,
+            command: command.to_owned(),
+        }
     }
 
     fn open(&self) -> Result<store::Repository> {
@@ -68,11 +82,7 @@ fn lock(
     command: &str,
     best_effort: bool,
 ) -> Result<Option<store::RepoLock>> {
-    let opts = store::LockOptions {
-        wait: repo_arg.lock_wait,
-        command: command.to_owned(),
-        ..store::LockOptions::default()
-    };
+    let opts = repo_arg.lock_options(command);
     let mut removed = |info: &store::LockInfo| {
         eprintln!("store: removed the lock of a process that no longer runs: {info}");
     };

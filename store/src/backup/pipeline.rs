@@ -53,14 +53,40 @@ impl Shared {
 }
 
 /// Decides whether a blob must be stored: not seen in this session and not in the index.
+/// Also remembers every pack the set will depend on (reused or written), so they can be checked
+/// just before the manifest is written.
 pub(crate) struct Dedup<'a> {
     seen: Mutex<HashSet<Id>>,
     index: &'a ChunkIndex,
+    packs: Mutex<HashSet<PackId>>,
 }
 
 impl<'a> Dedup<'a> {
     pub(crate) fn new(index: &'a ChunkIndex) -> Self {
-        Dedup { seen: Mutex::default(), index }
+        Dedup { seen: Mutex::default(), index, packs: Mutex::default() }
+    }
+
+    /// Records that the set depends on `pack`.
+    pub(crate) fn note_pack(&self, pack: PackId) {
+        if let Ok(mut packs) = self.packs.lock() {
+            packs.insert(pack);
+        }
+    }
+
+    /// Whether blob `id` is indexed; records its pack when it is.
+    pub(crate) fn indexed(&self, id: &Id) -> Result<bool> {
+        match self.index.get(id)? {
+            Some(loc) => {
+                self.note_pack(loc.pack);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Every pack the set depends on.
+    pub(crate) fn packs(&self) -> Vec<PackId> {
+        self.packs.lock().map(|p| p.iter().copied().collect()).unwrap_or_default()
     }
 
     /// Forgets blobs that are now in the index (their index file was ingested), so the session
@@ -81,7 +107,7 @@ impl<'a> Dedup<'a> {
         if self.seen.lock().map_err(|_| Error::WorkerPanicked)?.contains(id) {
             return Ok(false);
         }
-        if self.index.contains(id)? {
+        if self.indexed(id)? {
             return Ok(false);
         }
         Ok(self.seen.lock().map_err(|_| Error::WorkerPanicked)?.insert(*id))
@@ -186,7 +212,9 @@ pub(crate) fn seal_loop(
             continue; // dropping the writer removes its temp file
         }
         crate::crash::point("pack", "written");
+        repo.check_lock()?;
         let sealed = writer.seal(|id: PackId| repo.layout().pack(id))?;
+        dedup.note_pack(sealed.id);
         stats.packs += 1;
         pending_blobs += sealed.entries.len();
         pending.push(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries });

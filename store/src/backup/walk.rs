@@ -94,6 +94,7 @@ pub(crate) struct WalkSinks<'a> {
     pub(crate) root: &'a Path,
     pub(crate) excludes: &'a Excludes,
     pub(crate) repo: &'a Repository,
+    pub(crate) dedup: &'a super::pipeline::Dedup<'a>,
 }
 
 /// The parent set's listing of the directory being walked, consumed in name order.
@@ -153,14 +154,18 @@ impl WalkSinks<'_> {
         {
             return Ok(None);
         }
-        let index = self.repo.index()?;
         let all_indexed = for_each_chunk(self.repo, chunks, |id| {
-            if index.contains(&id)? {
+            if self.dedup.indexed(&id)? {
                 Ok(())
             } else {
                 Err(Error::BlobNotIndexed { id })
             }
         });
+        if let ChunkRefs::Lists(lists) = chunks {
+            for list in lists {
+                self.dedup.indexed(list)?;
+            }
+        }
         match all_indexed {
             Ok(()) => Ok(Some(chunks.clone())),
             // A lost chunk (or chunk list) must not spread into the new set: read the file.

@@ -9,7 +9,7 @@
 //! lock of a process on this host that no longer exists is removed on sight.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,8 @@ use crate::fs::write_atomic;
 use crate::lock::{LockKind, LockRecord};
 use crate::repo::Repository;
 
-/// A held lock's modification time is refreshed this often.
+/// A held lock's modification time is refreshed this often (or every eighth of the stale time,
+/// when that is shorter).
 pub const REFRESH: Duration = Duration::from_secs(60);
 /// Default time after which an unrefreshed lock no longer blocks: 30 minutes.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
@@ -79,10 +80,56 @@ impl Default for LockOptions {
     }
 }
 
+/// What a writer needs to know about its own lock: whether it could have gone stale.
+#[derive(Debug)]
+pub(crate) struct LockState {
+    path: PathBuf,
+    stale_after: Duration,
+    /// Wall-clock time of the last refresh, ms since the epoch.
+    last_refresh_ms: AtomicU64,
+    /// Longest time between two refreshes seen, ms.
+    max_gap_ms: AtomicU64,
+    released: AtomicBool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl LockState {
+    fn refreshed(&self) {
+        let now = now_ms();
+        let last = self.last_refresh_ms.swap(now, Ordering::SeqCst);
+        self.max_gap_ms.fetch_max(now.saturating_sub(last), Ordering::SeqCst);
+    }
+
+    /// Whether the lock is still ours and was never left unrefreshed for half the stale time
+    /// (after which another host's prune may have treated it as stale).
+    pub(crate) fn check(&self) -> Result<()> {
+        let gap = self
+            .max_gap_ms
+            .load(Ordering::SeqCst)
+            .max(now_ms().saturating_sub(self.last_refresh_ms.load(Ordering::SeqCst)));
+        let limit = (self.stale_after / 2).as_millis() as u64;
+        if self.released.load(Ordering::SeqCst) || !self.path.exists() || gap >= limit {
+            return Err(Error::LockLost {
+                path: self.path.clone(),
+                reason: if gap >= limit {
+                    format!("it went {} s without a refresh (the process was paused?)", gap / 1000)
+                } else {
+                    "its file was removed".into()
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A held lock: refreshed in the background, removed when dropped.
 pub struct RepoLock {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    state: Arc<LockState>,
     refresher: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -96,6 +143,7 @@ impl RepoLock {
 
 impl Drop for RepoLock {
     fn drop(&mut self) {
+        self.state.released.store(true, Ordering::SeqCst);
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.refresher.take() {
             t.thread().unpark();
@@ -216,7 +264,7 @@ impl Repository {
                 }
             }
             let Some(holder) = blocker else {
-                return Ok(self.hold(path));
+                return Ok(self.hold(path, opts.stale_after));
             };
             let _ = std::fs::remove_file(&path);
             let now = std::time::Instant::now();
@@ -232,21 +280,32 @@ impl Repository {
         }
     }
 
-    fn hold(&self, path: PathBuf) -> RepoLock {
+    fn hold(&self, path: PathBuf, stale_after: Duration) -> RepoLock {
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (path.clone(), Arc::clone(&stop));
+        let state = Arc::new(LockState {
+            path: path.clone(),
+            stale_after,
+            last_refresh_ms: AtomicU64::new(now_ms()),
+            max_gap_ms: AtomicU64::new(0),
+            released: AtomicBool::new(false),
+        });
+        let every = REFRESH.min(stale_after / 8).max(Duration::from_millis(50));
+        let (p, s, st) = (path.clone(), Arc::clone(&stop), Arc::clone(&state));
         let refresher = std::thread::Builder::new()
             .name("lock-refresh".into())
             .spawn(move || {
                 while !s.load(Ordering::SeqCst) {
-                    std::thread::park_timeout(REFRESH);
-                    if !s.load(Ordering::SeqCst) {
-                        let _ = touch(&p);
+                    std::thread::park_timeout(every);
+                    if !s.load(Ordering::SeqCst) && touch(&p).is_ok() {
+                        st.refreshed();
                     }
                 }
             })
             .ok();
-        RepoLock { path, stop, refresher }
+        if let Ok(mut held) = self.held_lock.lock() {
+            *held = Some(Arc::clone(&state));
+        }
+        RepoLock { path, stop, state, refresher }
     }
 
     /// Removes stale locks (not refreshed for `stale_after`, or of dead processes on this host),
