@@ -56,6 +56,16 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Delete the data no set references any more.
     Prune(PruneArgs),
+    /// Sizes, dedup and compression ratios, and what each set alone holds.
+    Stats(StatsArgs),
+}
+
+/// `store stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print the statistics as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `store forget`.

@@ -97,7 +97,7 @@ pub struct PruneReport {
 }
 
 /// The set of reachable blobs, spilled to a temporary RocksDB.
-struct Marks {
+pub(crate) struct Marks {
     db: Option<DB>,
     path: PathBuf,
     batch: WriteBatch,
@@ -158,23 +158,38 @@ impl Drop for Marks {
     }
 }
 
-/// Marks every blob reachable from set `m`'s trees. A tree that cannot be read stops prune:
-/// what it references is unknown, so nothing may be deleted.
-fn mark_set(
+/// Calls `visit` with every blob reachable from set `m`'s trees (trees, tree pages, chunk lists,
+/// chunks); a tree or chunk list is descended into only when `visit` returns true for it. A
+/// tree that cannot be read stops the walk: what it references is unknown.
+/// Stored (header included) and raw bytes of a blob, 0 when it is not indexed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BlobSize {
+    pub(crate) stored: u64,
+    pub(crate) raw: u64,
+}
+
+pub(crate) fn walk_blobs(
     repo: &Repository,
     id: SnapshotId,
     m: &crate::snapshot::Manifest,
-    marks: &mut Marks,
+    visit: &mut dyn FnMut(Id, BlobSize) -> Result<bool>,
 ) -> Result<()> {
     let damaged = |e: Error| {
         Error::InvalidOption {
-        option: "prune",
+        option: "set",
         reason: format!("set {id} cannot be read completely ({e}); run `store check` and the repair it names first"),
     }
     };
+    let index = repo.index()?;
+    let stored = |blob: Id| -> Result<BlobSize> {
+        Ok(index.get(&blob)?.map_or(BlobSize::default(), |l| BlobSize {
+            stored: frame_len(&l.entry),
+            raw: u64::from(l.entry.raw_len),
+        }))
+    };
     let mut stack: Vec<TreeId> = m.components.iter().map(|c| c.root).collect();
     while let Some(tree) = stack.pop() {
-        if !marks.insert(tree.0)? {
+        if !visit(tree.0, stored(tree.0)?)? {
             continue;
         }
         let nodes = match repo.load_tree(tree).map_err(damaged)? {
@@ -189,12 +204,12 @@ fn mark_set(
                 Content::Dir { tree } => stack.push(tree),
                 Content::File { chunks: ChunkRefs::Inline(ids), .. } => {
                     for c in ids {
-                        marks.insert(c.0)?;
+                        visit(c.0, stored(c.0)?)?;
                     }
                 }
                 Content::File { chunks: ChunkRefs::Lists(lists), .. } => {
                     for list in lists {
-                        if marks.insert(list)? {
+                        if visit(list, stored(list)?)? {
                             let bytes = repo
                                 .read_blob(list, crate::pack::BlobKind::ChunkList)
                                 .map_err(damaged)?;
@@ -205,7 +220,7 @@ fn mark_set(
                                 ))
                             })?;
                             for c in ids {
-                                marks.insert(c.0)?;
+                                visit(c.0, stored(c.0)?)?;
                             }
                         }
                     }
@@ -215,6 +230,15 @@ fn mark_set(
         }
     }
     Ok(())
+}
+
+fn mark_set(
+    repo: &Repository,
+    id: SnapshotId,
+    m: &crate::snapshot::Manifest,
+    marks: &mut Marks,
+) -> Result<()> {
+    walk_blobs(repo, id, m, &mut |blob, _| marks.insert(blob))
 }
 
 /// Marks every set not marked yet; returns how many sets there are.

@@ -70,6 +70,8 @@ mod repo;
 #[cfg(feature = "engine")]
 mod restore;
 #[cfg(feature = "engine")]
+mod stats;
+#[cfg(feature = "engine")]
 pub mod vfs;
 
 #[cfg(feature = "fuzzing")]
@@ -117,3 +119,5 @@ pub use repo::{
 };
 #[cfg(feature = "engine")]
 pub use restore::{for_each_chunk, restore, RestoreFailure, RestoreOptions, RestoreReport};
+#[cfg(feature = "engine")]
+pub use stats::{stats, RepoStats, SetStats};

@@ -419,6 +419,15 @@ fn crash_at_every_durable_step_of_a_snapshot_loses_nothing() {
             std::fs::read(out.join("src/a/one.bin")).unwrap() == random_bytes(1, 600_000),
             "{point}"
         );
+        // Prune removes the debris: afterwards not even a notice is left.
+        env.run("prune", &[] as &[&str]).ok();
+        let (run, doc) = check(&env, &["--read-data"]);
+        assert_eq!(run.code, 0, "{point}: {doc}");
+        assert_eq!(
+            doc["findings"].as_array().unwrap().len(),
+            0,
+            "{point}: debris left after prune: {doc}"
+        );
         // The next snapshot succeeds and restores byte for byte.
         let next = env.snapshot(&[&src]);
         let out = env.path("out-next");

@@ -50,6 +50,14 @@ fn forget_and_prune_free_exactly_what_no_set_references() {
     env.init();
     let (src, docs) = three_sets(&env);
     let before = pack_bytes(&env.repo());
+    // `stats` says what each set alone holds: what forgetting it frees.
+    let stats = env.run("stats", &["--json"]).ok().json();
+    assert_eq!(stats["sets"], 3);
+    assert!((stats["dedup_ratio"].as_f64().unwrap() - 1.0).abs() < 0.1, "{stats}");
+    let per_set = stats["per_set"].as_array().unwrap();
+    let unique_of_removed: u64 =
+        per_set[1..].iter().map(|s| s["bytes_unique"].as_u64().unwrap()).sum();
+    assert!(unique_of_removed > 6 << 20, "{stats}");
     let plan = env.run("forget", &["--keep-last", "1", "--dry-run", "--json"]).ok().json();
     assert_eq!(plan["remove"].as_array().unwrap().len(), 2);
     assert_eq!(sets(&env).len(), 3, "--dry-run removes nothing");
@@ -62,6 +70,11 @@ fn forget_and_prune_free_exactly_what_no_set_references() {
     assert_eq!(report["bytes_freed"], dry["bytes_freed"]);
     let after = pack_bytes(&env.repo());
     assert_eq!(before - after, report["bytes_freed"].as_u64().unwrap());
+    let freed = report["bytes_freed"].as_u64().unwrap();
+    assert!(
+        freed >= unique_of_removed && freed < unique_of_removed + 64 * 1024,
+        "freed {freed}, stats said {unique_of_removed}"
+    );
     // What is left is the kept set's data: its bytes_added, plus trailers and footers.
     let kept_added = docs[2]["bytes_added"].as_u64().unwrap();
     assert!(

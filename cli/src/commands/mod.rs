@@ -39,6 +39,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Unlock(a) => check::unlock(&repo, &a),
         Command::Forget(a) => forget::forget(&repo, &a),
         Command::Prune(a) => forget::prune(&repo, &a),
+        Command::Stats(a) => forget::stats(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
         Command::Restore(a) => restore::run(&repo, &a),
