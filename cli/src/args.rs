@@ -150,6 +150,8 @@ pub enum RepairCommand {
     Index(RepairIndexArgs),
     /// Write repaired copies of sets that reference lost data, without the lost paths.
     Snapshots(RepairSnapshotsArgs),
+    /// Rewrite a damaged config (or its missing copy) from the intact one.
+    Config,
 }
 
 /// `store repair snapshots`.

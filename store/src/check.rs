@@ -54,6 +54,10 @@ pub struct CheckOptions {
 #[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
+    /// The config is damaged; its copy is in use.
+    DamagedConfig { error: String },
+    /// The config has no intact copy (a notice: only a second damage would be fatal).
+    ConfigCopyMissing,
     /// A manifest cannot be read or does not match its name.
     DamagedSnapshot { snapshot: SnapshotId, error: String },
     /// An index file cannot be read or does not match its name.
@@ -91,6 +95,7 @@ impl Finding {
             Finding::UnindexedPack { .. }
                 | Finding::TempFile { .. }
                 | Finding::UnusedDamagedBlob { .. }
+                | Finding::ConfigCopyMissing
         )
     }
 
@@ -113,7 +118,12 @@ impl Finding {
                 "snapshot the same sources again to store the data anew; the sets listed as \
                  affected stay damaged"
             }
-            Finding::DamagedSnapshot { .. } => "the set cannot be restored; take a new snapshot",
+            Finding::DamagedSnapshot { .. } => {
+                "run `store repair snapshots --forget` to drop it; take a new snapshot"
+            }
+            Finding::DamagedConfig { .. } | Finding::ConfigCopyMissing => {
+                "run `store repair config` to rewrite the config from the intact copy"
+            }
             Finding::Affected { .. } => "restore the other paths of the set; they are intact",
             Finding::UnindexedPack { .. } | Finding::TempFile { .. } => {
                 "nothing to do: left by an interrupted command, removed by prune"
@@ -128,6 +138,12 @@ impl std::fmt::Display for Finding {
         match self {
             Finding::DamagedSnapshot { snapshot, error } => {
                 write!(f, "snapshot {snapshot}: {error}")
+            }
+            Finding::DamagedConfig { error } => {
+                write!(f, "{error} (its copy config.copy is in use)")
+            }
+            Finding::ConfigCopyMissing => {
+                write!(f, "config.copy is missing or differs from config")
             }
             Finding::DamagedIndexFile { index, error } => write!(f, "index file {index}: {error}"),
             Finding::MissingPack { pack, index } => {
@@ -429,6 +445,11 @@ pub fn check(
     };
     let layout = repo.layout();
 
+    if let Some(error) = repo.config_damage() {
+        c.find(Finding::DamagedConfig { error: error.to_owned() });
+    } else if std::fs::read(layout.config_copy()).ok() != std::fs::read(layout.config()).ok() {
+        c.find(Finding::ConfigCopyMissing);
+    }
     progress.phase("temp files");
     if let Ok(entries) = std::fs::read_dir(layout.tmp_dir()) {
         for e in entries.flatten() {

@@ -66,6 +66,8 @@ const OPEN_PACKS_MAX: usize = 64;
 pub struct Repository {
     layout: Layout,
     config: RepoConfig,
+    /// Why `config` could not be used (its copy was), if it could not.
+    config_damaged: Option<String>,
     cache_dir: PathBuf,
     index: OnceLock<ChunkIndex>,
     open_packs: Mutex<HashMap<crate::id::PackId, Arc<File>>>,
@@ -161,6 +163,8 @@ impl Repository {
             ensure_dir(&dir)?;
         }
         crate::gc::write_reserve(&layout.root().join("reserve"));
+        // The copy first: `config` is written last, as a repository exists once it does.
+        write_atomic(&layout.tmp_dir(), &layout.config_copy(), &config.encode(), "config_copy")?;
         write_atomic(&layout.tmp_dir(), &layout.config(), &config.encode(), "config")?;
         Self::open(path, &OpenOptions::default())
     }
@@ -199,11 +203,24 @@ impl Repository {
             }
             Err(e) => return Err(e).at(config_path),
         };
-        let config = RepoConfig::decode(&bytes, &config_path)?;
+        // A damaged config is replaced by its copy when the copy verifies (`store repair
+        // config` then rewrites it); a newer version or a foreign file is never second-guessed.
+        let (config, config_damaged) = match RepoConfig::decode(&bytes, &config_path) {
+            Ok(c) => (c, None),
+            Err(e @ Error::Corrupt { .. }) => {
+                let copy = layout.config_copy();
+                match std::fs::read(&copy).map(|b| RepoConfig::decode(&b, &copy)) {
+                    Ok(Ok(c)) => (c, Some(e.to_string())),
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let cache_dir = opts.cache_dir.clone().unwrap_or_else(|| layout.default_cache_dir());
         Ok(Repository {
             layout,
             config,
+            config_damaged,
             cache_dir,
             index: OnceLock::new(),
             open_packs: Mutex::default(),
@@ -221,6 +238,29 @@ impl Repository {
     #[must_use]
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// When `config` is damaged and its copy is in use: what is wrong with it.
+    #[must_use]
+    pub fn config_damage(&self) -> Option<&str> {
+        self.config_damaged.as_deref()
+    }
+
+    /// Rewrites `config` and `config.copy` from the config in use (after a damaged one was
+    /// replaced by its copy, or for a repository without a copy). Returns what was rewritten.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn repair_config(&self) -> Result<Vec<PathBuf>> {
+        let bytes = self.config.encode();
+        let mut rewritten = Vec::new();
+        for path in [self.layout.config_copy(), self.layout.config()] {
+            if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+                write_atomic(&self.layout.tmp_dir(), &path, &bytes, "config")?;
+                rewritten.push(path);
+            }
+        }
+        Ok(rewritten)
     }
 
     /// Makes sure the directories writers need exist (a copied repository may lack empty

@@ -71,15 +71,18 @@ fn newer_format_version_is_refused_by_number() {
 }
 
 #[test]
-fn damaged_config_is_refused() {
+fn config_damaged_together_with_its_copy_is_refused() {
     let env = Env::new();
     env.init();
-    let path = env.repo().join("config");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x10;
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    std::fs::write(&path, &bytes).unwrap();
+    for name in ["config", "config.copy"] {
+        let path = env.repo().join(name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+    }
     assert_error(&env.run("snapshots", &[] as &[&str]), "config");
 }
 

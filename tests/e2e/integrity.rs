@@ -320,14 +320,28 @@ fn damaged_blob_is_named_on_restore_and_the_rest_is_restored() {
 }
 
 #[test]
-fn damaged_config_is_refused_by_every_command() {
-    let (env, _) = healthy_repo();
+fn damaged_config_is_replaced_by_its_copy_and_repaired() {
+    let (env, src) = healthy_repo();
     flip(&env.repo().join("config"), 30);
-    for cmd in ["check", "snapshots"] {
-        let run = env.run(cmd, &[] as &[&str]);
-        assert_eq!(run.code, 1);
-        assert!(run.stderr.contains("config"), "{}", run.stderr);
-    }
+    let listed = env.run("snapshots", &[] as &[&str]).ok();
+    assert!(listed.stderr.contains("config.copy"), "{}", listed.stderr);
+    let (run, doc) = check(&env, &[]);
+    assert_eq!(run.code, 1, "{doc}");
+    assert!(kinds(&doc).contains(&"damaged_config".to_owned()), "{doc}");
+    assert!(env.run("check", &[] as &[&str]).stdout.contains("store repair config"));
+    env.run("repair", &["config"]).ok();
+    let (run, doc) = check(&env, &["--read-data"]);
+    assert_eq!(run.code, 0, "{doc}");
+    assert_eq!(doc["findings"].as_array().unwrap().len(), 0, "{doc}");
+    let run = restore_never_wrong(&env, &src);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // A lost copy is a notice, and the same repair writes it again.
+    std::fs::remove_file(env.repo().join("config.copy")).unwrap();
+    let (run, doc) = check(&env, &[]);
+    assert_eq!(run.code, 0);
+    assert!(kinds(&doc).contains(&"config_copy_missing".to_owned()), "{doc}");
+    env.run("repair", &["config"]).ok();
+    assert!(env.repo().join("config.copy").exists());
 }
 
 #[test]

@@ -11,6 +11,8 @@ use crate::progress::Bar;
 fn finding_kind(f: &store::Finding) -> &'static str {
     match f {
         store::Finding::DamagedSnapshot { .. } => "damaged_snapshot",
+        store::Finding::DamagedConfig { .. } => "damaged_config",
+        store::Finding::ConfigCopyMissing => "config_copy_missing",
         store::Finding::DamagedIndexFile { .. } => "damaged_index_file",
         store::Finding::MissingPack { .. } => "missing_pack",
         store::Finding::PackSize { .. } => "pack_size",
@@ -180,5 +182,16 @@ pub fn repair_snapshots(repo_arg: &RepoArg, args: &RepairSnapshotsArgs) -> Resul
         }
         println!("{} sets intact, {} repaired", report.intact, report.repaired.len());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn repair_config(repo_arg: &RepoArg) -> Result<ExitCode> {
+    let repo = repo_arg.open()?;
+    let _lock = lock(repo_arg, &repo, store::LockKind::Exclusive, "repair config", false)?;
+    let rewritten = repo.repair_config().context("repair config failed")?;
+    for p in &rewritten {
+        println!("rewrote {}", p.display());
+    }
+    println!("config intact ({} files rewritten)", rewritten.len());
     Ok(ExitCode::SUCCESS)
 }

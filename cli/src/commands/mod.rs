@@ -36,6 +36,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Repair(crate::args::RepairCommand::Snapshots(a)) => {
             check::repair_snapshots(&repo, &a)
         }
+        Command::Repair(crate::args::RepairCommand::Config) => check::repair_config(&repo),
         Command::Unlock(a) => check::unlock(&repo, &a),
         Command::Forget(a) => forget::forget(&repo, &a),
         Command::Prune(a) => forget::prune(&repo, &a),
@@ -70,7 +71,11 @@ impl RepoArg {
     fn open(&self) -> Result<store::Repository> {
         let path = self.path()?;
         let opts = store::OpenOptions { cache_dir: self.cache_dir.clone() };
-        store::Repository::open(path, &opts).context("cannot open the repository")
+        let repo = store::Repository::open(path, &opts).context("cannot open the repository")?;
+        if let Some(damage) = repo.config_damage() {
+            eprintln!("store: warning: {damage}; using config.copy (run `store repair config`)");
+        }
+        Ok(repo)
     }
 }
 

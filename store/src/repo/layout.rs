@@ -29,6 +29,12 @@ impl Layout {
         self.root.join("config")
     }
 
+    /// `config.copy`: the same bytes as `config`, used when `config` is damaged.
+    #[must_use]
+    pub fn config_copy(&self) -> PathBuf {
+        self.root.join("config.copy")
+    }
+
     /// `packs/`.
     #[must_use]
     pub fn packs_dir(&self) -> PathBuf {
