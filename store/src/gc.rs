@@ -27,17 +27,16 @@ use std::time::{Duration, Instant};
 use rocksdb::{Options, WriteBatch, DB};
 
 use crate::error::{Error, IoContext, Result};
-use crate::id::{Id, IndexId, PackId, SnapshotId, TreeId};
+use crate::id::{Id, PackId, SnapshotId, TreeId};
 use crate::index::IndexedPack;
 use crate::lock::LockKind;
 use crate::pack::{read_blob, EncodedBlob, PackEntry, PackReader, PackWriter, BLOB_HEADER_LEN};
 use crate::progress::Progress;
-use crate::repo::{LockOptions, Repository};
+use crate::repo::{IndexRewrite, LockOptions, Repository};
 use crate::tree::{decode_chunk_list, ChunkRefs, Content, TreeBlob};
 
 /// Default: repack a pack when more than this fraction of its bytes is unused.
 pub const DEFAULT_MAX_UNUSED: f64 = 0.25;
-const INDEX_FILE_BLOBS: usize = 50_000;
 
 /// How to prune.
 #[derive(Debug, Clone)]
@@ -425,37 +424,23 @@ pub fn prune(
     report.packs_written = new_packs.len() as u64;
     crate::crash::point("prune", "repacked");
 
-    // 3b. New index files: every pack that stays, and the new ones.
+    // 3b. New index files: every pack that stays, and the new ones; then the old files go.
     let gone: HashSet<PackId> = candidates.keys().copied().collect();
-    let old_index: Vec<IndexId> = repo.list_index_files()?;
-    let mut written: Vec<IndexId> = Vec::new();
-    let mut pending: Vec<IndexedPack> = new_packs;
-    let mut pending_blobs: usize = pending.iter().map(|p| p.entries.len()).sum();
-    let mut kept: HashSet<PackId> = pending.iter().map(|p| p.id).collect();
-    for index in &old_index {
-        for pack in repo.load_index_file(*index)? {
-            if gone.contains(&pack.id) || !kept.insert(pack.id) {
-                continue;
-            }
-            pending_blobs += pack.entries.len();
-            pending.push(pack);
-            if pending_blobs >= INDEX_FILE_BLOBS {
-                written.push(repo.write_index_file(&pending)?);
-                pending.clear();
-                pending_blobs = 0;
+    let mut rewrite = IndexRewrite::begin(repo)?;
+    let mut kept: HashSet<PackId> = new_packs.iter().map(|p| p.id).collect();
+    for pack in new_packs {
+        rewrite.add(pack)?;
+    }
+    for index in rewrite.old().to_vec() {
+        for pack in repo.load_index_file(index)? {
+            if !gone.contains(&pack.id) && kept.insert(pack.id) {
+                rewrite.add(pack)?;
             }
         }
     }
-    if !pending.is_empty() {
-        written.push(repo.write_index_file(&pending)?);
-    }
-    report.index_files_written = written.len() as u64;
+    report.index_files_written = rewrite.write()?;
     crate::crash::point("prune", "index_written");
-    for index in old_index.iter().filter(|i| !written.contains(i)) {
-        let path = repo.layout().index_file(*index);
-        std::fs::remove_file(&path).at(&path)?;
-    }
-    crate::fs::fsync_dir(&repo.layout().index_dir())?;
+    rewrite.remove_old()?;
     crate::crash::point("prune", "old_index_removed");
 
     // 3c. Only now, delete: nothing listed by an index file refers to these packs any more.

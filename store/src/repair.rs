@@ -11,19 +11,15 @@ use std::collections::{HashMap, HashSet};
 
 use crate::compress::Compressor;
 use crate::error::{IoContext, Result};
-use crate::fs::fsync_dir;
-use crate::id::{Id, IndexId, PackId, SnapshotId, TreeId};
+use crate::id::{Id, PackId, SnapshotId, TreeId};
 use crate::index::IndexedPack;
 use crate::pack::{BlobKind, EncodedBlob, PackReader, PackWriter};
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{IndexRewrite, Repository};
 use crate::restore::for_each_chunk;
 use crate::snapshot::{IssueKind, Manifest, PathIssue};
 use crate::tree::{escape_name, BlobSink, ChunkRefs, Content, Node, TreeBuilder};
 use crate::vfs::{component_node, dir_entries, RepoDir};
-
-/// Index files hold at most this many blobs.
-const INDEX_FILE_BLOBS: usize = 50_000;
 
 /// A pack left out of the rebuilt index because its trailer cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,44 +54,27 @@ pub struct RepairIndexReport {
 /// [`crate::Error::Io`] when packs cannot be listed or index files written.
 pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<RepairIndexReport> {
     let mut report = RepairIndexReport::default();
-    let old: Vec<IndexId> = repo.list_index_files()?;
+    let mut rewrite = IndexRewrite::begin(repo)?;
     let packs = repo.list_packs()?;
     progress.set_total(packs.len() as u64, 0);
-    let mut written: Vec<IndexId> = Vec::new();
-    let mut pending: Vec<IndexedPack> = Vec::new();
-    let mut pending_blobs = 0usize;
     for pack in packs {
         progress.add_items(1);
         match PackReader::open(&repo.layout().pack(pack), pack) {
             Ok(reader) => {
                 report.packs += 1;
                 report.blobs += reader.entries().len() as u64;
-                pending_blobs += reader.entries().len();
-                pending.push(IndexedPack {
+                rewrite.add(IndexedPack {
                     id: pack,
                     len: reader.len(),
                     entries: reader.entries().to_vec(),
-                });
+                })?;
             }
             Err(e) => report.unreadable.push(UnreadablePack { pack, error: e.to_string() }),
         }
-        if pending_blobs >= INDEX_FILE_BLOBS {
-            written.push(repo.write_index_file(&pending)?);
-            pending.clear();
-            pending_blobs = 0;
-        }
     }
-    if !pending.is_empty() {
-        written.push(repo.write_index_file(&pending)?);
-    }
-    report.index_files_written = written.len() as u64;
+    report.index_files_written = rewrite.write()?;
     crate::crash::point("repair_index", "new_files");
-    for id in old.iter().filter(|id| !written.contains(id)) {
-        let path = repo.layout().index_file(*id);
-        std::fs::remove_file(&path).at(&path)?;
-        report.index_files_removed += 1;
-    }
-    fsync_dir(&repo.layout().index_dir())?;
+    report.index_files_removed = rewrite.remove_old()?;
     let cache = repo.cache_dir();
     if cache.exists() {
         std::fs::remove_dir_all(cache).at(cache)?;

@@ -28,6 +28,75 @@ use crate::pack::{read_blob, BlobKind};
 use crate::snapshot::Manifest;
 use crate::tree::TreeBlob;
 
+/// Index files hold at most this many blobs.
+const INDEX_FILE_BLOBS: usize = 50_000;
+
+/// Replaces all index files by new ones, in the order that keeps every blob listed at every
+/// moment: the new files are written (durably) first, and only then are the old ones removed.
+/// A crash in between leaves blobs listed twice, which is harmless.
+pub(crate) struct IndexRewrite<'r> {
+    repo: &'r Repository,
+    old: Vec<IndexId>,
+    written: Vec<IndexId>,
+    pending: Vec<IndexedPack>,
+    pending_blobs: usize,
+}
+
+impl<'r> IndexRewrite<'r> {
+    /// Starts a rewrite; the index files present now are the ones it will remove.
+    pub(crate) fn begin(repo: &'r Repository) -> Result<Self> {
+        Ok(IndexRewrite {
+            repo,
+            old: repo.list_index_files()?,
+            written: Vec::new(),
+            pending: Vec::new(),
+            pending_blobs: 0,
+        })
+    }
+
+    /// The index files present when the rewrite began.
+    pub(crate) fn old(&self) -> &[IndexId] {
+        &self.old
+    }
+
+    /// Lists `pack` in the new index files.
+    pub(crate) fn add(&mut self, pack: IndexedPack) -> Result<()> {
+        self.pending_blobs += pack.entries.len();
+        self.pending.push(pack);
+        if self.pending_blobs >= INDEX_FILE_BLOBS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            self.written.push(self.repo.write_index_file(&self.pending)?);
+            self.pending.clear();
+            self.pending_blobs = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the last new index file; returns how many were written.
+    pub(crate) fn write(&mut self) -> Result<u64> {
+        self.flush()?;
+        Ok(self.written.len() as u64)
+    }
+
+    /// Removes the old index files (after [`IndexRewrite::write`]); returns how many.
+    pub(crate) fn remove_old(self) -> Result<u64> {
+        let mut removed = 0;
+        for id in self.old.iter().filter(|id| !self.written.contains(id)) {
+            let path = self.repo.layout.index_file(*id);
+            std::fs::remove_file(&path).at(&path)?;
+            removed += 1;
+        }
+        crate::fs::fsync_dir(&self.repo.layout.index_dir())?;
+        Ok(removed)
+    }
+}
+
 /// Default pack target: 16 MiB.
 pub const DEFAULT_PACK_TARGET: u32 = 16 << 20;
 

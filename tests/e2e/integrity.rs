@@ -660,26 +660,9 @@ fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
 /// repository checks clean and accepts the snapshot.
 #[test]
 fn full_disk_fails_cleanly_and_recovers() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test mounts a tmpfs and must run as root (CI does)"
-    );
     let env = Env::new();
     let mnt = env.path("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount tmpfs");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _tmpfs = crate::support::Tmpfs::mount(&mnt, "24m");
     let repo = mnt.join("repo");
     crate::support::store([OsStr::new("init"), OsStr::new("--repo"), repo.as_os_str()]).ok();
     // Other data on the same disk, which the operator deletes to make room.

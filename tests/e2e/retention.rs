@@ -286,26 +286,9 @@ fn crash_at_every_step_of_prune_loses_nothing_and_the_next_prune_finishes() {
 
 #[test]
 fn prune_works_on_a_full_disk_thanks_to_the_reserve() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test mounts a tmpfs and must run as root (CI does)"
-    );
     let env = Env::new();
     let mnt = env.path("small");
-    std::fs::create_dir(&mnt).unwrap();
-    assert!(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap()
-        .success());
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _tmpfs = crate::support::Tmpfs::mount(&mnt, "32m");
     let repo = mnt.join("repo");
     let store = |args: &[&OsStr]| {
         let mut all = vec![OsStr::new("--repo"), repo.as_os_str()];

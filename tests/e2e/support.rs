@@ -188,3 +188,30 @@ pub fn set_mtime(path: &Path, ns: i64) {
     )
     .unwrap();
 }
+
+/// A small tmpfs mounted for a test (as root), unmounted when dropped.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `24m`) at a new directory `path`.
+    pub fn mount(path: &Path, size: &str) -> Self {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts a tmpfs and must run as root (CI does)"
+        );
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs at {}", path.display());
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
