@@ -20,7 +20,7 @@
 //! overtaken by a prune; it checks, just before writing its manifest, that its lock never went
 //! stale and that every pack it wrote or reused still exists, and fails cleanly otherwise.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,7 @@ impl Marks {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::None);
+        opts.set_write_buffer_size(16 << 20);
         let db = DB::open(&opts, &path)
             .map_err(|e| Error::Cache { path: path.clone(), message: e.into_string() })?;
         Ok(Marks { db: Some(db), path, batch: WriteBatch::default(), pending: HashSet::new() })
@@ -270,16 +271,15 @@ fn frame_len(e: &PackEntry) -> u64 {
     BLOB_HEADER_LEN as u64 + u64::from(e.stored_len)
 }
 
-/// Plans the packs: delete the dead, repack the mostly dead. Returns the plan and the entries of
-/// the candidate packs (what phase 2 re-checks).
+/// Plans the packs: delete the dead, repack the mostly dead. Returns the packs that go.
 fn plan_packs(
     repo: &Repository,
     marks: &Marks,
     max_unused: f64,
     plan: &mut PrunePlan,
-) -> Result<HashMap<PackId, IndexedPack>> {
+) -> Result<HashSet<PackId>> {
     let mut seen: HashSet<PackId> = HashSet::new();
-    let mut candidates = HashMap::new();
+    let mut candidates = HashSet::new();
     let on_disk: HashSet<PackId> = repo.list_packs()?.into_iter().collect();
     for index in repo.list_index_files()? {
         for pack in repo.load_index_file(index)? {
@@ -306,12 +306,12 @@ fn plan_packs(
             if live_count == 0 {
                 plan.delete.push(pack.id);
                 plan.bytes_freed += pack.len;
-                candidates.insert(pack.id, pack);
+                candidates.insert(pack.id);
             } else if unused > max_unused {
                 plan.repack.push(pack.id);
                 plan.bytes_freed += pack.len;
                 plan.bytes_copied += live;
-                candidates.insert(pack.id, pack);
+                candidates.insert(pack.id);
             }
         }
     }
@@ -425,7 +425,7 @@ pub fn prune(
     crate::crash::point("prune", "repacked");
 
     // 3b. New index files: every pack that stays, and the new ones; then the old files go.
-    let gone: HashSet<PackId> = candidates.keys().copied().collect();
+    let gone = candidates;
     let mut rewrite = IndexRewrite::begin(repo)?;
     let mut kept: HashSet<PackId> = new_packs.iter().map(|p| p.id).collect();
     for pack in new_packs {
