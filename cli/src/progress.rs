@@ -12,7 +12,7 @@ pub struct Bar {
 
 impl Bar {
     /// A bar for work of unknown size until `set_total` is called.
-    pub fn new(verb: &str) -> Self {
+    fn new(verb: &str) -> Self {
         let bar = if std::io::stderr().is_terminal() {
             ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
         } else {
@@ -26,6 +26,14 @@ impl Bar {
         );
         bar.enable_steady_tick(Duration::from_millis(200));
         Bar { bar }
+    }
+
+    /// Runs `work` with a bar for `verb`, removing the bar afterwards whatever the outcome.
+    pub fn run<T>(verb: &str, work: impl FnOnce(&Bar) -> T) -> T {
+        let bar = Bar::new(verb);
+        let result = work(&bar);
+        bar.finish();
+        result
     }
 
     /// Whether anything is drawn.

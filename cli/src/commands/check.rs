@@ -47,9 +47,8 @@ pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
     };
     let repo = repo_arg.open()?;
     let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "check", true)?;
-    let bar = Bar::new("check");
-    let report = store::check(&repo, &store::CheckOptions { read_data }, &bar);
-    bar.finish();
+    let report =
+        Bar::run("check", |bar| store::check(&repo, &store::CheckOptions { read_data }, bar));
     let report = report.context("the check could not run")?;
     let damaged = report.is_damaged();
     if args.json {
@@ -102,9 +101,7 @@ pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
 pub fn repair_index(repo_arg: &RepoArg, args: &RepairIndexArgs) -> Result<ExitCode> {
     let repo = repo_arg.open()?;
     let _lock = lock(repo_arg, &repo, store::LockKind::Exclusive, "repair index", false)?;
-    let bar = Bar::new("repair index");
-    let report = store::repair_index(&repo, &bar);
-    bar.finish();
+    let report = Bar::run("repair index", |bar| store::repair_index(&repo, bar));
     let report = report.context("repair index failed")?;
     for u in &report.unreadable {
         eprintln!("store: pack {} cannot be read, its blobs are lost: {}", u.pack, u.error);
@@ -148,9 +145,7 @@ pub fn repair_snapshots(repo_arg: &RepoArg, args: &RepairSnapshotsArgs) -> Resul
         forget: args.forget,
         dry_run: args.dry_run,
     };
-    let bar = Bar::new("repair snapshots");
-    let report = store::repair_snapshots(&repo, &opts, &bar);
-    bar.finish();
+    let report = Bar::run("repair snapshots", |bar| store::repair_snapshots(&repo, &opts, bar));
     let report = report.context("repair snapshots failed")?;
     if args.json {
         let sets: Vec<serde_json::Value> = report

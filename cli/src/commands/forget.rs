@@ -125,12 +125,10 @@ pub fn prune(repo_arg: &RepoArg, args: &PruneArgs) -> Result<ExitCode> {
         dry_run: args.dry_run,
         lock: repo_arg.lock_options("prune"),
     };
-    let bar = Bar::new("prune");
     let mut removed = |info: &store::LockInfo| {
         eprintln!("store: removed the lock of a process that no longer runs: {info}");
     };
-    let report = store::prune(&repo, &opts, &bar, &mut removed);
-    bar.finish();
+    let report = Bar::run("prune", |bar| store::prune(&repo, &opts, bar, &mut removed));
     let report = match report {
         Ok(r) => r,
         Err(e @ store::Error::Locked { .. }) => {
@@ -176,9 +174,7 @@ pub fn prune(repo_arg: &RepoArg, args: &PruneArgs) -> Result<ExitCode> {
 pub fn stats(repo_arg: &RepoArg, args: &StatsArgs) -> Result<ExitCode> {
     let repo = repo_arg.open()?;
     let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "stats", true)?;
-    let bar = Bar::new("stats");
-    let st = store::stats(&repo, &bar);
-    bar.finish();
+    let st = Bar::run("stats", |bar| store::stats(&repo, bar));
     let st = st.context("computing statistics")?;
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let dedup = ratio(st.bytes_source, st.bytes_unique_raw);

@@ -16,11 +16,9 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
     let (id, manifest) = repo
         .resolve_snapshot(&args.snapshot)
         .with_context(|| format!("finding snapshot {:?}", args.snapshot))?;
-    let bar = Bar::new("restore");
     let opts =
         store::RestoreOptions { target: args.target.clone(), threads: args.threads.unwrap_or(0) };
-    let result = store::restore(&repo, &manifest, &opts, &bar);
-    bar.finish();
+    let result = Bar::run("restore", |bar| store::restore(&repo, &manifest, &opts, bar));
     let report = result.with_context(|| format!("restoring snapshot {}", id.short()))?;
     for f in &report.failures {
         eprintln!("store: error: {}: {}", f.path, f.error);

@@ -108,18 +108,18 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         }
         (None, false) => store::ParentChoice::Auto,
     };
-    let bar = Bar::new("snapshot");
-    let opts = store::SnapshotOptions {
-        sources,
-        tags: args.tags.clone(),
-        host: args.host.clone().unwrap_or_else(host_name),
-        parent,
-        excludes,
-        threads: args.threads.unwrap_or(0),
-        scan_totals: bar.is_visible(),
-    };
-    let result = store::snapshot(&repo, &opts, &bar);
-    bar.finish();
+    let result = Bar::run("snapshot", |bar| {
+        let opts = store::SnapshotOptions {
+            sources,
+            tags: args.tags.clone(),
+            host: args.host.clone().unwrap_or_else(host_name),
+            parent,
+            excludes,
+            threads: args.threads.unwrap_or(0),
+            scan_totals: bar.is_visible(),
+        };
+        store::snapshot(&repo, &opts, bar)
+    });
     let report = result.context("snapshot failed, nothing was committed")?;
     let m = &report.manifest;
     for s in &m.issues {
