@@ -92,7 +92,8 @@ fn snapshot_and_restore(c: &mut Criterion) {
         b.iter_batched(
             || tempfile::tempdir_in(work.path()).unwrap(),
             |out| {
-                let ropts = store::RestoreOptions { target: out.path().join("t"), threads: 0 };
+                let ropts =
+                    store::RestoreOptions { target: out.path().join("t"), ..Default::default() };
                 store::restore(&repo, &report.manifest, &ropts, &NoProgress).unwrap();
                 out
             },

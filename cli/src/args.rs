@@ -58,6 +58,19 @@ pub enum Command {
     Prune(PruneArgs),
     /// Sizes, dedup and compression ratios, and what each set alone holds.
     Stats(StatsArgs),
+    /// Write one file of a set to standard output (e.g. `store cat latest db | pg_restore ...`).
+    Cat(CatArgs),
+}
+
+/// `store cat`.
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// The file: `component` for a file component, or `component/dir/file`.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
 }
 
 /// `store stats`.
@@ -281,8 +294,14 @@ pub struct RestoreArgs {
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// Directory to restore into (created if missing; must be empty).
-    #[arg(long, value_name = "DIR")]
-    pub target: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "dry_run")]
+    pub target: Option<PathBuf>,
+    /// Only this component (repeatable); every component of the set by default.
+    #[arg(long = "component", value_name = "NAME")]
+    pub components: Vec<String>,
+    /// List what would be written (with --json: one JSON object per path); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Parallel file writers (default: number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

@@ -118,6 +118,8 @@ pub use repo::{
     DEFAULT_STALE_AFTER,
 };
 #[cfg(feature = "engine")]
-pub use restore::{for_each_chunk, restore, RestoreFailure, RestoreOptions, RestoreReport};
+pub use restore::{
+    for_each_chunk, restore, write_file_to, RestoreFailure, RestoreOptions, RestoreReport,
+};
 #[cfg(feature = "engine")]
 pub use stats::{stats, RepoStats, SetStats};

@@ -43,6 +43,8 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Parallel file writers; the number of CPUs when 0.
     pub threads: usize,
+    /// Only these components (all when empty).
+    pub components: Vec<String>,
 }
 
 /// A path that could not be restored.
@@ -194,6 +196,15 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    if let Some(missing) =
+        opts.components.iter().find(|n| !manifest.components.iter().any(|c| c.name == **n))
+    {
+        let names: Vec<&str> = manifest.components.iter().map(|c| c.name.as_str()).collect();
+        return Err(Error::InvalidOption {
+            option: "component",
+            reason: format!("the set has no component {missing:?} (it has: {})", names.join(", ")),
+        });
+    }
     let target_fd = prepare_target(&opts.target)?;
     repo.index()?;
     let threads = if opts.threads == 0 {
@@ -219,7 +230,11 @@ pub fn restore(
             as_root,
             shared: &shared,
         });
-        for c in &manifest.components {
+        for c in manifest
+            .components
+            .iter()
+            .filter(|c| opts.components.is_empty() || opts.components.contains(&c.name))
+        {
             progress.phase(&c.name);
             if !is_valid_name(c.name.as_bytes()) {
                 record(&shared, &c.name, "invalid component name");
@@ -424,6 +439,43 @@ fn file_writer(
         }
         progress.add_items(1);
     }
+}
+
+/// Writes the content of file `node` to `out`, every chunk verified against its id; returns the
+/// bytes written. (`store cat`.)
+///
+/// # Errors
+/// [`Error::InvalidOption`] when `node` is not a regular file; damaged or missing data; write
+/// errors on `out` (named `out_name`).
+pub fn write_file_to(
+    repo: &Repository,
+    node: &Node,
+    out: &mut dyn Write,
+    out_name: &str,
+) -> Result<u64> {
+    let Content::File { size, chunks } = &node.content else {
+        return Err(Error::InvalidOption {
+            option: "path",
+            reason: format!("{} is not a regular file", escape_name(&node.name)),
+        });
+    };
+    let (mut frame, mut raw) = (Vec::new(), Vec::new());
+    let mut written = 0u64;
+    for_each_chunk(repo, chunks, |id| {
+        repo.read_blob_into(id, BlobKind::Data, &mut frame, &mut raw)?;
+        out.write_all(&raw).at(out_name)?;
+        written += raw.len() as u64;
+        Ok(())
+    })?;
+    out.flush().at(out_name)?;
+    if written != *size {
+        return Err(Error::SizeMismatch {
+            path: escape_name(&node.name),
+            recorded: *size,
+            found: written,
+        });
+    }
+    Ok(written)
 }
 
 /// Calls `f` with each chunk id of a file, in order, loading chunk-list blobs as needed.

@@ -16,6 +16,7 @@ mod integrity;
 mod json;
 mod postgres;
 mod power_loss;
+mod restore_options;
 mod retention;
 mod roundtrip;
 mod sets;

@@ -41,6 +41,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Forget(a) => forget::forget(&repo, &a),
         Command::Prune(a) => forget::prune(&repo, &a),
         Command::Stats(a) => forget::stats(&repo, &a),
+        Command::Cat(a) => ls::cat(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
         Command::Restore(a) => restore::run(&repo, &a),

@@ -16,8 +16,15 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
     let (id, manifest) = repo
         .resolve_snapshot(&args.snapshot)
         .with_context(|| format!("finding snapshot {:?}", args.snapshot))?;
-    let opts =
-        store::RestoreOptions { target: args.target.clone(), threads: args.threads.unwrap_or(0) };
+    if args.dry_run {
+        return dry_run(&repo, id, &manifest, args);
+    }
+    let target = args.target.clone().context("--target DIR is required")?;
+    let opts = store::RestoreOptions {
+        target: target.clone(),
+        threads: args.threads.unwrap_or(0),
+        components: args.components.clone(),
+    };
     let result = Bar::run("restore", |bar| store::restore(&repo, &manifest, &opts, bar));
     let report = result.with_context(|| format!("restoring snapshot {}", id.short()))?;
     for f in &report.failures {
@@ -27,7 +34,7 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
     if args.json {
         print_json(&serde_json::json!({
             "id": id.to_hex(),
-            "target": args.target.display().to_string(),
+            "target": target.display().to_string(),
             "files": report.files,
             "dirs": report.dirs,
             "symlinks": report.symlinks,
@@ -40,7 +47,7 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
         println!(
             "restored snapshot {} to {}: {} files, {} in {:.1} s ({})",
             id.short(),
-            args.target.display(),
+            target.display(),
             report.files,
             size(report.bytes),
             secs,
@@ -53,4 +60,53 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
         eprintln!("store: {} paths could not be restored", report.failures.len());
         Ok(ExitCode::from(crate::EXIT_ERROR))
     }
+}
+
+/// Lists what a restore would write, component by component; writes nothing.
+fn dry_run(
+    repo: &store::Repository,
+    id: store::SnapshotId,
+    manifest: &store::Manifest,
+    args: &RestoreArgs,
+) -> Result<ExitCode> {
+    use std::io::Write;
+    if let Some(missing) =
+        args.components.iter().find(|n| !manifest.components.iter().any(|c| c.name == **n))
+    {
+        anyhow::bail!("the set has no component {missing:?}");
+    }
+    let mut out = std::io::stdout().lock();
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for c in manifest
+        .components
+        .iter()
+        .filter(|c| args.components.is_empty() || args.components.contains(&c.name))
+    {
+        let node = store::vfs::component_node(repo, c)?;
+        store::vfs::walk(repo, c.name.as_bytes(), &node, &mut |path, node| {
+            let path = store::escape_name(path);
+            let kind = match node.content {
+                store::Content::File { .. } => {
+                    files += 1;
+                    bytes += node.size();
+                    "file"
+                }
+                store::Content::Dir { .. } => "dir",
+                store::Content::Symlink { .. } => "symlink",
+                store::Content::Special { .. } => "special",
+            };
+            let line = if args.json {
+                serde_json::json!({"path": path, "type": kind, "size": node.size()}).to_string()
+            } else {
+                format!("would write {kind} {path}")
+            };
+            writeln!(out, "{line}")
+                .map_err(|e| store::Error::Io { path: "<stdout>".into(), cause: e })
+        })
+        .with_context(|| format!("listing set {}", id.short()))?;
+    }
+    if !args.json {
+        writeln!(out, "would restore {files} files, {}", size(bytes))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
