@@ -522,7 +522,7 @@ fn sigkill_at_random_moments_never_damages_the_repository() {
     ));
     for (n, (id, files)) in committed.iter().enumerate() {
         let out = env.path(&format!("out{n}"));
-        env.run("restore", &[OsStr::new(id), OsStr::new("--target"), out.as_os_str()]).ok();
+        env.restore(id, &out);
         for (path, data) in files {
             let rel = path.strip_prefix(&src).unwrap();
             assert!(

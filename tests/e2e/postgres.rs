@@ -148,7 +148,7 @@ fn alfresco_set_with_a_real_pg_dump_restores_into_an_identical_database() {
     assert!(doc["components"][1]["bytes_read"].as_u64().unwrap() > 100_000);
 
     let out = env.path("restore");
-    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]).ok();
+    env.restore("latest", &out);
     crate::support::assert_same_tree(&solr, &out.join("index"));
     crate::support::assert_same_tree(&content, &out.join("content"));
     cluster.psql("postgres", "CREATE DATABASE restored");

@@ -84,7 +84,7 @@ fn forget_and_prune_free_exactly_what_no_set_references() {
     let check = env.run("check", &["--read-data"]);
     assert_eq!(check.code, 0, "{}", check.stdout);
     let out = env.path("out");
-    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]).ok();
+    env.restore("latest", &out);
     assert_same_tree(&src, &out.join("data"));
     // A second prune has nothing to do.
     let again = env.run("prune", &["--json"]).ok().json();
@@ -109,7 +109,7 @@ fn partly_used_packs_are_repacked() {
     assert!(pack_bytes(&env.repo()) < (3 << 20), "the dropped file's bytes are gone");
     assert_eq!(env.run("check", &["--read-data"]).code, 0);
     let out = env.path("out");
-    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]).ok();
+    env.restore("latest", &out);
     assert_same_tree(&src, &out.join("data"));
 }
 
@@ -179,7 +179,7 @@ fn snapshots_and_prunes_running_together_lose_nothing() {
     assert_eq!(env.run("check", &["--read-data"]).code, 0);
     for (n, (id, content)) in expected.iter().enumerate() {
         let out = env.path(&format!("out{n}"));
-        env.run("restore", &[OsStr::new(id), OsStr::new("--target"), out.as_os_str()]).ok();
+        env.restore(id, &out);
         assert!(std::fs::read(out.join("data/file.bin")).unwrap() == *content, "set {id}");
     }
 }
@@ -271,7 +271,7 @@ fn crash_at_every_step_of_prune_loses_nothing_and_the_next_prune_finishes() {
         let check = env.run("check", &["--read-data"]);
         assert_eq!(check.code, 0, "{point}: {}", check.stdout);
         let out = env.path("out");
-        env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]).ok();
+        env.restore("latest", &out);
         assert_same_tree(&src, &out.join("data"));
         env.run("prune", &[] as &[&str]).ok();
         let left = pack_bytes(&env.repo());

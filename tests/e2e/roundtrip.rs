@@ -76,7 +76,7 @@ fn round_trip_keeps_bytes_metadata_symlinks_and_odd_names() {
     assert_eq!(doc["symlinks"], 4);
     assert_eq!(doc["specials"], 1);
     let out = env.path("out");
-    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]).ok();
+    env.restore("latest", &out);
     assert_same_tree(&src, &out.join("src"));
     // The symlink was created, not followed.
     assert_eq!(std::fs::read_link(out.join("src/abs-link")).unwrap(), Path::new("/etc/passwd"));
@@ -105,7 +105,7 @@ fn round_trip_of_a_100_mib_file_and_10000_small_files() {
     // Compression pays on the compressible part and the small text files.
     assert!(doc["bytes_added"].as_u64().unwrap() < doc["bytes_source"].as_u64().unwrap());
     let out = env.path("out");
-    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]).ok();
+    env.restore("latest", &out);
     assert_same_tree(&src, &out.join("src"));
 }
 
@@ -159,7 +159,7 @@ fn several_sources_become_components_and_file_sources_restore_as_files() {
     sorted.sort_unstable();
     assert_eq!(starts, sorted, "components are captured in the order given");
     let out = env.path("out");
-    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]).ok();
+    env.restore("latest", &out);
     assert_same_tree(&index, &out.join("solr4Backup"));
     assert_same_tree(&content, &out.join("contentstore"));
     assert_eq!(std::fs::read(out.join("alfresco.sql")).unwrap(), std::fs::read(&dump).unwrap());
@@ -263,7 +263,7 @@ fn directory_with_200000_entries_is_paged_and_round_trips() {
     let doc = env.snapshot(&[&src]);
     assert_eq!(doc["files"], 200_001);
     let out = env.path("out");
-    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]).ok();
+    env.restore("latest", &out);
     let restored = std::fs::read_dir(out.join("src/contentstore.deleted")).unwrap().count();
     assert_eq!(restored, 200_001);
     assert_eq!(

@@ -12,7 +12,7 @@ fn snapshot_count(env: &Env) -> usize {
 }
 
 fn restore(env: &Env, set: &str, target: &std::path::Path) {
-    env.run("restore", &[OsStr::new(set), OsStr::new("--target"), target.as_os_str()]).ok();
+    env.restore(set, &target);
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn components_of_every_kind_are_captured_in_command_line_order() {
         assert!(c.get("bytes_read").is_some() && c.get("bytes_added").is_some());
     }
     let out = env.path("out");
-    restore(&env, "latest", &out);
+    env.restore("latest", &out);
     let seq: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
     assert_eq!(std::fs::read(out.join("db")).unwrap(), seq.as_bytes());
     assert_eq!(std::fs::read(out.join("notes")).unwrap(), stdin_data);
@@ -105,7 +105,7 @@ fn a_failing_or_killed_command_commits_nothing() {
     .ok();
     assert_eq!(snapshot_count(&env), 1);
     let out = env.path("out");
-    restore(&env, "latest", &out);
+    env.restore("latest", &out);
     assert_eq!(std::fs::read(out.join("db")).unwrap(), b"ok\n");
 }
 
@@ -156,7 +156,7 @@ fn no_change_incremental_reads_nothing_and_one_touched_file_is_read_alone() {
     assert_eq!(again["chunks_new"], 0);
     // Every set restores byte for byte.
     let out = env.path("out");
-    restore(&env, next["id"].as_str().unwrap(), &out);
+    env.restore(next["id"].as_str().unwrap(), &out);
     crate::support::assert_same_tree(&src, &out.join("contentstore"));
 }
 
@@ -279,7 +279,7 @@ fn forest_stand_with_50_edits_adds_well_under_10_percent() {
     // default 32 KiB / 128 KiB / 512 KiB chunks (the chunker seed is random per repository).
     assert!(added * 100 < (200 << 20) * 6, "50 edits added {added} bytes of 200 MiB");
     let out = env.path("out");
-    restore(&env, "latest", &out);
+    env.restore("latest", &out);
     assert!(std::fs::read(out.join("Forests/Documents/00000a1b/TreeData")).unwrap() == data);
 }
 
@@ -314,7 +314,7 @@ fn a_file_growing_while_read_is_kept_named_and_exits_3() {
     assert_eq!(doc["files"], 2, "the changing file is kept in the set");
     // What was kept is a prefix of the journal, with the size recorded as read.
     let out = env.path("out");
-    restore(&env, "latest", &out);
+    env.restore("latest", &out);
     let kept = std::fs::read(out.join("Journals/Journal-20261121")).unwrap();
     let now = std::fs::read(&journal).unwrap();
     assert!(kept.len() >= 64 << 20 && now.starts_with(&kept));
@@ -433,7 +433,7 @@ fn unchanged_file_with_lost_chunks_is_read_again() {
     assert_eq!(c["files_changed"], 1, "x.bin must be read again: {c}");
     assert_eq!(c["bytes_read"], x.len() as u64);
     let out = env.path("out-c");
-    restore(&env, c["id"].as_str().unwrap(), &out);
+    env.restore(c["id"].as_str().unwrap(), &out);
     crate::support::assert_same_tree(&src, &out.join("contentstore"));
 }
 

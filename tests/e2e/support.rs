@@ -88,6 +88,12 @@ impl Env {
         store(all)
     }
 
+    /// `restore SET --target TARGET`, which must succeed.
+    #[track_caller]
+    pub fn restore(&self, set: &str, target: &Path) {
+        self.run("restore", &[OsStr::new(set), OsStr::new("--target"), target.as_os_str()]).ok();
+    }
+
     /// `snapshot --json` of `paths`, returning the parsed document.
     #[track_caller]
     pub fn snapshot(&self, paths: &[&Path]) -> serde_json::Value {
