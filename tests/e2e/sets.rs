@@ -11,10 +11,6 @@ fn snapshot_count(env: &Env) -> usize {
     std::fs::read_dir(env.repo().join("snapshots")).unwrap().count()
 }
 
-fn restore(env: &Env, set: &str, target: &std::path::Path) {
-    env.restore(set, &target);
-}
-
 #[test]
 fn components_of_every_kind_are_captured_in_command_line_order() {
     let env = Env::new();
