@@ -41,7 +41,7 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// List the contents of a set.
     Ls(LsArgs),
-    /// Restore a set into an empty directory.
+    /// Restore a set, or part of it, into a directory.
     Restore(RestoreArgs),
     /// Show what changed between two sets.
     Diff(DiffArgs),
@@ -293,12 +293,27 @@ pub struct RestoreArgs {
     /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
-    /// Directory to restore into (created if missing; must be empty).
+    /// Directory to restore into (created if missing; must be empty unless --overwrite).
     #[arg(long, value_name = "DIR", required_unless_present = "dry_run")]
     pub target: Option<PathBuf>,
     /// Only this component (repeatable); every component of the set by default.
     #[arg(long = "component", value_name = "NAME")]
     pub components: Vec<String>,
+    /// Only paths matching GLOB, and everything below a matching directory (repeatable).
+    /// Matched against `component/path`; a pattern without `/` matches a name at any depth.
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip paths matching GLOB, and everything below them (repeatable; wins over --include).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Restore into a non-empty target: `never` keeps existing entries, `if-changed` replaces
+    /// only those that differ (content hashed; resumes an interrupted restore), `always`
+    /// replaces all.
+    #[arg(long, value_name = "WHEN")]
+    pub overwrite: Option<OverwriteArg>,
+    /// Read every written file back and check it against the set.
+    #[arg(long)]
+    pub verify: bool,
     /// List what would be written (with --json: one JSON object per path); write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -308,6 +323,27 @@ pub struct RestoreArgs {
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `restore --overwrite`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OverwriteArg {
+    /// Keep every existing entry.
+    Never,
+    /// Replace entries that differ from the set.
+    IfChanged,
+    /// Replace every entry.
+    Always,
+}
+
+impl From<OverwriteArg> for store::Overwrite {
+    fn from(a: OverwriteArg) -> Self {
+        match a {
+            OverwriteArg::Never => store::Overwrite::Never,
+            OverwriteArg::IfChanged => store::Overwrite::IfChanged,
+            OverwriteArg::Always => store::Overwrite::Always,
+        }
+    }
 }
 
 /// `store diff`.

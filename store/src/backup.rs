@@ -15,7 +15,6 @@
 //! walk starts only when every file of the previous one has been read (the hot-backup order
 //! of the Alfresco manual: index, then database, then content store).
 
-mod exclude;
 mod pipeline;
 mod source;
 mod walk;
@@ -29,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use self::exclude::Excludes;
 use self::pipeline::{compress_loop, pack_loop, seal_loop, Dedup, RawBlob, Shared};
 use self::walk::{
     metadata_of, walk_dir, EntryKind, FileJob, FileOutcome, Freshness, ParentDir, WalkEvent,
@@ -39,6 +37,7 @@ use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, SnapshotId, TreeId};
 use crate::pack::BlobKind;
+use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind};
@@ -272,7 +271,7 @@ pub fn snapshot(
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
     check_sources(&opts.sources)?;
-    let excludes = Excludes::new(&opts.excludes)?;
+    let excludes = Patterns::new(&opts.excludes, "exclude")?;
     repo.prepare_write()?;
     let parent = resolve_parent(repo, opts)?;
     let threads = if opts.threads == 0 {
@@ -418,7 +417,7 @@ type Captured = (Vec<Component>, Vec<PathIssue>);
 fn capture(
     ctx: &Ctx<'_>,
     opts: &SnapshotOptions,
-    excludes: &Excludes,
+    excludes: &Patterns,
     parent: Option<&Manifest>,
     sinks: &CaptureSinks<'_>,
 ) -> Result<Captured> {
@@ -471,7 +470,7 @@ fn capture_path(
     src: &SourceSpec,
     path: &Path,
     index: usize,
-    excludes: &Excludes,
+    excludes: &Patterns,
     parent: Option<&Component>,
     sinks: &CaptureSinks<'_>,
 ) -> Result<(ComponentKind, Metadata)> {

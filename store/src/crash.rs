@@ -2,13 +2,22 @@
 //!
 //! Compiled in only with the `crash-points` feature (tests); then, when `STORE_CRASH_AT` equals
 //! `<label>_<stage>`, the process aborts on the spot: no destructors, no cleanup, like a crash.
+//! `<label>_<stage>@N` aborts the N-th time the point is reached instead of the first.
 //! The points and what a crash there leaves are listed in docs/FORMAT.md §12.
 
-/// Aborts if `STORE_CRASH_AT` is `<label>_<stage>` (only with the `crash-points` feature).
+/// Aborts if `STORE_CRASH_AT` is `<label>_<stage>` or `<label>_<stage>@N` (only with the
+/// `crash-points` feature).
 #[cfg(feature = "crash-points")]
 pub(crate) fn point(label: &str, stage: &str) {
+    static REACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Ok(target) = std::env::var("STORE_CRASH_AT") {
-        if target.strip_prefix(label).and_then(|r| r.strip_prefix('_')) == Some(stage) {
+        let (name, nth) = match target.split_once('@') {
+            Some((name, n)) => (name, n.parse().unwrap_or(1)),
+            None => (target.as_str(), 1),
+        };
+        if name.strip_prefix(label).and_then(|r| r.strip_prefix('_')) == Some(stage)
+            && REACHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth
+        {
             std::process::abort();
         }
     }

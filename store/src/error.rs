@@ -240,6 +240,12 @@ pub enum Error {
         /// Bytes in its chunks.
         found: u64,
     },
+    /// `restore --verify` read back a file that differs from the snapshot.
+    #[error("{path}: the restored file differs from the snapshot when read back")]
+    RestoredDiffers {
+        /// The file, below the restore target.
+        path: String,
+    },
     /// Another process holds a conflicting lock.
     #[error("repository is locked: {holder}")]
     Locked {

@@ -64,6 +64,8 @@ mod forget;
 #[cfg(feature = "engine")]
 mod gc;
 #[cfg(feature = "engine")]
+mod pattern;
+#[cfg(feature = "engine")]
 mod repair;
 #[cfg(feature = "engine")]
 mod repo;
@@ -119,7 +121,8 @@ pub use repo::{
 };
 #[cfg(feature = "engine")]
 pub use restore::{
-    for_each_chunk, restore, write_file_to, RestoreFailure, RestoreOptions, RestoreReport,
+    for_each_chunk, plan as restore_plan, restore, write_file_to, Overwrite, RestoreFailure,
+    RestoreOptions, RestoreReport,
 };
 #[cfg(feature = "engine")]
 pub use stats::{stats, RepoStats, SetStats};

@@ -5,46 +5,75 @@
 //! - every name comes from a tree that was checked on decode (not empty, not `.`/`..`, no `/`,
 //!   no NUL) and is checked again here before use;
 //! - directories are created with `mkdirat` relative to an open parent and entered with
-//!   `openat(O_DIRECTORY | O_NOFOLLOW)`, so a symlink, planted by the snapshot or by anyone
-//!   else, is never traversed;
-//! - files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`; symlinks are created, never
-//!   followed;
+//!   `openat(O_DIRECTORY | O_NOFOLLOW)`, so a symlink, planted by the snapshot or already in the
+//!   target, is never traversed;
+//! - files are written under a temporary name (`O_CREAT | O_EXCL | O_NOFOLLOW`) and renamed
+//!   over the final name when complete, so an interrupted restore never leaves a partial file
+//!   under a real name, and an existing symlink is replaced, never written through;
 //! - metadata is applied last, on the open descriptor: ownership (as root only), then mode
 //!   (setuid/setgid only as root), then times; a directory's when everything in it is done.
 //!
 //! Every blob is verified against its id as it is read. A file whose data cannot be read or
 //! verified is removed and reported with the pack and blob at fault; the rest is restored.
+//! Runs of zero bytes (whole 4 KiB blocks) are left as holes.
+//!
+//! The walk that selects what to restore ([`plan`] for `--dry-run`, [`restore`] for the real
+//! thing) is one function, so both agree on `--include`/`--exclude`.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::pack::BlobKind;
+use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::Manifest;
+use crate::snapshot::{Component, Manifest};
 use crate::tree::{
     decode_chunk_list, escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node,
 };
-use crate::vfs::dir_entries;
+use crate::vfs::{component_node, dir_entries};
+
+/// What to do with entries that already exist in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Leave every existing entry as it is; restore only what is missing.
+    Never,
+    /// Replace an existing entry only when it differs from the snapshot (a file's content is
+    /// read and hashed chunk by chunk), so an interrupted restore resumes where it stopped.
+    IfChanged,
+    /// Replace every existing entry.
+    Always,
+}
 
 /// Where and how to restore.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
-    /// The target directory; created if missing, must be empty if present.
+    /// The target directory; created if missing. Must be empty unless `overwrite` is set.
     pub target: PathBuf,
     /// Parallel file writers; the number of CPUs when 0.
     pub threads: usize,
     /// Only these components (all when empty).
     pub components: Vec<String>,
+    /// Only paths matching one of these patterns (with everything below a matching
+    /// directory), matched against `component/path` (see `snapshot --exclude`).
+    pub include: Vec<String>,
+    /// Never paths matching one of these patterns (nor anything below them).
+    pub exclude: Vec<String>,
+    /// How to treat existing entries; `None` refuses a non-empty target.
+    pub overwrite: Option<Overwrite>,
+    /// Read every written file back and check it against the snapshot.
+    pub verify: bool,
 }
 
 /// A path that could not be restored.
@@ -69,28 +98,28 @@ pub struct RestoreReport {
     pub specials: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+    /// Existing entries left as they were (`--overwrite never`, or unchanged with
+    /// `--overwrite if-changed`).
+    pub unchanged: u64,
+    /// Files read back and found identical to the snapshot (`--verify`).
+    pub verified: u64,
     /// Paths that could not be restored.
     pub failures: Vec<RestoreFailure>,
     /// Wall time.
     pub duration: Duration,
 }
 
-#[derive(Default)]
-struct Tally {
-    report: RestoreReport,
-}
-
-type Shared = Mutex<Tally>;
+type Shared = Mutex<RestoreReport>;
 
 fn record(shared: &Shared, path: &str, error: impl std::fmt::Display) {
-    if let Ok(mut t) = shared.lock() {
-        t.report.failures.push(RestoreFailure { path: path.to_owned(), error: error.to_string() });
+    if let Ok(mut r) = shared.lock() {
+        r.failures.push(RestoreFailure { path: path.to_owned(), error: error.to_string() });
     }
 }
 
 fn count(shared: &Shared, f: impl FnOnce(&mut RestoreReport)) {
-    if let Ok(mut t) = shared.lock() {
-        f(&mut t.report);
+    if let Ok(mut r) = shared.lock() {
+        f(&mut r);
     }
 }
 
@@ -162,14 +191,24 @@ fn open_dir_at(dir: impl AsFd, name: &[u8]) -> rustix::io::Result<OwnedFd> {
     )
 }
 
-/// Checks the target directory: created if missing, refused if it holds anything.
-fn prepare_target(target: &std::path::Path) -> Result<OwnedFd> {
+/// The temporary name a file or symlink is created under before it is renamed into place;
+/// the same on every run, so an interrupted restore's leftover is replaced by the next one.
+fn temp_name(name: &[u8]) -> Vec<u8> {
+    let hash = Id::hash(name).to_hex();
+    format!(".store-restore-{}", &hash[..16]).into_bytes()
+}
+
+/// Checks the target directory: created if missing; refused if it holds anything, unless
+/// existing entries may be kept or replaced.
+fn prepare_target(target: &std::path::Path, overwrite: Option<Overwrite>) -> Result<OwnedFd> {
     match std::fs::read_dir(target) {
         Ok(mut entries) => {
-            if entries.next().is_some() {
+            if overwrite.is_none() && entries.next().is_some() {
                 return Err(Error::Target {
                     path: target.to_path_buf(),
-                    reason: "directory is not empty".into(),
+                    reason: "directory is not empty (use --overwrite never, if-changed or always \
+                             to restore into it)"
+                        .into(),
                 });
             }
         }
@@ -182,20 +221,29 @@ fn prepare_target(target: &std::path::Path) -> Result<OwnedFd> {
         .at(target)
 }
 
-/// Restores every component of `manifest` into `opts.target`, each as `TARGET/<name>`.
-///
-/// Damaged data does not stop the restore: the files affected are listed in
-/// [`RestoreReport::failures`] and everything else is written.
+/// Which paths of a set a restore selects: components, then `--include` and `--exclude`.
+struct Selection {
+    include: Patterns,
+    exclude: Patterns,
+}
+
+impl Selection {
+    fn new(opts: &RestoreOptions) -> Result<Self> {
+        Ok(Selection {
+            include: Patterns::new(&opts.include, "include pattern")?,
+            exclude: Patterns::new(&opts.exclude, "exclude pattern")?,
+        })
+    }
+}
+
+/// The components of `manifest` that `opts` selects, in the set's order.
 ///
 /// # Errors
-/// [`Error::Target`] when the target cannot be used; repository errors that stop everything.
-pub fn restore(
-    repo: &Repository,
-    manifest: &Manifest,
+/// [`Error::InvalidOption`] naming a requested component the set does not have.
+fn selected_components<'m>(
+    manifest: &'m Manifest,
     opts: &RestoreOptions,
-    progress: &dyn Progress,
-) -> Result<RestoreReport> {
-    let started = Instant::now();
+) -> Result<Vec<&'m Component>> {
     if let Some(missing) =
         opts.components.iter().find(|n| !manifest.components.iter().any(|c| c.name == **n))
     {
@@ -205,7 +253,214 @@ pub fn restore(
             reason: format!("the set has no component {missing:?} (it has: {})", names.join(", ")),
         });
     }
-    let target_fd = prepare_target(&opts.target)?;
+    Ok(manifest
+        .components
+        .iter()
+        .filter(|c| opts.components.is_empty() || opts.components.contains(&c.name))
+        .collect())
+}
+
+/// What the selecting walk hands its entries to.
+trait Sink {
+    /// A directory of the output, created on first use.
+    type Dir: Clone;
+    /// Creates directory `node` (at `path`) in `parent`.
+    fn make_dir(&mut self, parent: &Self::Dir, node: &Node, path: &str) -> Result<Self::Dir>;
+    /// Restores a file, symlink or special file into `dir`.
+    fn leaf(&mut self, dir: &Self::Dir, node: Node, path: String) -> Result<()>;
+    /// Records a path that cannot be restored; the walk goes on.
+    fn failure(&mut self, path: &str, error: &Error);
+}
+
+struct Frame<'r, D> {
+    dir: Option<D>,
+    node: Option<Node>,
+    path: String,
+    raw: Vec<u8>,
+    entries: Box<dyn Iterator<Item = Result<Node>> + 'r>,
+    included: bool,
+    failed: bool,
+}
+
+/// The directory of the innermost frame, creating it and every missing ancestor: a
+/// directory is created only once something below it is selected.
+fn ensure_dir<S: Sink>(stack: &mut [Frame<'_, S::Dir>], sink: &mut S) -> Option<S::Dir> {
+    let start = stack.iter().position(|f| f.dir.is_none()).unwrap_or(stack.len());
+    for i in start..stack.len() {
+        let (before, rest) = stack.split_at_mut(i);
+        let frame = &mut rest[0];
+        if frame.failed {
+            return None;
+        }
+        let parent = before.last()?.dir.as_ref()?;
+        let node = frame.node.as_ref()?;
+        match sink.make_dir(parent, node, &frame.path) {
+            Ok(dir) => frame.dir = Some(dir),
+            Err(e) => {
+                sink.failure(&frame.path, &e);
+                frame.failed = true;
+                return None;
+            }
+        }
+    }
+    stack.last()?.dir.clone()
+}
+
+/// Walks the selected paths of `components` depth first, in name order, handing directories
+/// and leaves to `sink`. Memory: one page iterator per level of the current path.
+///
+/// # Errors
+/// Only errors of `sink` stop the walk; damaged trees are handed to [`Sink::failure`].
+fn walk_selected<S: Sink>(
+    repo: &Repository,
+    selection: &Selection,
+    root: &S::Dir,
+    components: &[&Component],
+    sink: &mut S,
+) -> Result<()> {
+    for c in components {
+        if !is_valid_name(c.name.as_bytes()) {
+            sink.failure(
+                &c.name,
+                &Error::InvalidOption {
+                    option: "component",
+                    reason: "invalid component name".into(),
+                },
+            );
+            continue;
+        }
+        let top = match component_node(repo, c) {
+            Ok(node) => node,
+            Err(e) => {
+                sink.failure(&c.name, &e);
+                continue;
+            }
+        };
+        let mut stack = vec![Frame {
+            dir: Some(root.clone()),
+            node: None,
+            path: String::new(),
+            raw: Vec::new(),
+            entries: Box::new(std::iter::once(Ok(top))),
+            included: selection.include.is_empty(),
+            failed: false,
+        }];
+        while let Some(frame) = stack.last_mut() {
+            let node = match frame.entries.next() {
+                None => {
+                    stack.pop();
+                    continue;
+                }
+                Some(Err(e)) => {
+                    sink.failure(&frame.path, &e);
+                    stack.pop();
+                    continue;
+                }
+                Some(Ok(node)) => node,
+            };
+            let path = join(&frame.path, &node.name);
+            if !is_valid_name(&node.name) {
+                sink.failure(
+                    &path,
+                    &Error::InvalidOption { option: "name", reason: "invalid name in tree".into() },
+                );
+                continue;
+            }
+            let mut raw = frame.raw.clone();
+            if !raw.is_empty() {
+                raw.push(b'/');
+            }
+            raw.extend_from_slice(&node.name);
+            if selection.exclude.matches(&raw, &node.name) {
+                continue;
+            }
+            let included = frame.included || selection.include.matches(&raw, &node.name);
+            if let Content::Dir { tree } = node.content {
+                // A directory whose tree is damaged is still created (when selected), empty.
+                let entries: Box<dyn Iterator<Item = Result<Node>>> = match dir_entries(repo, tree)
+                {
+                    Ok(entries) => Box::new(entries),
+                    Err(e) => {
+                        sink.failure(&path, &e);
+                        Box::new(std::iter::empty())
+                    }
+                };
+                stack.push(Frame {
+                    dir: None,
+                    node: Some(node),
+                    path,
+                    raw,
+                    entries,
+                    included,
+                    failed: false,
+                });
+                if included {
+                    ensure_dir(&mut stack, sink);
+                }
+            } else if included {
+                if let Some(dir) = ensure_dir(&mut stack, sink) {
+                    sink.leaf(&dir, node, path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` with the path and node of every entry a restore with `opts` would write
+/// (`restore --dry-run`); writes nothing.
+///
+/// # Errors
+/// [`Error::InvalidOption`] for an unknown component or a bad pattern; the first error of
+/// `f`; damaged trees are returned as the list of paths that could not be read.
+pub fn plan(
+    repo: &Repository,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    f: &mut dyn FnMut(&str, &Node) -> Result<()>,
+) -> Result<Vec<RestoreFailure>> {
+    struct Lister<'f> {
+        f: &'f mut dyn FnMut(&str, &Node) -> Result<()>,
+        failures: Vec<RestoreFailure>,
+    }
+    impl Sink for Lister<'_> {
+        type Dir = ();
+        fn make_dir(&mut self, (): &(), node: &Node, path: &str) -> Result<()> {
+            (self.f)(path, node)
+        }
+        fn leaf(&mut self, (): &(), node: Node, path: String) -> Result<()> {
+            (self.f)(&path, &node)
+        }
+        fn failure(&mut self, path: &str, error: &Error) {
+            self.failures.push(RestoreFailure { path: path.to_owned(), error: error.to_string() });
+        }
+    }
+    let components = selected_components(manifest, opts)?;
+    let selection = Selection::new(opts)?;
+    let mut lister = Lister { f, failures: Vec::new() };
+    walk_selected(repo, &selection, &(), &components, &mut lister)?;
+    Ok(lister.failures)
+}
+
+/// Restores the selected components of `manifest` into `opts.target`, each as
+/// `TARGET/<name>`.
+///
+/// Damaged data does not stop the restore: the files affected are listed in
+/// [`RestoreReport::failures`] and everything else is written.
+///
+/// # Errors
+/// [`Error::Target`] when the target cannot be used; [`Error::InvalidOption`] for an unknown
+/// component or a bad pattern; repository errors that stop everything.
+pub fn restore(
+    repo: &Repository,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let components = selected_components(manifest, opts)?;
+    let selection = Selection::new(opts)?;
+    let target_fd = prepare_target(&opts.target, opts.overwrite)?;
     repo.index()?;
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2)
@@ -213,14 +468,17 @@ pub fn restore(
         opts.threads
     };
     let as_root = rustix::process::geteuid().is_root();
-    progress.set_total(manifest.counts.files, manifest.counts.bytes_source);
+    let (files, bytes) =
+        components.iter().fold((0, 0), |(f, b), c| (f + c.counts.files, b + c.counts.bytes_source));
+    progress.set_total(files, bytes);
     let shared: Shared = Mutex::default();
-    std::thread::scope(|s| {
+    let ctx = Ctx { repo, opts, as_root, shared: &shared, progress };
+    std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = bounded::<FileJob<'_>>(256);
         for _ in 0..threads {
             let rx = rx.clone();
-            let shared = &shared;
-            s.spawn(move || file_writer(repo, &rx, as_root, shared, progress));
+            let ctx = &ctx;
+            s.spawn(move || file_writer(ctx, &rx));
         }
         drop(rx);
         let root = Arc::new(DirHandle {
@@ -230,165 +488,172 @@ pub fn restore(
             as_root,
             shared: &shared,
         });
-        for c in manifest
-            .components
-            .iter()
-            .filter(|c| opts.components.is_empty() || opts.components.contains(&c.name))
-        {
-            progress.phase(&c.name);
-            if !is_valid_name(c.name.as_bytes()) {
-                record(&shared, &c.name, "invalid component name");
-                continue;
-            }
-            if c.kind.is_dir() {
-                let node = Node {
-                    name: c.name.as_bytes().to_vec(),
-                    meta: c.meta,
-                    content: Content::Dir { tree: c.root },
-                };
-                restore_dir(repo, &root, &node, &tx, &shared);
-            } else {
-                walk_tree(repo, Arc::clone(&root), c.root, &tx, &shared);
-            }
-        }
-        drop(root);
-        drop(tx);
-    });
-    let mut report = shared.into_inner().map(|t| t.report).unwrap_or_default();
+        let mut writer = Writer { ctx: &ctx, tx };
+        walk_selected(repo, &selection, &root, &components, &mut writer)
+    })?;
+    let mut report = shared.into_inner().unwrap_or_default();
     report.duration = started.elapsed();
     Ok(report)
 }
 
-/// Creates directory `node` in `parent` and restores its contents.
-fn restore_dir<'a>(
-    repo: &Repository,
-    parent: &Arc<DirHandle<'a>>,
-    node: &Node,
-    tx: &crossbeam_channel::Sender<FileJob<'a>>,
+/// What every writer thread shares.
+struct Ctx<'a> {
+    repo: &'a Repository,
+    opts: &'a RestoreOptions,
+    as_root: bool,
     shared: &'a Shared,
-) {
-    let Content::Dir { tree } = node.content else { return };
-    let path = join(&parent.path, &node.name);
-    match make_dir(parent, &node.name, &node.meta, &path) {
-        Ok(handle) => walk_tree(repo, Arc::new(handle), tree, tx, shared),
-        Err(e) => record(shared, &path, e),
+    progress: &'a dyn Progress,
+}
+
+/// The restoring [`Sink`]: directories and small entries on the walking thread, file
+/// contents queued to the writer threads.
+struct Writer<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    tx: Sender<FileJob<'a>>,
+}
+
+impl<'a> Sink for Writer<'_, 'a> {
+    type Dir = Arc<DirHandle<'a>>;
+
+    fn make_dir(&mut self, parent: &Self::Dir, node: &Node, path: &str) -> Result<Self::Dir> {
+        let handle = make_dir(self.ctx, parent, node, path)?;
+        Ok(Arc::new(handle))
+    }
+
+    fn leaf(&mut self, dir: &Self::Dir, node: Node, path: String) -> Result<()> {
+        let ctx = self.ctx;
+        match &node.content {
+            Content::File { .. } => {
+                let job = FileJob { dir: Arc::clone(dir), node, path };
+                // The writers only stop early when they panicked; the scope reports that.
+                let _ = self.tx.send(job);
+            }
+            Content::Symlink { target } => match restore_symlink(ctx, dir, &node, target) {
+                Ok(true) => count(ctx.shared, |r| r.symlinks += 1),
+                Ok(false) => count(ctx.shared, |r| r.unchanged += 1),
+                Err(e) => record(ctx.shared, &path, format!("cannot create symlink: {e}")),
+            },
+            Content::Special { rdev } => match restore_special(ctx, dir, &node, *rdev) {
+                Ok(true) => count(ctx.shared, |r| r.specials += 1),
+                Ok(false) => {}
+                Err(e) => record(ctx.shared, &path, format!("cannot create special file: {e}")),
+            },
+            Content::Dir { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn failure(&mut self, path: &str, error: &Error) {
+        record(self.ctx.shared, path, error);
     }
 }
 
+/// Creates (or, when overwriting, reuses) directory `node` in `parent`. An existing entry that
+/// is not a directory, a symlink included, is refused, never followed.
 fn make_dir<'a>(
+    ctx: &Ctx<'a>,
     parent: &DirHandle<'a>,
-    name: &[u8],
-    meta: &Metadata,
+    node: &Node,
     path: &str,
 ) -> Result<DirHandle<'a>> {
-    rustix::fs::mkdirat(&parent.fd, name, Mode::from_raw_mode(0o700)).at(path)?;
-    let fd = open_dir_at(&parent.fd, name).at(path)?;
+    let name = node.name.as_slice();
+    let existed = match rustix::fs::mkdirat(&parent.fd, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => false,
+        Err(Errno::EXIST) if ctx.opts.overwrite.is_some() => true,
+        Err(e) => return Err(e).at(path),
+    };
+    let fd = open_dir_at(&parent.fd, name).map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => Error::Target {
+            path: ctx.opts.target.join(path),
+            reason: "exists and is not a directory (a symlink in the target is never followed)"
+                .into(),
+        },
+        e => Error::Io { path: path.into(), cause: e.into() },
+    })?;
+    if !existed {
+        count(ctx.shared, |r| r.dirs += 1);
+    }
+    let keep_as_is = existed && ctx.opts.overwrite == Some(Overwrite::Never);
     Ok(DirHandle {
         fd,
-        meta: Some(*meta),
+        meta: if keep_as_is { None } else { Some(node.meta) },
         path: path.to_owned(),
         as_root: parent.as_root,
         shared: parent.shared,
     })
 }
 
-/// Restores the entries of `tree` into `dir`, depth first; memory is one page iterator and
-/// one open directory per level of the current path.
-fn walk_tree<'a>(
-    repo: &Repository,
-    dir: Arc<DirHandle<'a>>,
-    tree: crate::TreeId,
-    tx: &crossbeam_channel::Sender<FileJob<'a>>,
-    shared: &'a Shared,
-) {
-    let entries = match dir_entries(repo, tree) {
-        Ok(e) => e,
-        Err(e) => return record(shared, &dir.path, e),
-    };
-    let mut stack = vec![(dir, entries)];
-    while let Some((dir, entries)) = stack.last_mut() {
-        let node = match entries.next() {
-            None => {
-                stack.pop();
-                continue;
-            }
-            Some(Err(e)) => {
-                record(shared, &dir.path, e);
-                stack.pop();
-                continue;
-            }
-            Some(Ok(node)) => node,
-        };
-        let path = join(&dir.path, &node.name);
-        if !is_valid_name(&node.name) {
-            record(shared, &path, "invalid name");
-            continue;
-        }
-        match &node.content {
-            Content::Dir { tree } => {
-                let tree = *tree;
-                let handle = match make_dir(dir, &node.name, &node.meta, &path) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        record(shared, &path, e);
-                        continue;
-                    }
-                };
-                count(shared, |r| r.dirs += 1);
-                match dir_entries(repo, tree) {
-                    Ok(entries) => stack.push((Arc::new(handle), entries)),
-                    Err(e) => record(shared, &path, e),
-                }
-            }
-            Content::File { .. } => {
-                let job = FileJob { dir: Arc::clone(dir), node, path };
-                if tx.send(job).is_err() {
-                    return;
-                }
-            }
-            Content::Symlink { target } => {
-                match make_symlink(dir, &node.name, target, &node.meta) {
-                    Ok(()) => count(shared, |r| r.symlinks += 1),
-                    Err(e) => record(shared, &path, format!("cannot create symlink: {e}")),
-                }
-            }
-            Content::Special { rdev } => match make_special(dir, &node.name, &node.meta, *rdev) {
-                Ok(true) => count(shared, |r| r.specials += 1),
-                Ok(false) => {}
-                Err(e) => record(shared, &path, format!("cannot create special file: {e}")),
-            },
-        }
+/// What is at `name` in `dir` now (not following a symlink), if anything.
+fn existing(dir: &DirHandle<'_>, name: &[u8]) -> rustix::io::Result<Option<rustix::fs::Stat>> {
+    match rustix::fs::statat(&dir.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-fn make_symlink(
+fn file_type(st: &rustix::fs::Stat) -> rustix::fs::FileType {
+    rustix::fs::FileType::from_raw_mode(st.st_mode)
+}
+
+/// Creates symlink `node`; returns false when an existing entry was kept.
+fn restore_symlink(
+    ctx: &Ctx<'_>,
     dir: &DirHandle<'_>,
-    name: &[u8],
+    node: &Node,
     target: &[u8],
-    meta: &Metadata,
-) -> rustix::io::Result<()> {
-    rustix::fs::symlinkat(target, &dir.fd, name)?;
+) -> rustix::io::Result<bool> {
+    let name = node.name.as_slice();
+    let final_name = match (existing(dir, name)?, ctx.opts.overwrite) {
+        (None, _) => name.to_vec(),
+        (Some(_), None | Some(Overwrite::Never)) => return Ok(false),
+        (Some(st), Some(Overwrite::IfChanged))
+            if file_type(&st) == rustix::fs::FileType::Symlink
+                && rustix::fs::readlinkat(&dir.fd, name, Vec::new())?.as_bytes() == target =>
+        {
+            return Ok(false)
+        }
+        (Some(_), Some(_)) => temp_name(name),
+    };
+    if final_name != name {
+        match rustix::fs::unlinkat(&dir.fd, final_name.as_slice(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    rustix::fs::symlinkat(target, &dir.fd, final_name.as_slice())?;
+    let meta = &node.meta;
     if dir.as_root {
         rustix::fs::chownat(
             &dir.fd,
-            name,
+            final_name.as_slice(),
             Some(rustix::fs::Uid::from_raw(meta.uid)),
             Some(rustix::fs::Gid::from_raw(meta.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )?;
     }
-    rustix::fs::utimensat(&dir.fd, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)
+    rustix::fs::utimensat(
+        &dir.fd,
+        final_name.as_slice(),
+        &timestamps(meta),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    if final_name != name {
+        rustix::fs::renameat(&dir.fd, final_name.as_slice(), &dir.fd, name)?;
+    }
+    Ok(true)
 }
 
 /// Creates a FIFO (always) or a device (as root); sockets are not recreated. Returns whether
 /// something was created.
-fn make_special(
+fn restore_special(
+    ctx: &Ctx<'_>,
     dir: &DirHandle<'_>,
-    name: &[u8],
-    meta: &Metadata,
+    node: &Node,
     rdev: u64,
 ) -> rustix::io::Result<bool> {
     use rustix::fs::FileType;
+    let (name, meta) = (node.name.as_slice(), &node.meta);
     let kind = FileType::from_raw_mode(meta.mode);
     let allowed = match kind {
         FileType::Fifo => true,
@@ -398,9 +663,17 @@ fn make_special(
     if !allowed {
         return Ok(false);
     }
+    if let Some(st) = existing(dir, name)? {
+        let same = file_type(&st) == kind && (kind == FileType::Fifo || st.st_rdev == rdev);
+        match ctx.opts.overwrite {
+            None | Some(Overwrite::Never) => return Ok(false),
+            Some(Overwrite::IfChanged) if same => return Ok(false),
+            Some(_) => rustix::fs::unlinkat(&dir.fd, name, AtFlags::empty())?,
+        }
+    }
     rustix::fs::mknodat(&dir.fd, name, kind, Mode::from_raw_mode(0o600), rdev)?;
-    // By name: the directory was created by this restore with mode 0700, so nobody else can
-    // have replaced the node (opening a FIFO to use fchmod would block).
+    // By name: opening a FIFO to use fchmod would block. The parent was opened with
+    // O_NOFOLLOW and the node was just created by this process.
     if dir.as_root {
         rustix::fs::chownat(
             &dir.fd,
@@ -415,29 +688,36 @@ fn make_special(
     Ok(true)
 }
 
+/// Reusable buffers of one writer thread.
+#[derive(Default)]
+struct Buffers {
+    frame: Vec<u8>,
+    raw: Vec<u8>,
+    check: Vec<u8>,
+}
+
+/// What happened to one file.
+enum FileOutcome {
+    Written(u64),
+    Unchanged(u64),
+}
+
 /// Writes files handed over by the walker until the queue closes.
-fn file_writer(
-    repo: &Repository,
-    jobs: &Receiver<FileJob<'_>>,
-    as_root: bool,
-    shared: &Shared,
-    progress: &dyn Progress,
-) {
-    let mut frame = Vec::new();
-    let mut raw = Vec::new();
+fn file_writer(ctx: &Ctx<'_>, jobs: &Receiver<FileJob<'_>>) {
+    let mut bufs = Buffers::default();
     for job in jobs {
-        match write_file(repo, &job, as_root, &mut frame, &mut raw, progress) {
-            Ok(bytes) => count(shared, |r| {
+        match restore_file(ctx, &job, &mut bufs) {
+            Ok(FileOutcome::Written(bytes)) => count(ctx.shared, |r| {
                 r.files += 1;
                 r.bytes += bytes;
             }),
-            Err(e) => {
-                let _ =
-                    rustix::fs::unlinkat(&job.dir.fd, job.node.name.as_slice(), AtFlags::empty());
-                record(shared, &job.path, e);
+            Ok(FileOutcome::Unchanged(bytes)) => {
+                count(ctx.shared, |r| r.unchanged += 1);
+                ctx.progress.add_bytes(bytes);
             }
+            Err(e) => record(ctx.shared, &job.path, e),
         }
-        progress.add_items(1);
+        ctx.progress.add_items(1);
     }
 }
 
@@ -502,38 +782,222 @@ pub fn for_each_chunk(
     }
 }
 
-fn write_file(
-    repo: &Repository,
+fn restore_file(ctx: &Ctx<'_>, job: &FileJob<'_>, bufs: &mut Buffers) -> Result<FileOutcome> {
+    let Content::File { size, chunks } = &job.node.content else {
+        return Ok(FileOutcome::Written(0));
+    };
+    let (dir, name) = (&job.dir, job.node.name.as_slice());
+    if let Some(st) = existing(dir, name).at(&job.path)? {
+        match ctx.opts.overwrite {
+            None => {
+                return Err(Error::Target {
+                    path: ctx.opts.target.join(&job.path),
+                    reason: "already exists".into(),
+                })
+            }
+            Some(Overwrite::Never) => return Ok(FileOutcome::Unchanged(0)),
+            Some(Overwrite::IfChanged)
+                if file_type(&st) == rustix::fs::FileType::RegularFile
+                    && u64::try_from(st.st_size).ok() == Some(*size) =>
+            {
+                let file = open_file_at(dir, name).at(&job.path)?;
+                if content_matches(ctx.repo, &file, chunks, &mut bufs.check).at_path(&job.path)? {
+                    apply_meta(&file, &job.node.meta, ctx.as_root).at(&job.path)?;
+                    return Ok(FileOutcome::Unchanged(*size));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    let temp = temp_name(name);
+    let written = write_temp(ctx, job, &temp, *size, chunks, bufs).inspect_err(|_| {
+        let _ = rustix::fs::unlinkat(&dir.fd, temp.as_slice(), AtFlags::empty());
+    })?;
+    rustix::fs::renameat(&dir.fd, temp.as_slice(), &dir.fd, name).map_err(|e| {
+        let _ = rustix::fs::unlinkat(&dir.fd, temp.as_slice(), AtFlags::empty());
+        match e {
+            Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => Error::Target {
+                path: ctx.opts.target.join(&job.path),
+                reason: "exists and is a directory".into(),
+            },
+            e => Error::Io { path: job.path.clone().into(), cause: e.into() },
+        }
+    })?;
+    if ctx.opts.verify {
+        let file = open_file_at(dir, name).at(&job.path)?;
+        if !content_matches(ctx.repo, &file, chunks, &mut bufs.check).at_path(&job.path)? {
+            return Err(Error::RestoredDiffers { path: job.path.clone() });
+        }
+        count(ctx.shared, |r| r.verified += 1);
+    }
+    Ok(FileOutcome::Written(written))
+}
+
+fn open_file_at(dir: &DirHandle<'_>, name: &[u8]) -> rustix::io::Result<File> {
+    let fd = rustix::fs::openat(
+        &dir.fd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Writes the file's content under `temp` (holes for zero blocks), then its metadata.
+fn write_temp(
+    ctx: &Ctx<'_>,
     job: &FileJob<'_>,
-    as_root: bool,
-    frame: &mut Vec<u8>,
-    raw: &mut Vec<u8>,
-    progress: &dyn Progress,
+    temp: &[u8],
+    size: u64,
+    chunks: &ChunkRefs,
+    bufs: &mut Buffers,
 ) -> Result<u64> {
-    let Content::File { size, chunks } = &job.node.content else { return Ok(0) };
+    // A leftover of an interrupted restore.
+    match rustix::fs::unlinkat(&job.dir.fd, temp, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(e).at(&job.path),
+    }
     let fd = rustix::fs::openat(
         &job.dir.fd,
-        job.node.name.as_slice(),
+        temp,
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
     .at(&job.path)?;
-    let mut file = File::from(fd);
+    let file = File::from(fd);
     let mut written = 0u64;
-    for_each_chunk(repo, chunks, |id| {
-        repo.read_blob_into(id, BlobKind::Data, frame, raw)?;
-        file.write_all(raw).at(&job.path)?;
-        written += raw.len() as u64;
-        progress.add_bytes(raw.len() as u64);
+    for_each_chunk(ctx.repo, chunks, |id| {
+        ctx.repo.read_blob_into(id, BlobKind::Data, &mut bufs.frame, &mut bufs.raw)?;
+        write_sparse(&file, written, &bufs.raw).at(&job.path)?;
+        written += bufs.raw.len() as u64;
+        ctx.progress.add_bytes(bufs.raw.len() as u64);
+        crate::crash::point("restore", "chunk");
         Ok(())
     })?;
-    if written != *size {
-        return Err(Error::SizeMismatch {
-            path: job.path.clone(),
-            recorded: *size,
-            found: written,
-        });
+    if written != size {
+        return Err(Error::SizeMismatch { path: job.path.clone(), recorded: size, found: written });
     }
-    apply_meta(&file, &job.node.meta, as_root).at(&job.path)?;
+    // Gives a trailing hole its length.
+    file.set_len(size).at(&job.path)?;
+    apply_meta(&file, &job.node.meta, ctx.as_root).at(&job.path)?;
     Ok(written)
+}
+
+const HOLE_BLOCK: u64 = 4096;
+
+fn is_zero(block: &[u8]) -> bool {
+    let mut words = block.chunks_exact(16);
+    let head = words.by_ref().all(|w| w.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    head && words.remainder().iter().all(|&b| b == 0)
+}
+
+/// Writes `data` at `offset`, skipping whole file-system blocks of zeros (left as holes in
+/// a new file).
+fn write_sparse(file: &File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let mut run: Option<usize> = None;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let abs = offset + pos as u64;
+        let step = usize::try_from(HOLE_BLOCK - abs % HOLE_BLOCK).unwrap_or(data.len());
+        let end = (pos + step).min(data.len());
+        let whole_block = end - pos == step;
+        let zero = whole_block && is_zero(&data[pos..end]);
+        match (zero, run) {
+            (false, None) => run = Some(pos),
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..pos], offset + start as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(start) = run {
+        file.write_all_at(&data[start..], offset + start as u64)?;
+    }
+    Ok(())
+}
+
+/// Whether `file` holds exactly the content of `chunks`: read chunk by chunk and hashed.
+fn content_matches(
+    repo: &Repository,
+    file: &File,
+    chunks: &ChunkRefs,
+    buf: &mut Vec<u8>,
+) -> Result<std::io::Result<bool>> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut outcome: std::io::Result<bool> = Ok(true);
+    for_each_chunk(repo, chunks, |id| {
+        if !matches!(outcome, Ok(true)) {
+            return Ok(());
+        }
+        let loc = repo.index()?.get(&id)?.ok_or(Error::BlobNotIndexed { id })?;
+        buf.resize(loc.entry.raw_len as usize, 0);
+        outcome = match reader.read_exact(buf) {
+            Ok(()) => Ok(Id::hash(buf) == id),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        };
+        Ok(())
+    })?;
+    if matches!(outcome, Ok(true)) {
+        let mut one = [0u8; 1];
+        outcome = reader.read(&mut one).map(|n| n == 0);
+    }
+    Ok(outcome)
+}
+
+/// Turns the read-side result of [`content_matches`] into a crate error naming the file.
+trait AtPath<T> {
+    fn at_path(self, path: &str) -> Result<T>;
+}
+
+impl<T> AtPath<T> for Result<std::io::Result<T>> {
+    fn at_path(self, path: &str) -> Result<T> {
+        self?.at(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_become_holes_and_the_content_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let mut data = vec![0u8; 64 * 1024];
+        data[5000] = 1; // second block is data; the others are zero
+        data[60_000..60_010].fill(7);
+        // Written at an unaligned offset so block boundaries fall inside the buffer.
+        write_sparse(&file, 100, &data).unwrap();
+        file.set_len(100 + data.len() as u64).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(&back[100..], &data[..]);
+        assert!(back[..100].iter().all(|&b| b == 0));
+        use std::os::unix::fs::MetadataExt;
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < 32 * 1024, "{allocated} bytes allocated for a mostly empty file");
+    }
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[0u8; 4096]));
+        let mut b = [0u8; 4096];
+        b[4095] = 1;
+        assert!(!is_zero(&b));
+        b[4095] = 0;
+        b[3] = 9;
+        assert!(!is_zero(&b));
+        assert!(!is_zero(&[0, 0, 1]));
+    }
+
+    #[test]
+    fn temp_names_are_short_and_stable() {
+        let long = vec![b'x'; 255];
+        assert_eq!(temp_name(&long), temp_name(&long));
+        assert!(temp_name(&long).len() < 40);
+        assert_ne!(temp_name(b"a"), temp_name(b"b"));
+    }
 }

@@ -123,3 +123,189 @@ fn restore_of_named_components_only_and_dry_run_writes_nothing() {
     );
     assert!(!target.exists());
 }
+
+fn restore_args<'a>(target: &'a std::path::Path, extra: &[&'a str]) -> Vec<&'a OsStr> {
+    let mut args = vec![OsStr::new("latest"), OsStr::new("--target"), target.as_os_str()];
+    args.extend(extra.iter().map(|s| OsStr::new(*s)));
+    args
+}
+
+/// Relative paths of every entry below `root`, sorted.
+fn listing(root: &std::path::Path) -> Vec<String> {
+    crate::support::snapshot_tree(root)
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+#[test]
+fn partial_restore_by_glob_restores_exactly_the_selected_paths() {
+    let env = Env::new();
+    env.init();
+    let content = env.path("contentstore");
+    write(&content.join("2026/11/21/a.bin"), b"a");
+    write(&content.join("2026/11/22/b.bin"), b"b");
+    write(&content.join("2026/11/22/c.pdf"), b"c");
+    write(&content.join("2026/10/01/d.pdf"), b"d");
+    write(&content.join("2026/10/01/e.bin"), b"e");
+    write(&content.join("2026/10/01/tmp/f.pdf"), b"f");
+    env.snapshot(&[&content]);
+    let out = env.path("out");
+    let selection =
+        ["--include", "contentstore/2026/11/22", "--include", "*.pdf", "--exclude", "tmp"];
+    env.run("restore", &restore_args(&out, &selection)).ok();
+    let expected = [
+        "contentstore",
+        "contentstore/2026",
+        "contentstore/2026/10",
+        "contentstore/2026/10/01",
+        "contentstore/2026/10/01/d.pdf",
+        "contentstore/2026/11",
+        "contentstore/2026/11/22",
+        "contentstore/2026/11/22/b.bin",
+        "contentstore/2026/11/22/c.pdf",
+    ];
+    assert_eq!(listing(&out), expected, "no other path, no empty directory");
+    assert_eq!(std::fs::read(out.join("contentstore/2026/10/01/d.pdf")).unwrap(), b"d");
+    // Directories on the way keep their recorded metadata.
+    let (src, dst) = (
+        std::fs::metadata(content.join("2026/10")).unwrap(),
+        std::fs::metadata(out.join("contentstore/2026/10")).unwrap(),
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((src.mode(), src.mtime()), (dst.mode(), dst.mtime()));
+    // The dry run selects the same paths.
+    let mut dry = selection.to_vec();
+    dry.extend(["--dry-run", "--json"]);
+    let run = env.run("restore", &restore_args(&env.path("unused"), &dry)).ok();
+    let planned: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].to_string())
+        .map(|p| p.trim_matches('"').to_owned())
+        .collect();
+    assert_eq!(planned, expected);
+    let bad = env.run("restore", &restore_args(&env.path("bad"), &["--include", "a[b"]));
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("include pattern") && bad.stderr.contains("a[b"), "{}", bad.stderr);
+    assert!(!env.path("bad").exists());
+}
+
+fn crash_restore(env: &Env, target: &std::path::Path, nth: u32) -> std::process::Output {
+    std::process::Command::new(crate::support::bin())
+        .args(["restore", "--repo"])
+        .arg(env.repo())
+        .args(["latest", "--threads", "1", "--target"])
+        .arg(target)
+        .env("STORE_CRASH_AT", format!("restore_chunk@{nth}"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn interrupted_restore_completes_with_overwrite_if_changed() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    for i in 0..12 {
+        write(&src.join(format!("d{}/f{i:02}.bin", i % 3)), &random_bytes(i, 700_000));
+    }
+    write(&src.join("zeros.img"), &vec![0u8; 3_000_000]);
+    std::os::unix::fs::symlink("d0/f00.bin", src.join("link")).unwrap();
+    env.snapshot(&[&src]);
+    let out = env.path("out");
+    // Killed in the middle of a file: some files complete, one partial under a temporary name.
+    let crashed = crash_restore(&env, &out, 25);
+    assert!(
+        !crashed.status.success(),
+        "the binary under test has no crash points: run the tests through `bash .ci/run` (it \
+         builds with --features store-cli/crash-points)"
+    );
+    let temps: Vec<String> =
+        listing(&out).into_iter().filter(|p| p.contains(".store-restore-")).collect();
+    assert_eq!(temps.len(), 1, "one partial file, under its temporary name: {temps:?}");
+    let complete = listing(&out).iter().filter(|p| p.ends_with(".bin")).count();
+    assert!((2..12).contains(&complete), "{complete} files complete");
+    let link_done = std::fs::symlink_metadata(out.join("src/link")).is_ok();
+    // A plain re-run refuses the non-empty target and says how to go on.
+    let refused = env.run("restore", &restore_args(&out, &[]));
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("--overwrite"), "{}", refused.stderr);
+    let resumed =
+        env.run("restore", &restore_args(&out, &["--overwrite", "if-changed", "--json"])).ok();
+    let report = resumed.json();
+    let kept = complete as u64 + u64::from(link_done);
+    assert_eq!(report["unchanged"].as_u64(), Some(kept), "complete entries are kept: {report}");
+    assert_same_tree(&src, &out.join("src"));
+    // Nothing left over.
+    assert!(listing(&out).iter().all(|p| !p.contains(".store-restore-")));
+    // The zero file is a hole.
+    use std::os::unix::fs::MetadataExt;
+    let zeros = std::fs::metadata(out.join("src/zeros.img")).unwrap();
+    assert!(zeros.blocks() * 512 < 100_000, "{} bytes allocated", zeros.blocks() * 512);
+}
+
+#[test]
+fn overwrite_modes_and_verify() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"original a");
+    write(&src.join("b.txt"), b"original b");
+    write(&src.join("c/d.txt"), b"original d");
+    env.snapshot(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    // Local edits: one file changed (same size), one removed.
+    write(&out.join("src/a.txt"), b"EDITED   a");
+    std::fs::remove_file(out.join("src/c/d.txt")).unwrap();
+    let never =
+        env.run("restore", &restore_args(&out, &["--overwrite", "never", "--json"])).ok().json();
+    assert_eq!(std::fs::read(out.join("src/a.txt")).unwrap(), b"EDITED   a");
+    assert_eq!(std::fs::read(out.join("src/c/d.txt")).unwrap(), b"original d");
+    assert_eq!(never["files"], 1, "{never}");
+    write(&out.join("src/c/d.txt"), b"changed");
+    let changed = env
+        .run("restore", &restore_args(&out, &["--overwrite", "if-changed", "--verify", "--json"]))
+        .ok()
+        .json();
+    assert_eq!((changed["files"].as_u64(), changed["unchanged"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(changed["verified"], 2);
+    assert_same_tree(&src, &out.join("src"));
+    let always =
+        env.run("restore", &restore_args(&out, &["--overwrite", "always", "--json"])).ok().json();
+    assert_eq!(always["files"], 3);
+    assert_same_tree(&src, &out.join("src"));
+}
+
+#[test]
+fn symlinks_already_in_the_target_are_never_followed() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("docs/a.txt"), b"document");
+    write(&src.join("file.txt"), b"file");
+    env.snapshot(&[&src]);
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    write(&outside.join("keep.txt"), b"outside the target");
+    let out = env.path("out");
+    std::fs::create_dir_all(out.join("src")).unwrap();
+    // A directory of the set and a file of the set, both planted as symlinks to the outside.
+    std::os::unix::fs::symlink(&outside, out.join("src/docs")).unwrap();
+    std::os::unix::fs::symlink(outside.join("keep.txt"), out.join("src/file.txt")).unwrap();
+    let run = env.run("restore", &restore_args(&out, &["--overwrite", "always"]));
+    assert_eq!(run.code, 1, "the directory that is a symlink cannot be restored");
+    assert!(
+        run.stderr.contains("src/docs") && run.stderr.contains("never followed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(outside.join("keep.txt")).unwrap(), b"outside the target");
+    assert!(!outside.join("a.txt").exists(), "nothing written through the symlink");
+    // The file that was a symlink is now the restored file itself.
+    let file = out.join("src/file.txt");
+    assert!(!std::fs::symlink_metadata(&file).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&file).unwrap(), b"file");
+}

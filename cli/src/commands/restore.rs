@@ -16,15 +16,19 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
     let (id, manifest) = repo
         .resolve_snapshot(&args.snapshot)
         .with_context(|| format!("finding snapshot {:?}", args.snapshot))?;
-    if args.dry_run {
-        return dry_run(&repo, id, &manifest, args);
-    }
-    let target = args.target.clone().context("--target DIR is required")?;
     let opts = store::RestoreOptions {
-        target: target.clone(),
+        target: args.target.clone().unwrap_or_default(),
         threads: args.threads.unwrap_or(0),
         components: args.components.clone(),
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        overwrite: args.overwrite.map(Into::into),
+        verify: args.verify,
     };
+    if args.dry_run {
+        return dry_run(&repo, id, &manifest, &opts, args.json);
+    }
+    let target = args.target.clone().context("--target DIR is required")?;
     let result = Bar::run("restore", |bar| store::restore(&repo, &manifest, &opts, bar));
     let report = result.with_context(|| format!("restoring snapshot {}", id.short()))?;
     for f in &report.failures {
@@ -40,6 +44,8 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
             "symlinks": report.symlinks,
             "specials": report.specials,
             "bytes": report.bytes,
+            "unchanged": report.unchanged,
+            "verified": report.verified,
             "duration_s": secs,
             "failures": report.failures.iter().map(|f| serde_json::json!({"path": f.path, "error": f.error})).collect::<Vec<_>>(),
         }))?;
@@ -53,6 +59,12 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
             secs,
             rate(report.bytes, secs)
         );
+        if report.unchanged > 0 {
+            println!("{} existing entries left as they were", report.unchanged);
+        }
+        if args.verify {
+            println!("{} files read back and verified", report.verified);
+        }
     }
     if report.failures.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -62,51 +74,41 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
     }
 }
 
-/// Lists what a restore would write, component by component; writes nothing.
+/// Lists what a restore would write (the same selection as the restore); writes nothing.
 fn dry_run(
     repo: &store::Repository,
     id: store::SnapshotId,
     manifest: &store::Manifest,
-    args: &RestoreArgs,
+    opts: &store::RestoreOptions,
+    json: bool,
 ) -> Result<ExitCode> {
     use std::io::Write;
-    if let Some(missing) =
-        args.components.iter().find(|n| !manifest.components.iter().any(|c| c.name == **n))
-    {
-        anyhow::bail!("the set has no component {missing:?}");
-    }
     let mut out = std::io::stdout().lock();
     let (mut files, mut bytes) = (0u64, 0u64);
-    for c in manifest
-        .components
-        .iter()
-        .filter(|c| args.components.is_empty() || args.components.contains(&c.name))
-    {
-        let node = store::vfs::component_node(repo, c)?;
-        store::vfs::walk(repo, c.name.as_bytes(), &node, &mut |path, node| {
-            let path = store::escape_name(path);
-            let kind = match node.content {
-                store::Content::File { .. } => {
-                    files += 1;
-                    bytes += node.size();
-                    "file"
-                }
-                store::Content::Dir { .. } => "dir",
-                store::Content::Symlink { .. } => "symlink",
-                store::Content::Special { .. } => "special",
-            };
-            let line = if args.json {
-                serde_json::json!({"path": path, "type": kind, "size": node.size()}).to_string()
-            } else {
-                format!("would write {kind} {path}")
-            };
-            writeln!(out, "{line}")
-                .map_err(|e| store::Error::Io { path: "<stdout>".into(), cause: e })
-        })
-        .with_context(|| format!("listing set {}", id.short()))?;
-    }
-    if !args.json {
+    let failures = store::restore_plan(repo, manifest, opts, &mut |path, node| {
+        let kind = match node.content {
+            store::Content::File { .. } => {
+                files += 1;
+                bytes += node.size();
+                "file"
+            }
+            store::Content::Dir { .. } => "dir",
+            store::Content::Symlink { .. } => "symlink",
+            store::Content::Special { .. } => "special",
+        };
+        let line = if json {
+            serde_json::json!({"path": path, "type": kind, "size": node.size()}).to_string()
+        } else {
+            format!("would write {kind} {path}")
+        };
+        writeln!(out, "{line}").map_err(|e| store::Error::Io { path: "<stdout>".into(), cause: e })
+    })
+    .with_context(|| format!("listing set {}", id.short()))?;
+    if !json {
         writeln!(out, "would restore {files} files, {}", size(bytes))?;
     }
-    Ok(ExitCode::SUCCESS)
+    for f in &failures {
+        eprintln!("store: error: {}: {}", f.path, f.error);
+    }
+    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::EXIT_ERROR) })
 }

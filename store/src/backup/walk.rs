@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::exclude::Excludes;
 use super::pipeline::Shared;
 use crate::error::{Error, Result};
+use crate::pattern::Patterns;
 use crate::repo::Repository;
 use crate::restore::for_each_chunk;
 use crate::tree::{ChunkRefs, Content, Metadata, Node};
@@ -92,7 +92,7 @@ pub(crate) struct WalkSinks<'a> {
     pub(crate) component: usize,
     /// The component's source path; skipped paths are reported relative to it.
     pub(crate) root: &'a Path,
-    pub(crate) excludes: &'a Excludes,
+    pub(crate) excludes: &'a Patterns,
     pub(crate) repo: &'a Repository,
     pub(crate) dedup: &'a super::pipeline::Dedup<'a>,
 }
@@ -275,7 +275,7 @@ pub(crate) fn walk_dir<'a>(
             rel.push(b'/');
         }
         rel.extend_from_slice(&name);
-        if sinks.excludes.is_excluded(&rel, &name) {
+        if sinks.excludes.matches(&rel, &name) {
             continue;
         }
         let parent_node = match frame.parent.as_mut().map(|p| p.find(&name)) {

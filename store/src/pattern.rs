@@ -1,0 +1,86 @@
+//! Glob patterns of `snapshot --exclude` and `restore --include/--exclude`.
+//!
+//! A pattern without `/` matches an entry's name at any depth (`*.tmp`, `index`); a pattern with
+//! `/` matches the whole path (below the component root for snapshot, from the component name
+//! for restore: `solr4/index`, `content/2026/11/**`). `*` and `?` never match `/`; `**` matches
+//! any number of directories.
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::error::{Error, Result};
+
+/// Compiled patterns.
+#[derive(Debug, Clone)]
+pub(crate) struct Patterns {
+    names: GlobSet,
+    paths: GlobSet,
+    empty: bool,
+}
+
+impl Patterns {
+    /// Compiles `patterns`; errors name `option`.
+    pub(crate) fn new(patterns: &[String], option: &'static str) -> Result<Self> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns {
+            let trimmed = p.trim_start_matches('/').trim_end_matches('/');
+            let glob = GlobBuilder::new(trimmed)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::InvalidOption { option, reason: format!("{p:?}: {e}") })?;
+            if trimmed.contains('/') {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build().map_err(|e| Error::InvalidOption { option, reason: e.to_string() })
+        };
+        Ok(Patterns { names: build(names)?, paths: build(paths)?, empty: patterns.is_empty() })
+    }
+
+    /// Whether no pattern was given.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.empty
+    }
+
+    /// Whether the entry at `rel` named `name` matches a pattern (never when there are none).
+    pub(crate) fn matches(&self, rel: &[u8], name: &[u8]) -> bool {
+        if self.empty {
+            return false;
+        }
+        let as_path = |b: &[u8]| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b));
+        self.names.is_match(as_path(name)) || self.paths.is_match(as_path(rel))
+    }
+}
+
+use std::os::unix::ffi::OsStrExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(p: &[&str]) -> Patterns {
+        Patterns::new(&p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), "exclude").unwrap()
+    }
+
+    #[test]
+    fn name_patterns_match_at_any_depth_and_path_patterns_are_anchored() {
+        let e = ex(&["*.tmp", "solr4/index", "2026/11/**"]);
+        assert!(e.matches(b"a/b/x.tmp", b"x.tmp"));
+        assert!(!e.matches(b"a/b/x.tmpl", b"x.tmpl"));
+        assert!(e.matches(b"solr4/index", b"index"));
+        assert!(!e.matches(b"other/solr4/index", b"index"));
+        assert!(e.matches(b"2026/11/21/doc.bin", b"doc.bin"));
+        assert!(!e.matches(b"2026/12/01/doc.bin", b"doc.bin"));
+        assert!(!ex(&[]).matches(b"anything", b"anything"));
+    }
+
+    #[test]
+    fn bad_pattern_is_named() {
+        let err = Patterns::new(&["a[".to_owned()], "exclude").unwrap_err();
+        assert!(err.to_string().contains("a["), "{err}");
+    }
+}
