@@ -60,6 +60,24 @@ pub enum Command {
     Stats(StatsArgs),
     /// Write one file of a set to standard output (e.g. `store cat latest db | pg_restore ...`).
     Cat(CatArgs),
+    /// Mount the repository read-only through FUSE, to browse sets and copy files out.
+    #[command(visible_alias = "mount-restore")]
+    Mount(MountArgs),
+}
+
+/// `store mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An existing empty directory to mount on.
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// Memory for decompressed chunks (e.g. 256MiB).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = crate::output::parse_size)]
+    pub cache_size: u64,
+    /// Let other users (and root) read the mount; needs `user_allow_other` in /etc/fuse.conf
+    /// unless run as root. File permissions recorded in the sets still apply.
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 /// `store cat`.

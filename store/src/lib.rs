@@ -9,7 +9,8 @@
 //!   zstd and appended to pack files; directories become [`TreeBlob`]s; the set's
 //!   [`Manifest`] is written last.
 //! - [`restore`] writes a set back into an empty directory, verifying every blob.
-//! - [`vfs`] navigates a set read-only (`ls`, later `mount`).
+//! - [`vfs`] navigates a set read-only (`ls`); [`mount::MountView`] presents the whole
+//!   repository as a read-only directory tree (`mount`).
 //!
 //! The on-disk format is specified in `docs/FORMAT.md`; every decoder of repository bytes
 //! returns an error on damaged input and never panics.
@@ -63,6 +64,8 @@ mod diff;
 mod forget;
 #[cfg(feature = "engine")]
 mod gc;
+#[cfg(feature = "engine")]
+pub mod mount;
 #[cfg(feature = "engine")]
 mod pattern;
 #[cfg(feature = "engine")]

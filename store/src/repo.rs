@@ -476,15 +476,26 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`] when the directory cannot be listed.
     pub fn list_snapshots(&self) -> Result<Vec<ListedSnapshot>> {
+        Ok(self
+            .list_snapshot_ids()?
+            .into_iter()
+            .map(|id| ListedSnapshot { id, manifest: self.load_snapshot(id) })
+            .collect())
+    }
+
+    /// The ids of every snapshot in `snapshots/`, in no particular order, without loading them.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be listed.
+    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         let dir = self.layout.snapshots_dir();
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).at(&dir)? {
             let entry = entry.at(&dir)?;
-            let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<SnapshotId>().ok())
-            else {
-                continue;
-            };
-            out.push(ListedSnapshot { id, manifest: self.load_snapshot(id) });
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<SnapshotId>().ok())
+            {
+                out.push(id);
+            }
         }
         Ok(out)
     }

@@ -10,14 +10,14 @@ use crate::support::{assert_same_tree, random_bytes, write, Env, Run};
 
 /// A blob as listed in a pack's trailer.
 #[derive(Debug, Clone, Copy)]
-struct Blob {
-    offset: u64,
-    stored_len: u64,
-    kind: u8,
+pub(crate) struct Blob {
+    pub(crate) offset: u64,
+    pub(crate) stored_len: u64,
+    pub(crate) kind: u8,
 }
 
 /// Reads the trailer of a pack (FORMAT.md §5) without the engine.
-fn blobs_of(pack: &Path) -> Vec<Blob> {
+pub(crate) fn blobs_of(pack: &Path) -> Vec<Blob> {
     let bytes = std::fs::read(pack).unwrap();
     let footer = &bytes[bytes.len() - 64..];
     let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as usize;
@@ -34,7 +34,7 @@ fn blobs_of(pack: &Path) -> Vec<Blob> {
         .collect()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -55,7 +55,7 @@ fn make_writable(p: &Path) {
     std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
 }
 
-fn flip(p: &Path, offset: u64) {
+pub(crate) fn flip(p: &Path, offset: u64) {
     make_writable(p);
     let mut bytes = std::fs::read(p).unwrap();
     bytes[offset as usize] ^= 0x20;

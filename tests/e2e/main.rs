@@ -14,6 +14,7 @@ mod compat;
 mod guides;
 mod integrity;
 mod json;
+mod mount;
 mod postgres;
 mod power_loss;
 mod restore_options;

@@ -5,6 +5,7 @@ mod diff;
 mod forget;
 mod init;
 mod ls;
+mod mount;
 mod restore;
 mod snapshot;
 mod snapshots;
@@ -42,6 +43,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Prune(a) => forget::prune(&repo, &a),
         Command::Stats(a) => forget::stats(&repo, &a),
         Command::Cat(a) => ls::cat(&repo, &a),
+        Command::Mount(a) => mount::run(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
         Command::Restore(a) => restore::run(&repo, &a),
