@@ -12,6 +12,7 @@ mod support;
 mod bad_input;
 mod compat;
 mod guides;
+mod hostile;
 mod integrity;
 mod json;
 mod mount;

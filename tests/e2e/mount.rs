@@ -11,9 +11,9 @@ use crate::integrity::{blobs_of, files_under, flip};
 use crate::support::{random_bytes, write, Env};
 
 /// A running `store mount`; unmounted (SIGTERM) when dropped.
-struct Mounted {
+pub(crate) struct Mounted {
     child: Option<Child>,
-    point: PathBuf,
+    pub(crate) point: PathBuf,
 }
 
 fn is_mounted(point: &Path) -> bool {
@@ -28,7 +28,7 @@ fn signal(child: &Child, sig: rustix::process::Signal) {
 }
 
 impl Mounted {
-    fn new(env: &Env, command: &str) -> Self {
+    pub(crate) fn new(env: &Env, command: &str) -> Self {
         let point = env.path("mnt");
         std::fs::create_dir_all(&point).unwrap();
         let child = Command::new(crate::support::bin())
