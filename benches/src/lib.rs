@@ -1,9 +1,13 @@
 //! Benchmark support for `store`: deterministic generators of the data our users back up.
 //!
 //! [`generate_contentstore`] writes an Alfresco-shaped `contentstore/YYYY/M/D/H/M/<uuid>.bin`
-//! tree: lognormal file sizes (median tens of KiB, tail to a few MiB), a mix of compressible
+//! tree: lognormal file sizes (median tens of KiB, tail to tens of MiB), a mix of compressible
 //! documents, incompressible media, and new versions of earlier documents with small edits
 //! (Alfresco writes each version as a new file). The same seed gives the same bytes.
+//! [`datasets`] builds whole Alfresco and MarkLogic installations from it and applies one day
+//! of change to them.
+
+pub mod datasets;
 
 use std::path::Path;
 
@@ -102,7 +106,7 @@ pub fn generate_contentstore(
         ));
         std::fs::create_dir_all(&dir)?;
         for _ in 0..rng.gen_range(1..12) {
-            let size = lognormal(&mut rng, 40_000.0, 1.6, 8 << 20) as usize;
+            let size = lognormal(&mut rng, 40_000.0, 1.6, 40 << 20) as usize;
             let roll = rng.gen_range(0..10);
             let data = if roll < 2 && !previous.is_empty() {
                 // A new version of an earlier document: a small edit somewhere in it.

@@ -1,0 +1,964 @@
+//! `store-bench`: the macro benchmark harness (docs/BENCHMARKS.md; run it with
+//! `bash benches/run.sh`).
+//!
+//! - `run`: a generated Alfresco (or MarkLogic) installation through init, full set, no-change
+//!   incremental, one day of change, incremental, restore, check with data read, forget (the
+//!   newest set) and prune, with `store`, restic and Borg in the same run, several runs, medians; plus
+//!   references measured on the same bytes: reading them, `cp -r`, and the machine's limit
+//!   (chunk + hash + compress + write, all cores).
+//! - `metadata`: a million small files, full set then no-change incremental.
+//! - `growth`: peak RSS of a snapshot into repositories already holding N blobs.
+//!
+//! Every step runs under `/usr/bin/time` (wall, peak RSS, CPU). Output: a Markdown report on
+//! stdout and in `--out`, and the same numbers as JSON beside it.
+
+// A benchmark that cannot set up has nothing to measure: failing loudly is the right response.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use store_benches::datasets;
+
+#[derive(Parser)]
+#[command(about = "Macro benchmarks of store against restic and Borg")]
+struct Cli {
+    /// Scratch directory (data, repositories, restores); needs about 4x the data size free.
+    #[arg(long, global = true, default_value = "/tmp/store-bench")]
+    work: PathBuf,
+    /// Where to write the reports (`<scenario>.md`, `<scenario>.json`).
+    #[arg(long, global = true, default_value = "benches/results")]
+    out: PathBuf,
+    /// The `store` binary.
+    #[arg(long, global = true, default_value = "target/release/store")]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// The nightly cycle on a generated installation, side by side with restic and Borg.
+    Run {
+        #[arg(long, value_enum, default_value = "alfresco")]
+        dataset: Dataset,
+        /// 1.0 is about 2.26 GB (Alfresco) or 2 GB (MarkLogic).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Tools to compare (those not installed are left out, and said so).
+        #[arg(long, value_delimiter = ',', default_value = "store,restic,borg")]
+        tools: Vec<String>,
+        /// Page cache before each step: warm (sources read just before) or cold (dropped).
+        #[arg(long, value_enum, default_value = "warm")]
+        cache: Cache,
+    },
+    /// A million small files: full set, then no-change incremental.
+    Metadata {
+        #[arg(long, default_value_t = 1_000_000)]
+        files: u64,
+        #[arg(long, value_delimiter = ',', default_value = "store,restic")]
+        tools: Vec<String>,
+    },
+    /// Peak RSS of a snapshot as the repository grows (N blobs already stored).
+    Growth {
+        #[arg(long, value_delimiter = ',', default_value = "100000,5000000")]
+        blobs: Vec<u64>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Dataset {
+    Alfresco,
+    Marklogic,
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Cache {
+    Warm,
+    Cold,
+}
+
+/// What `/usr/bin/time` saw of one command (several commands of a step add up).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Measured {
+    wall_s: f64,
+    peak_rss_kb: u64,
+    cpu_s: f64,
+}
+
+impl Measured {
+    fn then(self, other: Measured) -> Measured {
+        Measured {
+            wall_s: self.wall_s + other.wall_s,
+            peak_rss_kb: self.peak_rss_kb.max(other.peak_rss_kb),
+            cpu_s: self.cpu_s + other.cpu_s,
+        }
+    }
+}
+
+/// One command line, with its environment and working directory.
+struct Cmd {
+    argv: Vec<OsString>,
+    env: Vec<(String, OsString)>,
+    cwd: Option<PathBuf>,
+}
+
+fn cmd<I: IntoIterator<Item = S>, S: Into<OsString>>(argv: I) -> Cmd {
+    Cmd { argv: argv.into_iter().map(Into::into).collect(), env: Vec::new(), cwd: None }
+}
+
+/// Runs `c` under `/usr/bin/time`; its output goes to `log`. Fails loudly on a non-zero exit.
+fn timed(c: &Cmd, log: &Path) -> Measured {
+    let times = log.with_extension("time");
+    let logfile = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut command = Command::new("/usr/bin/time");
+    command
+        .args(["-f", "%e %M %U %S", "-o"])
+        .arg(&times)
+        .args(&c.argv)
+        .stdin(Stdio::null())
+        .stdout(logfile.try_clone().unwrap())
+        .stderr(logfile);
+    for (k, v) in &c.env {
+        command.env(k, v);
+    }
+    if let Some(dir) = &c.cwd {
+        command.current_dir(dir);
+    }
+    let status = command.status().unwrap();
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        panic!("{:?} failed ({status}); log {}:\n{}", c.argv, log.display(), tail.join("\n"));
+    }
+    let text = std::fs::read_to_string(&times).unwrap();
+    let last = text.lines().last().unwrap_or_default();
+    let f: Vec<f64> = last.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    assert_eq!(f.len(), 4, "unexpected /usr/bin/time output {last:?}");
+    Measured { wall_s: f[0], peak_rss_kb: f[1] as u64, cpu_s: f[2] + f[3] }
+}
+
+/// Sum of the sizes of the regular files below `path` (or of `path` itself).
+fn bytes_of(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    if meta.is_file() {
+        return meta.len();
+    }
+    if !meta.is_dir() {
+        return 0;
+    }
+    std::fs::read_dir(path).unwrap().map(|e| bytes_of(&e.unwrap().path())).sum()
+}
+
+fn files_of(path: &Path, out: &mut Vec<PathBuf>) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+    } else if meta.is_dir() {
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for e in entries {
+            files_of(&e, out);
+        }
+    }
+}
+
+/// Reads every source file (warms the page cache); returns the bytes read.
+fn read_all(sources: &[PathBuf]) -> u64 {
+    let mut files = Vec::new();
+    for s in sources {
+        files_of(s, &mut files);
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    for f in files {
+        let mut file = std::fs::File::open(f).unwrap();
+        loop {
+            let n = file.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+    }
+    total
+}
+
+fn drop_caches() {
+    let _ = Command::new("sync").status();
+    if std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_err() {
+        eprintln!("store-bench: cannot drop the page cache (needs root); the run is not cold");
+    }
+}
+
+/// The machine's limit for a snapshot of these bytes: chunk, hash, compress (zstd 3) and write
+/// every chunk, on all cores, in this process; bytes per second.
+fn machine_limit(sources: &[PathBuf], scratch: &Path) -> f64 {
+    use rayon::prelude::*;
+    use std::io::Write;
+    let mut files = Vec::new();
+    for s in sources {
+        files_of(s, &mut files);
+    }
+    std::fs::create_dir_all(scratch).unwrap();
+    let params = store::ChunkerParams::default_with_seed(1);
+    let chunker = store::Chunker::new(&params);
+    let started = Instant::now();
+    let total: u64 = files
+        .par_iter()
+        .map_init(
+            || {
+                let i = rayon::current_thread_index().unwrap_or(0);
+                let sink = std::fs::File::create(scratch.join(format!("pack-{i}"))).unwrap();
+                (store::Compressor::new(3).unwrap(), Vec::new(), std::io::BufWriter::new(sink))
+            },
+            |(compressor, out, sink), f| {
+                let data = std::fs::read(f).unwrap();
+                chunker
+                    .cut_all(&data, true, |chunk| {
+                        std::hint::black_box(blake3::hash(chunk));
+                        compressor.compress(chunk, out);
+                        sink.write_all(out)
+                    })
+                    .unwrap();
+                data.len() as u64
+            },
+        )
+        .sum();
+    let secs = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(scratch).unwrap();
+    total as f64 / secs
+}
+
+/// The tools, as command lines.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Tool {
+    Store,
+    Restic,
+    Borg,
+}
+
+impl Tool {
+    fn parse(name: &str) -> Option<Tool> {
+        match name {
+            "store" => Some(Tool::Store),
+            "restic" => Some(Tool::Restic),
+            "borg" => Some(Tool::Borg),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Store => "store",
+            Tool::Restic => "restic",
+            Tool::Borg => "borg",
+        }
+    }
+
+    fn installed(self, store: &Path) -> bool {
+        match self {
+            Tool::Store => store.is_file(),
+            Tool::Restic | Tool::Borg => !self.version(store).is_empty(),
+        }
+    }
+
+    fn version(self, store: &Path) -> String {
+        let out = match self {
+            Tool::Store => Command::new(store).arg("--version").output(),
+            Tool::Restic => Command::new("restic").arg("version").output(),
+            Tool::Borg => Command::new("borg").arg("--version").output(),
+        };
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+    }
+}
+
+/// One tool's repository in one run.
+struct Repo {
+    tool: Tool,
+    path: PathBuf,
+    cache: PathBuf,
+    store: PathBuf,
+    sets: u32,
+}
+
+impl Repo {
+    fn with_env(&self, mut c: Cmd) -> Cmd {
+        match self.tool {
+            Tool::Store => {}
+            Tool::Restic => {
+                c.env.push(("RESTIC_PASSWORD".into(), "bench".into()));
+                c.env.push(("RESTIC_CACHE_DIR".into(), self.cache.clone().into()));
+            }
+            Tool::Borg => {
+                c.env.push(("BORG_CACHE_DIR".into(), self.cache.clone().into()));
+                c.env.push(("BORG_BASE_DIR".into(), self.cache.clone().into()));
+                c.env.push(("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK".into(), "yes".into()));
+                c.env.push(("BORG_RELOCATED_REPO_ACCESS_IS_OK".into(), "yes".into()));
+            }
+        }
+        c
+    }
+
+    fn store_cmd(&self, args: &[OsString]) -> Cmd {
+        let mut argv: Vec<OsString> = vec![self.store.clone().into()];
+        argv.extend(args.iter().cloned());
+        argv.extend(["--repo".into(), self.path.clone().into()]);
+        argv.extend(["--cache-dir".into(), self.cache.clone().into()]);
+        cmd(argv)
+    }
+
+    fn init(&self) -> Vec<Cmd> {
+        let c = match self.tool {
+            Tool::Store => self.store_cmd(&["init".into()]),
+            Tool::Restic => cmd([
+                "restic".into(),
+                "init".into(),
+                "--repository-version".into(),
+                "2".into(),
+                "--repo".into(),
+                OsString::from(&self.path),
+            ]),
+            Tool::Borg => cmd([
+                "borg".into(),
+                "init".into(),
+                "-e".into(),
+                "none".into(),
+                OsString::from(&self.path),
+            ]),
+        };
+        vec![self.with_env(c)]
+    }
+
+    fn backup(&mut self, sources: &[(&str, PathBuf)]) -> Vec<Cmd> {
+        self.sets += 1;
+        let c = match self.tool {
+            Tool::Store => {
+                let mut args: Vec<OsString> =
+                    vec!["snapshot".into(), "--host".into(), "bench".into()];
+                for (name, path) in sources {
+                    args.push("--component".into());
+                    let mut spec = OsString::from(format!("{name}="));
+                    spec.push(path);
+                    args.push(spec);
+                }
+                self.store_cmd(&args)
+            }
+            Tool::Restic => {
+                let mut argv: Vec<OsString> = vec![
+                    "restic".into(),
+                    "backup".into(),
+                    "--compression".into(),
+                    "auto".into(),
+                    "--host".into(),
+                    "bench".into(),
+                    "--repo".into(),
+                    self.path.clone().into(),
+                ];
+                argv.extend(sources.iter().map(|(_, p)| p.clone().into()));
+                cmd(argv)
+            }
+            Tool::Borg => {
+                let mut archive = self.path.clone().into_os_string();
+                archive.push(format!("::set-{}", self.sets));
+                let mut argv: Vec<OsString> = vec![
+                    "borg".into(),
+                    "create".into(),
+                    "--compression".into(),
+                    "zstd,3".into(),
+                    archive,
+                ];
+                argv.extend(sources.iter().map(|(_, p)| p.clone().into()));
+                cmd(argv)
+            }
+        };
+        vec![self.with_env(c)]
+    }
+
+    fn restore(&self, target: &Path) -> Vec<Cmd> {
+        std::fs::create_dir_all(target).unwrap();
+        let c = match self.tool {
+            Tool::Store => self.store_cmd(&[
+                "restore".into(),
+                "latest".into(),
+                "--target".into(),
+                target.into(),
+            ]),
+            Tool::Restic => cmd([
+                "restic".into(),
+                "restore".into(),
+                "latest".into(),
+                "--target".into(),
+                OsString::from(target),
+                "--repo".into(),
+                OsString::from(&self.path),
+            ]),
+            Tool::Borg => {
+                let mut archive = self.path.clone().into_os_string();
+                archive.push(format!("::set-{}", self.sets));
+                let mut c = cmd(["borg".into(), "extract".into(), archive]);
+                c.cwd = Some(target.to_path_buf());
+                c
+            }
+        };
+        vec![self.with_env(c)]
+    }
+
+    fn check(&self) -> Vec<Cmd> {
+        let c = match self.tool {
+            Tool::Store => self.store_cmd(&["check".into(), "--read-data".into()]),
+            Tool::Restic => cmd([
+                "restic".into(),
+                "check".into(),
+                "--read-data".into(),
+                "--repo".into(),
+                OsString::from(&self.path),
+            ]),
+            Tool::Borg => cmd([
+                "borg".into(),
+                "check".into(),
+                "--verify-data".into(),
+                OsString::from(&self.path),
+            ]),
+        };
+        vec![self.with_env(c)]
+    }
+
+    /// Forgets the newest set (it has no dependents in any tool, so every tool frees the same
+    /// data: what the day of change added) and frees its space.
+    fn forget_prune(&self) -> Vec<Cmd> {
+        let cs = match self.tool {
+            Tool::Store => vec![
+                self.store_cmd(&["forget".into(), "latest".into()]),
+                self.store_cmd(&["prune".into()]),
+            ],
+            Tool::Restic => {
+                let listed = Command::new("restic")
+                    .args(["snapshots", "--json", "--latest", "1", "--repo"])
+                    .arg(&self.path)
+                    .env("RESTIC_PASSWORD", "bench")
+                    .env("RESTIC_CACHE_DIR", &self.cache)
+                    .output()
+                    .unwrap();
+                let sets: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+                let newest = sets
+                    .as_array()
+                    .and_then(|a| a.iter().max_by_key(|s| s["time"].as_str().map(str::to_owned)))
+                    .and_then(|s| s["id"].as_str())
+                    .unwrap()
+                    .to_owned();
+                vec![cmd([
+                    "restic".into(),
+                    "forget".into(),
+                    newest.into(),
+                    "--prune".into(),
+                    "--repo".into(),
+                    OsString::from(&self.path),
+                ])]
+            }
+            Tool::Borg => {
+                let mut archive = self.path.clone().into_os_string();
+                archive.push(format!("::set-{}", self.sets));
+                vec![
+                    cmd(["borg".into(), "delete".into(), archive]),
+                    cmd(["borg".into(), "compact".into(), OsString::from(&self.path)]),
+                ]
+            }
+        };
+        cs.into_iter().map(|c| self.with_env(c)).collect()
+    }
+}
+
+/// One step of one tool in one run.
+#[derive(Debug, Clone, Serialize)]
+struct StepRun {
+    measured: Measured,
+    /// Bytes the step added to the repository (negative: freed).
+    repo_delta: i64,
+    repo_bytes: u64,
+}
+
+#[derive(Default, Serialize)]
+struct Report {
+    scenario: String,
+    machine: BTreeMap<String, String>,
+    settings: BTreeMap<String, String>,
+    source_bytes: BTreeMap<String, u64>,
+    /// step -> tool -> runs
+    steps: Vec<(String, BTreeMap<String, Vec<StepRun>>)>,
+    /// reference -> bytes per second, per run
+    references: BTreeMap<String, Vec<f64>>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn record(&mut self, step: &str, tool: Tool, run: StepRun) {
+        if !self.steps.iter().any(|(s, _)| s == step) {
+            self.steps.push((step.to_owned(), BTreeMap::new()));
+        }
+        let entry = self.steps.iter_mut().find(|(s, _)| s == step).unwrap();
+        entry.1.entry(tool.name().to_owned()).or_default().push(run);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn machine() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model =
+        cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1));
+    m.insert("cpu".into(), model.unwrap_or("?").trim().to_owned());
+    m.insert(
+        "cores".into(),
+        std::thread::available_parallelism().map(|n| n.get().to_string()).unwrap_or_default(),
+    );
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    if let Some(l) = meminfo.lines().next() {
+        m.insert("memory".into(), l.trim_start_matches("MemTotal:").trim().to_owned());
+    }
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    m.insert("kernel".into(), kernel.trim().to_owned());
+    m
+}
+
+fn run_step(
+    report: &mut Report,
+    step: &str,
+    repo: &Repo,
+    cmds: Vec<Cmd>,
+    log: &Path,
+    warm: &dyn Fn(),
+) {
+    warm();
+    let before = bytes_of(&repo.path);
+    let measured = cmds.iter().fold(Measured::default(), |acc, c| acc.then(timed(c, log)));
+    let after = bytes_of(&repo.path);
+    eprintln!(
+        "  {step:<22} {:<7} {:>7.2} s  {:>6} MB RSS  repo {:>8.1} MB",
+        repo.tool.name(),
+        measured.wall_s,
+        measured.peak_rss_kb / 1000,
+        after as f64 / 1e6
+    );
+    report.record(
+        step,
+        repo.tool,
+        StepRun { measured, repo_delta: after as i64 - before as i64, repo_bytes: after },
+    );
+}
+
+fn scenario_run(
+    cli: &Cli,
+    dataset: Dataset,
+    scale: f64,
+    runs: usize,
+    tools: &[Tool],
+    cache: Cache,
+) -> Report {
+    let mut report = Report {
+        scenario: format!(
+            "{}-{scale}",
+            match dataset {
+                Dataset::Alfresco => "alfresco",
+                Dataset::Marklogic => "marklogic",
+            }
+        ),
+        machine: machine(),
+        ..Report::default()
+    };
+    report.settings.insert("scale".into(), scale.to_string());
+    report.settings.insert("runs".into(), runs.to_string());
+    report.settings.insert(
+        "page cache".into(),
+        match cache {
+            Cache::Warm => "warm (sources read just before each step)".into(),
+            Cache::Cold => "cold (dropped before each step)".into(),
+        },
+    );
+    for t in tools {
+        report.settings.insert(format!("{} version", t.name()), t.version(&cli.store));
+    }
+    report.settings.insert("restic options".into(), "--compression auto (repository v2)".into());
+    report.settings.insert("borg options".into(), "-e none, --compression zstd,3".into());
+    let work = &cli.work;
+    let data = work.join("data");
+    let log = work.join("log.txt");
+    for run in 0..runs {
+        eprintln!("run {}/{runs}: generating", run + 1);
+        let _ = std::fs::remove_dir_all(work);
+        std::fs::create_dir_all(&data).unwrap();
+        let sources = match dataset {
+            Dataset::Alfresco => {
+                datasets::generate_alfresco(&data, 42, scale).unwrap();
+                datasets::alfresco_sources(&data)
+            }
+            Dataset::Marklogic => {
+                datasets::generate_marklogic(&data, 42, scale).unwrap();
+                datasets::marklogic_sources(&data)
+            }
+        };
+        let paths: Vec<PathBuf> = sources.iter().map(|(_, p)| p.clone()).collect();
+        let warm = || match cache {
+            Cache::Warm => {
+                read_all(&paths);
+            }
+            Cache::Cold => drop_caches(),
+        };
+        let size = paths.iter().map(|p| bytes_of(p)).sum::<u64>();
+        report.source_bytes.insert("initial".into(), size);
+        let mut repos: Vec<Repo> = tools
+            .iter()
+            .map(|&tool| Repo {
+                tool,
+                path: work.join(format!("repo-{}", tool.name())),
+                cache: work.join(format!("cache-{}", tool.name())),
+                store: cli.store.clone(),
+                sets: 0,
+            })
+            .collect();
+        for r in &repos {
+            for c in r.init() {
+                timed(&c, &log);
+            }
+        }
+        for r in &mut repos {
+            let cmds = r.backup(&sources);
+            run_step(&mut report, "full set", r, cmds, &log, &warm);
+        }
+        for r in &mut repos {
+            let cmds = r.backup(&sources);
+            run_step(&mut report, "incremental, no change", r, cmds, &log, &warm);
+        }
+        match dataset {
+            Dataset::Alfresco => datasets::mutate_alfresco(&data, 42, scale, 1).unwrap(),
+            Dataset::Marklogic => datasets::mutate_marklogic(&data, 42, scale, 1).unwrap(),
+        };
+        let size = paths.iter().map(|p| bytes_of(p)).sum::<u64>();
+        report.source_bytes.insert("after one day".into(), size);
+        for r in &mut repos {
+            let cmds = r.backup(&sources);
+            run_step(&mut report, "incremental, one day", r, cmds, &log, &warm);
+        }
+        for r in &repos {
+            let target = work.join(format!("restore-{}", r.tool.name()));
+            let cmds = r.restore(&target);
+            run_step(&mut report, "restore", r, cmds, &log, &warm);
+            let restored = bytes_of(&target);
+            assert_eq!(restored, size, "{} restored {restored} bytes, not {size}", r.tool.name());
+            std::fs::remove_dir_all(&target).unwrap();
+        }
+        for r in &repos {
+            run_step(&mut report, "check, all data read", r, r.check(), &log, &warm);
+        }
+        for r in &repos {
+            run_step(&mut report, "forget newest + prune", r, r.forget_prune(), &log, &warm);
+        }
+        // References on the same bytes, same run.
+        warm();
+        let started = Instant::now();
+        let read = read_all(&paths);
+        report
+            .references
+            .entry("read (page cache)".into())
+            .or_default()
+            .push(read as f64 / started.elapsed().as_secs_f64());
+        let target = work.join("cp");
+        std::fs::create_dir_all(&target).unwrap();
+        let mut argv: Vec<OsString> = vec!["cp".into(), "-r".into()];
+        argv.extend(paths.iter().map(|p| p.clone().into()));
+        argv.push(target.clone().into());
+        warm();
+        let m = timed(&cmd(argv), &log);
+        report.references.entry("cp -r".into()).or_default().push(size as f64 / m.wall_s);
+        std::fs::remove_dir_all(&target).unwrap();
+        warm();
+        let limit = machine_limit(&paths, &work.join("limit"));
+        report
+            .references
+            .entry("limit: chunk + hash + zstd 3 + write, all cores".into())
+            .or_default()
+            .push(limit);
+    }
+    for t in [Tool::Restic, Tool::Borg] {
+        if !tools.contains(&t) {
+            report.notes.push(format!("{} not installed: left out", t.name()));
+        }
+    }
+    report
+}
+
+fn write_rows(md: &mut String, report: &Report, bytes_for: &dyn Fn(&str) -> u64) {
+    use std::fmt::Write;
+    let tools: Vec<String> = {
+        let mut t: Vec<String> = report.steps.iter().flat_map(|(_, m)| m.keys().cloned()).collect();
+        t.sort_by_key(|n| (n != "store", n.clone()));
+        t.dedup();
+        t
+    };
+    let peers: Vec<&String> = tools.iter().filter(|t| *t != "store").collect();
+    let _ = write!(md, "| step | tool | time (median) | MB/s | peak RSS | CPU | repo +MB |");
+    for p in &peers {
+        let _ = write!(md, " {p} time / store time |");
+    }
+    md.push('\n');
+    md.push_str(&"|---".repeat(7 + peers.len()));
+    md.push_str("|\n");
+    for (step, by_tool) in &report.steps {
+        let med = |tool: &str, f: &dyn Fn(&StepRun) -> f64| {
+            by_tool.get(tool).map(|runs| median(runs.iter().map(f).collect())).unwrap_or(f64::NAN)
+        };
+        for tool in &tools {
+            if !by_tool.contains_key(tool) {
+                continue;
+            }
+            let wall = med(tool, &|r| r.measured.wall_s);
+            let rss = med(tool, &|r| r.measured.peak_rss_kb as f64) / 1000.0;
+            let cpu = med(tool, &|r| r.measured.cpu_s / r.measured.wall_s.max(0.01) * 100.0);
+            let delta = med(tool, &|r| r.repo_delta as f64) / 1e6;
+            let mbps = bytes_for(step) as f64 / 1e6 / wall;
+            let _ = write!(
+                md,
+                "| {step} | {tool} | {wall:.2} s | {mbps:.0} | {rss:.0} MB | {cpu:.0}% | {delta:+.1} |"
+            );
+            for p in &peers {
+                if tool == "store" {
+                    let _ = write!(md, " {:.2}x |", med(p, &|r| r.measured.wall_s) / wall);
+                } else {
+                    md.push_str(" |");
+                }
+            }
+            md.push('\n');
+        }
+    }
+}
+
+fn markdown(report: &Report) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
+    let _ = writeln!(md, "## Scenario `{}`\n", report.scenario);
+    for (k, v) in report.machine.iter().chain(&report.settings) {
+        let _ = writeln!(md, "- {k}: {v}");
+    }
+    for (k, v) in &report.source_bytes {
+        let _ = writeln!(md, "- source bytes, {k}: {:.1} MB", *v as f64 / 1e6);
+    }
+    md.push('\n');
+    let initial = report.source_bytes.get("initial").copied().unwrap_or(0);
+    let later = report.source_bytes.get("after one day").copied().unwrap_or(initial);
+    write_rows(&mut md, report, &|step| {
+        if step.contains("one day")
+            || step.starts_with("restore")
+            || step.starts_with("check")
+            || step.starts_with("forget")
+        {
+            later
+        } else {
+            initial
+        }
+    });
+    if !report.references.is_empty() {
+        let _ = writeln!(md, "\nReferences on the same bytes, same runs (median):\n");
+        let _ = writeln!(md, "| reference | MB/s |\n|---|---|");
+        for (k, v) in &report.references {
+            let _ = writeln!(md, "| {k} | {:.0} |", median(v.clone()) / 1e6);
+        }
+    }
+    for n in &report.notes {
+        let _ = writeln!(md, "\nNote: {n}");
+    }
+    md
+}
+
+fn scenario_metadata(cli: &Cli, files: u64, tools: &[Tool]) -> Report {
+    let mut report =
+        Report { scenario: format!("metadata-{files}"), machine: machine(), ..Report::default() };
+    let work = &cli.work;
+    let _ = std::fs::remove_dir_all(work);
+    let data = work.join("files");
+    eprintln!("generating {files} files");
+    let per_dir = 1000;
+    for i in 0..files {
+        let dir = data.join(format!("{:04}", i / per_dir));
+        if i % per_dir == 0 {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        std::fs::write(
+            dir.join(format!("{:07}.txt", i)),
+            format!("document {i}\n").repeat(1 + (i % 7) as usize),
+        )
+        .unwrap();
+    }
+    let size = bytes_of(&data);
+    report.source_bytes.insert("initial".into(), size);
+    report.settings.insert("files".into(), files.to_string());
+    let sources = vec![("files", data.clone())];
+    let log = work.join("log.txt");
+    let paths = vec![data.clone()];
+    let warm = || {
+        read_all(&paths);
+    };
+    for &tool in tools {
+        let mut r = Repo {
+            tool,
+            path: work.join(format!("repo-{}", tool.name())),
+            cache: work.join(format!("cache-{}", tool.name())),
+            store: cli.store.clone(),
+            sets: 0,
+        };
+        for c in r.init() {
+            timed(&c, &log);
+        }
+        let cmds = r.backup(&sources);
+        run_step(&mut report, "full set", &r, cmds, &log, &warm);
+        let cmds = r.backup(&sources);
+        run_step(&mut report, "incremental, no change", &r, cmds, &log, &warm);
+    }
+    report
+}
+
+/// Fills a repository with `n` small unique data blobs, as packs and index files written by
+/// the engine itself.
+fn inflate(repo_path: &Path, cache: &Path, n: u64) {
+    let repo = store::Repository::open(
+        repo_path,
+        &store::OpenOptions { cache_dir: Some(cache.to_path_buf()) },
+    )
+    .unwrap();
+    let mut compressor = store::Compressor::new(3).unwrap();
+    let mut scratch = Vec::new();
+    let layout = repo.layout().clone();
+    let mut pack = store::PackWriter::create(&layout.tmp_dir()).unwrap();
+    for i in 0..n {
+        let raw = format!("synthetic blob {i:012} of the growth benchmark");
+        let id = store::Id::hash(raw.as_bytes());
+        let blob = store::EncodedBlob::encode(
+            id,
+            store::BlobKind::Data,
+            raw.as_bytes(),
+            &mut compressor,
+            &mut scratch,
+        );
+        pack.add(&blob).unwrap();
+        if pack.len() > 16 << 20 || i + 1 == n {
+            let full =
+                std::mem::replace(&mut pack, store::PackWriter::create(&layout.tmp_dir()).unwrap());
+            let sealed = full.seal(|id| layout.pack(id)).unwrap();
+            repo.save_index_file(&[store::IndexedPack {
+                id: sealed.id,
+                len: sealed.len,
+                entries: sealed.entries,
+            }])
+            .unwrap();
+        }
+    }
+}
+
+fn scenario_growth(cli: &Cli, blobs: &[u64]) -> Report {
+    let mut report = Report { scenario: "growth".into(), machine: machine(), ..Report::default() };
+    let work = &cli.work;
+    let _ = std::fs::remove_dir_all(work);
+    let data = work.join("data");
+    let g = store_benches::generate_contentstore(&data, 7, 500_000_000).unwrap();
+    report.source_bytes.insert("initial".into(), g.bytes);
+    let log = work.join("log.txt");
+    let paths = vec![data.clone()];
+    let warm = || {
+        read_all(&paths);
+    };
+    for &n in blobs {
+        let mut r = Repo {
+            tool: Tool::Store,
+            path: work.join(format!("repo-{n}")),
+            cache: work.join(format!("cache-{n}")),
+            store: cli.store.clone(),
+            sets: 0,
+        };
+        for c in r.init() {
+            timed(&c, &log);
+        }
+        eprintln!("inflating a repository with {n} blobs");
+        let started = Instant::now();
+        inflate(&r.path, &r.cache, n);
+        report.notes.push(format!(
+            "{n} blobs written (packs, index files, cache) in {:.0} s; repository {:.0} MB",
+            started.elapsed().as_secs_f64(),
+            bytes_of(&r.path) as f64 / 1e6
+        ));
+        let sources = vec![("content", data.clone())];
+        let cmds = r.backup(&sources);
+        run_step(
+            &mut report,
+            &format!("full set, {n} blobs in the repository"),
+            &r,
+            cmds,
+            &log,
+            &warm,
+        );
+        let cmds = r.backup(&sources);
+        run_step(&mut report, &format!("incremental, no change, {n} blobs"), &r, cmds, &log, &warm);
+        std::fs::remove_dir_all(&r.path).unwrap();
+        std::fs::remove_dir_all(&r.cache).unwrap();
+    }
+    report
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let report = match &cli.command {
+        Scenario::Run { dataset, scale, runs, tools, cache } => {
+            let tools = usable(&cli, tools);
+            scenario_run(&cli, *dataset, *scale, *runs, &tools, *cache)
+        }
+        Scenario::Metadata { files, tools } => {
+            let tools = usable(&cli, tools);
+            scenario_metadata(&cli, *files, &tools)
+        }
+        Scenario::Growth { blobs } => scenario_growth(&cli, blobs),
+    };
+    let md = markdown(&report);
+    print!("{md}");
+    std::fs::create_dir_all(&cli.out).unwrap();
+    std::fs::write(cli.out.join(format!("{}.md", report.scenario)), &md).unwrap();
+    std::fs::write(
+        cli.out.join(format!("{}.json", report.scenario)),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+}
+
+fn usable(cli: &Cli, names: &[String]) -> Vec<Tool> {
+    let mut out = Vec::new();
+    for n in names {
+        match Tool::parse(n) {
+            Some(t) if t.installed(&cli.store) => out.push(t),
+            Some(t) => eprintln!("store-bench: {} is not installed: left out", t.name()),
+            None => panic!("unknown tool {n:?} (store, restic, borg)"),
+        }
+    }
+    assert!(out.contains(&Tool::Store), "the store binary {} is missing", cli.store.display());
+    out
+}
