@@ -151,9 +151,13 @@ impl PackWriter {
         let mut buf = Vec::new();
         let mut raw = Vec::new();
         for e in &self.entries {
-            buf.resize(e.end().saturating_sub(e.offset) as usize, 0);
-            self.file.read_exact_at(&mut buf, e.offset).at(&self.temp)?;
-            verify_blob(&buf, e, &mut raw).map_err(|reason| {
+            let n = e.end().saturating_sub(e.offset) as usize;
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            let frame = &mut buf[..n];
+            self.file.read_exact_at(frame, e.offset).at(&self.temp)?;
+            verify_blob(frame, e, &mut raw).map_err(|reason| {
                 Error::corrupt(ObjectRef::Blob { pack: id, id: e.id, offset: e.offset }, reason)
             })?;
         }
