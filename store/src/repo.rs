@@ -128,6 +128,9 @@ pub struct ListedSnapshot {
     pub manifest: Result<Manifest>,
 }
 
+/// Entries ingested in one open beyond which the cache is compacted right away.
+const BULK_INGEST: usize = 500_000;
+
 /// Open pack files kept for reading; beyond this many the set is emptied.
 const OPEN_PACKS_MAX: usize = 64;
 
@@ -357,11 +360,16 @@ impl Repository {
             index.destroy()?;
             index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
         }
+        let mut ingested = 0usize;
         for id in on_disk {
             if !index.is_ingested(&id)? {
                 let packs = self.load_index_file(id)?;
+                ingested += packs.iter().map(|p| p.entries.len()).sum::<usize>();
                 index.ingest(&id, &packs)?;
             }
+        }
+        if ingested >= BULK_INGEST {
+            index.compact()?;
         }
         Ok(self.index.get_or_init(|| index))
     }

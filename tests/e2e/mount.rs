@@ -163,6 +163,24 @@ fn mounted_sets_equal_their_sources_and_new_sets_appear() {
         .collect();
     assert_eq!(names.len(), 1);
     assert!(m.point.join("tags/nightly").join(&names[0]).join("content/empty.bin").is_file());
+    // Copy tools and find behave as on a normal tree: cp -a and rsync -a keep bytes, modes,
+    // times and symlinks; find lists every path.
+    let copy = env.path("copied");
+    let cp = Command::new("cp").arg("-a").arg(latest.join("content")).arg(&copy).status().unwrap();
+    assert!(cp.success());
+    crate::support::assert_same_tree(&content, &copy);
+    let synced = env.path("rsynced/");
+    let rsync = Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", latest.join("content").display()))
+        .arg(&synced)
+        .status()
+        .expect("rsync (.ci/setup installs it)");
+    assert!(rsync.success());
+    crate::support::assert_same_tree(&content, &synced);
+    let found = Command::new("find").arg(latest.join("content/")).output().unwrap();
+    let listed = String::from_utf8_lossy(&found.stdout).lines().count();
+    assert_eq!(listed, crate::support::snapshot_tree(&content).len(), "find lists every path");
     // Random reads of the 100 MiB file.
     let file = std::fs::File::open(latest.join("content/2026/11/21/14/05/big.bin")).unwrap();
     let mut state = 12345u64;

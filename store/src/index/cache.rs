@@ -77,9 +77,11 @@ pub struct ChunkIndex {
     overlay: Mutex<HashMap<Id, Location>>,
 }
 
-fn options() -> Options {
+/// Options of the database and of each column family, all sharing `cache` (one block cache per
+/// open database: memory stays bounded by it whatever the number of blobs).
+fn options(cache: &Cache) -> Options {
     let mut block = BlockBasedOptions::default();
-    block.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+    block.set_block_cache(cache);
     block.set_bloom_filter(10.0, false);
     block.set_cache_index_and_filter_blocks(true);
     let mut opts = Options::default();
@@ -88,16 +90,24 @@ fn options() -> Options {
     opts.set_block_based_table_factory(&block);
     // Keys are hashes and values mostly hashes too: compression would only cost CPU.
     opts.set_compression_type(DBCompressionType::None);
-    opts.set_write_buffer_size(32 << 20);
+    // Small memtables: a cache reopened after a crash replays at most this much of its log,
+    // and a snapshot's new entries never need more.
+    opts.set_write_buffer_size(8 << 20);
+    opts.set_max_write_buffer_number(2);
+    // The default column family (the repository id) is written once and never fills its
+    // memtable; without a bound on the log, that unflushed entry kept every log file alive and
+    // the next open re-read all of them (a bulk ingest of 5,000,000 blobs doubled the time of
+    // the snapshot after it).
+    opts.set_max_total_wal_size(32 << 20);
     opts.set_max_open_files(256);
     opts.set_keep_log_file_num(2);
     opts
 }
 
-fn descriptors() -> Vec<ColumnFamilyDescriptor> {
+fn descriptors(cache: &Cache) -> Vec<ColumnFamilyDescriptor> {
     [CF_BLOBS, CF_INGESTED]
         .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, options()))
+        .map(|name| ColumnFamilyDescriptor::new(*name, options(cache)))
         .collect()
 }
 
@@ -112,28 +122,34 @@ impl ChunkIndex {
     pub fn open(path: &Path, repo_id: Id) -> Result<Self> {
         let cache_err =
             |e: rocksdb::Error| Error::Cache { path: path.to_path_buf(), message: e.into_string() };
-        let (db, read_only) = match DB::open_cf_descriptors(&options(), path, descriptors()) {
-            Ok(db) => (db, false),
-            // Another process holds the cache: use a read-only view. While that process is
-            // still creating the cache the view cannot open yet; wait for it, and never treat
-            // a cache in use as damaged.
-            Err(e) if e.as_ref().contains("lock") => {
-                let mut attempt = 0;
-                loop {
-                    match DB::open_cf_descriptors_read_only(&options(), path, descriptors(), false)
-                    {
-                        Ok(db) => break (db, true),
-                        Err(e) if attempt >= 100 => return Err(cache_err(e)),
-                        Err(_) => {
-                            attempt += 1;
-                            std::thread::sleep(std::time::Duration::from_millis(50));
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let (db, read_only) =
+            match DB::open_cf_descriptors(&options(&cache), path, descriptors(&cache)) {
+                Ok(db) => (db, false),
+                // Another process holds the cache: use a read-only view. While that process is
+                // still creating the cache the view cannot open yet; wait for it, and never treat
+                // a cache in use as damaged.
+                Err(e) if e.as_ref().contains("lock") => {
+                    let mut attempt = 0;
+                    loop {
+                        match DB::open_cf_descriptors_read_only(
+                            &options(&cache),
+                            path,
+                            descriptors(&cache),
+                            false,
+                        ) {
+                            Ok(db) => break (db, true),
+                            Err(e) if attempt >= 100 => return Err(cache_err(e)),
+                            Err(_) => {
+                                attempt += 1;
+                                std::thread::sleep(std::time::Duration::from_millis(50));
+                            }
                         }
                     }
                 }
-            }
-            // Damaged (or from an incompatible RocksDB): it is only a cache, start over.
-            Err(_) => (Self::recreate(path)?, false),
-        };
+                // Damaged (or from an incompatible RocksDB): it is only a cache, start over.
+                Err(_) => (Self::recreate(path, &cache)?, false),
+            };
         let index =
             ChunkIndex { db, path: path.to_path_buf(), read_only, overlay: Mutex::default() };
         let stored = index.db.get(KEY_REPO_ID).map_err(cache_err)?;
@@ -153,7 +169,7 @@ impl ChunkIndex {
             }),
             _ => {
                 drop(index);
-                let db = Self::recreate(path)?;
+                let db = Self::recreate(path, &cache)?;
                 db.put(KEY_REPO_ID, repo_id.as_bytes()).map_err(cache_err)?;
                 Ok(ChunkIndex {
                     db,
@@ -165,9 +181,9 @@ impl ChunkIndex {
         }
     }
 
-    fn recreate(path: &Path) -> Result<DB> {
+    fn recreate(path: &Path, cache: &Cache) -> Result<DB> {
         let _ = std::fs::remove_dir_all(path);
-        DB::open_cf_descriptors(&options(), path, descriptors())
+        DB::open_cf_descriptors(&options(cache), path, descriptors(cache))
             .map_err(|e| Error::Cache { path: path.to_path_buf(), message: e.into_string() })
     }
 
@@ -255,6 +271,25 @@ impl ChunkIndex {
         }
     }
 
+    /// Compacts the cache: after a bulk ingest (a rebuilt cache, millions of entries), so the
+    /// compaction debt is paid now rather than by the next snapshot, whose time and memory it
+    /// would otherwise inflate (docs/BENCHMARKS.md, growth scenario).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub fn compact(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.db.flush().map_err(|e| self.err(e))?;
+        for name in [CF_BLOBS, CF_INGESTED] {
+            let cf = self.cf(name)?;
+            self.db.flush_cf(cf).map_err(|e| self.err(e))?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
     /// Adds the entries of index file `id` in one batch, with its `ingested` marker.
     ///
     /// # Errors
@@ -279,6 +314,21 @@ impl ChunkIndex {
         }
         batch.put_cf(self.cf(CF_INGESTED)?, id.0.as_bytes(), []);
         self.db.write(batch).map_err(|e| self.err(e))
+    }
+}
+
+impl Drop for ChunkIndex {
+    /// Flushes the memtables (the default column family's too), so the next open has no log
+    /// to replay.
+    fn drop(&mut self) {
+        if !self.read_only {
+            let _ = self.db.flush();
+            for name in [CF_BLOBS, CF_INGESTED] {
+                if let Some(cf) = self.db.cf_handle(name) {
+                    let _ = self.db.flush_cf(cf);
+                }
+            }
+        }
     }
 }
 
@@ -314,6 +364,39 @@ mod tests {
         let loc = idx.get(&Id::hash(b"x")).unwrap().unwrap();
         assert_eq!(loc, Location { pack: pack.id, entry: entry(b"x") });
         assert!(idx.get(&Id::hash(b"y")).unwrap().is_none());
+    }
+
+    /// Bytes of write-ahead log in the cache directory.
+    fn log_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn a_closed_cache_leaves_no_log_to_replay() {
+        // The repository id sits alone in the default column family; if its memtable were
+        // not flushed, every log file written since would be kept and re-read by the next open
+        // (with 5,000,000 blobs that doubled the next snapshot's time).
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id::hash(b"repo");
+        // A new cache filled in one go, as when it is built for an existing repository.
+        let idx = ChunkIndex::open(dir.path(), repo).unwrap();
+        for round in 0..3u32 {
+            let entries = (0..20_000u32)
+                .map(|i| entry(format!("{round}/{i}").as_bytes()))
+                .collect::<Vec<_>>();
+            let pack = IndexedPack { id: PackId(Id::hash(&round.to_le_bytes())), len: 1, entries };
+            idx.ingest(&IndexId(Id::hash(&[round as u8])), &[pack]).unwrap();
+        }
+        drop(idx);
+        // 60,000 entries (3 MB) were written; what is left of the log is nothing to speak of.
+        assert!(log_bytes(dir.path()) < 64 << 10, "{} bytes of log left", log_bytes(dir.path()));
+        let idx = ChunkIndex::open(dir.path(), repo).unwrap();
+        assert!(idx.get(&Id::hash(b"2/19999")).unwrap().is_some());
     }
 
     #[test]
