@@ -622,8 +622,11 @@ fn scenario_run(
             }
         };
         let paths: Vec<PathBuf> = sources.iter().map(|(_, p)| p.clone()).collect();
+        // Dirty pages of the previous step are written back first, so that step's writeback
+        // does not run during (and get charged to) the next tool's step.
         let warm = || match cache {
             Cache::Warm => {
+                let _ = Command::new("sync").status();
                 read_all(&paths);
             }
             Cache::Cold => drop_caches(),
@@ -640,6 +643,10 @@ fn scenario_run(
                 sets: 0,
             })
             .collect();
+        // Each run starts with another tool, so no tool always follows the same one (the file
+        // system's state after a tool's deletions affects the next one's restore).
+        let first = run % repos.len();
+        repos.rotate_left(first);
         for r in &repos {
             for c in r.init() {
                 timed(&c, &log);
