@@ -642,6 +642,22 @@ impl Repository {
         raw: &mut Vec<u8>,
     ) -> Result<()> {
         let loc = self.index()?.get(&id)?.ok_or(Error::BlobNotIndexed { id })?;
+        self.read_located(&loc, kind, frame, raw)
+    }
+
+    /// Reads the blob at `loc`, which must be of `kind`, verified against its id (as
+    /// [`Repository::read_blob_into`], for a caller that already looked it up).
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Corrupt`] naming pack and blob.
+    pub fn read_located(
+        &self,
+        loc: &crate::index::Location,
+        kind: BlobKind,
+        frame: &mut Vec<u8>,
+        raw: &mut Vec<u8>,
+    ) -> Result<()> {
+        let id = loc.entry.id;
         if loc.entry.kind != kind {
             return Err(Error::corrupt(
                 ObjectRef::Blob { pack: loc.pack, id, offset: loc.entry.offset },

@@ -208,25 +208,31 @@ fn interrupted_restore_completes_with_overwrite_if_changed() {
     let env = Env::new();
     env.init();
     let src = env.path("src");
-    for i in 0..12 {
-        write(&src.join(format!("d{}/f{i:02}.bin", i % 3)), &random_bytes(i, 700_000));
+    // 300 files of one chunk each (smaller than the minimum chunk), so chunk N is file N: files
+    // are restored in batches of 128, each batch finished (renamed) before the next starts.
+    for i in 0..300u64 {
+        let dir = if i < 150 { "a" } else { "b" };
+        write(&src.join(format!("{dir}/f{i:03}.bin")), &random_bytes(i, 1000 + 97 * i as usize));
     }
     write(&src.join("zeros.img"), &vec![0u8; 3_000_000]);
-    std::os::unix::fs::symlink("d0/f00.bin", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("a/f000.bin", src.join("link")).unwrap();
     env.snapshot(&[&src]);
     let out = env.path("out");
-    // Killed in the middle of a file: some files complete, one partial under a temporary name.
-    let crashed = crash_restore(&env, &out, 25);
+    // Killed in the middle of the second batch: the first batch's files are complete, the
+    // second's are partial, under their temporary names.
+    let crashed = crash_restore(&env, &out, 200);
     assert!(
         !crashed.status.success(),
         "the binary under test has no crash points: run the tests through `bash .ci/run` (it \
          builds with --features store-cli/crash-points)"
     );
-    let temps: Vec<String> =
-        listing(&out).into_iter().filter(|p| p.contains(".store-restore-")).collect();
-    assert_eq!(temps.len(), 1, "one partial file, under its temporary name: {temps:?}");
-    let complete = listing(&out).iter().filter(|p| p.ends_with(".bin")).count();
-    assert!((2..12).contains(&complete), "{complete} files complete");
+    let temps = listing(&out).into_iter().filter(|p| p.contains(".store-restore-")).count();
+    let complete = listing(&out)
+        .iter()
+        .filter(|p| p.ends_with(".bin") && !p.contains(".store-restore-"))
+        .count();
+    assert_eq!(complete, 128, "the first batch is complete");
+    assert!(temps > 0, "the second batch is partial");
     let link_done = std::fs::symlink_metadata(out.join("src/link")).is_ok();
     // A plain re-run refuses the non-empty target and says how to go on.
     let refused = env.run("restore", &restore_args(&out, &[]));
@@ -308,4 +314,88 @@ fn symlinks_already_in_the_target_are_never_followed() {
     let file = out.join("src/file.txt");
     assert!(!std::fs::symlink_metadata(&file).unwrap().file_type().is_symlink());
     assert_eq!(std::fs::read(&file).unwrap(), b"file");
+}
+
+/// `(thread, pack path, offset)` of every completed `pread64` of a pack in an
+/// `strace -f -y -qq -e trace=pread64,pwrite64` log, and the threads that wrote files.
+fn pack_reads(log: &str) -> (Vec<(String, String, u64)>, std::collections::HashSet<String>) {
+    let mut pending: std::collections::HashMap<String, String> = Default::default();
+    let (mut reads, mut writers) = (Vec::new(), std::collections::HashSet::new());
+    for line in log.lines() {
+        let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
+        let rest = rest.trim_start();
+        let call = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            pending.insert(pid.to_owned(), head.to_owned());
+            continue;
+        } else if rest.starts_with("<... ") {
+            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
+            format!("{}{tail}", pending.remove(pid).unwrap_or_default())
+        } else {
+            rest.to_owned()
+        };
+        if call.starts_with("pwrite64(") {
+            writers.insert(pid.to_owned());
+        } else if let Some(args) = call.strip_prefix("pread64(") {
+            let Some((args, _)) = args.rsplit_once(") =") else { continue };
+            let path = args.split_once('<').and_then(|(_, p)| p.split_once('>')).map(|(p, _)| p);
+            let offset = args.rsplit(", ").next().and_then(|o| o.trim().parse().ok());
+            if let (Some(path), Some(offset)) = (path, offset) {
+                if path.contains("/packs/") {
+                    reads.push((pid.to_owned(), path.to_owned(), offset));
+                }
+            }
+        }
+    }
+    (reads, writers)
+}
+
+#[test]
+fn restore_reads_each_blob_once_in_pack_order() {
+    let env = Env::new();
+    env.init();
+    // Sixty documents, packed in this order by the first set.
+    let first = env.path("first");
+    let docs: Vec<Vec<u8>> = (0..60u64).map(|i| random_bytes(500 + i, 9000)).collect();
+    for (i, d) in docs.iter().enumerate() {
+        write(&first.join(format!("f{i:02}")), d);
+    }
+    env.snapshot(&[&first]);
+    // A second set holding the same documents twice, named in the reverse order: its files
+    // visit the packed blobs backwards, and each blob twice.
+    let second = env.path("second");
+    for (i, d) in docs.iter().rev().enumerate() {
+        write(&second.join(format!("a{i:02}")), d);
+        write(&second.join(format!("b{i:02}")), d);
+    }
+    env.snapshot(&[&second]);
+    let out = env.path("out");
+    let log = env.path("strace.log");
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=pread64,pwrite64", "-o"])
+        .arg(&log)
+        .arg(crate::support::bin())
+        .args(["restore", "--repo"])
+        .arg(env.repo())
+        .args(["latest", "--threads", "1", "--target"])
+        .arg(&out)
+        .status()
+        .expect("strace (.ci/setup installs it)");
+    assert!(status.success());
+    assert_same_tree(&second, &out.join("second"));
+    let (reads, writers) = pack_reads(&std::fs::read_to_string(&log).unwrap());
+    let data: Vec<&(String, String, u64)> =
+        reads.iter().filter(|(pid, _, _)| writers.contains(pid)).collect();
+    assert_eq!(data.len(), 60, "each of the 60 blobs read once: {data:?}");
+    for w in data.windows(2) {
+        if w[0].1 == w[1].1 {
+            assert!(w[0].2 < w[1].2, "reads of a pack in offset order: {data:?}");
+        }
+    }
+    let packs: Vec<&String> = data.iter().map(|(_, p, _)| p).collect();
+    let mut sorted = packs.clone();
+    sorted.dedup();
+    let mut unique = sorted.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(sorted.len(), unique.len(), "each pack visited once");
 }
