@@ -31,22 +31,9 @@ fn quoted(s: &str, start: usize) -> Option<(String, usize)> {
 
 /// Parses `strace -f -y -qq` output: completed calls only (unfinished/resumed pairs joined).
 fn parse_trace(text: &str, cwd: &Path) -> Vec<Event> {
-    let mut pending: std::collections::HashMap<String, String> = Default::default();
     let mut events = Vec::new();
     let abs = |p: &str| if p.starts_with('/') { PathBuf::from(p) } else { cwd.join(p) };
-    for line in text.lines() {
-        let (pid, rest) = line.split_once(" ").unwrap_or(("", line));
-        // strace pads short pids with spaces: "984   fsync(...)".
-        let rest = rest.trim_start();
-        let call = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
-            pending.insert(pid.to_owned(), head.to_owned());
-            continue;
-        } else if rest.starts_with("<... ") {
-            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
-            format!("{}{tail}", pending.remove(pid).unwrap_or_default())
-        } else {
-            rest.to_owned()
-        };
+    for (_, call) in crate::support::strace_calls(text) {
         if !call.trim_end().ends_with("= 0") {
             continue;
         }

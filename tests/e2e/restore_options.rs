@@ -319,29 +319,17 @@ fn symlinks_already_in_the_target_are_never_followed() {
 /// `(thread, pack path, offset)` of every completed `pread64` of a pack in an
 /// `strace -f -y -qq -e trace=pread64,pwrite64` log, and the threads that wrote files.
 fn pack_reads(log: &str) -> (Vec<(String, String, u64)>, std::collections::HashSet<String>) {
-    let mut pending: std::collections::HashMap<String, String> = Default::default();
     let (mut reads, mut writers) = (Vec::new(), std::collections::HashSet::new());
-    for line in log.lines() {
-        let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
-        let rest = rest.trim_start();
-        let call = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
-            pending.insert(pid.to_owned(), head.to_owned());
-            continue;
-        } else if rest.starts_with("<... ") {
-            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
-            format!("{}{tail}", pending.remove(pid).unwrap_or_default())
-        } else {
-            rest.to_owned()
-        };
+    for (pid, call) in crate::support::strace_calls(log) {
         if call.starts_with("pwrite64(") {
-            writers.insert(pid.to_owned());
+            writers.insert(pid);
         } else if let Some(args) = call.strip_prefix("pread64(") {
             let Some((args, _)) = args.rsplit_once(") =") else { continue };
             let path = args.split_once('<').and_then(|(_, p)| p.split_once('>')).map(|(p, _)| p);
             let offset = args.rsplit(", ").next().and_then(|o| o.trim().parse().ok());
             if let (Some(path), Some(offset)) = (path, offset) {
                 if path.contains("/packs/") {
-                    reads.push((pid.to_owned(), path.to_owned(), offset));
+                    reads.push((pid.clone(), path.to_owned(), offset));
                 }
             }
         }

@@ -221,3 +221,26 @@ impl Drop for Tmpfs {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// The completed calls of an `strace -f -qq` log as `(thread, call text)`, an `<unfinished ...>`
+/// call joined with its `<... resumed>` rest (strace pads short thread ids with spaces).
+pub fn strace_calls(log: &str) -> Vec<(String, String)> {
+    let mut pending: std::collections::HashMap<String, String> = Default::default();
+    let mut calls = Vec::new();
+    for line in log.lines() {
+        let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
+        let rest = rest.trim_start();
+        if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            pending.insert(pid.to_owned(), head.to_owned());
+        } else if rest.starts_with("<... ") {
+            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
+            calls.push((
+                pid.to_owned(),
+                format!("{}{tail}", pending.remove(pid).unwrap_or_default()),
+            ));
+        } else {
+            calls.push((pid.to_owned(), rest.to_owned()));
+        }
+    }
+    calls
+}
