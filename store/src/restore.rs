@@ -17,7 +17,7 @@
 //! verified is removed and reported with the pack and blob at fault; the rest is restored.
 //! Runs of zero bytes (whole 4 KiB blocks) are left as holes.
 //!
-//! Files go to the writer threads in batches (up to 128 files, about 16,384 chunks): the
+//! Files go to the writer threads in batches (up to 64 files, about 16,384 chunks): the
 //! chunks of a batch are sorted by pack and offset, and each blob is read once, in pack order,
 //! and written to every place in the batch that holds it.
 //!
@@ -478,7 +478,7 @@ pub fn restore(
     let shared: Shared = Mutex::default();
     let ctx = Ctx { repo, opts, as_root, shared: &shared, progress };
     std::thread::scope(|s| -> Result<()> {
-        let (tx, rx) = bounded::<Vec<FileJob<'_>>>(2);
+        let (tx, rx) = bounded::<Vec<FileJob<'_>>>(1);
         for _ in 0..threads {
             let rx = rx.clone();
             let ctx = &ctx;
@@ -520,8 +520,10 @@ struct Writer<'c, 'a> {
     batch_chunks: usize,
 }
 
-/// Files restored together, their blobs read in pack order: at most this many files...
-const BATCH_FILES: usize = 128;
+/// Files restored together, their blobs read in pack order: at most this many files (each
+/// batch in flight holds their temporaries and parent directories open: with two writers and
+/// one batch queued, a few hundred descriptors even when every file has its own directory)...
+const BATCH_FILES: usize = 64;
 /// ...and about this many chunks (a plan entry is about 100 bytes).
 const BATCH_CHUNKS: usize = 16_384;
 
