@@ -406,7 +406,36 @@ impl MountView {
         sets.iter().map(|s| s.manifest.time_ns).max().unwrap_or(self.started_ns)
     }
 
+    /// The attributes of an entry of a set (no need for the list of sets).
+    fn entry_attr(ino: u64, node: &Node) -> Attr {
+        let kind = node_kind(node);
+        let size = match &node.content {
+            Content::File { size, .. } => *size,
+            Content::Symlink { target } => target.len() as u64,
+            _ => 0,
+        };
+        let rdev = match node.content {
+            Content::Special { rdev } => rdev,
+            _ => 0,
+        };
+        Attr {
+            ino,
+            kind,
+            perm: (node.meta.mode & 0o7777) as u16,
+            uid: node.meta.uid,
+            gid: node.meta.gid,
+            size,
+            mtime_ns: node.meta.mtime_ns,
+            ctime_ns: node.meta.ctime_ns,
+            nlink: if kind == FileKind::Dir { 2 } else { 1 },
+            rdev,
+        }
+    }
+
     fn attr_of(&self, ino: u64, kind: &Kind) -> Result<Option<Attr>> {
+        if let Kind::Entry(node) = kind {
+            return Ok(Some(Self::entry_attr(ino, node)));
+        }
         let sets = self.sets()?;
         Ok(Some(match kind {
             Kind::Root | Kind::Snapshots | Kind::Tags => self.dir_attr(ino, self.newest_ns(&sets)),
@@ -424,30 +453,7 @@ impl MountView {
                 let target = format!("../../snapshots/{name}");
                 self.link_attr(ino, target.as_bytes(), set.manifest.time_ns)
             }
-            Kind::Entry(node) => {
-                let kind = node_kind(node);
-                let size = match &node.content {
-                    Content::File { size, .. } => *size,
-                    Content::Symlink { target } => target.len() as u64,
-                    _ => 0,
-                };
-                let rdev = match node.content {
-                    Content::Special { rdev } => rdev,
-                    _ => 0,
-                };
-                Attr {
-                    ino,
-                    kind,
-                    perm: (node.meta.mode & 0o7777) as u16,
-                    uid: node.meta.uid,
-                    gid: node.meta.gid,
-                    size,
-                    mtime_ns: node.meta.mtime_ns,
-                    ctime_ns: node.meta.ctime_ns,
-                    nlink: if kind == FileKind::Dir { 2 } else { 1 },
-                    rdev,
-                }
-            }
+            Kind::Entry(node) => Self::entry_attr(ino, node),
         }))
     }
 
@@ -464,6 +470,15 @@ impl MountView {
 
     /// The child kind of `name` in directory `parent`.
     fn child(&self, parent: &Kind, name: &[u8]) -> Result<Option<Kind>> {
+        // Inside a set, the list of sets is not needed (the common case: lookups in trees).
+        if let Kind::Entry(node) = parent {
+            return Ok(match node.content {
+                Content::Dir { tree } => {
+                    self.tree_lookup(tree, name)?.map(|n| Kind::Entry(Arc::new(n)))
+                }
+                _ => None,
+            });
+        }
         let sets = self.sets()?;
         let text = std::str::from_utf8(name).ok();
         Ok(match parent {
@@ -490,13 +505,7 @@ impl MountView {
                     None => None,
                 }
             }
-            Kind::Entry(node) => match node.content {
-                Content::Dir { tree } => {
-                    self.tree_lookup(tree, name)?.map(|n| Kind::Entry(Arc::new(n)))
-                }
-                _ => None,
-            },
-            Kind::Latest | Kind::TagLink(_) => None,
+            Kind::Entry(_) | Kind::Latest | Kind::TagLink(_) => None,
         })
     }
 
