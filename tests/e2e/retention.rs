@@ -44,6 +44,17 @@ fn three_sets(env: &Env) -> (PathBuf, Vec<serde_json::Value>) {
     (src, docs)
 }
 
+/// `check --read-data` is clean and the latest set (of `src`, component `data`) restores to a
+/// tree equal to `src`.
+#[track_caller]
+fn assert_intact(env: &Env, src: &std::path::Path, when: &str) {
+    let check = env.run("check", &["--read-data"]);
+    assert_eq!(check.code, 0, "{when}: {}", check.stdout);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(src, &out.join("data"));
+}
+
 #[test]
 fn forget_and_prune_free_exactly_what_no_set_references() {
     let env = Env::new();
@@ -81,11 +92,7 @@ fn forget_and_prune_free_exactly_what_no_set_references() {
         after >= kept_added && after < kept_added + 64 * 1024,
         "left {after} for a set of {kept_added}"
     );
-    let check = env.run("check", &["--read-data"]);
-    assert_eq!(check.code, 0, "{}", check.stdout);
-    let out = env.path("out");
-    env.restore("latest", &out);
-    assert_same_tree(&src, &out.join("data"));
+    assert_intact(&env, &src, "after prune");
     // A second prune has nothing to do.
     let again = env.run("prune", &["--json"]).ok().json();
     assert_eq!(again["bytes_freed"], 0);
@@ -268,11 +275,7 @@ fn crash_at_every_step_of_prune_loses_nothing_and_the_next_prune_finishes() {
             None,
             "{point}: prune must crash there (built with crash points?)"
         );
-        let check = env.run("check", &["--read-data"]);
-        assert_eq!(check.code, 0, "{point}: {}", check.stdout);
-        let out = env.path("out");
-        env.restore("latest", &out);
-        assert_same_tree(&src, &out.join("data"));
+        assert_intact(&env, &src, point);
         env.run("prune", &[] as &[&str]).ok();
         let left = pack_bytes(&env.repo());
         let kept_added = docs[2]["bytes_added"].as_u64().unwrap();
