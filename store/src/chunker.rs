@@ -96,6 +96,46 @@ fn top_mask(bits: u32) -> u64 {
     }
 }
 
+/// Rolls the Gear hash over `data` from `hash`: `Ok(k)` when the hash after byte `k - 1` has
+/// no bit of `mask` set (the cut falls after `k` bytes), else `Err` with the hash at the end.
+///
+/// Four bytes per step with the same result as one at a time: `h(i+4)` is
+/// `(h(i) << 4) + (g0 << 3) + (g1 << 2) + (g2 << 1) + g3`, so only one shift and one add per
+/// four bytes depend on the previous step, and the hashes in between are tested off that
+/// chain, all four at once (docs/BENCHMARKS.md has the measurement).
+#[inline(always)]
+fn scan(gear: &[u64; 256], data: &[u8], mut hash: u64, mask: u64) -> Result<usize, u64> {
+    let g = |b: u8| gear[usize::from(b)];
+    let mut quads = data.chunks_exact(4);
+    let mut at = 0usize;
+    for q in &mut quads {
+        let (g0, g1, g2, g3) = (g(q[0]), g(q[1]), g(q[2]), g(q[3]));
+        let t1 = g0;
+        let t2 = (g0 << 1).wrapping_add(g1);
+        let t3 = (t2 << 1).wrapping_add(g2);
+        let t4 = (t3 << 1).wrapping_add(g3);
+        let h1 = (hash << 1).wrapping_add(t1);
+        let h2 = (hash << 2).wrapping_add(t2);
+        let h3 = (hash << 3).wrapping_add(t3);
+        let h4 = (hash << 4).wrapping_add(t4);
+        // `mask` is the top bits, so "some hash has none of them set" is "the least has none".
+        if h1.min(h2).min(h3.min(h4)) & mask == 0 {
+            let first = [h1, h2, h3, h4].iter().position(|h| h & mask == 0).unwrap_or(3);
+            return Ok(at + first + 1);
+        }
+        hash = h4;
+        at += 4;
+    }
+    for &b in quads.remainder() {
+        hash = (hash << 1).wrapping_add(g(b));
+        at += 1;
+        if hash & mask == 0 {
+            return Ok(at);
+        }
+    }
+    Err(hash)
+}
+
 impl Chunker {
     /// A chunker for `params`, which must have passed [`ChunkerParams::validate`].
     #[must_use]
@@ -144,21 +184,15 @@ impl Chunker {
         let limit = n.min(self.max);
         let normal = self.avg.min(limit);
         let mut hash: u64 = 0;
-        let mut i = self.min;
-        // Slices are bounded by `limit`, so the loops index without checks.
-        for &b in data.get(self.min..normal).unwrap_or_default() {
-            hash = (hash << 1).wrapping_add(self.gear[usize::from(b)]);
-            i += 1;
-            if hash & self.mask_small == 0 {
-                return Some(i);
-            }
+        // Slices are bounded by `limit`, so the scans index without checks.
+        let small = data.get(self.min..normal).unwrap_or_default();
+        match scan(&self.gear, small, hash, self.mask_small) {
+            Ok(at) => return Some(self.min + at),
+            Err(h) => hash = h,
         }
-        for &b in data.get(normal..limit).unwrap_or_default() {
-            hash = (hash << 1).wrapping_add(self.gear[usize::from(b)]);
-            i += 1;
-            if hash & self.mask_large == 0 {
-                return Some(i);
-            }
+        let large = data.get(normal..limit).unwrap_or_default();
+        if let Ok(at) = scan(&self.gear, large, hash, self.mask_large) {
+            return Some(normal + at);
         }
         if limit == self.max || eof {
             Some(limit)
@@ -294,6 +328,22 @@ mod tests {
         out
     }
 
+    /// The Gear roll one byte at a time, as FORMAT.md §5 defines it.
+    fn scan_bytewise(
+        gear: &[u64; 256],
+        data: &[u8],
+        mut hash: u64,
+        mask: u64,
+    ) -> Result<usize, u64> {
+        for (i, &b) in data.iter().enumerate() {
+            hash = (hash << 1).wrapping_add(gear[usize::from(b)]);
+            if hash & mask == 0 {
+                return Ok(i + 1);
+            }
+        }
+        Err(hash)
+    }
+
     proptest! {
         #[test]
         fn chunks_concatenate_to_input_within_bounds(seed in any::<u64>(), len in 0usize..40_000) {
@@ -307,6 +357,18 @@ mod tests {
                 if i + 1 < sizes.len() {
                     prop_assert!(*s >= p.min as usize, "chunk {} of {} is {} bytes", i, sizes.len(), s);
                 }
+            }
+        }
+
+        #[test]
+        fn four_bytes_per_step_cut_as_one(seed in any::<u64>(), len in 0usize..4_000, start in any::<u64>(), bits in 1u32..12) {
+            let chunker = Chunker::new(&small_params());
+            let data = random_bytes(seed, len);
+            let mask = top_mask(bits);
+            // Every alignment of the bytes against the four-byte steps gives the same answer.
+            for skip in 0..4.min(len) {
+                let d = &data[skip..];
+                prop_assert_eq!(scan(&chunker.gear, d, start, mask), scan_bytewise(&chunker.gear, d, start, mask));
             }
         }
 
