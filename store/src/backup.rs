@@ -28,12 +28,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use self::pipeline::{compress_loop, pack_loop, seal_loop, Dedup, RawBlob, Shared};
+use self::pipeline::{compress_loop, pack_loop, seal_loop, Dedup, How, RawBlob, Shared};
 use self::walk::{
     metadata_of, walk_dir, EntryKind, FileJob, FileOutcome, Freshness, ParentDir, WalkEvent,
     WalkSinks,
 };
 use crate::chunker::Chunker;
+use crate::compress::{probe, Effort, LevelProbe};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, SnapshotId, TreeId};
 use crate::pack::BlobKind;
@@ -164,15 +165,47 @@ struct Putter<'a> {
     dedup: &'a Dedup<'a>,
     tx: &'a Sender<RawBlob>,
     component: usize,
+    level: i32,
 }
 
-impl Putter<'_> {
+impl<'a> Putter<'a> {
+    fn new(ctx: &'a Ctx<'a>, tx: &'a Sender<RawBlob>, component: usize) -> Self {
+        Putter { dedup: &ctx.dedup, tx, component, level: ctx.repo.config().compression_level }
+    }
+
+    fn send(&self, id: Id, kind: BlobKind, data: Vec<u8>, how: How) -> Result<()> {
+        let raw = RawBlob { id, kind, data, component: self.component, how };
+        self.tx.send(raw).map_err(|_| Error::Cancelled)
+    }
+
     fn put_hashed(&self, id: Id, kind: BlobKind, data: &[u8]) -> Result<bool> {
         if !self.dedup.claim(&id)? {
             return Ok(false);
         }
-        let raw = RawBlob { id, kind, data: data.to_vec(), component: self.component };
-        self.tx.send(raw).map_err(|_| Error::Cancelled)?;
+        self.send(id, kind, data.to_vec(), How::Compress(Effort::Configured))?;
+        Ok(true)
+    }
+
+    /// [`Putter::put_hashed`] for a data chunk of an input whose level `levels` chooses.
+    fn put_chunk(&self, id: Id, data: &[u8], levels: &mut LevelProbe) -> Result<bool> {
+        if !self.dedup.claim(&id)? {
+            return Ok(false);
+        }
+        let probed = match levels.next() {
+            Some(_) => None,
+            None => probe(self.level, data),
+        };
+        match probed {
+            Some((codec, stored, effort)) => {
+                levels.chose(effort);
+                let raw_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                self.send(id, BlobKind::Data, stored, How::Stored { codec, raw_len })?;
+            }
+            None => {
+                let effort = levels.current();
+                self.send(id, BlobKind::Data, data.to_vec(), How::Compress(effort))?;
+            }
+        }
         Ok(true)
     }
 }
@@ -181,8 +214,7 @@ impl BlobSink for Putter<'_> {
     fn put(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
         let id = Id::hash(&raw);
         if self.dedup.claim(&id)? {
-            let raw = RawBlob { id, kind, data: raw, component: self.component };
-            self.tx.send(raw).map_err(|_| Error::Cancelled)?;
+            self.send(id, kind, raw, How::Compress(Effort::Configured))?;
         }
         Ok(id)
     }
@@ -536,10 +568,10 @@ fn capture_stream(
     reader: &mut dyn std::io::Read,
     sinks: &CaptureSinks<'_>,
 ) -> Result<Metadata> {
-    let putter = Putter { dedup: &ctx.dedup, tx: sinks.raw, component: index };
+    let putter = Putter::new(ctx, sinks.raw, index);
     let counter = &ctx.counters[index];
     let mut buf = Vec::new();
-    let read = chunk_into(ctx, &putter, counter, &mut buf, |chunker, buf, f| {
+    let read = chunk_into(ctx, &putter, counter, &mut buf, None, |chunker, buf, f| {
         chunker.chunk_reader(&mut *reader, buf, f)
     });
     let (size, chunks) = match read {
@@ -621,7 +653,7 @@ fn file_worker(ctx: &Ctx<'_>, jobs: &Receiver<FileJob>, raw_tx: &Sender<RawBlob>
         if ctx.shared.is_cancelled() {
             continue;
         }
-        let putter = Putter { dedup: &ctx.dedup, tx: raw_tx, component: job.component };
+        let putter = Putter::new(ctx, raw_tx, job.component);
         let counter = &ctx.counters[job.component];
         match read_file(ctx, &job, &putter, counter, &mut buf) {
             Ok(outcome) => {
@@ -668,8 +700,10 @@ fn chunk_into(
     putter: &Putter<'_>,
     counter: &ComponentCounters,
     buf: &mut Vec<u8>,
+    size: Option<u64>,
     feed: impl FnOnce(&Chunker, &mut Vec<u8>, ChunkSink<'_>) -> Result<u64, ReadError>,
 ) -> Result<(u64, ChunkRefs), ReadError> {
+    let mut levels = LevelProbe::for_input(size, putter.level);
     let mut ids: Vec<ChunkId> = Vec::new();
     let mut lists: Vec<Id> = Vec::new();
     let flush_list = |ids: &mut Vec<ChunkId>, lists: &mut Vec<Id>| -> Result<(), ReadError> {
@@ -684,7 +718,7 @@ fn chunk_into(
         let id = Id::hash(chunk);
         counter.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         ctx.progress.add_bytes(chunk.len() as u64);
-        if putter.put_hashed(id, BlobKind::Data, chunk).map_err(ReadError::Fatal)? {
+        if putter.put_chunk(id, chunk, &mut levels).map_err(ReadError::Fatal)? {
             counter.chunks_new.fetch_add(1, Ordering::Relaxed);
         }
         ids.push(ChunkId(id));
@@ -742,7 +776,7 @@ fn read_file(
                 return skipped(format!("cannot read again: {e}"));
             }
         }
-        let read = chunk_into(ctx, putter, counter, buf, |chunker, buf, f| {
+        let read = chunk_into(ctx, putter, counter, buf, Some(m.len()), |chunker, buf, f| {
             source::chunk_file(chunker, &mut file, m.len(), buf, f)
         });
         let (size, chunks) = match read {
@@ -784,7 +818,7 @@ fn tree_loop(
             if ctx.shared.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let mut putter = Putter { dedup: &ctx.dedup, tx: raw_tx, component };
+            let mut putter = Putter::new(ctx, raw_tx, component);
             match event {
                 WalkEvent::Enter { name, meta } => {
                     counts.dirs += 1;

@@ -28,9 +28,75 @@ impl Codec {
 /// Default zstd level (see docs/BENCHMARKS.md for the measurement).
 pub const DEFAULT_LEVEL: i32 = 3;
 
+/// The level a [`Compressor`] also offers, and that large inputs are probed with.
+pub const FAST_LEVEL: i32 = 1;
+
+/// Which of a [`Compressor`]'s two levels compresses a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Effort {
+    /// The repository's configured level.
+    #[default]
+    Configured,
+    /// [`FAST_LEVEL`].
+    Fast,
+}
+
+/// Inputs (files, streams) at least this large are probed: 4 MiB. Smaller files, most of a
+/// contentstore, are compressed at the configured level without a probe.
+pub(crate) const PROBE_MIN: u64 = 4 << 20;
+/// A large input is probed again every this many new chunks (8 MiB at the default 128 KiB),
+/// so a dump that moves from one table to the next gets the level that suits each.
+pub(crate) const PROBE_EVERY: u32 = 64;
+
+/// The choice of level along one input: its first new chunk, and every [`PROBE_EVERY`]-th
+/// after, is compressed at both levels ([`Compressor::probe`]); the chunks in between get the
+/// level that made the smaller blob. The choice depends only on the input's bytes, so the same
+/// input is always stored the same way.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LevelProbe {
+    active: bool,
+    since: u32,
+    effort: Effort,
+}
+
+impl LevelProbe {
+    /// A probe for an input of `size` bytes (`None`: a stream of unknown length).
+    pub(crate) fn for_input(size: Option<u64>, level: i32) -> Self {
+        let large = size.is_none_or(|s| s >= PROBE_MIN);
+        LevelProbe { active: large && level > FAST_LEVEL, since: 0, effort: Effort::Configured }
+    }
+
+    /// `None` when the next new chunk must be probed, else the level to use for it.
+    pub(crate) fn next(&mut self) -> Option<Effort> {
+        if !self.active {
+            return Some(Effort::Configured);
+        }
+        let probe = self.since.is_multiple_of(PROBE_EVERY);
+        self.since = self.since.wrapping_add(1);
+        if probe {
+            None
+        } else {
+            Some(self.effort)
+        }
+    }
+
+    /// The level the last probe chose.
+    pub(crate) fn current(&self) -> Effort {
+        self.effort
+    }
+
+    /// Records what the last probe chose.
+    pub(crate) fn chose(&mut self, effort: Effort) {
+        self.effort = effort;
+    }
+}
+
 /// A reusable zstd compression context; one per worker thread.
 pub struct Compressor {
     ctx: zstd::bulk::Compressor<'static>,
+    level: i32,
+    /// Made on first use at [`FAST_LEVEL`].
+    fast: Option<zstd::bulk::Compressor<'static>>,
 }
 
 impl Compressor {
@@ -39,17 +105,31 @@ impl Compressor {
     /// # Errors
     /// An invalid level.
     pub fn new(level: i32) -> std::io::Result<Self> {
-        Ok(Compressor { ctx: zstd::bulk::Compressor::new(level)? })
+        Ok(Compressor { ctx: zstd::bulk::Compressor::new(level)?, level, fast: None })
     }
 
     /// Compresses `raw` into `out` (cleared first) and returns the codec used. When zstd saves
     /// less than 1/32 of the size, `out` gets the raw bytes and the codec is [`Codec::Raw`]:
     /// reading raw bytes back is free, and incompressible media is common in contentstores.
     pub fn compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Codec {
+        self.compress_at(Effort::Configured, raw, out)
+    }
+
+    /// [`Compressor::compress`] at the level `effort` names.
+    pub fn compress_at(&mut self, effort: Effort, raw: &[u8], out: &mut Vec<u8>) -> Codec {
         out.clear();
         out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
         let worthwhile = raw.len() - raw.len() / 32;
-        match self.ctx.compress_to_buffer(raw, out) {
+        let ctx = match effort {
+            Effort::Fast if self.level != FAST_LEVEL => {
+                if self.fast.is_none() {
+                    self.fast = zstd::bulk::Compressor::new(FAST_LEVEL).ok();
+                }
+                self.fast.as_mut().unwrap_or(&mut self.ctx)
+            }
+            _ => &mut self.ctx,
+        };
+        match ctx.compress_to_buffer(raw, out) {
             Ok(n) if n < worthwhile => Codec::Zstd,
             _ => {
                 out.clear();
@@ -58,6 +138,46 @@ impl Compressor {
             }
         }
     }
+
+    /// Compresses `raw` at both levels and leaves the smaller result in `out`: the fast level's
+    /// when they are the same size, since it also decompresses faster. `spare` is scratch.
+    /// Returns the codec and the level that won.
+    ///
+    /// Measured on the generated Alfresco set (docs/BENCHMARKS.md): the `pg_dump` text of
+    /// UUID-keyed tables is 4% smaller and compressed twice as fast at level 1 as at level 3,
+    /// while documents are 2% larger at level 1 for no gain in speed; a fixed level loses on one
+    /// of them.
+    pub fn probe(&mut self, raw: &[u8], out: &mut Vec<u8>, spare: &mut Vec<u8>) -> (Codec, Effort) {
+        let configured = self.compress_at(Effort::Configured, raw, spare);
+        let fast = self.compress_at(Effort::Fast, raw, out);
+        if out.len() <= spare.len() {
+            (fast, Effort::Fast)
+        } else {
+            std::mem::swap(out, spare);
+            (configured, Effort::Configured)
+        }
+    }
+}
+
+thread_local! {
+    /// The context [`probe`] compresses with, made on first use (file workers probe the
+    /// chunks they cut themselves, so the choice does not depend on thread timing).
+    static PROBER: std::cell::RefCell<Option<Compressor>> = const { std::cell::RefCell::new(None) };
+}
+
+/// [`Compressor::probe`] with this thread's context at `level`: the codec, the stored bytes and
+/// the level that won. `None` when no context can be made (the caller compresses as usual).
+pub(crate) fn probe(level: i32, raw: &[u8]) -> Option<(Codec, Vec<u8>, Effort)> {
+    PROBER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|c| c.level != level) {
+            *slot = Compressor::new(level).ok();
+        }
+        let c = slot.as_mut()?;
+        let (mut out, mut spare) = (Vec::new(), Vec::new());
+        let (codec, effort) = c.probe(raw, &mut out, &mut spare);
+        Some((codec, out, effort))
+    })
 }
 
 thread_local! {
@@ -142,6 +262,109 @@ mod tests {
         let mut back = Vec::new();
         decompress(codec, &stored, raw.len() as u32, &mut back).unwrap();
         assert_eq!(back, raw);
+    }
+
+    /// Deterministic xorshift bytes for the inputs below.
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// Words drawn from a vocabulary: level 3 compresses this better than level 1.
+    fn prose(len: usize) -> Vec<u8> {
+        let mut next = xorshift(1);
+        let words: Vec<String> =
+            (0..2000).map(|i| format!("w{i}{}", &"abcdefgh"[..(i % 7) + 1])).collect();
+        let mut out = Vec::new();
+        while out.len() < len {
+            out.extend_from_slice(words[(next() % 2000) as usize].as_bytes());
+            out.push(b' ');
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// `pg_dump` rows keyed by UUIDs: level 1 compresses this better than level 3.
+    fn uuid_rows(len: usize) -> Vec<u8> {
+        let mut next = xorshift(2);
+        let mut out = Vec::new();
+        let mut i = 0u64;
+        while out.len() < len {
+            let (a, b) = (next(), next());
+            let row = format!(
+                "{i}\t1\t6\t{a:016x}-{b:016x}\t1000\t{}\tadmin\t2026-03-27T17:32:47.000Z\n",
+                a % 97
+            );
+            out.extend_from_slice(row.as_bytes());
+            i += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn stored_len(c: &mut Compressor, effort: Effort, raw: &[u8]) -> usize {
+        let mut out = Vec::new();
+        c.compress_at(effort, raw, &mut out);
+        out.len()
+    }
+
+    #[test]
+    fn probe_keeps_the_smaller_level_and_the_fast_one_on_a_tie() {
+        let mut c = Compressor::new(3).unwrap();
+        let random: Vec<u8> = {
+            let mut next = xorshift(3);
+            (0..131_072).map(|_| next() as u8).collect()
+        };
+        for (raw, winner) in [
+            (prose(131_072), Effort::Configured),
+            (uuid_rows(131_072), Effort::Fast),
+            // Both store it raw: the same size, so the fast level.
+            (random, Effort::Fast),
+        ] {
+            let sizes = (
+                stored_len(&mut c, Effort::Configured, &raw),
+                stored_len(&mut c, Effort::Fast, &raw),
+            );
+            let (mut out, mut spare) = (Vec::new(), Vec::new());
+            let (codec, effort) = c.probe(&raw, &mut out, &mut spare);
+            assert_eq!(effort, winner, "sizes (configured, fast) {sizes:?}");
+            assert_eq!(out.len(), sizes.0.min(sizes.1));
+            let mut back = Vec::new();
+            decompress(codec, &out, raw.len() as u32, &mut back).unwrap();
+            assert_eq!(back, raw);
+        }
+    }
+
+    #[test]
+    fn level_probe_runs_on_large_inputs_every_so_many_chunks() {
+        // Small files and a level that is already the fast one are never probed.
+        for mut p in [LevelProbe::for_input(Some(PROBE_MIN - 1), 3), LevelProbe::for_input(None, 1)]
+        {
+            assert!((0..200).all(|_| p.next() == Some(Effort::Configured)));
+        }
+        // A stream is probed at its first new chunk and every PROBE_EVERY after; the chunks in
+        // between get what the last probe chose.
+        let mut p = LevelProbe::for_input(None, 3);
+        let mut probed = Vec::new();
+        for i in 0..(2 * PROBE_EVERY + 1) {
+            match p.next() {
+                None => {
+                    probed.push(i);
+                    p.chose(if i == 0 { Effort::Fast } else { Effort::Configured });
+                }
+                Some(e) => {
+                    let want = if i < PROBE_EVERY { Effort::Fast } else { Effort::Configured };
+                    assert_eq!(e, want, "chunk {i}");
+                }
+            }
+        }
+        assert_eq!(probed, vec![0, PROBE_EVERY, 2 * PROBE_EVERY]);
+        assert!(LevelProbe::for_input(Some(PROBE_MIN), 3).next().is_none());
     }
 
     #[test]

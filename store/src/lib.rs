@@ -83,7 +83,7 @@ pub mod vfs;
 pub mod fuzzing;
 
 pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
-pub use compress::{decompress, Codec, Compressor, DEFAULT_LEVEL};
+pub use compress::{decompress, Codec, Compressor, Effort, DEFAULT_LEVEL, FAST_LEVEL};
 pub use config::{IdHash, RepoConfig};
 pub use error::{Corruption, Error, ObjectRef, Result};
 pub use forget::{plan_explicit, plan_policy, ForgetPlan, KeepPolicy, KeepReason, Kept, SetInfo};

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::compress::Compressor;
+use crate::compress::{Codec, Compressor, Effort};
 use crate::error::{Error, Result};
 use crate::id::{Id, PackId};
 use crate::index::{ChunkIndex, IndexedPack};
@@ -118,9 +118,19 @@ impl<'a> Dedup<'a> {
 pub(crate) struct RawBlob {
     pub(crate) id: Id,
     pub(crate) kind: BlobKind,
+    /// The raw bytes, or the stored bytes when `how` says they are compressed already.
     pub(crate) data: Vec<u8>,
     /// Index of the component it belongs to (for per-component byte counts).
     pub(crate) component: usize,
+    pub(crate) how: How,
+}
+
+/// What the compressors do with a [`RawBlob`].
+pub(crate) enum How {
+    /// Compress at this level.
+    Compress(Effort),
+    /// Already compressed (a probed chunk): frame it as is.
+    Stored { codec: Codec, raw_len: u32 },
 }
 
 /// Compresses blobs until the input closes; counts stored bytes per component.
@@ -144,7 +154,19 @@ pub(crate) fn compress_loop(
         if shared.is_cancelled() {
             continue; // drain, so senders never block
         }
-        let blob = EncodedBlob::encode(raw.id, raw.kind, &raw.data, &mut compressor, &mut scratch);
+        let blob = match raw.how {
+            How::Compress(effort) => EncodedBlob::encode_at(
+                raw.id,
+                raw.kind,
+                &raw.data,
+                effort,
+                &mut compressor,
+                &mut scratch,
+            ),
+            How::Stored { codec, raw_len } => {
+                EncodedBlob::from_stored(raw.id, raw.kind, codec, raw_len, &raw.data)
+            }
+        };
         if let Some(counter) = added.get(raw.component) {
             counter.fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::format::{encode_blob, encode_entry, encode_footer, BlobKind, Footer, PackEntry};
 use super::reader::verify_blob;
-use crate::compress::{Codec, Compressor};
+use crate::compress::{Codec, Compressor, Effort};
 use crate::error::{Error, IoContext, ObjectRef, Result};
 use crate::format::FORMAT_VERSION;
 use crate::fs::{commit_temp, create_temp, ensure_dir};
@@ -37,9 +37,28 @@ impl EncodedBlob {
         compressor: &mut Compressor,
         scratch: &mut Vec<u8>,
     ) -> Self {
-        let codec = compressor.compress(raw, scratch);
+        Self::encode_at(id, kind, raw, Effort::Configured, compressor, scratch)
+    }
+
+    /// [`EncodedBlob::encode`] at the level `effort` names.
+    #[must_use]
+    pub fn encode_at(
+        id: Id,
+        kind: BlobKind,
+        raw: &[u8],
+        effort: Effort,
+        compressor: &mut Compressor,
+        scratch: &mut Vec<u8>,
+    ) -> Self {
+        let codec = compressor.compress_at(effort, raw, scratch);
         let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
-        let bytes = encode_blob(id, kind, codec, raw_len, scratch);
+        Self::from_stored(id, kind, codec, raw_len, scratch)
+    }
+
+    /// Frames bytes already compressed with `codec` from `raw_len` raw bytes.
+    #[must_use]
+    pub fn from_stored(id: Id, kind: BlobKind, codec: Codec, raw_len: u32, stored: &[u8]) -> Self {
+        let bytes = encode_blob(id, kind, codec, raw_len, stored);
         EncodedBlob { id, kind, codec, raw_len, bytes }
     }
 
