@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::id::{Id, IndexId, PackId, SnapshotId, TreeId};
 use crate::index::IndexedPack;
-use crate::pack::{verify_blob, PackReader};
+use crate::pack::{check_blob, PackReader};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::for_each_chunk;
@@ -530,7 +530,7 @@ pub fn check(
             for e in &pack.entries {
                 let frame = bytes.get(e.offset as usize..e.end() as usize).unwrap_or_default();
                 c.report.blobs_read += 1;
-                if let Err(reason) = verify_blob(frame, e, &mut raw) {
+                if let Err(reason) = check_blob(frame, e, &mut raw) {
                     c.bad_blobs.insert(e.id);
                     c.find(Finding::DamagedBlob {
                         pack: pack.id,

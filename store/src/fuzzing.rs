@@ -6,7 +6,9 @@ use crate::chunker::{Chunker, ChunkerParams};
 use crate::config::RepoConfig;
 use crate::index::decode_index_file;
 use crate::lock::LockRecord;
-use crate::pack::{decode_blob_header, decode_footer, decode_trailer, verify_blob, FOOTER_LEN};
+use crate::pack::{
+    check_blob, decode_blob_header, decode_footer, decode_trailer, verify_blob, FOOTER_LEN,
+};
 use crate::snapshot::Manifest;
 use crate::tree::{decode_chunk_list, TreeBlob};
 
@@ -22,11 +24,14 @@ pub fn pack(bytes: &[u8]) -> bool {
         return false;
     };
     let Ok(entries) = decode_trailer(trailer, &footer) else { return false };
-    let mut raw = Vec::new();
+    let (mut raw, mut scratch) = (Vec::new(), Vec::new());
     entries.iter().all(|e| {
-        bytes
-            .get(e.offset as usize..e.end() as usize)
-            .is_some_and(|f| verify_blob(f, e, &mut raw).is_ok())
+        bytes.get(e.offset as usize..e.end() as usize).is_some_and(|f| {
+            let verified = verify_blob(f, e, &mut raw).is_ok();
+            // The check that skips copying raw blobs must agree with the full one.
+            assert_eq!(verified, check_blob(f, e, &mut scratch).is_ok(), "check_blob disagrees");
+            verified
+        })
     })
 }
 

@@ -712,7 +712,7 @@ fn scenario_run(
     }
     for t in [Tool::Restic, Tool::Borg] {
         if !tools.contains(&t) {
-            report.notes.push(format!("{} not installed: left out", t.name()));
+            report.notes.push(format!("{} not run (not asked for, or not installed)", t.name()));
         }
     }
     report

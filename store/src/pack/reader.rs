@@ -7,18 +7,14 @@ use std::path::Path;
 use super::format::{
     decode_blob_header, decode_footer, decode_trailer, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN,
 };
-use crate::compress::decompress;
+use crate::compress::{decompress, Codec};
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
 use crate::format::check_version;
 use crate::id::{Id, PackId};
 
-/// Checks that `frame` (header + stored bytes) is the blob `entry` describes and that its raw
-/// bytes hash to its id; leaves the raw bytes in `raw`.
-pub(crate) fn verify_blob(
-    frame: &[u8],
-    entry: &PackEntry,
-    raw: &mut Vec<u8>,
-) -> Result<(), Corruption> {
+/// The stored bytes of `frame` (header + stored bytes), once its header is the one `entry`
+/// describes.
+fn stored_part<'f>(frame: &'f [u8], entry: &PackEntry) -> Result<&'f [u8], Corruption> {
     let header = decode_blob_header(frame, entry.offset)?;
     if header.id != entry.id
         || header.kind != entry.kind
@@ -39,12 +35,43 @@ pub(crate) fn verify_blob(
             len: stored.len() as u64,
         });
     }
-    decompress(entry.codec, stored, entry.raw_len, raw)?;
+    Ok(stored)
+}
+
+fn hash_matches(entry: &PackEntry, raw: &[u8]) -> Result<(), Corruption> {
     let actual = Id::hash(raw);
     if actual != entry.id {
         return Err(Corruption::HashMismatch { expected: entry.id, actual });
     }
     Ok(())
+}
+
+/// Checks that `frame` (header + stored bytes) is the blob `entry` describes and that its raw
+/// bytes hash to its id; leaves the raw bytes in `raw`.
+pub(crate) fn verify_blob(
+    frame: &[u8],
+    entry: &PackEntry,
+    raw: &mut Vec<u8>,
+) -> Result<(), Corruption> {
+    let stored = stored_part(frame, entry)?;
+    decompress(entry.codec, stored, entry.raw_len, raw)?;
+    hash_matches(entry, raw)
+}
+
+/// [`verify_blob`] for callers that do not need the raw bytes: a blob stored raw is hashed
+/// where it lies instead of being copied first (media, stored raw, is a third of a
+/// contentstore). `scratch` holds decompressed bytes.
+pub(crate) fn check_blob(
+    frame: &[u8],
+    entry: &PackEntry,
+    scratch: &mut Vec<u8>,
+) -> Result<(), Corruption> {
+    let stored = stored_part(frame, entry)?;
+    if entry.codec == Codec::Raw && stored.len() == entry.raw_len as usize {
+        return hash_matches(entry, stored);
+    }
+    decompress(entry.codec, stored, entry.raw_len, scratch)?;
+    hash_matches(entry, scratch)
 }
 
 /// Reads the blob `entry` from the open pack `file`, verifies it against its id, and leaves

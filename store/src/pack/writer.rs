@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{encode_blob, encode_entry, encode_footer, BlobKind, Footer, PackEntry};
-use super::reader::verify_blob;
+use super::reader::check_blob;
 use crate::compress::{Codec, Compressor, Effort};
 use crate::error::{Error, IoContext, ObjectRef, Result};
 use crate::format::FORMAT_VERSION;
@@ -176,7 +176,7 @@ impl PackWriter {
             }
             let frame = &mut buf[..n];
             self.file.read_exact_at(frame, e.offset).at(&self.temp)?;
-            verify_blob(frame, e, &mut raw).map_err(|reason| {
+            check_blob(frame, e, &mut raw).map_err(|reason| {
                 Error::corrupt(ObjectRef::Blob { pack: id, id: e.id, offset: e.offset }, reason)
             })?;
         }
