@@ -13,10 +13,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::id::{Id, IndexId, PackId, SnapshotId, TreeId};
-use crate::index::IndexedPack;
-use crate::pack::{check_blob, PackReader};
+use crate::pack::{check_blob, entries_in, PackReader};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::for_each_chunk;
@@ -425,6 +426,75 @@ impl Checker<'_> {
     }
 }
 
+/// Packs read in parallel at a time; their findings are merged in order after each batch.
+const READ_BATCH: usize = 64;
+
+/// What reading one pack found.
+struct PackRead {
+    pack: PackId,
+    /// The file was read.
+    read: bool,
+    /// The pack cannot be read, or its trailer no longer decodes: none of its blobs count.
+    damaged: bool,
+    blobs: u64,
+    bad_blobs: Vec<Id>,
+    findings: Vec<Finding>,
+}
+
+/// Reads pack `pack` at `path` and verifies every blob its trailer lists, and its content hash.
+fn read_pack(path: &std::path::Path, pack: PackId) -> PackRead {
+    let mut r = PackRead {
+        pack,
+        read: false,
+        damaged: false,
+        blobs: 0,
+        bad_blobs: Vec::new(),
+        findings: Vec::new(),
+    };
+    let damaged = |r: &mut PackRead, error: String| {
+        r.damaged = true;
+        r.findings.push(Finding::DamagedPack { pack, error });
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            damaged(&mut r, e.to_string());
+            return r;
+        }
+    };
+    r.read = true;
+    let entries = match entries_in(&bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            damaged(&mut r, e.to_string());
+            return r;
+        }
+    };
+    let mut scratch = Vec::new();
+    for e in &entries {
+        let frame = bytes.get(e.offset as usize..e.end() as usize).unwrap_or_default();
+        r.blobs += 1;
+        if let Err(reason) = check_blob(frame, e, &mut scratch) {
+            r.bad_blobs.push(e.id);
+            r.findings.push(Finding::DamagedBlob {
+                pack,
+                blob: e.id,
+                offset: e.offset,
+                error: reason.to_string(),
+            });
+        }
+    }
+    let actual = Id::hash(&bytes);
+    if actual != pack.0 && r.bad_blobs.is_empty() {
+        // Every blob verifies but the file does not hash to its name: bytes outside the blobs
+        // (headers of no blob, padding) changed, or the pack was renamed. Its blobs still
+        // read, so the pack is not counted as lost.
+        r.findings
+            .push(Finding::DamagedPack { pack, error: format!("content hashes to {actual}") });
+    }
+    r
+}
+
 /// Checks the repository.
 ///
 /// # Errors
@@ -459,7 +529,9 @@ pub fn check(
 
     progress.phase("index and packs");
     let mut indexed: HashSet<PackId> = HashSet::new();
-    let mut to_read: Vec<IndexedPack> = Vec::new();
+    // Packs to read: id and length only (the entries come from each pack's own trailer when
+    // it is read), so memory does not grow with the number of blobs.
+    let mut to_read: Vec<(PackId, u64)> = Vec::new();
     for id in repo.list_index_files()? {
         let packs = match repo.load_index_file(id) {
             Ok(p) => p,
@@ -501,7 +573,7 @@ pub fn check(
                 }
             }
             if in_slice(&pack.id, opts.read_data) {
-                to_read.push(pack);
+                to_read.push((pack.id, pack.len));
             }
         }
     }
@@ -514,43 +586,35 @@ pub fn check(
 
     if opts.read_data != DataCheck::None {
         progress.phase("reading data");
-        progress.set_total(to_read.len() as u64, to_read.iter().map(|p| p.len).sum());
-        let mut raw = Vec::new();
-        for pack in &to_read {
-            let path = layout.pack(pack.id);
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) => {
-                    c.bad_packs.insert(pack.id);
-                    c.find(Finding::DamagedPack { pack: pack.id, error: e.to_string() });
-                    continue;
+        progress.set_total(to_read.len() as u64, to_read.iter().map(|p| p.1).sum());
+        // Packs are read and verified on every core, a batch at a time; what each found is
+        // merged in pack order, so the report does not depend on thread timing.
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::InvalidOption { option: "threads", reason: e.to_string() })?;
+        for batch in to_read.chunks(READ_BATCH) {
+            let read: Vec<PackRead> = pool.install(|| {
+                batch
+                    .par_iter()
+                    .map(|&(pack, len)| {
+                        let r = read_pack(&layout.pack(pack), pack);
+                        progress.add_items(1);
+                        progress.add_bytes(len);
+                        r
+                    })
+                    .collect()
+            });
+            for r in read {
+                c.report.blobs_read += r.blobs;
+                c.report.packs_read += u64::from(r.read);
+                c.bad_blobs.extend(r.bad_blobs);
+                if r.damaged {
+                    c.bad_packs.insert(r.pack);
                 }
-            };
-            let actual = Id::hash(&bytes);
-            for e in &pack.entries {
-                let frame = bytes.get(e.offset as usize..e.end() as usize).unwrap_or_default();
-                c.report.blobs_read += 1;
-                if let Err(reason) = check_blob(frame, e, &mut raw) {
-                    c.bad_blobs.insert(e.id);
-                    c.find(Finding::DamagedBlob {
-                        pack: pack.id,
-                        blob: e.id,
-                        offset: e.offset,
-                        error: reason.to_string(),
-                    });
-                }
+                c.report.findings.extend(r.findings);
             }
-            if actual != pack.id.0 && c.bad_blobs.is_empty() {
-                // Every blob verifies but the file does not hash to its name: bytes outside the
-                // blobs (headers of no blob, padding) changed, or the pack was renamed.
-                c.find(Finding::DamagedPack {
-                    pack: pack.id,
-                    error: format!("content hashes to {actual}"),
-                });
-            }
-            c.report.packs_read += 1;
-            progress.add_items(1);
-            progress.add_bytes(pack.len);
         }
     }
 

@@ -6,24 +6,14 @@ use crate::chunker::{Chunker, ChunkerParams};
 use crate::config::RepoConfig;
 use crate::index::decode_index_file;
 use crate::lock::LockRecord;
-use crate::pack::{
-    check_blob, decode_blob_header, decode_footer, decode_trailer, verify_blob, FOOTER_LEN,
-};
+use crate::pack::{check_blob, decode_blob_header, decode_footer, entries_in, verify_blob};
 use crate::snapshot::Manifest;
 use crate::tree::{decode_chunk_list, TreeBlob};
 
 /// A whole pack file: footer, trailer, then every blob verified.
 #[must_use]
 pub fn pack(bytes: &[u8]) -> bool {
-    let len = bytes.len() as u64;
-    let Some(tail) = bytes.len().checked_sub(FOOTER_LEN).and_then(|n| bytes.get(n..)) else {
-        return false;
-    };
-    let Ok(footer) = decode_footer(tail, len) else { return false };
-    let Some(trailer) = bytes.get(footer.trailer_offset as usize..bytes.len() - FOOTER_LEN) else {
-        return false;
-    };
-    let Ok(entries) = decode_trailer(trailer, &footer) else { return false };
+    let Ok(entries) = entries_in(bytes) else { return false };
     let (mut raw, mut scratch) = (Vec::new(), Vec::new());
     entries.iter().all(|e| {
         bytes.get(e.offset as usize..e.end() as usize).is_some_and(|f| {

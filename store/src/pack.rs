@@ -10,12 +10,12 @@ mod reader;
 mod writer;
 
 #[cfg(feature = "fuzzing")]
-pub(crate) use format::{decode_blob_header, decode_footer, decode_trailer};
+pub(crate) use format::{decode_blob_header, decode_footer};
 pub(crate) use format::{decode_entry, encode_entry};
 pub use format::{BlobKind, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN};
-pub(crate) use reader::check_blob;
 #[cfg(feature = "fuzzing")]
 pub(crate) use reader::verify_blob;
+pub(crate) use reader::{check_blob, entries_in};
 pub use reader::{read_blob, PackReader};
 pub use writer::{EncodedBlob, PackWriter, SealedPack};
 

@@ -113,6 +113,22 @@ pub fn read_blob(
     verify_blob(frame, entry, raw).map_err(corrupt)
 }
 
+/// The blobs listed by the trailer of a whole pack held in `bytes` (footer and trailer decoded
+/// and checked as [`PackReader::open`] does, except the format version).
+pub(crate) fn entries_in(bytes: &[u8]) -> Result<Vec<PackEntry>, Corruption> {
+    let len = bytes.len() as u64;
+    let tail = bytes
+        .len()
+        .checked_sub(FOOTER_LEN)
+        .and_then(|n| bytes.get(n..))
+        .ok_or(Corruption::Truncated { offset: 0, needed: FOOTER_LEN as u64, len })?;
+    let footer = decode_footer(tail, len)?;
+    let trailer = bytes
+        .get(footer.trailer_offset as usize..bytes.len() - FOOTER_LEN)
+        .ok_or_else(|| Corruption::Invalid("trailer offset beyond the footer".into()))?;
+    decode_trailer(trailer, &footer)
+}
+
 /// An open pack whose footer and trailer have been read and checked.
 pub struct PackReader {
     file: File,
