@@ -30,8 +30,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use self::pipeline::{compress_loop, pack_loop, seal_loop, Dedup, How, RawBlob, Shared};
 use self::walk::{
-    metadata_of, walk_dir, EntryKind, FileJob, FileOutcome, Freshness, ParentDir, WalkEvent,
-    WalkSinks,
+    metadata_of, walk_dir, EntryKind, EventBatcher, FileJob, FileOutcome, Freshness, ParentDir,
+    WalkEvent, WalkSinks,
 };
 use crate::chunker::Chunker;
 use crate::compress::{probe, Effort, LevelProbe};
@@ -323,7 +323,8 @@ pub fn snapshot(
     let time_ns = now_ns();
 
     let (job_tx, job_rx) = bounded::<FileJob>(64);
-    let (event_tx, event_rx) = bounded::<WalkEvent>(1024);
+    let (event_tx, event_rx) = bounded::<Vec<WalkEvent>>(4);
+    let events = EventBatcher::new(event_tx);
     let (raw_tx, raw_rx) = bounded::<RawBlob>(2 * threads + 2);
     let (enc_tx, enc_rx) = bounded(8);
     let (root_tx, root_rx) = bounded::<ComponentResult>(1);
@@ -380,14 +381,13 @@ pub fn snapshot(
             s.spawn(move || scan_totals(sources, progress));
         }
 
-        let sinks =
-            CaptureSinks { events: &event_tx, jobs: &job_tx, raw: &raw_tx, roots: &root_rx };
+        let sinks = CaptureSinks { events: &events, jobs: &job_tx, raw: &raw_tx, roots: &root_rx };
         let parent_manifest = parent.as_ref().map(|(_, m)| m);
         let components = capture(ctx, opts, &excludes, parent_manifest, &sinks);
         if components.is_err() {
             ctx.shared.cancel();
         }
-        drop((event_tx, job_tx, raw_tx));
+        drop((events, job_tx, raw_tx));
         let packed = packer.join().map_err(|_| Error::WorkerPanicked);
         Some((components, packed))
     });
@@ -436,7 +436,7 @@ struct ComponentResult {
 
 /// The channels the capturing thread feeds.
 struct CaptureSinks<'a> {
-    events: &'a Sender<WalkEvent>,
+    events: &'a EventBatcher,
     jobs: &'a Sender<FileJob>,
     raw: &'a Sender<RawBlob>,
     roots: &'a Receiver<ComponentResult>,
@@ -473,6 +473,10 @@ fn capture(
                 (ComponentKind::Command, capture_command(ctx, src, i, cmd, sinks)?)
             }
         };
+        // The tree builder finishes the component from the events it has: hand over the rest.
+        if !sinks.events.flush() {
+            return Err(Error::Cancelled);
+        }
         let result = sinks.roots.recv().map_err(|_| Error::Cancelled)?;
         let c = &ctx.counters[i];
         let mut counts = result.counts;
@@ -522,10 +526,9 @@ fn capture_path(
         dedup: &ctx.dedup,
     };
     let name = src.name.as_bytes().to_vec();
-    sinks
-        .events
-        .send(WalkEvent::Enter { name: name.clone(), meta })
-        .map_err(|_| Error::Cancelled)?;
+    if !sinks.events.send(WalkEvent::Enter { name: name.clone(), meta }) {
+        return Err(Error::Cancelled);
+    }
     let (kind, walked) = if m.is_dir() {
         let parent_root = parent.filter(|c| c.kind.is_dir()).and_then(|c| {
             let node =
@@ -538,7 +541,7 @@ fn capture_path(
             .filter(|c| c.kind == ComponentKind::File)
             .and_then(|c| crate::vfs::component_node(ctx.repo, c).ok());
         let sent = walk.entry(path, name, &m, parent_node.as_ref())?;
-        (ComponentKind::File, sent && sinks.events.send(WalkEvent::Leave).is_ok())
+        (ComponentKind::File, sent && sinks.events.send(WalkEvent::Leave))
     };
     if walked {
         Ok((kind, meta))
@@ -594,8 +597,8 @@ fn capture_stream(
         WalkEvent::Entry { name, meta, kind },
         WalkEvent::Leave,
     ];
-    for e in events {
-        sinks.events.send(e).map_err(|_| Error::Cancelled)?;
+    if !events.into_iter().all(|e| sinks.events.send(e)) {
+        return Err(Error::Cancelled);
     }
     ctx.progress.add_items(1);
     Ok(meta)
@@ -804,7 +807,7 @@ struct DirState {
 /// Builds trees bottom-up from the walk events, waiting for each file's outcome in order.
 fn tree_loop(
     ctx: &Ctx<'_>,
-    events: &Receiver<WalkEvent>,
+    events: &Receiver<Vec<WalkEvent>>,
     raw_tx: &Sender<RawBlob>,
     roots: &Sender<ComponentResult>,
     page_limit: usize,
@@ -814,7 +817,7 @@ fn tree_loop(
     let mut counts = Counts::default();
     let mut issues = Vec::new();
     let mut run = || -> Result<()> {
-        for event in events {
+        for event in events.iter().flatten() {
             if ctx.shared.is_cancelled() {
                 return Err(Error::Cancelled);
             }

@@ -84,9 +84,44 @@ pub(crate) enum WalkEvent {
     Skipped { path: Vec<u8>, reason: String },
 }
 
+/// Walk events handed to the tree builder per channel message. One message per entry put a
+/// fifth of a no-change incremental of many small files into waking threads.
+const EVENT_BATCH: usize = 256;
+
+/// Sends walk events to the tree builder in batches of [`EVENT_BATCH`]. The walking thread
+/// owns it; [`EventBatcher::flush`] must run before that thread waits for the tree builder
+/// (a component's root tree), or the events it waits on would sit in the batch.
+pub(crate) struct EventBatcher {
+    tx: Sender<Vec<WalkEvent>>,
+    batch: std::cell::RefCell<Vec<WalkEvent>>,
+}
+
+impl EventBatcher {
+    pub(crate) fn new(tx: Sender<Vec<WalkEvent>>) -> Self {
+        EventBatcher { tx, batch: std::cell::RefCell::new(Vec::with_capacity(EVENT_BATCH)) }
+    }
+
+    /// Queues `e`; false once the tree builder is gone.
+    pub(crate) fn send(&self, e: WalkEvent) -> bool {
+        let full = {
+            let mut batch = self.batch.borrow_mut();
+            batch.push(e);
+            batch.len() >= EVENT_BATCH
+        };
+        !full || self.flush()
+    }
+
+    /// Hands over what is queued; false once the tree builder is gone.
+    pub(crate) fn flush(&self) -> bool {
+        let batch =
+            std::mem::replace(&mut *self.batch.borrow_mut(), Vec::with_capacity(EVENT_BATCH));
+        batch.is_empty() || self.tx.send(batch).is_ok()
+    }
+}
+
 /// Where the walker sends its work, and what it walks against.
 pub(crate) struct WalkSinks<'a> {
-    pub(crate) events: &'a Sender<WalkEvent>,
+    pub(crate) events: &'a EventBatcher,
     pub(crate) jobs: &'a Sender<FileJob>,
     pub(crate) shared: &'a Shared,
     pub(crate) component: usize,
@@ -133,7 +168,7 @@ impl<'a> ParentDir<'a> {
 
 impl WalkSinks<'_> {
     fn event(&self, e: WalkEvent) -> bool {
-        self.events.send(e).is_ok() && !self.shared.is_cancelled()
+        self.events.send(e) && !self.shared.is_cancelled()
     }
 
     /// Whether `parent`'s file content can stand for the file with lstat metadata `m`: same
