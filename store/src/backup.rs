@@ -191,21 +191,20 @@ impl<'a> Putter<'a> {
         if !self.dedup.claim(&id)? {
             return Ok(false);
         }
-        let probed = match levels.next() {
-            Some(_) => None,
-            None => probe(self.level, data),
+        let effort = match levels.next() {
+            Some(effort) => effort,
+            None => match probe(self.level, data) {
+                Some((codec, stored, effort)) => {
+                    levels.chose(effort);
+                    let raw_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                    self.send(id, BlobKind::Data, stored, How::Stored { codec, raw_len })?;
+                    return Ok(true);
+                }
+                // No probing context could be made: compress as the last probe chose.
+                None => levels.current(),
+            },
         };
-        match probed {
-            Some((codec, stored, effort)) => {
-                levels.chose(effort);
-                let raw_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                self.send(id, BlobKind::Data, stored, How::Stored { codec, raw_len })?;
-            }
-            None => {
-                let effort = levels.current();
-                self.send(id, BlobKind::Data, data.to_vec(), How::Compress(effort))?;
-            }
-        }
+        self.send(id, BlobKind::Data, data.to_vec(), How::Compress(effort))?;
         Ok(true)
     }
 }

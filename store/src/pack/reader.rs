@@ -38,6 +38,16 @@ fn stored_part<'f>(frame: &'f [u8], entry: &PackEntry) -> Result<&'f [u8], Corru
     Ok(stored)
 }
 
+/// Decompresses `stored` into `raw` and checks the result against `entry`'s id.
+fn decompressed_matches(
+    entry: &PackEntry,
+    stored: &[u8],
+    raw: &mut Vec<u8>,
+) -> Result<(), Corruption> {
+    decompress(entry.codec, stored, entry.raw_len, raw)?;
+    hash_matches(entry, raw)
+}
+
 fn hash_matches(entry: &PackEntry, raw: &[u8]) -> Result<(), Corruption> {
     let actual = Id::hash(raw);
     if actual != entry.id {
@@ -53,9 +63,7 @@ pub(crate) fn verify_blob(
     entry: &PackEntry,
     raw: &mut Vec<u8>,
 ) -> Result<(), Corruption> {
-    let stored = stored_part(frame, entry)?;
-    decompress(entry.codec, stored, entry.raw_len, raw)?;
-    hash_matches(entry, raw)
+    decompressed_matches(entry, stored_part(frame, entry)?, raw)
 }
 
 /// [`verify_blob`] for callers that do not need the raw bytes: a blob stored raw is hashed
@@ -70,8 +78,7 @@ pub(crate) fn check_blob(
     if entry.codec == Codec::Raw && stored.len() == entry.raw_len as usize {
         return hash_matches(entry, stored);
     }
-    decompress(entry.codec, stored, entry.raw_len, scratch)?;
-    hash_matches(entry, scratch)
+    decompressed_matches(entry, stored, scratch)
 }
 
 /// Reads the blob `entry` from the open pack `file`, verifies it against its id, and leaves
