@@ -1,7 +1,7 @@
 //! The snapshot pipeline (DESIGN.md "Data flow of `store snapshot`").
 //!
 //! ```text
-//! walker ──FileJob──► file workers: read (mmap for large files) → chunk → hash → dedup
+//! walker ──FileJob──► file workers: read → chunk → hash → dedup
 //!   │                      │ new chunks
 //!   │ WalkEvent            ▼
 //!   ▼                 compressors (rayon) ──EncodedBlob──► packer: packs → index files
@@ -16,7 +16,6 @@
 //! of the Alfresco manual: index, then database, then content store).
 
 mod pipeline;
-mod source;
 mod walk;
 
 use std::fs::OpenOptions;
@@ -779,7 +778,7 @@ fn read_file(
             }
         }
         let read = chunk_into(ctx, putter, counter, buf, Some(m.len()), |chunker, buf, f| {
-            source::chunk_file(chunker, &mut file, m.len(), buf, f)
+            chunker.chunk_reader(&mut file, buf, f)
         });
         let (size, chunks) = match read {
             Ok(v) => v,

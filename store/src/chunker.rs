@@ -4,7 +4,7 @@
 //! A cut point depends only on the bytes from the start of the chunk up to the cut, never on
 //! how the input is fed: [`Chunker::cut`] is a pure function of the slice it is given, and it
 //! answers "need more data" rather than guess when the slice ends before a decision. Callers
-//! therefore get the same chunks from one big slice (mmap), from a read buffer of any size, or
+//! therefore get the same chunks from one big slice, from a read buffer of any size, or
 //! byte by byte.
 //!
 //! The Gear table is derived from the repository's chunker seed with BLAKE3, so two

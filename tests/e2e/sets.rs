@@ -374,6 +374,43 @@ fn a_file_growing_while_read_is_kept_named_and_exits_3() {
 }
 
 #[test]
+fn a_large_file_truncated_while_read_is_reported_not_fatal() {
+    // A file cut short under the reader must not kill the process (a mapped file would raise
+    // SIGBUS on the pages past its new end); the set still commits and the repository checks.
+    let env = Env::new();
+    env.init();
+    let dir = env.path("Forests");
+    let stand = dir.join("Documents/00000001/ListData");
+    write(&stand, &random_bytes(8, 48 << 20));
+    write(&dir.join("stable"), b"stable");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cutter = {
+        let (stand, stop) = (stand.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let f = std::fs::OpenOptions::new().write(true).open(stand).unwrap();
+            let mut cuts = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.set_len(4096).unwrap();
+                f.set_len(48 << 20).unwrap();
+                cuts += 1;
+            }
+            cuts
+        })
+    };
+    let run = env.run("snapshot", &[OsStr::new("--json"), dir.as_os_str()]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(cutter.join().unwrap() > 0);
+    assert!(matches!(run.code, 0 | 3), "code {}: {}", run.code, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["files"], 2, "{}", run.stderr);
+    if run.code == 3 {
+        assert_eq!(doc["issues"][0]["kind"], "changed");
+        assert!(run.stderr.contains("ListData"), "{}", run.stderr);
+    }
+    env.run("check", &["--read-data"]).ok();
+}
+
+#[test]
 fn excludes_keep_matching_paths_out() {
     let env = Env::new();
     env.init();
