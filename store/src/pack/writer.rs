@@ -2,13 +2,12 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{encode_blob, encode_entry, encode_footer, BlobKind, Footer, PackEntry};
 use super::reader::check_blob;
 use crate::compress::{Codec, Compressor, Effort};
-use crate::error::{Error, IoContext, ObjectRef, Result};
+use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
 use crate::format::FORMAT_VERSION;
 use crate::fs::{commit_temp, create_temp, ensure_dir};
 use crate::id::{Id, PackId};
@@ -167,19 +166,7 @@ impl PackWriter {
 
         // Read back what the file holds (from the page cache) and verify every blob before
         // the pack gets a name anything can reference.
-        let mut buf = Vec::new();
-        let mut raw = Vec::new();
-        for e in &self.entries {
-            let n = e.end().saturating_sub(e.offset) as usize;
-            if buf.len() < n {
-                buf.resize(n, 0);
-            }
-            let frame = &mut buf[..n];
-            self.file.read_exact_at(frame, e.offset).at(&self.temp)?;
-            check_blob(frame, e, &mut raw).map_err(|reason| {
-                Error::corrupt(ObjectRef::Blob { pack: id, id: e.id, offset: e.offset }, reason)
-            })?;
-        }
+        verify_written(&self.file, &self.temp, &self.entries, id)?;
 
         crate::crash::point("pack", "verified");
         let dest = dest(id);
@@ -192,10 +179,114 @@ impl PackWriter {
     }
 }
 
+/// The pack is read back through mappings of at most this many bytes (a blob larger than that
+/// gets a window of its own): mapped pages count in the process's RSS while mapped.
+const VERIFY_WINDOW: u64 = 4 << 20;
+
+/// Verifies every blob as the file holds it: decompressed and re-hashed against its id. The file
+/// is mapped a window at a time rather than copied out with `pread` (the copy cost 1.8% of a
+/// snapshot's CPU time).
+fn verify_written(file: &File, temp: &Path, entries: &[PackEntry], pack: PackId) -> Result<()> {
+    let page = rustix::param::page_size() as u64;
+    let mut raw = Vec::new();
+    let mut rest = entries;
+    while let Some(first) = rest.first() {
+        let start = first.offset / page * page;
+        let n = rest.iter().take_while(|e| e.end() - start <= VERIFY_WINDOW).count().max(1);
+        let (window, after) = rest.split_at(n);
+        let end = window.last().map_or(start, PackEntry::end);
+        let len = usize::try_from(end - start).unwrap_or(usize::MAX);
+        let map = map_written(file, start, len).at(temp)?;
+        for e in window {
+            let at = |o: u64| usize::try_from(o - start).unwrap_or(usize::MAX);
+            let bad = |reason| {
+                Error::corrupt(ObjectRef::Blob { pack, id: e.id, offset: e.offset }, reason)
+            };
+            let frame = map
+                .get(at(e.offset)..at(e.end()))
+                .ok_or_else(|| bad(Corruption::Invalid("blob beyond the pack's end".into())))?;
+            check_blob(frame, e, &mut raw).map_err(bad)?;
+        }
+        rest = after;
+    }
+    Ok(())
+}
+
+/// Maps `len` bytes of a pack this process has just written, read-only, from `offset`.
+#[allow(unsafe_code)]
+fn map_written(file: &File, offset: u64, len: usize) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the mapping is read-only and lives only while `verify_written` reads it as a byte
+    // slice. The file is a temp file this writer created, wrote to the end and still holds
+    // open; nothing else writes or truncates it (prune unlinks temp files, under the exclusive
+    // lock, and unlinking leaves an open file whole), so every mapped byte stays backed by the
+    // file for the mapping's life.
+    unsafe { memmap2::MmapOptions::new().offset(offset).len(len).map(file) }
+}
+
 impl Drop for PackWriter {
     fn drop(&mut self) {
         if !self.sealed {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    /// Incompressible blobs (stored raw), each `len` bytes.
+    fn noise(seed: u8, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut v);
+        v
+    }
+
+    fn writer_with(dir: &Path, blobs: &[Vec<u8>]) -> PackWriter {
+        let mut w = PackWriter::create(dir).expect("temp pack");
+        let (mut c, mut scratch) = (Compressor::new(3).expect("level 3"), Vec::new());
+        for raw in blobs {
+            let blob =
+                EncodedBlob::encode(Id::hash(raw), BlobKind::Data, raw, &mut c, &mut scratch);
+            w.add(&blob).expect("add");
+        }
+        w
+    }
+
+    #[test]
+    fn seal_reads_back_every_window_and_refuses_a_damaged_blob() {
+        // 14 blobs of 512 KiB span two verification windows; one of 5 MiB needs its own.
+        let mut blobs: Vec<Vec<u8>> = (0..14).map(|i| noise(i, 512 << 10)).collect();
+        blobs.push(noise(99, 5 << 20));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sealed = writer_with(dir.path(), &blobs)
+            .seal(|id| dir.path().join(format!("{id}.pack")))
+            .expect("an intact pack seals");
+        assert_eq!(sealed.entries.len(), blobs.len());
+
+        // The same blobs, with one byte of the file changed after it was written: in the second
+        // window, then in the large blob. Each time the seal names that blob and leaves nothing.
+        for victim in [10usize, 14] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let w = writer_with(dir.path(), &blobs);
+            let e = w.entries[victim];
+            let at = e.offset + BLOB_HEADER_LEN_U64 + u64::from(e.stored_len) / 2;
+            let mut byte = [0u8];
+            w.file.read_exact_at(&mut byte, at).expect("read");
+            w.file.write_all_at(&[byte[0] ^ 0x40], at).expect("write");
+            let err = w.seal(|id| dir.path().join(format!("{id}.pack"))).err();
+            match err {
+                Some(Error::Corrupt { object: ObjectRef::Blob { id, offset, .. }, .. }) => {
+                    assert_eq!((id, offset), (e.id, e.offset), "victim {victim}");
+                }
+                other => panic!("victim {victim}: expected a corrupt blob, got {other:?}"),
+            }
+            let left = std::fs::read_dir(dir.path()).expect("list").count();
+            assert_eq!(left, 0, "victim {victim}: no pack and no temp file is left");
+        }
+    }
+
+    const BLOB_HEADER_LEN_U64: u64 = super::super::BLOB_HEADER_LEN as u64;
 }
