@@ -117,7 +117,20 @@ impl Compressor {
 
     /// [`Compressor::compress`] at the level `effort` names.
     pub fn compress_at(&mut self, effort: Effort, raw: &[u8], out: &mut Vec<u8>) -> Codec {
-        out.clear();
+        self.compress_after(effort, raw, out, 0)
+    }
+
+    /// [`Compressor::compress_at`] into `out` after its first `at` bytes, which are kept (a
+    /// blob's header goes there, so the stored bytes are never copied into a frame). `out` is
+    /// first cut or zero-filled to `at` bytes.
+    pub fn compress_after(
+        &mut self,
+        effort: Effort,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+        at: usize,
+    ) -> Codec {
+        out.resize(at, 0);
         out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
         let worthwhile = raw.len() - raw.len() / 32;
         let ctx = match effort {
@@ -129,10 +142,12 @@ impl Compressor {
             }
             _ => &mut self.ctx,
         };
-        match ctx.compress_to_buffer(raw, out) {
+        let mut dest = std::io::Cursor::new(&mut *out);
+        dest.set_position(at as u64);
+        match ctx.compress_to_buffer(raw, &mut dest) {
             Ok(n) if n < worthwhile => Codec::Zstd,
             _ => {
-                out.clear();
+                out.truncate(at);
                 out.extend_from_slice(raw);
                 Codec::Raw
             }
@@ -262,6 +277,27 @@ mod tests {
         let mut back = Vec::new();
         decompress(codec, &stored, raw.len() as u32, &mut back).unwrap();
         assert_eq!(back, raw);
+    }
+
+    #[test]
+    fn compress_after_keeps_the_prefix_and_stores_what_compress_stores() {
+        let mut next = xorshift(9);
+        let noise: Vec<u8> = (0..70_000).map(|_| next() as u8).collect();
+        let text = prose(70_000);
+        let mut c = Compressor::new(3).unwrap();
+        for (raw, codec) in [(&text, Codec::Zstd), (&noise, Codec::Raw)] {
+            let mut alone = Vec::new();
+            assert_eq!(c.compress(raw, &mut alone), codec);
+            // A longer buffer is cut to the prefix, a shorter one zero-filled up to it.
+            for start in [vec![7u8; 100], vec![7u8; 20]] {
+                let mut out = start.clone();
+                assert_eq!(c.compress_after(Effort::Configured, raw, &mut out, 48), codec);
+                let keep = start.len().min(48);
+                assert_eq!(&out[..keep], &start[..keep]);
+                assert!(out[keep..48].iter().all(|&b| b == 0));
+                assert_eq!(&out[48..], &alone[..], "{codec:?}");
+            }
+        }
     }
 
     /// Deterministic xorshift bytes for the inputs below.

@@ -32,7 +32,6 @@ mod tests {
     fn write_golden(dir: &std::path::Path) -> SealedPack {
         let mut w = PackWriter::create(dir).unwrap();
         let mut c = Compressor::new(3).unwrap();
-        let mut scratch = Vec::new();
         let text = b"store golden pack: compressible text. ".repeat(40);
         let mut noise = vec![0u8; 300];
         blake3::Hasher::new().update(b"noise").finalize_xof().fill(&mut noise);
@@ -40,7 +39,7 @@ mod tests {
         for (kind, raw) in
             [(BlobKind::Data, &text[..]), (BlobKind::Data, &noise[..]), (BlobKind::Tree, &tree[..])]
         {
-            w.add(&EncodedBlob::encode(Id::hash(raw), kind, raw, &mut c, &mut scratch)).unwrap();
+            w.add(&EncodedBlob::encode(Id::hash(raw), kind, raw, &mut c)).unwrap();
         }
         w.seal(|id| dir.join(format!("{id}.pack"))).unwrap()
     }
@@ -95,10 +94,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut w = PackWriter::create(dir.path()).unwrap();
             let mut c = Compressor::new(3).unwrap();
-            let mut scratch = Vec::new();
             for (raw, kind) in &blobs {
                 let kind = BlobKind::from_tag(*kind).unwrap();
-                w.add(&EncodedBlob::encode(Id::hash(raw), kind, raw, &mut c, &mut scratch)).unwrap();
+                w.add(&EncodedBlob::encode(Id::hash(raw), kind, raw, &mut c)).unwrap();
             }
             let sealed = w.seal(|id| dir.path().join(format!("{id}.pack"))).unwrap();
             let path = dir.path().join(format!("{}.pack", sealed.id));

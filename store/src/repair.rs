@@ -132,7 +132,6 @@ struct RepairSink<'r> {
     writer: Option<PackWriter>,
     written: HashSet<Id>,
     compressor: Compressor,
-    scratch: Vec<u8>,
     dry_run: bool,
 }
 
@@ -142,7 +141,7 @@ impl BlobSink for RepairSink<'_> {
         if self.dry_run || self.written.contains(&id) || self.repo.index()?.contains(&id)? {
             return Ok(id);
         }
-        let blob = EncodedBlob::encode(id, kind, &raw, &mut self.compressor, &mut self.scratch);
+        let blob = EncodedBlob::encode(id, kind, &raw, &mut self.compressor);
         let w = match self.writer.as_mut() {
             Some(w) => w,
             None => self.writer.insert(PackWriter::create(&self.repo.layout().tmp_dir())?),
@@ -333,7 +332,6 @@ pub fn repair_snapshots(
         compressor: Compressor::new(repo.config().compression_level).map_err(|e| {
             crate::Error::InvalidOption { option: "compression level", reason: e.to_string() }
         })?,
-        scratch: Vec::new(),
         dry_run: opts.dry_run,
     };
     let mut intact: HashMap<TreeId, bool> = HashMap::new();

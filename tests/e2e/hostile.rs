@@ -42,7 +42,6 @@ struct Crafter {
     repo: Repository,
     pack: PackWriter,
     compressor: Compressor,
-    scratch: Vec<u8>,
     added: Vec<Id>,
 }
 
@@ -50,26 +49,14 @@ impl Crafter {
     fn new(env: &Env) -> Self {
         let repo = Repository::open(&env.repo(), &OpenOptions::default()).unwrap();
         let pack = PackWriter::create(&repo.layout().tmp_dir()).unwrap();
-        Crafter {
-            repo,
-            pack,
-            compressor: Compressor::new(3).unwrap(),
-            scratch: Vec::new(),
-            added: Vec::new(),
-        }
+        Crafter { repo, pack, compressor: Compressor::new(3).unwrap(), added: Vec::new() }
     }
 
     fn tree(&mut self, tree: &TreeBlob) -> TreeId {
         let raw = tree.encode();
         let id = Id::hash(&raw);
         if !self.added.contains(&id) {
-            let blob = EncodedBlob::encode(
-                id,
-                BlobKind::Tree,
-                &raw,
-                &mut self.compressor,
-                &mut self.scratch,
-            );
+            let blob = EncodedBlob::encode(id, BlobKind::Tree, &raw, &mut self.compressor);
             self.pack.add(&blob).unwrap();
             self.added.push(id);
         }

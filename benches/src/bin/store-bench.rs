@@ -856,19 +856,13 @@ fn inflate(repo_path: &Path, cache: &Path, n: u64) {
     )
     .unwrap();
     let mut compressor = store::Compressor::new(3).unwrap();
-    let mut scratch = Vec::new();
     let layout = repo.layout().clone();
     let mut pack = store::PackWriter::create(&layout.tmp_dir()).unwrap();
     for i in 0..n {
         let raw = format!("synthetic blob {i:012} of the growth benchmark");
         let id = store::Id::hash(raw.as_bytes());
-        let blob = store::EncodedBlob::encode(
-            id,
-            store::BlobKind::Data,
-            raw.as_bytes(),
-            &mut compressor,
-            &mut scratch,
-        );
+        let blob =
+            store::EncodedBlob::encode(id, store::BlobKind::Data, raw.as_bytes(), &mut compressor);
         pack.add(&blob).unwrap();
         if pack.len() > 16 << 20 || i + 1 == n {
             let full =

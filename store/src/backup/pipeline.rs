@@ -149,20 +149,14 @@ pub(crate) fn compress_loop(
             return;
         }
     };
-    let mut scratch = Vec::new();
     for raw in rx {
         if shared.is_cancelled() {
             continue; // drain, so senders never block
         }
         let blob = match raw.how {
-            How::Compress(effort) => EncodedBlob::encode_at(
-                raw.id,
-                raw.kind,
-                &raw.data,
-                effort,
-                &mut compressor,
-                &mut scratch,
-            ),
+            How::Compress(effort) => {
+                EncodedBlob::encode_at(raw.id, raw.kind, &raw.data, effort, &mut compressor)
+            }
             How::Stored { codec, raw_len } => {
                 EncodedBlob::from_stored(raw.id, raw.kind, codec, raw_len, &raw.data)
             }

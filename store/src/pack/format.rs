@@ -81,15 +81,28 @@ pub(crate) fn encode_blob(
     stored: &[u8],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(BLOB_HEADER_LEN + stored.len());
-    out.extend_from_slice(&BLOB_MAGIC);
-    out.push(kind as u8);
-    out.push(codec as u8);
-    out.extend_from_slice(&u32::try_from(stored.len()).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(&raw_len.to_le_bytes());
-    out.extend_from_slice(id.as_bytes());
-    let check = short_checksum(&out) as u32;
-    out.extend_from_slice(&check.to_le_bytes());
+    out.extend_from_slice(&blob_header(id, kind, codec, raw_len, stored.len()));
     out.extend_from_slice(stored);
+    out
+}
+
+/// The header of a blob whose stored bytes are `stored_len` long.
+pub(crate) fn blob_header(
+    id: Id,
+    kind: BlobKind,
+    codec: Codec,
+    raw_len: u32,
+    stored_len: usize,
+) -> [u8; BLOB_HEADER_LEN] {
+    let mut out = [0u8; BLOB_HEADER_LEN];
+    out[0..2].copy_from_slice(&BLOB_MAGIC);
+    out[2] = kind as u8;
+    out[3] = codec as u8;
+    out[4..8].copy_from_slice(&u32::try_from(stored_len).unwrap_or(u32::MAX).to_le_bytes());
+    out[8..12].copy_from_slice(&raw_len.to_le_bytes());
+    out[12..44].copy_from_slice(id.as_bytes());
+    let check = short_checksum(&out[..44]) as u32;
+    out[44..48].copy_from_slice(&check.to_le_bytes());
     out
 }
 

@@ -4,7 +4,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::format::{encode_blob, encode_entry, encode_footer, BlobKind, Footer, PackEntry};
+use super::format::{
+    blob_header, encode_blob, encode_entry, encode_footer, BlobKind, Footer, PackEntry,
+};
 use super::reader::check_blob;
 use crate::compress::{Codec, Compressor, Effort};
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
@@ -27,19 +29,14 @@ pub struct EncodedBlob {
 }
 
 impl EncodedBlob {
-    /// Compresses `raw` (whose id is `id`) and frames it. `scratch` is reused between calls.
+    /// Compresses `raw` (whose id is `id`) and frames it.
     #[must_use]
-    pub fn encode(
-        id: Id,
-        kind: BlobKind,
-        raw: &[u8],
-        compressor: &mut Compressor,
-        scratch: &mut Vec<u8>,
-    ) -> Self {
-        Self::encode_at(id, kind, raw, Effort::Configured, compressor, scratch)
+    pub fn encode(id: Id, kind: BlobKind, raw: &[u8], compressor: &mut Compressor) -> Self {
+        Self::encode_at(id, kind, raw, Effort::Configured, compressor)
     }
 
-    /// [`EncodedBlob::encode`] at the level `effort` names.
+    /// [`EncodedBlob::encode`] at the level `effort` names. The compressor writes straight
+    /// after room left for the header, which is filled in last.
     #[must_use]
     pub fn encode_at(
         id: Id,
@@ -47,11 +44,16 @@ impl EncodedBlob {
         raw: &[u8],
         effort: Effort,
         compressor: &mut Compressor,
-        scratch: &mut Vec<u8>,
     ) -> Self {
-        let codec = compressor.compress_at(effort, raw, scratch);
+        let mut bytes = Vec::new();
+        let codec = compressor.compress_after(effort, raw, &mut bytes, super::BLOB_HEADER_LEN);
         let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
-        Self::from_stored(id, kind, codec, raw_len, scratch)
+        let stored_len = bytes.len() - super::BLOB_HEADER_LEN;
+        let header = blob_header(id, kind, codec, raw_len, stored_len);
+        if let Some(room) = bytes.get_mut(..super::BLOB_HEADER_LEN) {
+            room.copy_from_slice(&header);
+        }
+        EncodedBlob { id, kind, codec, raw_len, bytes }
     }
 
     /// Frames bytes already compressed with `codec` from `raw_len` raw bytes.
@@ -246,10 +248,9 @@ mod tests {
 
     fn writer_with(dir: &Path, blobs: &[Vec<u8>]) -> PackWriter {
         let mut w = PackWriter::create(dir).expect("temp pack");
-        let (mut c, mut scratch) = (Compressor::new(3).expect("level 3"), Vec::new());
+        let mut c = Compressor::new(3).expect("level 3");
         for raw in blobs {
-            let blob =
-                EncodedBlob::encode(Id::hash(raw), BlobKind::Data, raw, &mut c, &mut scratch);
+            let blob = EncodedBlob::encode(Id::hash(raw), BlobKind::Data, raw, &mut c);
             w.add(&blob).expect("add");
         }
         w
