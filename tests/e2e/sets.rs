@@ -336,6 +336,31 @@ fn a_dump_that_compresses_better_at_the_fast_level_is_stored_at_it() {
     }
 }
 
+/// Runs `snapshot --json DIR` while another thread calls `change` on `file` over and over;
+/// returns the run and how many times `change` ran.
+fn snapshot_while(
+    env: &Env,
+    dir: &std::path::Path,
+    file: std::fs::File,
+    change: impl Fn(&std::fs::File) + Send + 'static,
+) -> (crate::support::Run, u64) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut times = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                change(&file);
+                times += 1;
+            }
+            times
+        })
+    };
+    let run = env.run("snapshot", &[OsStr::new("--json"), dir.as_os_str()]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (run, changer.join().unwrap())
+}
+
 #[test]
 fn a_file_growing_while_read_is_kept_named_and_exits_3() {
     let env = Env::new();
@@ -345,20 +370,11 @@ fn a_file_growing_while_read_is_kept_named_and_exits_3() {
     write(&journal, &random_bytes(6, 64 << 20));
     write(&journals.join("stable"), b"stable");
     // A writer appends to the journal the whole time the snapshot runs.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (journal, stop) = (journal.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new().append(true).open(journal).unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                f.write_all(&[7u8; 4096]).unwrap();
-                f.sync_data().unwrap();
-            }
-        })
-    };
-    let run = env.run("snapshot", &[OsStr::new("--json"), journals.as_os_str()]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    let f = std::fs::OpenOptions::new().append(true).open(&journal).unwrap();
+    let (run, _) = snapshot_while(&env, &journals, f, |mut f| {
+        f.write_all(&[7u8; 4096]).unwrap();
+        f.sync_data().unwrap();
+    });
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("Journals/Journal-20261121"), "{}", run.stderr);
     let doc = run.json();
@@ -383,23 +399,12 @@ fn a_large_file_truncated_while_read_is_reported_not_fatal() {
     let stand = dir.join("Documents/00000001/ListData");
     write(&stand, &random_bytes(8, 48 << 20));
     write(&dir.join("stable"), b"stable");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let cutter = {
-        let (stand, stop) = (stand.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let f = std::fs::OpenOptions::new().write(true).open(stand).unwrap();
-            let mut cuts = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                f.set_len(4096).unwrap();
-                f.set_len(48 << 20).unwrap();
-                cuts += 1;
-            }
-            cuts
-        })
-    };
-    let run = env.run("snapshot", &[OsStr::new("--json"), dir.as_os_str()]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(cutter.join().unwrap() > 0);
+    let f = std::fs::OpenOptions::new().write(true).open(&stand).unwrap();
+    let (run, cuts) = snapshot_while(&env, &dir, f, |f| {
+        f.set_len(4096).unwrap();
+        f.set_len(48 << 20).unwrap();
+    });
+    assert!(cuts > 0);
     assert!(matches!(run.code, 0 | 3), "code {}: {}", run.code, run.stderr);
     let doc = run.json();
     assert_eq!(doc["files"], 2, "{}", run.stderr);
