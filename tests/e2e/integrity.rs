@@ -320,6 +320,36 @@ fn damaged_blob_is_named_on_restore_and_the_rest_is_restored() {
 }
 
 #[test]
+fn a_large_file_restored_alone_is_read_in_parallel_windows_and_damage_is_named() {
+    // Alone in its batch, big.bin (24 chunks) has its blobs read a window of 16 at a time on the
+    // decoder threads: restored whole while intact, refused and named once a blob is damaged.
+    let (env, src) = healthy_repo();
+    let restore_big = |out: &Path| {
+        let include = [OsStr::new("--include"), OsStr::new("big.bin")];
+        let target = [OsStr::new("--target"), out.as_os_str()];
+        env.run("restore", &[&[OsStr::new("latest")][..], &include, &target].concat())
+    };
+    let out = env.path("alone");
+    restore_big(&out).ok();
+    let rel = "contentstore/2026/11/19/big.bin";
+    assert!(std::fs::read(out.join(rel)).unwrap() == std::fs::read(src.join(&rel[13..])).unwrap());
+    assert_eq!(files_under(&out).len(), 1, "only the included file");
+
+    let pack = first_pack(&env);
+    let damaged: Vec<_> = blobs_of(&pack).into_iter().filter(|b| b.kind == 0).collect();
+    // A blob past the first window of the file's chunks, so the damage is found in a later one.
+    let b = damaged.iter().rev().find(|b| b.stored_len > 60_000).unwrap();
+    flip(&pack, b.offset + 48 + 1000);
+    let out = env.path("alone-damaged");
+    let run = restore_big(&out);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains(pack.file_stem().unwrap().to_str().unwrap()), "{}", run.stderr);
+    assert!(run.stderr.contains("big.bin"), "file not named: {}", run.stderr);
+    assert!(!out.join(rel).exists(), "a damaged file must not be left behind");
+    assert!(files_under(&out).is_empty(), "nor its temporary: {:?}", files_under(&out));
+}
+
+#[test]
 fn damaged_config_is_replaced_by_its_copy_and_repaired() {
     let (env, src) = healthy_repo();
     flip(&env.repo().join("config"), 30);
