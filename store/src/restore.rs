@@ -20,9 +20,9 @@
 //! Files go to the writer threads in batches (up to 64 files, 16,384 chunks, 32 MiB): the
 //! chunks of a batch are sorted by pack and offset, and each blob is read once, in pack order,
 //! and written to every place in the batch that holds it. A file alone in its batch (a large
-//! one: a database dump, a forest stand) has its blobs read and verified 16 at a time on as many
-//! decoder threads as there are writers, then written in order, so restoring one big file is not
-//! left to one core.
+//! one: a database dump, a forest stand) has its blobs read, verified and written (each at its
+//! offset) 16 at a time on as many decoder threads as there are writers, so restoring one big
+//! file is not left to one core.
 //!
 //! The walk that selects what to restore ([`plan`] for `--dry-run`, [`restore`] for the real
 //! thing) is one function, so both agree on `--include`/`--exclude`.
@@ -867,9 +867,10 @@ fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buffers) {
         (a.loc.pack.0.as_bytes(), a.loc.entry.offset)
             .cmp(&(b.loc.pack.0.as_bytes(), b.loc.entry.offset))
     });
-    // A file alone in its batch (a large one) has its blobs read and verified a window at a
-    // time on the decoder threads; with more files, the other writers keep the cores busy and
-    // reading on this thread overlaps better (windows there cost 10% of a full restore).
+    // A file alone in its batch (a large one) has its blobs read, verified and written a window
+    // at a time on the decoder threads; with more files, the other writers keep the cores busy
+    // and one blob at a time on this thread overlaps better (windows there cost 10% of a full
+    // restore).
     let window = if targets.len() == 1 { DECODE_WINDOW } else { 1 };
     let mut groups: Vec<std::ops::Range<usize>> = Vec::with_capacity(window);
     let mut i = 0;
@@ -887,29 +888,36 @@ fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buffers) {
                 groups.push(pieces);
             }
         }
-        let read = decode_window(ctx, &groups, &mut bufs.window, |pieces, frame, raw| {
-            ctx.repo.read_located(&plan[pieces.start].loc, BlobKind::Data, frame, raw)
-        });
-        for ((pieces, result), (_, raw)) in groups.iter().zip(read).zip(&bufs.window) {
-            if let Err(e) = result {
-                let message = e.to_string();
-                for p in &plan[pieces.clone()] {
-                    targets[p.target].error.get_or_insert_with(|| message.clone());
-                }
-                continue;
-            }
+        let live = &targets;
+        let done = in_window(ctx, &groups, &mut bufs.window, |pieces, frame, raw| {
+            ctx.repo.read_located(&plan[pieces.start].loc, BlobKind::Data, frame, raw)?;
+            let mut failed = Vec::new();
             for p in &plan[pieces.clone()] {
-                let t = &mut targets[p.target];
-                if t.error.is_some() {
-                    continue;
+                let t = &live[p.target];
+                if t.error.is_none() {
+                    match write_sparse(&t.file, p.at, raw) {
+                        Ok(()) => wrote(ctx, raw.len()),
+                        Err(e) => failed.push((p.target, e)),
+                    }
                 }
-                if let Err(e) = write_sparse(&t.file, p.at, raw) {
-                    let e = Error::Io { path: t.job.path.clone().into(), cause: e };
-                    t.error = Some(e.to_string());
-                    continue;
+            }
+            Ok(failed)
+        });
+        for (pieces, result) in groups.iter().zip(done) {
+            match result {
+                Err(e) => {
+                    let message = e.to_string();
+                    for p in &plan[pieces.clone()] {
+                        targets[p.target].error.get_or_insert_with(|| message.clone());
+                    }
                 }
-                ctx.progress.add_bytes(raw.len() as u64);
-                crate::crash::point("restore", "chunk");
+                Ok(failed) => {
+                    for (t, cause) in failed {
+                        let t = &mut targets[t];
+                        let e = Error::Io { path: t.job.path.clone().into(), cause };
+                        t.error.get_or_insert_with(|| e.to_string());
+                    }
+                }
             }
         }
     }
@@ -1097,33 +1105,39 @@ fn open_file_at(dir: &DirHandle<'_>, name: &[u8]) -> rustix::io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// Blobs read and verified at once on the decoder threads before they are written: 16 (about
-/// 3 MiB at the default 128 KiB chunks, at most 16 MiB) per writer in flight.
+/// Blobs read, verified and written at once on the decoder threads: 16 (about 3 MiB at the
+/// default 128 KiB chunks, at most 16 MiB) per writer in flight.
 const DECODE_WINDOW: usize = 16;
 
-/// Reads and verifies one blob for each item on the decoder threads (a single item on this
-/// thread), into `bufs` (one `(frame, raw)` pair per item, reused window after window); returns
-/// each item's outcome.
-fn decode_window<T: Sync>(
+/// Runs `work` (read a blob into the `(frame, raw)` pair it is given, verify it, write it) for
+/// every item, on the decoder threads (a single item on this thread); `bufs` holds one pair per
+/// item and is reused window after window. Returns each item's outcome, in order.
+fn in_window<T: Sync, R: Send>(
     ctx: &Ctx<'_>,
     items: &[T],
     bufs: &mut Vec<(Vec<u8>, Vec<u8>)>,
-    read: impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<()> + Sync,
-) -> Vec<Result<()>> {
+    work: impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
     use rayon::prelude::*;
     if bufs.len() < items.len() {
         bufs.resize_with(items.len(), Default::default);
     }
     if let ([item], [(frame, raw), ..]) = (items, bufs.as_mut_slice()) {
-        return vec![read(item, frame, raw)];
+        return vec![work(item, frame, raw)];
     }
     ctx.decoders.install(|| {
-        items.par_iter().zip(bufs.par_iter_mut()).map(|(item, (f, r))| read(item, f, r)).collect()
+        items.par_iter().zip(bufs.par_iter_mut()).map(|(item, (f, r))| work(item, f, r)).collect()
     })
 }
 
-/// Writes the file's chunks in order (holes for zero blocks), reading and verifying them a
-/// window at a time on the decoder threads.
+/// Counts `n` restored bytes of one chunk.
+fn wrote(ctx: &Ctx<'_>, n: usize) {
+    ctx.progress.add_bytes(n as u64);
+    crate::crash::point("restore", "chunk");
+}
+
+/// Writes the file's chunks (holes for zero blocks), a window at a time on the decoder threads,
+/// each at the offset the sizes of the chunks before it give.
 fn write_in_order(
     ctx: &Ctx<'_>,
     job: &FileJob<'_>,
@@ -1132,32 +1146,31 @@ fn write_in_order(
     chunks: &ChunkRefs,
     bufs: &mut Buffers,
 ) -> Result<()> {
-    let mut written = 0u64;
-    let mut window: Vec<Id> = Vec::with_capacity(DECODE_WINDOW);
-    let mut write_window = |window: &mut Vec<Id>, written: &mut u64| -> Result<()> {
-        let read = decode_window(ctx, window, &mut bufs.window, |id, frame, raw| {
-            ctx.repo.read_blob_into(*id, BlobKind::Data, frame, raw)
+    let index = ctx.repo.index()?;
+    let mut at = 0u64;
+    let mut window: Vec<(crate::index::Location, u64)> = Vec::with_capacity(DECODE_WINDOW);
+    let mut write_window = |window: &mut Vec<(crate::index::Location, u64)>| -> Result<()> {
+        let done = in_window(ctx, window, &mut bufs.window, |(loc, at), frame, raw| {
+            ctx.repo.read_located(loc, BlobKind::Data, frame, raw)?;
+            write_sparse(file, *at, raw).at(&job.path)?;
+            wrote(ctx, raw.len());
+            Ok(())
         });
-        for (result, (_, raw)) in read.into_iter().zip(&bufs.window) {
-            result?;
-            write_sparse(file, *written, raw).at(&job.path)?;
-            *written += raw.len() as u64;
-            ctx.progress.add_bytes(raw.len() as u64);
-            crate::crash::point("restore", "chunk");
-        }
         window.clear();
-        Ok(())
+        done.into_iter().collect()
     };
     for_each_chunk(ctx.repo, chunks, |id| {
-        window.push(id);
+        let loc = index.get(&id)?.ok_or(Error::BlobNotIndexed { id })?;
+        window.push((loc, at));
+        at += u64::from(loc.entry.raw_len);
         if window.len() == DECODE_WINDOW {
-            write_window(&mut window, &mut written)?;
+            write_window(&mut window)?;
         }
         Ok(())
     })?;
-    write_window(&mut window, &mut written)?;
-    if written != size {
-        return Err(Error::SizeMismatch { path: job.path.clone(), recorded: size, found: written });
+    write_window(&mut window)?;
+    if at != size {
+        return Err(Error::SizeMismatch { path: job.path.clone(), recorded: size, found: at });
     }
     Ok(())
 }
