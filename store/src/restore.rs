@@ -516,8 +516,8 @@ struct Ctx<'a> {
     as_root: bool,
     shared: &'a Shared,
     progress: &'a dyn Progress,
-    /// Reads and verifies the chunks of one large file in parallel (as many threads as
-    /// writers), so a database dump restored alone is not written by one core.
+    /// Reads, verifies and writes the chunks of a file alone in its batch in parallel (as many
+    /// threads as writers), so a database dump restored alone is not written by one core.
     decoders: &'a rayon::ThreadPool,
 }
 
