@@ -634,6 +634,45 @@ fn concurrent_snapshots_restore_and_check_all_succeed() {
 }
 
 #[test]
+fn a_lock_whose_temp_file_a_prune_clears_is_written_again() {
+    // Prune clears `tmp/` under the exclusive lock. A process taking its lock at that moment
+    // loses the temp file it was about to rename into `locks/`: it must write it again, not fail
+    // (a snapshot paused there failed with "locks/<id>: No such file or directory").
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let env = Env::new();
+    env.init();
+    let repo = store::Repository::open(&env.repo(), &store::OpenOptions::default()).unwrap();
+    let (stop, caught) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let clearer = {
+        let (stop, caught, tmp) = (stop.clone(), caught.clone(), env.repo().join("tmp"));
+        // Like prune, it removes what it finds, a few times; then the lock must go through.
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && caught.load(Ordering::Relaxed) < 3 {
+                for entry in std::fs::read_dir(&tmp).unwrap().flatten() {
+                    let lock_temp = entry.file_name().to_string_lossy().starts_with("lock-");
+                    if lock_temp && std::fs::remove_file(entry.path()).is_ok() {
+                        caught.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    let opts = store::LockOptions { command: "test".into(), ..Default::default() };
+    let mut taken = 0;
+    while caught.load(Ordering::Relaxed) < 3 && taken < 2000 {
+        let lock = repo.lock(store::LockKind::Shared, &opts, &mut |_| {});
+        let lock = lock.unwrap_or_else(|e| panic!("lock {taken} failed: {e}"));
+        assert!(lock.path().exists());
+        drop(lock);
+        taken += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    clearer.join().unwrap();
+    assert!(caught.load(Ordering::Relaxed) >= 1, "no temp file was cleared in {taken} locks");
+}
+
+#[test]
 fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
     let (env, src) = healthy_repo();
     let locks = env.repo().join("locks");

@@ -21,6 +21,8 @@ use crate::repo::Repository;
 /// A held lock's modification time is refreshed this often (or every eighth of the stale time,
 /// when that is shorter).
 pub const REFRESH: Duration = Duration::from_secs(60);
+/// Times a lock is written again when its temp file is removed before it is renamed.
+const VANISHED_RETRIES: u32 = 8;
 /// Default time after which an unrefreshed lock no longer blocks: 30 minutes.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
@@ -231,13 +233,28 @@ impl Repository {
         };
         let deadline = std::time::Instant::now() + opts.wait;
         let mut attempt = 0u32;
+        let mut vanished = 0u32;
         loop {
             let name = crate::id::Id::hash(
                 format!("{record:?}{attempt}{:?}", SystemTime::now()).as_bytes(),
             )
             .to_hex();
             let path = dir.join(name);
-            write_atomic(&self.layout().tmp_dir(), &path, &record.encode(), "lock")?;
+            match write_atomic(&self.layout().tmp_dir(), &path, &record.encode(), "lock") {
+                Ok(()) => {}
+                // Our temp file went before it became the lock: a prune, under the exclusive
+                // lock, clears `tmp/`. Try again; the next listing meets that lock if it is
+                // still held.
+                Err(Error::Io { cause, .. })
+                    if cause.kind() == std::io::ErrorKind::NotFound
+                        && vanished < VANISHED_RETRIES =>
+                {
+                    vanished += 1;
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let mut blocker = None;
             for other in self.list_locks(opts.stale_after)? {
                 let other = match other {
