@@ -1125,8 +1125,10 @@ fn in_window<T: Sync, R: Send>(
     if bufs.len() < items.len() {
         bufs.resize_with(items.len(), Default::default);
     }
-    if let ([item], [(frame, raw), ..]) = (items, bufs.as_mut_slice()) {
-        return vec![work(item, frame, raw)];
+    match (items, bufs.as_mut_slice()) {
+        ([], _) => return Vec::new(),
+        ([item], [(frame, raw), ..]) => return vec![work(item, frame, raw)],
+        _ => {}
     }
     ctx.decoders.install(|| {
         items.par_iter().zip(bufs.par_iter_mut()).map(|(item, (f, r))| work(item, f, r)).collect()
