@@ -763,6 +763,45 @@ fn write_rows(md: &mut String, report: &Report, bytes_for: &dyn Fn(&str) -> u64)
     }
 }
 
+/// Each run's peer time / store time per step (runs are paired by their order: the tools take
+/// turns within a run), so the spread behind a median is in the report too.
+fn write_per_run(md: &mut String, report: &Report) {
+    use std::fmt::Write;
+    let mut peers: Vec<&String> =
+        report.steps.iter().flat_map(|(_, m)| m.keys()).filter(|t| *t != "store").collect();
+    peers.sort();
+    peers.dedup();
+    let runs = report.steps.iter().filter_map(|(_, m)| m.get("store")).map(Vec::len).max();
+    if peers.is_empty() || runs.unwrap_or(0) < 2 {
+        return;
+    }
+    let _ = writeln!(md, "\nPer run, peer time / store time (runs in order):\n");
+    let _ = write!(md, "| step |");
+    for p in &peers {
+        let _ = write!(md, " {p} |");
+    }
+    let _ = writeln!(md, "\n{}|", "|---".repeat(1 + peers.len()));
+    for (step, by_tool) in &report.steps {
+        let Some(store) = by_tool.get("store") else { continue };
+        let _ = write!(md, "| {step} |");
+        for p in &peers {
+            let ratios: Vec<String> = by_tool
+                .get(*p)
+                .map(|runs| {
+                    runs.iter()
+                        .zip(store)
+                        .map(|(r, s)| {
+                            format!("{:.2}x", r.measured.wall_s / s.measured.wall_s.max(0.01))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = write!(md, " {} |", ratios.join(", "));
+        }
+        md.push('\n');
+    }
+}
+
 fn markdown(report: &Report) -> String {
     use std::fmt::Write;
     let mut md = String::new();
@@ -787,6 +826,7 @@ fn markdown(report: &Report) -> String {
             initial
         }
     });
+    write_per_run(&mut md, report);
     if !report.references.is_empty() {
         let _ = writeln!(md, "\nReferences on the same bytes, same runs (median):\n");
         let _ = writeln!(md, "| reference | MB/s |\n|---|---|");
@@ -964,4 +1004,37 @@ fn usable(cli: &Cli, names: &[String]) -> Vec<Tool> {
     }
     assert!(out.contains(&Tool::Store), "the store binary {} is missing", cli.store.display());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(wall_s: f64) -> StepRun {
+        StepRun {
+            measured: Measured { wall_s, peak_rss_kb: 1, cpu_s: 1.0 },
+            repo_delta: 0,
+            repo_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn the_report_lists_every_runs_ratio_to_store() {
+        let mut report = Report { scenario: "t".into(), ..Report::default() };
+        for (s, r) in [(4.0, 10.0), (5.0, 10.0), (4.0, 12.0)] {
+            report.record("full set", Tool::Store, run(s));
+            report.record("full set", Tool::Restic, run(r));
+        }
+        let md = markdown(&report);
+        assert!(md.contains("| full set | 2.50x, 2.00x, 3.00x |"), "{md}");
+        // The median table keeps the ratio of medians.
+        assert!(md.contains("| full set | store | 4.00 s |"), "{md}");
+        assert!(md.contains(" 2.50x |"), "{md}");
+
+        // A single run has no spread to show.
+        let mut one = Report { scenario: "t".into(), ..Report::default() };
+        one.record("full set", Tool::Store, run(4.0));
+        one.record("full set", Tool::Restic, run(10.0));
+        assert!(!markdown(&one).contains("Per run"));
+    }
 }
