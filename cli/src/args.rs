@@ -181,6 +181,9 @@ pub enum RepairCommand {
     Index(RepairIndexArgs),
     /// Write repaired copies of sets that reference lost data, without the lost paths.
     Snapshots(RepairSnapshotsArgs),
+    /// Move the intact blobs out of damaged packs into new ones, then remove the damaged packs
+    /// (those `check --read-data` recorded, or the ones named).
+    Packs(RepairPacksArgs),
     /// Rewrite a damaged config (or its missing copy) from the intact one.
     Config,
 }
@@ -195,6 +198,20 @@ pub struct RepairSnapshotsArgs {
     #[arg(long)]
     pub forget: bool,
     /// Report what would be lost; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store repair packs`.
+#[derive(Debug, Args)]
+pub struct RepairPacksArgs {
+    /// Packs to repair (full ids); default: every pack with recorded damage.
+    #[arg(value_name = "PACK")]
+    pub packs: Vec<String>,
+    /// Report what would be salvaged and lost; write nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Print the result as one JSON document on stdout.
@@ -256,7 +273,8 @@ pub struct SnapshotArgs {
     #[arg(long = "stdin", value_name = "NAME")]
     pub stdin: Option<String>,
     /// Leave out paths matching GLOB inside each component: a pattern without `/` matches a name
-    /// at any depth, one with `/` the path below the component (repeatable).
+    /// at any depth, one with `/` the path below the component; a leading `/` anchors it there
+    /// (`/cache` is only the top-level `cache`) (repeatable).
     #[arg(long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
     /// Read exclude patterns from FILE, one per line (`#` starts a comment).
@@ -318,7 +336,8 @@ pub struct RestoreArgs {
     #[arg(long = "component", value_name = "NAME")]
     pub components: Vec<String>,
     /// Only paths matching GLOB, and everything below a matching directory (repeatable).
-    /// Matched against `component/path`; a pattern without `/` matches a name at any depth.
+    /// Matched against `component/path`; a pattern without `/` matches a name at any depth, a
+    /// leading `/` anchors it at the component names (`/content/cache`).
     #[arg(long = "include", value_name = "GLOB")]
     pub include: Vec<String>,
     /// Skip paths matching GLOB, and everything below them (repeatable; wins over --include).

@@ -1,4 +1,39 @@
-//! Rendering for people: sizes, rates, times.
+//! Rendering for people: sizes, rates, times; and the command output on stdout.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once a reader of our stdout went away.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line of command output (a report line, a summary) to stdout. A reader that went
+/// away (`store check | head -1`) is not an error and never a panic: the rest of the output is
+/// dropped, and the command runs to its end and exits with its own status (a damaged
+/// repository still exits 1, a committed set is still committed).
+///
+/// # Errors
+/// Any other write error (a full disk under a redirected stdout).
+pub fn write_line(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// `println!` for command output, through [`write_line`]; `?`s its error.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))?
+    };
+}
+pub(crate) use out;
 
 /// `n` bytes as a human size (binary units).
 pub fn size(n: u64) -> String {

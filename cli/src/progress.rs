@@ -1,6 +1,7 @@
 //! Progress bars on a terminal (indicatif), implementing the engine's `Progress`.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -8,6 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// A byte progress bar on stderr, hidden when stderr is not a terminal.
 pub struct Bar {
     bar: ProgressBar,
+    issues: AtomicU64,
 }
 
 impl Bar {
@@ -25,7 +27,7 @@ impl Bar {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
-        Bar { bar }
+        Bar { bar, issues: AtomicU64::new(0) }
     }
 
     /// Runs `work` with a bar for `verb`, removing the bar afterwards whatever the outcome.
@@ -39,6 +41,11 @@ impl Bar {
     /// Whether anything is drawn.
     pub fn is_visible(&self) -> bool {
         !self.bar.is_hidden()
+    }
+
+    /// Source paths reported as not backed up as they were.
+    pub fn issues(&self) -> u64 {
+        self.issues.load(Ordering::Relaxed)
     }
 
     /// Removes the bar.
@@ -62,5 +69,21 @@ impl store::Progress for Bar {
 
     fn add_bytes(&self, n: u64) {
         self.bar.inc(n);
+    }
+
+    fn issue(&self, issue: &store::PathIssue) {
+        self.issues.fetch_add(1, Ordering::Relaxed);
+        let what = match issue.kind {
+            store::IssueKind::Skipped => "not backed up",
+            store::IssueKind::Changed => "changed while read",
+        };
+        self.bar.suspend(|| {
+            eprintln!(
+                "store: warning: {}/{}: {what}: {}",
+                issue.component,
+                store::escape_name(&issue.path),
+                issue.reason
+            );
+        });
     }
 }

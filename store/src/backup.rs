@@ -15,6 +15,7 @@
 //! walk starts only when every file of the previous one has been read (the hot-backup order
 //! of the Alfresco manual: index, then database, then content store).
 
+mod adopt;
 mod pipeline;
 mod walk;
 
@@ -122,6 +123,8 @@ pub struct SnapshotReport {
     pub manifest: Manifest,
     /// Packs written.
     pub packs: u64,
+    /// Packs of an interrupted run adopted into the index before reading (FORMAT.md §11).
+    pub packs_adopted: u64,
     /// Wall time.
     pub duration: Duration,
 }
@@ -309,9 +312,10 @@ pub fn snapshot(
     } else {
         opts.threads
     };
+    let adopted = adopt::adopt_packs(repo, progress)?;
     let ctx = Ctx {
         repo,
-        dedup: Dedup::new(repo.index()?),
+        dedup: Dedup::new(repo, repo.index()?),
         shared: Shared::new(),
         chunker: Chunker::new(&repo.config().chunker),
         counters: opts.sources.iter().map(|_| ComponentCounters::default()).collect(),
@@ -372,7 +376,8 @@ pub fn snapshot(
         {
             let raw_tx = raw_tx.clone();
             let limit = repo.config().chunker.max as usize;
-            s.spawn(move || tree_loop(ctx, &event_rx, &raw_tx, &root_tx, limit));
+            let names: Vec<String> = opts.sources.iter().map(|s| s.name.clone()).collect();
+            s.spawn(move || tree_loop(ctx, &event_rx, &raw_tx, &root_tx, &names, limit));
         }
         if opts.scan_totals {
             let sources = &opts.sources;
@@ -413,16 +418,33 @@ pub fn snapshot(
         issues,
     };
     // Every pack is durable and indexed (seal_loop returned). A prune that overtook a stale lock
-    // may have deleted packs this set reuses: check, then (and only then) the manifest.
-    for pack in ctx.dedup.packs() {
-        if !repo.layout().pack(pack).exists() {
-            return Err(Error::PackVanished { pack });
+    // may have deleted packs this set reuses, or one may have been cut short meanwhile: check
+    // that each is still there with its length, then (and only then) write the manifest.
+    for (pack, len) in ctx.dedup.packs() {
+        match std::fs::metadata(repo.layout().pack(pack)) {
+            Err(_) => return Err(Error::PackVanished { pack }),
+            Ok(m) if m.len() != len => {
+                return Err(Error::corrupt(
+                    crate::error::ObjectRef::Pack(pack),
+                    crate::error::Corruption::Invalid(format!(
+                        "{} bytes, it had {len} when this set began to use it",
+                        m.len()
+                    )),
+                ))
+            }
+            Ok(_) => {}
         }
     }
     crate::crash::point("snapshot", "before_manifest");
     let id = repo.save_snapshot(&manifest)?;
     crate::crash::point("snapshot", "committed");
-    Ok(SnapshotReport { id, manifest, packs: packed.packs, duration: started.elapsed() })
+    Ok(SnapshotReport {
+        id,
+        manifest,
+        packs: packed.packs,
+        packs_adopted: adopted.packs,
+        duration: started.elapsed(),
+    })
 }
 
 /// What the tree builder reports for a finished component.
@@ -708,7 +730,7 @@ fn chunk_into(
     let mut ids: Vec<ChunkId> = Vec::new();
     let mut lists: Vec<Id> = Vec::new();
     let flush_list = |ids: &mut Vec<ChunkId>, lists: &mut Vec<Id>| -> Result<(), ReadError> {
-        let bytes = encode_chunk_list(ids);
+        let bytes = encode_chunk_list(ids).map_err(ReadError::Fatal)?;
         let id = Id::hash(&bytes);
         putter.put_hashed(id, BlobKind::ChunkList, &bytes).map_err(ReadError::Fatal)?;
         lists.push(id);
@@ -802,18 +824,81 @@ struct DirState {
     builder: TreeBuilder,
 }
 
+/// At most this many problem paths are listed in a manifest; the rest are counted. A set of
+/// tens of thousands of unreadable files must still commit a manifest every reader accepts.
+pub const MAX_LISTED_ISSUES: usize = 10_000;
+/// Bytes of paths and reasons listed in a manifest at most: 16 MiB, a quarter of what a reader
+/// accepts (FORMAT.md §7).
+const MAX_ISSUE_BYTES: usize = 16 << 20;
+
+/// The problem paths of a set, bounded by [`MAX_LISTED_ISSUES`] and [`MAX_ISSUE_BYTES`]. Each
+/// component's paths beyond the bound are counted, and summed up by one last issue with an empty
+/// path (every path is still reported to the progress as it is met).
+#[derive(Default)]
+struct IssueList {
+    listed: Vec<PathIssue>,
+    count: usize,
+    bytes: usize,
+    omitted_skipped: u64,
+    omitted_changed: u64,
+}
+
+impl IssueList {
+    fn push(&mut self, issue: PathIssue) {
+        let size = issue.path.len() + issue.reason.len() + issue.component.len() + 32;
+        if self.count >= MAX_LISTED_ISSUES || self.bytes + size > MAX_ISSUE_BYTES {
+            match issue.kind {
+                IssueKind::Skipped => self.omitted_skipped += 1,
+                IssueKind::Changed => self.omitted_changed += 1,
+            }
+            return;
+        }
+        self.count += 1;
+        self.bytes += size;
+        self.listed.push(issue);
+    }
+
+    /// The current component's issues, with the summary of those not listed.
+    fn take_component(&mut self) -> Vec<PathIssue> {
+        let mut out = std::mem::take(&mut self.listed);
+        let (skipped, changed) = (self.omitted_skipped, self.omitted_changed);
+        if skipped + changed > 0 {
+            out.push(PathIssue {
+                component: out.first().map(|i| i.component.clone()).unwrap_or_default(),
+                path: Vec::new(),
+                kind: if skipped > 0 { IssueKind::Skipped } else { IssueKind::Changed },
+                reason: format!(
+                    "{} more paths not listed ({skipped} not backed up, {changed} changed while \
+                     read): a set lists at most {MAX_LISTED_ISSUES}",
+                    skipped + changed
+                ),
+            });
+        }
+        self.omitted_skipped = 0;
+        self.omitted_changed = 0;
+        out
+    }
+}
+
 /// Builds trees bottom-up from the walk events, waiting for each file's outcome in order.
 fn tree_loop(
     ctx: &Ctx<'_>,
     events: &Receiver<Vec<WalkEvent>>,
     raw_tx: &Sender<RawBlob>,
     roots: &Sender<ComponentResult>,
+    names: &[String],
     page_limit: usize,
 ) {
     let mut component = 0usize;
     let mut stack: Vec<DirState> = Vec::new();
     let mut counts = Counts::default();
-    let mut issues = Vec::new();
+    let mut issues = IssueList::default();
+    let issue = |issues: &mut IssueList, component: usize, path, kind, reason| {
+        let name = names.get(component).cloned().unwrap_or_default();
+        let issue = PathIssue { component: name, path, kind, reason };
+        ctx.progress.issue(&issue);
+        issues.push(issue);
+    };
     let mut run = || -> Result<()> {
         for event in events.iter().flatten() {
             if ctx.shared.is_cancelled() {
@@ -837,25 +922,19 @@ fn tree_loop(
                                         Freshness::Changed => counts.files_changed += 1,
                                     }
                                     if changed {
-                                        issues.push(PathIssue {
-                                            component: String::new(),
-                                            path: rel_path(&stack, &name),
-                                            kind: IssueKind::Changed,
-                                            reason:
-                                                "changed while it was read, twice; kept as read"
-                                                    .into(),
-                                        });
+                                        issue(
+                                            &mut issues,
+                                            component,
+                                            rel_path(&stack, &name),
+                                            IssueKind::Changed,
+                                            "changed while it was read, twice; kept as read".into(),
+                                        );
                                     }
                                     Node { name, meta, content: Content::File { size, chunks } }
                                 }
                                 FileOutcome::Skipped { reason } => {
                                     let path = rel_path(&stack, &name);
-                                    issues.push(PathIssue {
-                                        component: String::new(),
-                                        path,
-                                        kind: IssueKind::Skipped,
-                                        reason,
-                                    });
+                                    issue(&mut issues, component, path, IssueKind::Skipped, reason);
                                     continue;
                                 }
                             }
@@ -888,19 +967,14 @@ fn tree_loop(
                         let result = ComponentResult {
                             root: tree,
                             counts: std::mem::take(&mut counts),
-                            issues: std::mem::take(&mut issues),
+                            issues: issues.take_component(),
                         };
                         roots.send(result).map_err(|_| Error::Cancelled)?;
                         component += 1;
                     }
                 }
                 WalkEvent::Skipped { path, reason } => {
-                    issues.push(PathIssue {
-                        component: String::new(),
-                        path,
-                        kind: IssueKind::Skipped,
-                        reason,
-                    });
+                    issue(&mut issues, component, path, IssueKind::Skipped, reason);
                 }
             }
         }
@@ -956,4 +1030,77 @@ fn scan_totals(sources: &[SourceSpec], progress: &dyn Progress) {
         }
     }
     progress.set_total(files, bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_with(issues: Vec<PathIssue>) -> Manifest {
+        Manifest {
+            time_ns: 1,
+            end_ns: 2,
+            host: "h".into(),
+            tags: vec![],
+            kind: SetKind::Full,
+            parent: None,
+            components: vec![],
+            counts: Counts::default(),
+            issues,
+        }
+    }
+
+    fn issue(path: &[u8], kind: IssueKind, reason: &str) -> PathIssue {
+        PathIssue { component: "c".into(), path: path.to_vec(), kind, reason: reason.into() }
+    }
+
+    // See: issue 12, defect 2 (a manifest listing 24,000 long unreadable paths was over the
+    // decode limit, so the set could never be read).
+    #[test]
+    fn problem_paths_beyond_the_bound_are_counted_not_listed() {
+        let mut list = IssueList::default();
+        for i in 0..MAX_LISTED_ISSUES + 30 {
+            let kind = if i % 3 == 0 { IssueKind::Changed } else { IssueKind::Skipped };
+            list.push(issue(format!("p{i}").as_bytes(), kind, "cannot open"));
+        }
+        let out = list.take_component();
+        assert_eq!(out.len(), MAX_LISTED_ISSUES + 1);
+        let summary = out.last().unwrap();
+        assert!(summary.path.is_empty());
+        assert!(summary.reason.starts_with("30 more paths not listed"), "{}", summary.reason);
+        // The next component starts its own count of omitted paths; the bound is per set.
+        list.push(issue(b"late", IssueKind::Skipped, "x"));
+        let next = list.take_component();
+        assert_eq!(next.len(), 1);
+        assert!(next[0].path.is_empty() && next[0].reason.starts_with("1 more"));
+    }
+
+    #[test]
+    fn long_problem_paths_are_bounded_by_bytes_and_the_manifest_stays_readable() {
+        let mut list = IssueList::default();
+        let long = vec![b'n'; 4000];
+        for _ in 0..9000 {
+            list.push(issue(&long, IssueKind::Skipped, "Permission denied (os error 13)"));
+        }
+        let issues = list.take_component();
+        let listed_bytes: usize = issues.iter().map(|i| i.path.len()).sum();
+        assert!(listed_bytes <= MAX_ISSUE_BYTES, "{listed_bytes}");
+        assert!(issues.len() < 9000);
+        let m = manifest_with(issues);
+        let bytes = m.encode().unwrap();
+        assert_eq!(Manifest::decode(&bytes).unwrap(), Ok(m));
+    }
+
+    #[test]
+    fn a_manifest_a_reader_would_refuse_is_never_encoded() {
+        let huge = PathIssue {
+            component: "c".into(),
+            path: vec![b'x'; crate::format::MAX_RECORD_LEN],
+            kind: IssueKind::Skipped,
+            reason: String::new(),
+        };
+        let m = manifest_with(vec![huge]);
+        let err = m.encode().unwrap_err();
+        assert!(matches!(err, Error::Encode { what: "manifest", .. }), "{err}");
+    }
 }

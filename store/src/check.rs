@@ -15,9 +15,10 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
+use crate::damage::{DamageSet, DamagedCopy};
 use crate::error::{Error, Result};
-use crate::id::{Id, IndexId, PackId, SnapshotId, TreeId};
-use crate::pack::{check_blob, entries_in, PackReader};
+use crate::id::{DamageId, Id, IndexId, PackId, SnapshotId, TreeId};
+use crate::pack::{verify_pack, PackReader};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::for_each_chunk;
@@ -47,6 +48,9 @@ pub enum DataCheck {
 pub struct CheckOptions {
     /// Data reading.
     pub read_data: DataCheck,
+    /// Record the damaged blobs found in the repository (FORMAT.md §8.3), so that no writer
+    /// builds on them again and the next snapshot of the same data stores it anew.
+    pub record_damage: bool,
 }
 
 /// One thing `check` found.
@@ -79,8 +83,11 @@ pub enum Finding {
     MissingBlob { blob: Id },
     /// A path of a set that damage makes unrestorable.
     Affected { snapshot: SnapshotId, path: String, cause: String },
-    /// A damaged blob that no set references (left after a repair): a notice, not damage.
+    /// A damaged blob that no set needs (unreferenced, or an intact copy exists elsewhere): a
+    /// notice, not damage.
     UnusedDamagedBlob { pack: PackId, blob: Id, error: String },
+    /// A damage record cannot be read: the copies it names may be used again.
+    DamagedDamageRecord { record: DamageId, error: String },
     /// A pack no index file lists (left by an interrupted snapshot): a notice, not damage.
     UnindexedPack { pack: PackId },
     /// A leftover temp file: a notice.
@@ -116,8 +123,13 @@ impl Finding {
             Finding::DamagedPack { .. }
             | Finding::DamagedBlob { .. }
             | Finding::DamagedTree { .. } => {
-                "snapshot the same sources again to store the data anew; the sets listed as \
-                 affected stay damaged"
+                "the damage is recorded, so the next snapshot of the same sources stores that \
+                 data anew; `store repair packs` moves the intact blobs out of damaged packs, \
+                 then `store repair snapshots --forget` drops what the affected sets lost"
+            }
+            Finding::DamagedDamageRecord { .. } => {
+                "remove the record and run `store check --read-data`, which records the damage \
+                 it finds again"
             }
             Finding::DamagedSnapshot { .. } => {
                 "run `store repair snapshots --forget` to drop it; take a new snapshot"
@@ -129,7 +141,9 @@ impl Finding {
             Finding::UnindexedPack { .. } | Finding::TempFile { .. } => {
                 "nothing to do: left by an interrupted command, removed by prune"
             }
-            Finding::UnusedDamagedBlob { .. } => "nothing to do: no set uses it; prune removes it",
+            Finding::UnusedDamagedBlob { .. } => {
+                "nothing to do: no set needs this copy; prune or `store repair packs` removes it"
+            }
         }
     }
 }
@@ -167,7 +181,10 @@ impl std::fmt::Display for Finding {
             }
             Finding::UnindexedPack { pack } => write!(f, "pack {pack}: not in any index file"),
             Finding::UnusedDamagedBlob { pack, blob, error } => {
-                write!(f, "blob {blob} in pack {pack}: {error} (no set uses it)")
+                write!(f, "blob {blob} in pack {pack}: {error} (no set needs this copy)")
+            }
+            Finding::DamagedDamageRecord { record, error } => {
+                write!(f, "damage record {record}: {error}")
             }
             Finding::TempFile { path } => write!(f, "temp file {}", path.display()),
         }
@@ -189,6 +206,10 @@ pub struct CheckReport {
     pub packs_read: u64,
     /// Blobs read and re-hashed.
     pub blobs_read: u64,
+    /// Damaged copies newly recorded (with [`CheckOptions::record_damage`]).
+    pub damage_recorded: u64,
+    /// Why recording the damage failed (a read-only repository), if it did.
+    pub record_error: Option<String>,
 }
 
 impl CheckReport {
@@ -217,7 +238,7 @@ struct Checker<'r> {
     report: CheckReport,
     /// Packs that are missing or unreadable: every blob in them is lost.
     bad_packs: HashSet<PackId>,
-    /// Blobs that failed verification or are not indexed.
+    /// Blobs that are referenced but not indexed (each named once).
     bad_blobs: HashSet<Id>,
     /// Packs listed by the index files (the authoritative index).
     indexed: HashSet<PackId>,
@@ -225,6 +246,8 @@ struct Checker<'r> {
     referenced_bad: HashSet<Id>,
     /// Verdict per tree: true when it and everything below it is intact.
     trees: HashMap<TreeId, bool>,
+    /// Copies recorded as damaged (the cache passes them by).
+    damage: DamageSet,
 }
 
 impl Checker<'_> {
@@ -251,11 +274,17 @@ impl Checker<'_> {
                 self.find(Finding::MissingBlob { blob: id });
                 Ok(false)
             }
+            // The copy the cache names was found damaged (and could not be passed by: the
+            // damage could not be recorded, so the cache still points at it).
+            Some(loc) if self.damage.contains(loc.pack, &id) => Ok(false),
             Some(loc) if !self.bad_packs.contains(&loc.pack) => Ok(true),
             Some(_) => Ok(false),
             None => {
                 self.bad_blobs.insert(id);
-                self.find(Finding::MissingBlob { blob: id });
+                // Its only copies are recorded as damaged: named as such already.
+                if self.damage.of_blob(&id).is_empty() {
+                    self.find(Finding::MissingBlob { blob: id });
+                }
                 Ok(false)
             }
         }
@@ -357,6 +386,12 @@ impl Checker<'_> {
             }
         }
         match e {
+            Error::BlobNotIndexed { id } if !self.damage.of_blob(id).is_empty() => {
+                let packs: Vec<String> =
+                    self.damage.of_blob(id).iter().map(|c| c.pack.short()).collect();
+                let error = format!("its only copies are damaged (in pack {})", packs.join(", "));
+                self.find(Finding::DamagedTree { tree, error });
+            }
             Error::BlobNotIndexed { id } => {
                 if self.bad_blobs.insert(*id) {
                     self.find(Finding::MissingBlob { blob: *id });
@@ -437,7 +472,7 @@ struct PackRead {
     /// The pack cannot be read, or its trailer no longer decodes: none of its blobs count.
     damaged: bool,
     blobs: u64,
-    bad_blobs: Vec<Id>,
+    bad_blobs: Vec<DamagedCopy>,
     findings: Vec<Finding>,
 }
 
@@ -463,34 +498,31 @@ fn read_pack(path: &std::path::Path, pack: PackId) -> PackRead {
         }
     };
     r.read = true;
-    let entries = match entries_in(&bytes) {
-        Ok(e) => e,
+    let verdict = match verify_pack(&bytes) {
+        Ok(v) => v,
         Err(e) => {
             damaged(&mut r, e.to_string());
             return r;
         }
     };
-    let mut scratch = Vec::new();
-    for e in &entries {
-        let frame = bytes.get(e.offset as usize..e.end() as usize).unwrap_or_default();
-        r.blobs += 1;
-        if let Err(reason) = check_blob(frame, e, &mut scratch) {
-            r.bad_blobs.push(e.id);
-            r.findings.push(Finding::DamagedBlob {
-                pack,
-                blob: e.id,
-                offset: e.offset,
-                error: reason.to_string(),
-            });
-        }
+    r.blobs = verdict.entries.len() as u64;
+    for (e, reason) in verdict.bad {
+        r.bad_blobs.push(DamagedCopy { pack, blob: e.id, offset: e.offset });
+        r.findings.push(Finding::DamagedBlob {
+            pack,
+            blob: e.id,
+            offset: e.offset,
+            error: reason.to_string(),
+        });
     }
-    let actual = Id::hash(&bytes);
-    if actual != pack.0 && r.bad_blobs.is_empty() {
+    if verdict.hash != pack.0 && r.bad_blobs.is_empty() {
         // Every blob verifies but the file does not hash to its name: bytes outside the blobs
         // (headers of no blob, padding) changed, or the pack was renamed. Its blobs still
         // read, so the pack is not counted as lost.
-        r.findings
-            .push(Finding::DamagedPack { pack, error: format!("content hashes to {actual}") });
+        r.findings.push(Finding::DamagedPack {
+            pack,
+            error: format!("content hashes to {}", verdict.hash),
+        });
     }
     r
 }
@@ -512,8 +544,16 @@ pub fn check(
         indexed: HashSet::new(),
         referenced_bad: HashSet::new(),
         trees: HashMap::new(),
+        damage: DamageSet::default(),
     };
     let layout = repo.layout();
+    let records = repo.damage_records()?;
+    for (record, error) in records.unreadable {
+        c.find(Finding::DamagedDamageRecord { record, error });
+    }
+    c.damage = records.set;
+    // Damaged copies found by this check, to record.
+    let mut found: Vec<DamagedCopy> = Vec::new();
 
     if let Some(error) = repo.config_damage() {
         c.find(Finding::DamagedConfig { error: error.to_owned() });
@@ -569,6 +609,12 @@ pub fn check(
                 Err(e) => {
                     c.bad_packs.insert(pack.id);
                     c.find(Finding::DamagedPack { pack: pack.id, error: e.to_string() });
+                    // Its trailer is unreadable: none of its blobs can be trusted.
+                    found.extend(pack.entries.iter().map(|e| DamagedCopy {
+                        pack: pack.id,
+                        blob: e.id,
+                        offset: e.offset,
+                    }));
                     continue;
                 }
             }
@@ -584,6 +630,7 @@ pub fn check(
     }
     c.indexed = indexed;
 
+    let mut read_packs: HashSet<PackId> = HashSet::new();
     if opts.read_data != DataCheck::None {
         progress.phase("reading data");
         progress.set_total(to_read.len() as u64, to_read.iter().map(|p| p.1).sum());
@@ -609,12 +656,37 @@ pub fn check(
             for r in read {
                 c.report.blobs_read += r.blobs;
                 c.report.packs_read += u64::from(r.read);
-                c.bad_blobs.extend(r.bad_blobs);
+                read_packs.insert(r.pack);
+                found.extend(r.bad_blobs);
                 if r.damaged {
                     c.bad_packs.insert(r.pack);
                 }
                 c.report.findings.extend(r.findings);
             }
+        }
+    }
+
+    // Damage recorded by earlier checks, in packs this one did not read again.
+    for copy in c.damage.copies() {
+        if c.indexed.contains(&copy.pack) && !read_packs.contains(&copy.pack) {
+            c.find(Finding::DamagedBlob {
+                pack: copy.pack,
+                blob: copy.blob,
+                offset: copy.offset,
+                error: "recorded as damaged by an earlier check".into(),
+            });
+        }
+    }
+    // Record what was found, before the sets are checked: the cache then passes those copies by
+    // (it is rebuilt when it opens and meets a new record), so a blob that has an intact copy
+    // elsewhere is found there, and one that has none counts as lost for the sets using it.
+    for copy in &found {
+        c.damage.insert(*copy);
+    }
+    if opts.record_damage && !found.is_empty() {
+        match repo.record_damage(&found) {
+            Ok(n) => c.report.damage_recorded = n,
+            Err(e) => c.report.record_error = Some(e.to_string()),
         }
     }
 

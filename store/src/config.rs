@@ -38,15 +38,17 @@ pub struct RepoConfig {
 
 impl RepoConfig {
     /// Encodes the config file: magic, version, bincode record, BLAKE3 of all that.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
+    ///
+    /// # Errors
+    /// [`Error::Encode`] (not for any config `init` accepts).
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         out.extend_from_slice(&CONFIG_MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&encode_record(self));
+        out.extend_from_slice(&encode_record(self, "config")?);
         let sum = Id::hash(&out);
         out.extend_from_slice(sum.as_bytes());
-        out
+        Ok(out)
     }
 
     /// Decodes a config file.
@@ -115,12 +117,12 @@ mod tests {
     #[test]
     fn config_round_trips() {
         let c = sample();
-        assert_eq!(RepoConfig::decode(&c.encode(), Path::new("config")).unwrap(), c);
+        assert_eq!(RepoConfig::decode(&c.encode().unwrap(), Path::new("config")).unwrap(), c);
     }
 
     #[test]
     fn every_flipped_bit_is_detected() {
-        let bytes = sample().encode();
+        let bytes = sample().encode().unwrap();
         for i in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[i / 8] ^= 1 << (i % 8);
@@ -130,7 +132,7 @@ mod tests {
 
     #[test]
     fn newer_version_is_refused_by_number() {
-        let mut bytes = sample().encode();
+        let mut bytes = sample().encode().unwrap();
         bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
         let err = RepoConfig::decode(&bytes, Path::new("config")).unwrap_err();
         assert!(matches!(err, Error::UnsupportedVersion { found: 7, .. }), "got {err:?}");

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::id::{Id, IndexId, PackId, SnapshotId, TreeId};
+use crate::id::{DamageId, Id, IndexId, PackId, SnapshotId, TreeId};
 
 /// The object a corruption was found in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum ObjectRef {
     Snapshot(SnapshotId),
     /// An index file.
     IndexFile(IndexId),
+    /// A damage record.
+    DamageFile(DamageId),
     /// A chunk-list blob of a large file.
     ChunkList(Id),
     /// The local index cache.
@@ -48,6 +50,7 @@ impl fmt::Display for ObjectRef {
             ObjectRef::Tree(id) => write!(f, "tree {id}"),
             ObjectRef::Snapshot(id) => write!(f, "snapshot {id}"),
             ObjectRef::IndexFile(id) => write!(f, "index file {id}"),
+            ObjectRef::DamageFile(id) => write!(f, "damage record {id}"),
             ObjectRef::ChunkList(id) => write!(f, "chunk list {id}"),
             ObjectRef::Cache => write!(f, "index cache"),
         }
@@ -137,6 +140,14 @@ pub enum Error {
         path: PathBuf,
         /// Why it is not one.
         reason: String,
+    },
+    /// The repository's `config` is missing while its copy `config.copy` is intact.
+    #[error("{}: not a store repository: config is missing, but its copy {} is intact", path.display(), copy.display())]
+    ConfigMissing {
+        /// The path given as repository.
+        path: PathBuf,
+        /// The intact copy.
+        copy: PathBuf,
     },
     /// `init` found a repository (or other files) already there.
     #[error("{}: {reason}", path.display())]
@@ -272,6 +283,14 @@ pub enum Error {
         /// The lock file.
         path: PathBuf,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// A record could not be encoded, or would be too large for a reader: nothing was written.
+    #[error("cannot write {what}: {reason}")]
+    Encode {
+        /// Which record.
+        what: &'static str,
+        /// Why.
         reason: String,
     },
     /// The operation stopped because another part of it failed or it was interrupted.

@@ -30,16 +30,39 @@ fn config() -> impl bincode::config::Config {
         .with_limit::<MAX_RECORD_LEN>()
 }
 
-/// Encodes a structured record with the repository's bincode configuration.
-pub(crate) fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
-    // Encoding to a Vec only fails past the size limit, which no record the engine builds
-    // reaches: trees are paged and chunk lists moved out of line well below it.
-    bincode::serde::encode_to_vec(value, config()).unwrap_or_default()
+/// Encodes a structured record (`what` names it in errors) with the repository's bincode
+/// configuration. A record larger than [`MAX_RECORD_LEN`] is an error: a reader would refuse it,
+/// so it must never be written.
+///
+/// # Errors
+/// [`crate::Error::Encode`] when the record cannot be encoded or is too large.
+pub(crate) fn encode_record<T: Serialize>(
+    value: &T,
+    what: &'static str,
+) -> Result<Vec<u8>, crate::Error> {
+    let bytes = bincode::serde::encode_to_vec(value, config())
+        .map_err(|e| crate::Error::Encode { what, reason: e.to_string() })?;
+    if bytes.len() > MAX_RECORD_LEN {
+        return Err(crate::Error::Encode {
+            what,
+            reason: format!(
+                "{} bytes, more than the {} MiB a reader accepts",
+                bytes.len(),
+                MAX_RECORD_LEN >> 20
+            ),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Appends the encoding of `value` to `out`.
-pub(crate) fn encode_record_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
-    out.extend_from_slice(&encode_record(value));
+pub(crate) fn encode_record_into<T: Serialize>(
+    value: &T,
+    what: &'static str,
+    out: &mut Vec<u8>,
+) -> Result<(), crate::Error> {
+    out.extend_from_slice(&encode_record(value, what)?);
+    Ok(())
 }
 
 /// Decodes a structured record; the whole input must be consumed.
@@ -166,7 +189,7 @@ mod tests {
 
     #[test]
     fn records_refuse_trailing_bytes_and_huge_lengths() {
-        let mut bytes = encode_record(&vec![1u32, 2, 3]);
+        let mut bytes = encode_record(&vec![1u32, 2, 3], "test").unwrap();
         assert_eq!(decode_record::<Vec<u32>>(&bytes, "test").unwrap(), vec![1, 2, 3]);
         bytes.push(0);
         assert!(decode_record::<Vec<u32>>(&bytes, "test").is_err());
@@ -174,5 +197,14 @@ mod tests {
         let mut huge = (1u64 << 60).to_le_bytes().to_vec();
         huge.extend_from_slice(&[0; 16]);
         assert!(decode_record::<Vec<u64>>(&huge, "test").is_err());
+    }
+
+    #[test]
+    fn a_record_a_reader_would_refuse_is_never_encoded() {
+        let big = vec![7u8; MAX_RECORD_LEN];
+        let err = encode_record(&big, "test").unwrap_err();
+        assert!(err.to_string().contains("more than the 64 MiB"), "{err}");
+        let fits = vec![7u8; MAX_RECORD_LEN - 8];
+        assert_eq!(encode_record(&fits, "test").unwrap().len(), MAX_RECORD_LEN);
     }
 }

@@ -74,6 +74,26 @@ pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], label: &st
     result
 }
 
+/// Writes `bytes` to `dest` durably like [`write_atomic`], but only if `dest` does not exist:
+/// the temp file is hard-linked to its final name, which fails when the name is taken, so of
+/// several writers racing for one name exactly one succeeds. The loser gets an
+/// [`std::io::ErrorKind::AlreadyExists`] error naming `dest`; `dest` is untouched.
+pub(crate) fn write_new(tmp_dir: &Path, dest: &Path, bytes: &[u8], label: &str) -> Result<()> {
+    let (mut file, temp) = create_temp(tmp_dir, label)?;
+    let result = file.write_all(bytes).at(&temp).and_then(|()| {
+        file.sync_all().at(&temp)?;
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(FILE_MODE)).at(&temp)?;
+        crate::crash::point(label, "synced");
+        fs::hard_link(&temp, dest).at(dest)?;
+        crate::crash::point(label, "renamed");
+        fsync_dir(dest.parent().unwrap_or(Path::new(".")))?;
+        crate::crash::point(label, "durable");
+        Ok(())
+    });
+    let _ = fs::remove_file(&temp);
+    result
+}
+
 /// Creates `dir` (one level) if missing, durably: a new directory is fsynced in its parent.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
     match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {

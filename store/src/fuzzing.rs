@@ -43,6 +43,12 @@ pub fn index_file(bytes: &[u8]) -> bool {
     decode_index_file(bytes).is_ok()
 }
 
+/// Decodes a damage record (`damage/<id>`, FORMAT.md §8.3); true when it decodes.
+#[must_use]
+pub fn damage_file(bytes: &[u8]) -> bool {
+    crate::damage::decode_damage_file(bytes).is_ok()
+}
+
 /// A tree blob, and the same bytes as a chunk list.
 #[must_use]
 pub fn tree(bytes: &[u8]) -> bool {

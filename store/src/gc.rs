@@ -20,17 +20,21 @@
 //! overtaken by a prune; it checks, just before writing its manifest, that its lock never went
 //! stale and that every pack it wrote or reused still exists, and fails cleanly otherwise.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rocksdb::{Options, WriteBatch, DB};
 
+use crate::damage::DamageSet;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{Id, PackId, SnapshotId, TreeId};
 use crate::index::IndexedPack;
 use crate::lock::LockKind;
-use crate::pack::{read_blob, EncodedBlob, PackEntry, PackReader, PackWriter, BLOB_HEADER_LEN};
+use crate::pack::{
+    read_blob, EncodedBlob, PackEntry, PackReader, PackWriter, BLOB_HEADER_LEN, FOOTER_LEN,
+    TRAILER_ENTRY_LEN,
+};
 use crate::progress::Progress;
 use crate::repo::{IndexRewrite, LockOptions, Repository};
 use crate::tree::{decode_chunk_list, ChunkRefs, Content, TreeBlob};
@@ -68,18 +72,22 @@ pub struct PrunePlan {
     pub packs: u64,
     /// Bytes of those packs.
     pub bytes: u64,
-    /// Packs with no reachable blob: deleted.
+    /// Packs with no kept blob: deleted.
     pub delete: Vec<PackId>,
-    /// Packs with too many unreachable bytes: live blobs copied, then deleted.
+    /// Packs with too many unused bytes (or a damaged copy): kept blobs copied, then deleted.
     pub repack: Vec<PackId>,
     /// Packs no index file lists (left by dead writers): deleted.
     pub unindexed: Vec<PackId>,
     /// Temp files of dead writers: deleted.
     pub temp_files: Vec<PathBuf>,
-    /// Bytes freed by deleting `delete`, `repack` and `unindexed` packs.
-    pub bytes_freed: u64,
-    /// Live bytes copied out of repacked packs.
+    /// Bytes of the `delete`, `repack` and `unindexed` packs.
+    pub bytes_deleted: u64,
+    /// Bytes of the kept blobs copied out of repacked packs (frames and trailer entries).
     pub bytes_copied: u64,
+    /// Bytes of the new packs (planned: copied bytes and their footers; after the run: actual).
+    pub bytes_written: u64,
+    /// What the repository shrinks by: bytes deleted less bytes written.
+    pub bytes_freed: u64,
 }
 
 /// What prune did.
@@ -89,18 +97,35 @@ pub struct PruneReport {
     pub plan: PrunePlan,
     /// New packs written by repacking.
     pub packs_written: u64,
+    /// Packs deleted (repacked ones included).
+    pub packs_deleted: u64,
     /// Index files written.
     pub index_files_written: u64,
     /// Wall time.
     pub duration: Duration,
 }
 
-/// The set of reachable blobs, spilled to a temporary RocksDB.
+/// The set of reachable blobs, spilled to a temporary RocksDB, and for each the pack whose copy
+/// is kept (the **claim**): a blob stored in several packs (concurrent writers, healed damage,
+/// adopted packs) is live in one of them only; its other copies are unused space.
+///
+/// Value of a key: empty while the blob is only marked, the 32-byte pack id once claimed.
 pub(crate) struct Marks {
     db: Option<DB>,
     path: PathBuf,
     batch: WriteBatch,
-    pending: HashSet<Id>,
+    pending: HashMap<Id, Option<PackId>>,
+}
+
+/// A mark's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// No set references the blob.
+    Unmarked,
+    /// Referenced; no copy chosen yet.
+    Marked,
+    /// Referenced; the copy in this pack is the one kept.
+    Claimed(PackId),
 }
 
 impl Marks {
@@ -112,7 +137,7 @@ impl Marks {
         opts.set_write_buffer_size(16 << 20);
         let db = DB::open(&opts, &path)
             .map_err(|e| Error::Cache { path: path.clone(), message: e.into_string() })?;
-        Ok(Marks { db: Some(db), path, batch: WriteBatch::default(), pending: HashSet::new() })
+        Ok(Marks { db: Some(db), path, batch: WriteBatch::default(), pending: HashMap::new() })
     }
 
     fn db(&self) -> Result<&DB> {
@@ -123,24 +148,54 @@ impl Marks {
         Error::Cache { path: self.path.clone(), message: e.into_string() }
     }
 
-    /// Marks `id`; true when it was not marked before.
-    fn insert(&mut self, id: Id) -> Result<bool> {
-        if self.contains(&id)? {
-            return Ok(false);
+    fn get(&self, id: &Id) -> Result<Mark> {
+        if let Some(state) = self.pending.get(id) {
+            return Ok(state.map_or(Mark::Marked, Mark::Claimed));
         }
-        self.batch.put(id.as_bytes(), []);
-        self.pending.insert(id);
+        let value = self.db()?.get_pinned(id.as_bytes()).map_err(|e| self.err(e))?;
+        Ok(match value {
+            None => Mark::Unmarked,
+            Some(v) => match <[u8; 32]>::try_from(&v[..]) {
+                Ok(pack) => Mark::Claimed(PackId(Id::from_bytes(pack))),
+                Err(_) => Mark::Marked,
+            },
+        })
+    }
+
+    fn put(&mut self, id: Id, claim: Option<PackId>) -> Result<()> {
+        match claim {
+            Some(pack) => self.batch.put(id.as_bytes(), pack.0.as_bytes()),
+            None => self.batch.put(id.as_bytes(), []),
+        }
+        self.pending.insert(id, claim);
         if self.pending.len() >= 100_000 {
             self.flush()?;
         }
+        Ok(())
+    }
+
+    /// Marks `id` as referenced; true when it was not marked before.
+    fn insert(&mut self, id: Id) -> Result<bool> {
+        if self.get(&id)? != Mark::Unmarked {
+            return Ok(false);
+        }
+        self.put(id, None)?;
         Ok(true)
     }
 
-    fn contains(&self, id: &Id) -> Result<bool> {
-        if self.pending.contains(id) {
-            return Ok(true);
+    /// Chooses `pack`'s copy of the referenced blob `id` when no copy is chosen yet; true when
+    /// it was chosen.
+    fn claim(&mut self, id: Id, pack: PackId) -> Result<bool> {
+        if self.get(&id)? != Mark::Marked {
+            return Ok(false);
         }
-        Ok(self.db()?.get_pinned(id.as_bytes()).map_err(|e| self.err(e))?.is_some())
+        self.put(id, Some(pack))?;
+        Ok(true)
+    }
+
+    /// Whether `pack`'s copy of `id` is the one kept.
+    fn claimed_by(&self, id: &Id, pack: PackId) -> Result<bool> {
+        Ok(self.get(id)? == Mark::Claimed(pack))
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -158,9 +213,6 @@ impl Drop for Marks {
     }
 }
 
-/// Calls `visit` with every blob reachable from set `m`'s trees (trees, tree pages, chunk lists,
-/// chunks); a tree or chunk list is descended into only when `visit` returns true for it. A
-/// tree that cannot be read stops the walk: what it references is unknown.
 /// Stored (header included) and raw bytes of a blob, 0 when it is not indexed.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct BlobSize {
@@ -168,6 +220,9 @@ pub(crate) struct BlobSize {
     pub(crate) raw: u64,
 }
 
+/// Calls `visit` with every blob reachable from set `m`'s trees (trees, tree pages, chunk lists,
+/// chunks); a tree or chunk list is descended into only when `visit` returns true for it. A
+/// tree that cannot be read stops the walk: what it references is unknown.
 pub(crate) fn walk_blobs(
     repo: &Repository,
     id: SnapshotId,
@@ -271,55 +326,117 @@ fn frame_len(e: &PackEntry) -> u64 {
     BLOB_HEADER_LEN as u64 + u64::from(e.stored_len)
 }
 
-/// Plans the packs: delete the dead, repack the mostly dead. Returns the packs that go.
-fn plan_packs(
+/// Bytes a blob takes in its pack: its frame (header and stored bytes) and its trailer entry.
+/// A pack is its blobs' footprints and a footer; the footer is overhead, never unused space.
+fn footprint(e: &PackEntry) -> u64 {
+    frame_len(e) + TRAILER_ENTRY_LEN as u64
+}
+
+/// Calls `f` with every pack the index files list, once each, in a fixed order (index files by
+/// id, packs as listed). Returns the packs seen. A damaged index file stops prune: the packs
+/// only it lists would look unindexed and be deleted.
+fn for_each_indexed_pack(
     repo: &Repository,
-    marks: &Marks,
-    max_unused: f64,
-    plan: &mut PrunePlan,
+    mut f: impl FnMut(&IndexedPack) -> Result<()>,
 ) -> Result<HashSet<PackId>> {
-    let mut seen: HashSet<PackId> = HashSet::new();
-    let mut candidates = HashSet::new();
-    let on_disk: HashSet<PackId> = repo.list_packs()?.into_iter().collect();
-    for index in repo.list_index_files()? {
-        for pack in repo.load_index_file(index)? {
-            if !seen.insert(pack.id) {
-                continue;
-            }
-            if !on_disk.contains(&pack.id) {
-                return Err(Error::InvalidOption {
-                    option: "prune",
-                    reason: format!("pack {} is in the index but missing; run `store check`, then `store repair index`", pack.id),
-                });
-            }
-            plan.packs += 1;
-            plan.bytes += pack.len;
-            let mut live = 0u64;
-            let mut live_count = 0usize;
-            for e in &pack.entries {
-                if marks.contains(&e.id)? {
-                    live += frame_len(e);
-                    live_count += 1;
-                }
-            }
-            let unused = pack.len.saturating_sub(live) as f64 / pack.len.max(1) as f64;
-            if live_count == 0 {
-                plan.delete.push(pack.id);
-                plan.bytes_freed += pack.len;
-                candidates.insert(pack.id);
-            } else if unused > max_unused {
-                plan.repack.push(pack.id);
-                plan.bytes_freed += pack.len;
-                plan.bytes_copied += live;
-                candidates.insert(pack.id);
+    let mut files = repo.list_index_files()?;
+    files.sort();
+    let mut seen = HashSet::new();
+    for index in files {
+        let packs = repo.load_index_file(index).map_err(|e| Error::InvalidOption {
+            option: "prune",
+            reason: format!("{e}; run `store repair index` first"),
+        })?;
+        for pack in packs {
+            if seen.insert(pack.id) {
+                f(&pack)?;
             }
         }
     }
-    for pack in on_disk.difference(&seen) {
+    Ok(seen)
+}
+
+/// Plans the packs: delete the dead, repack the mostly dead. Returns the packs that go, each
+/// with the number of kept blobs that must be copied out of it first (0 for those deleted).
+///
+/// Pass 1 chooses, for every referenced blob, the copy that is kept: the first intact copy in
+/// index order. Pass 2 decides per pack from the copies it holds: a pack with no kept copy is
+/// deleted; one whose copies that are not kept (unreferenced, duplicates, damaged) take more than
+/// `max_unused` of it, or that holds a damaged copy, is repacked, its kept copies moved to new
+/// packs. A pack whose blobs are all kept has no unused space and is never touched. When the only
+/// copies of a referenced blob are damaged, one is kept and its pack is left whole (`repair packs`
+/// salvages it).
+fn plan_packs(
+    repo: &Repository,
+    marks: &mut Marks,
+    damaged: &DamageSet,
+    max_unused: f64,
+    plan: &mut PrunePlan,
+) -> Result<HashMap<PackId, usize>> {
+    let on_disk: HashSet<PackId> = repo.list_packs()?.into_iter().collect();
+    for_each_indexed_pack(repo, |pack| {
+        if !on_disk.contains(&pack.id) {
+            return Err(Error::InvalidOption {
+                option: "prune",
+                reason: format!(
+                    "pack {} is in the index but missing; run `store check`, then `store repair index`",
+                    pack.id
+                ),
+            });
+        }
+        for e in pack.entries.iter().filter(|e| !damaged.contains(pack.id, &e.id)) {
+            marks.claim(e.id, pack.id)?;
+        }
+        Ok(())
+    })?;
+    let mut candidates = HashMap::new();
+    let indexed = for_each_indexed_pack(repo, |pack| {
+        plan.packs += 1;
+        plan.bytes += pack.len;
+        let mut live = 0u64;
+        let mut kept = HashSet::new();
+        let (mut pinned, mut has_damage) = (false, false);
+        for e in &pack.entries {
+            let keep = if damaged.contains(pack.id, &e.id) {
+                has_damage = true;
+                // Claimed here only when no intact copy exists anywhere (pass 1 claimed those).
+                let last_copy = marks.claim(e.id, pack.id)?;
+                pinned |= last_copy;
+                last_copy
+            } else {
+                marks.claimed_by(&e.id, pack.id)?
+            };
+            if keep && kept.insert(e.id) {
+                live += footprint(e);
+            }
+        }
+        let unused = pack.len.saturating_sub(live + FOOTER_LEN as u64);
+        if kept.is_empty() {
+            plan.delete.push(pack.id);
+            plan.bytes_deleted += pack.len;
+            candidates.insert(pack.id, 0);
+        } else if !pinned
+            && unused > 0
+            && (has_damage || unused as f64 / pack.len.max(1) as f64 > max_unused)
+        {
+            plan.repack.push(pack.id);
+            plan.bytes_deleted += pack.len;
+            plan.bytes_copied += live;
+            candidates.insert(pack.id, kept.len());
+        }
+        Ok(())
+    })?;
+    for pack in on_disk.difference(&indexed) {
         plan.unindexed.push(*pack);
-        plan.bytes_freed +=
+        plan.bytes_deleted +=
             std::fs::metadata(repo.layout().pack(*pack)).map(|m| m.len()).unwrap_or(0);
     }
+    plan.unindexed.sort();
+    // New packs hold the copied footprints, plus a footer per pack target (or part of one).
+    let target = u64::from(repo.config().pack_target).max(1);
+    let new_packs = plan.bytes_copied.div_ceil(target);
+    plan.bytes_written = plan.bytes_copied + new_packs * FOOTER_LEN as u64;
+    plan.bytes_freed = plan.bytes_deleted.saturating_sub(plan.bytes_written);
     Ok(candidates)
 }
 
@@ -337,7 +454,7 @@ pub fn prune(
     let started = Instant::now();
     // The reserve file goes first, so that on a full disk prune has room for its locks, its
     // marks and its new index files; it is put back however prune ends.
-    let _reserve = (!opts.dry_run).then(|| Reserve::release(repo.layout().root().join("reserve")));
+    let _reserve = (!opts.dry_run).then(|| repo.release_reserve());
     repo.prepare_write()?;
     let mut report = PruneReport::default();
     let mut marks =
@@ -365,7 +482,8 @@ pub fn prune(
         sets: mark_all(repo, &mut marked, &mut marks, progress)?,
         ..PrunePlan::default()
     };
-    let candidates = plan_packs(repo, &marks, opts.max_unused, &mut plan)?;
+    let damaged = repo.damage()?;
+    let candidates = plan_packs(repo, &mut marks, &damaged, opts.max_unused, &mut plan)?;
     let own_marks = marks.path.clone();
     plan.temp_files = std::fs::read_dir(repo.layout().tmp_dir())
         .at(repo.layout().tmp_dir())?
@@ -379,7 +497,7 @@ pub fn prune(
     }
     crate::crash::point("prune", "planned");
 
-    // 3a. Repack: live blobs of the repacked packs into new packs, durable.
+    // 3a. Repack: the kept copies of the repacked packs into new packs, durable.
     let mut new_packs: Vec<IndexedPack> = Vec::new();
     let mut writer: Option<PackWriter> = None;
     let target = u64::from(repo.config().pack_target);
@@ -388,8 +506,9 @@ pub fn prune(
         let path = repo.layout().pack(*id);
         let reader = PackReader::open(&path, *id)?;
         progress.phase(&format!("repacking {}", id.short()));
+        let mut copied = HashSet::new();
         for e in reader.entries() {
-            if !marks.contains(&e.id)? {
+            if !marks.claimed_by(&e.id, *id)? || !copied.insert(e.id) {
                 continue;
             }
             read_blob(reader.file(), &path, *id, e, &mut frame, &mut raw)?;
@@ -407,96 +526,101 @@ pub fn prune(
             w.add(&blob)?;
             if w.len() >= target {
                 if let Some(w) = writer.take() {
-                    let sealed = w.seal(|p| repo.layout().pack(p))?;
-                    new_packs.push(IndexedPack {
-                        id: sealed.id,
-                        len: sealed.len,
-                        entries: sealed.entries,
-                    });
+                    new_packs.push(seal(repo, w)?);
                 }
             }
         }
+        // The claims came from the index; the copies from the pack's own trailer. Should they
+        // disagree, a kept blob would be left behind in a pack about to be deleted: stop now,
+        // before anything is deleted.
+        let planned = candidates.get(id).copied().unwrap_or(0);
+        if copied.len() != planned {
+            return Err(Error::InvalidOption {
+                option: "prune",
+                reason: format!(
+                    "pack {id}: its trailer lists {} of the {planned} blobs its index file says \
+                     are kept there; nothing was deleted; run `store check`, then `store repair \
+                     index`",
+                    copied.len()
+                ),
+            });
+        }
     }
     if let Some(w) = writer.take().filter(|w| !w.is_empty()) {
-        let sealed = w.seal(|p| repo.layout().pack(p))?;
-        new_packs.push(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries });
+        new_packs.push(seal(repo, w)?);
     }
     report.packs_written = new_packs.len() as u64;
+    let bytes_written: u64 = new_packs.iter().map(|p| p.len).sum();
     crate::crash::point("prune", "repacked");
 
     // 3b. New index files: every pack that stays, and the new ones; then the old files go.
-    let gone = candidates;
     let mut rewrite = IndexRewrite::begin(repo)?;
-    let mut kept: HashSet<PackId> = new_packs.iter().map(|p| p.id).collect();
+    let mut listed: HashSet<PackId> = new_packs.iter().map(|p| p.id).collect();
     for pack in new_packs {
         rewrite.add(pack)?;
     }
     for index in rewrite.old().to_vec() {
         for pack in repo.load_index_file(index)? {
-            if !gone.contains(&pack.id) && kept.insert(pack.id) {
+            if !candidates.contains_key(&pack.id) && listed.insert(pack.id) {
                 rewrite.add(pack)?;
             }
         }
     }
     report.index_files_written = rewrite.write()?;
+    let written = rewrite.written().to_vec();
     crate::crash::point("prune", "index_written");
     rewrite.remove_old()?;
     crate::crash::point("prune", "old_index_removed");
 
-    // 3c. Only now, delete: nothing listed by an index file refers to these packs any more.
+    // 3c. Only now, delete, and never a pack that an index file lists: not one prune wrote
+    // (a repacked pack can come out byte for byte the same, under the same name), and not one
+    // an index file that appeared meanwhile lists (a writer that outlived its lock).
+    for index in repo.list_index_files()? {
+        if !written.contains(&index) {
+            listed.extend(repo.load_index_file(index)?.into_iter().map(|p| p.id));
+        }
+    }
     let mut dirs: HashSet<PathBuf> = HashSet::new();
-    for (n, id) in plan.delete.iter().chain(&plan.repack).chain(&plan.unindexed).enumerate() {
+    let doomed = plan.delete.iter().chain(&plan.repack).chain(&plan.unindexed);
+    let (mut deleted, mut bytes_deleted) = (0u64, 0u64);
+    for id in doomed.filter(|id| !listed.contains(id)) {
         let path = repo.layout().pack(*id);
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if deleted == 0 {
+            crate::crash::point("prune", "deleting");
+        }
         match std::fs::remove_file(&path) {
-            Ok(()) => {}
+            Ok(()) => {
+                deleted += 1;
+                bytes_deleted += len;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::Io { path, cause: e }),
         }
         if let Some(d) = path.parent() {
             dirs.insert(d.to_path_buf());
         }
-        if n == 0 {
-            crate::crash::point("prune", "deleting");
-        }
     }
     for d in dirs {
         crate::fs::fsync_dir(&d)?;
     }
+    // Damage records of packs that are gone say nothing any more.
+    repo.rewrite_damage(|c| repo.layout().pack(c.pack).exists())?;
     for t in &plan.temp_files {
         let _ = if t.is_dir() { std::fs::remove_dir_all(t) } else { std::fs::remove_file(t) };
     }
     drop(marks);
+    report.packs_deleted = deleted;
+    plan.bytes_deleted = bytes_deleted;
+    plan.bytes_written = bytes_written;
+    plan.bytes_freed = bytes_deleted.saturating_sub(bytes_written);
     report.plan = plan;
     report.duration = started.elapsed();
     Ok(report)
 }
 
-/// The reserve file, released while prune runs and written again when it ends.
-struct Reserve(PathBuf);
-
-impl Reserve {
-    fn release(path: PathBuf) -> Self {
-        let _ = std::fs::remove_file(&path);
-        Reserve(path)
-    }
-}
-
-impl Drop for Reserve {
-    fn drop(&mut self) {
-        write_reserve(&self.0);
-    }
-}
-
-/// Size of the reserve file that prune releases first on a full disk: 4 MiB.
-pub const RESERVE_LEN: u64 = 4 << 20;
-
-/// (Re)creates the reserve file; failing to (a full disk) only means there is none.
-pub(crate) fn write_reserve(path: &Path) {
-    let ok = std::fs::File::create(path).and_then(|f| {
-        std::io::Write::write_all(&mut &f, &vec![0u8; RESERVE_LEN as usize])
-            .and_then(|()| f.sync_all())
-    });
-    if ok.is_err() {
-        let _ = std::fs::remove_file(path);
-    }
+/// Seals a pack of repacked blobs (verified, durable) and returns its index entry.
+fn seal(repo: &Repository, w: PackWriter) -> Result<IndexedPack> {
+    let sealed = w.seal(|p| repo.layout().pack(p))?;
+    Ok(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries })
 }

@@ -175,6 +175,10 @@ typed_id!(
     /// Id of an index file: BLAKE3 of the whole file.
     IndexId
 );
+typed_id!(
+    /// Id of a damage record: BLAKE3 of the whole file.
+    DamageId
+);
 
 #[cfg(test)]
 mod tests {

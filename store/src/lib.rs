@@ -42,6 +42,7 @@ mod chunker;
 mod compress;
 mod config;
 mod crash;
+mod damage;
 mod error;
 mod format;
 mod fs;
@@ -85,10 +86,11 @@ pub mod fuzzing;
 pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
 pub use compress::{decompress, Codec, Compressor, Effort, DEFAULT_LEVEL, FAST_LEVEL};
 pub use config::{IdHash, RepoConfig};
+pub use damage::{DamageSet, DamagedCopy};
 pub use error::{Corruption, Error, ObjectRef, Result};
 pub use forget::{plan_explicit, plan_policy, ForgetPlan, KeepPolicy, KeepReason, Kept, SetInfo};
 pub use format::{FORMAT_VERSION, SUPPORTED_VERSIONS};
-pub use id::{ChunkId, Id, IndexId, PackId, ParseIdError, SnapshotId, TreeId};
+pub use id::{ChunkId, DamageId, Id, IndexId, PackId, ParseIdError, SnapshotId, TreeId};
 pub use index::{decode_index_file, encode_index_file, IndexedPack};
 pub use lock::{LockKind, LockRecord};
 pub use pack::{
@@ -109,18 +111,19 @@ pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};
 #[cfg(feature = "engine")]
 pub use diff::{diff, Change, ChangeKind, DiffStats};
 #[cfg(feature = "engine")]
-pub use gc::{prune, PruneOptions, PrunePlan, PruneReport, DEFAULT_MAX_UNUSED, RESERVE_LEN};
+pub use gc::{prune, PruneOptions, PrunePlan, PruneReport, DEFAULT_MAX_UNUSED};
 #[cfg(feature = "engine")]
 pub use index::{ChunkIndex, Location};
 #[cfg(feature = "engine")]
 pub use repair::{
-    repair_index, repair_snapshots, LostPath, RepairIndexReport, RepairSnapshotsOptions,
-    RepairSnapshotsReport, RepairedSet, UnreadablePack,
+    repair_index, repair_packs, repair_snapshots, LostPath, RepairIndexReport, RepairPacksOptions,
+    RepairPacksReport, RepairSnapshotsOptions, RepairSnapshotsReport, RepairedPack, RepairedSet,
+    UnreadablePack,
 };
 #[cfg(feature = "engine")]
 pub use repo::{
-    InitOptions, Layout, ListedSnapshot, LockInfo, LockOptions, OpenOptions, RepoLock, Repository,
-    DEFAULT_STALE_AFTER,
+    DamageRecords, InitOptions, Layout, ListedSnapshot, LockInfo, LockOptions, OpenOptions,
+    RepoLock, Repository, Reserve, SkippedIndexFile, DEFAULT_STALE_AFTER, RESERVE_LEN,
 };
 #[cfg(feature = "engine")]
 pub use restore::{

@@ -34,12 +34,14 @@ pub struct LockRecord {
 
 impl LockRecord {
     /// Encodes a lock file.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
+    ///
+    /// # Errors
+    /// [`crate::Error::Encode`] (a command name beyond 64 MiB).
+    pub fn encode(&self) -> Result<Vec<u8>, crate::Error> {
         let mut out = LOCK_MAGIC.to_vec();
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&encode_record(self));
-        out
+        out.extend_from_slice(&encode_record(self, "lock")?);
+        Ok(out)
     }
 
     /// Decodes a lock file.
@@ -70,7 +72,7 @@ mod tests {
             start_ns: 7,
             command: "prune".into(),
         };
-        let bytes = r.encode();
+        let bytes = r.encode().unwrap();
         assert_eq!(LockRecord::decode(&bytes).unwrap(), r);
         for n in 0..bytes.len() {
             assert!(LockRecord::decode(&bytes[..n]).is_err());

@@ -14,9 +14,9 @@ pub(crate) use format::{decode_blob_header, decode_footer};
 pub(crate) use format::{decode_entry, encode_entry};
 pub use format::{BlobKind, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN};
 #[cfg(feature = "fuzzing")]
-pub(crate) use reader::verify_blob;
-pub(crate) use reader::{check_blob, entries_in};
+pub(crate) use reader::{check_blob, entries_in, verify_blob};
 pub use reader::{read_blob, PackReader};
+pub(crate) use reader::{salvage_blobs, verify_pack};
 pub use writer::{EncodedBlob, PackWriter, SealedPack};
 
 #[cfg(test)]
@@ -35,7 +35,7 @@ mod tests {
         let text = b"store golden pack: compressible text. ".repeat(40);
         let mut noise = vec![0u8; 300];
         blake3::Hasher::new().update(b"noise").finalize_xof().fill(&mut noise);
-        let tree = crate::tree::TreeBlob::Leaf(vec![]).encode();
+        let tree = crate::tree::TreeBlob::Leaf(vec![]).encode().unwrap();
         for (kind, raw) in
             [(BlobKind::Data, &text[..]), (BlobKind::Data, &noise[..]), (BlobKind::Tree, &tree[..])]
         {

@@ -2,8 +2,10 @@
 //!
 //! A pattern without `/` matches an entry's name at any depth (`*.tmp`, `index`); a pattern with
 //! `/` matches the whole path (below the component root for snapshot, from the component name
-//! for restore: `solr4/index`, `content/2026/11/**`). `*` and `?` never match `/`; `**` matches
-//! any number of directories.
+//! for restore: `solr4/index`, `content/2026/11/**`). A leading `/` anchors the pattern to that
+//! root, as in restic and rsync: `/cache` is only the `cache` directly below it, never a
+//! `cache` deeper down. A trailing `/` is ignored. `*` and `?` never match `/`; `**` matches any
+//! number of directories.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -29,7 +31,7 @@ impl Patterns {
                 .backslash_escape(true)
                 .build()
                 .map_err(|e| Error::InvalidOption { option, reason: format!("{p:?}: {e}") })?;
-            if trimmed.contains('/') {
+            if p.starts_with('/') || trimmed.contains('/') {
                 paths.add(glob);
             } else {
                 names.add(glob);
@@ -76,6 +78,19 @@ mod tests {
         assert!(e.matches(b"2026/11/21/doc.bin", b"doc.bin"));
         assert!(!e.matches(b"2026/12/01/doc.bin", b"doc.bin"));
         assert!(!ex(&[]).matches(b"anything", b"anything"));
+    }
+
+    // See: issue 12, defect 6 (`--exclude /cache` dropped every `cache` at every depth).
+    #[test]
+    fn a_leading_slash_anchors_the_pattern_to_the_root() {
+        let e = ex(&["/cache", "/logs/"]);
+        assert!(e.matches(b"cache", b"cache"));
+        assert!(!e.matches(b"app/cache", b"cache"), "a deeper cache is kept");
+        assert!(!e.matches(b"a/b/cache", b"cache"));
+        assert!(e.matches(b"logs", b"logs"));
+        assert!(!e.matches(b"srv/logs", b"logs"));
+        let unanchored = ex(&["cache"]);
+        assert!(unanchored.matches(b"app/cache", b"cache"));
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub trait Progress: Sync {
     fn add_bytes(&self, _n: u64) {}
     /// `n` more files were processed.
     fn add_items(&self, _n: u64) {}
+    /// A source path could not be backed up as it was (each is reported here as it is met; a
+    /// manifest lists a bounded number of them).
+    fn issue(&self, _issue: &crate::snapshot::PathIssue) {}
 }
 
 /// Reports nothing.

@@ -1,11 +1,14 @@
 //! Repairs: `repair index` rebuilds the index files and the cache from the pack trailers;
-//! `repair snapshots` writes copies of damaged sets without the data that is lost.
+//! `repair snapshots` writes copies of damaged sets without the data that is lost; `repair
+//! packs` (in [`packs`]) moves the intact blobs out of damaged packs.
 //!
 //! Order, so that a crash at any point leaves a usable repository: (1) new index files are
 //! written durably, listing every pack whose trailer reads back; (2) only then are the old index
 //! files removed; (3) the cache is deleted and rebuilt from the new files. A crash after (1)
 //! leaves old and new files side by side, which is harmless (the same blobs listed twice); the
 //! next `repair index` finishes the job.
+
+mod packs;
 
 use std::collections::{HashMap, HashSet};
 
@@ -20,6 +23,8 @@ use crate::restore::for_each_chunk;
 use crate::snapshot::{IssueKind, Manifest, PathIssue};
 use crate::tree::{escape_name, BlobSink, ChunkRefs, Content, Node, TreeBuilder};
 use crate::vfs::{component_node, dir_entries, RepoDir};
+
+pub use packs::{repair_packs, RepairPacksOptions, RepairPacksReport, RepairedPack};
 
 /// A pack left out of the rebuilt index because its trailer cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +58,8 @@ pub struct RepairIndexReport {
 /// # Errors
 /// [`crate::Error::Io`] when packs cannot be listed or index files written.
 pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<RepairIndexReport> {
+    // Works whether `index/` is empty or gone altogether.
+    repo.prepare_write()?;
     let mut report = RepairIndexReport::default();
     let mut rewrite = IndexRewrite::begin(repo)?;
     let packs = repo.list_packs()?;

@@ -3,23 +3,27 @@
 //! [`Repository`] owns the layout, the config and (opened on first use) the index cache.
 //! Operations live in their own modules (`backup`, `restore`) and take `&Repository`.
 
+mod damage;
 mod layout;
 mod lock;
+mod reserve;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use crate::config::{IdHash, RepoConfig};
+pub use damage::DamageRecords;
 pub use layout::Layout;
 pub use lock::{LockInfo, LockOptions, RepoLock, DEFAULT_STALE_AFTER};
+pub use reserve::{Reserve, RESERVE_LEN};
 
 use crate::chunker::{ChunkSizes, ChunkerParams};
 use crate::compress::DEFAULT_LEVEL;
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
 use crate::format::check_version;
-use crate::fs::{ensure_dir, write_atomic};
+use crate::fs::{ensure_dir, write_atomic, write_new};
 use crate::id::{Id, IndexId, SnapshotId, TreeId};
 use crate::index::{
     decode_index_file, encode_index_file, ChunkIndex, IndexedPack, MAX_INDEX_FILE_LEN,
@@ -27,6 +31,7 @@ use crate::index::{
 use crate::pack::{read_blob, BlobKind};
 use crate::snapshot::Manifest;
 use crate::tree::TreeBlob;
+use std::os::unix::fs::DirBuilderExt;
 
 /// Index files hold at most this many blobs.
 const INDEX_FILE_BLOBS: usize = 50_000;
@@ -57,6 +62,11 @@ impl<'r> IndexRewrite<'r> {
     /// The index files present when the rewrite began.
     pub(crate) fn old(&self) -> &[IndexId] {
         &self.old
+    }
+
+    /// The index files written so far.
+    pub(crate) fn written(&self) -> &[IndexId] {
+        &self.written
     }
 
     /// Lists `pack` in the new index files.
@@ -117,6 +127,9 @@ pub struct InitOptions {
 pub struct OpenOptions {
     /// Where the index cache lives; `REPO/cache` when `None`.
     pub cache_dir: Option<PathBuf>,
+    /// Open with `config.copy` when `config` is missing (for `repair config`, which then writes
+    /// `config` again). Otherwise a missing `config` means "not a repository", copy or not.
+    pub use_config_copy: bool,
 }
 
 /// A snapshot found in `snapshots/`, with its manifest or the reason it could not be loaded.
@@ -145,6 +158,18 @@ pub struct Repository {
     open_packs: Mutex<HashMap<crate::id::PackId, Arc<File>>>,
     /// The lock this process took last, checked before a manifest is written.
     held_lock: Mutex<Option<Arc<lock::LockState>>>,
+    /// Index files left out of the cache because they cannot be read.
+    skipped_index: Mutex<Vec<SkippedIndexFile>>,
+}
+
+/// An index file that could not be read and was left out of the cache: the blobs only it lists
+/// are unknown to this process until `store repair index` rewrites the index from the packs.
+#[derive(Debug, Clone)]
+pub struct SkippedIndexFile {
+    /// The index file.
+    pub id: IndexId,
+    /// Why it was skipped.
+    pub error: String,
 }
 
 fn now_ns() -> i64 {
@@ -231,13 +256,34 @@ impl Repository {
             pack_target,
             features: 0,
         };
+        // Of several `init`s racing on one directory, the one that creates `tmp/` owns it; the
+        // others stop here, before writing anything.
+        let taken = |p: &Path| Error::AlreadyExists {
+            path: p.to_path_buf(),
+            reason: "another `store init` is creating a repository there".into(),
+        };
+        match std::fs::DirBuilder::new().mode(crate::fs::DIR_MODE).create(layout.tmp_dir()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(taken(path)),
+            Err(e) => return Err(e).at(layout.tmp_dir()),
+        }
         for dir in layout.skeleton() {
             ensure_dir(&dir)?;
         }
-        crate::gc::write_reserve(&layout.root().join("reserve"));
-        // The copy first: `config` is written last, as a repository exists once it does.
-        write_atomic(&layout.tmp_dir(), &layout.config_copy(), &config.encode(), "config_copy")?;
-        write_atomic(&layout.tmp_dir(), &layout.config(), &config.encode(), "config")?;
+        reserve::write_reserve(&layout.reserve());
+        // The copy first: `config` is written last, as a repository exists once it does. Both
+        // are created, never replaced, so `config.copy` always holds the bytes of `config`.
+        let bytes = config.encode()?;
+        for (dest, label) in [(layout.config_copy(), "config_copy"), (layout.config(), "config")] {
+            match write_new(&layout.tmp_dir(), &dest, &bytes, label) {
+                Err(Error::Io { cause, .. })
+                    if cause.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    return Err(taken(path))
+                }
+                other => other?,
+            }
+        }
         Self::open(path, &OpenOptions::default())
     }
 
@@ -265,13 +311,26 @@ impl Repository {
             Err(e) => return Err(e).at(path),
         }
         let config_path = layout.config();
+        let copy = layout.config_copy();
         let bytes = match std::fs::read(&config_path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotARepository {
-                    path: path.to_path_buf(),
-                    reason: "no config file".into(),
-                })
+                // `config` is written last by `init`: without it there is no repository, even
+                // with an intact copy, until `repair config` restores it from that copy.
+                let intact = std::fs::read(&copy).ok().map(|b| RepoConfig::decode(&b, &copy));
+                return match intact {
+                    Some(Ok(config)) if opts.use_config_copy => Ok(Self::with_config(
+                        layout,
+                        config,
+                        Some(format!("{} is missing", config_path.display())),
+                        opts,
+                    )),
+                    Some(Ok(_)) => Err(Error::ConfigMissing { path: path.to_path_buf(), copy }),
+                    _ => Err(Error::NotARepository {
+                        path: path.to_path_buf(),
+                        reason: "no config file".into(),
+                    }),
+                };
             }
             Err(e) => return Err(e).at(config_path),
         };
@@ -288,8 +347,17 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
+        Ok(Self::with_config(layout, config, config_damaged, opts))
+    }
+
+    fn with_config(
+        layout: Layout,
+        config: RepoConfig,
+        config_damaged: Option<String>,
+        opts: &OpenOptions,
+    ) -> Self {
         let cache_dir = opts.cache_dir.clone().unwrap_or_else(|| layout.default_cache_dir());
-        Ok(Repository {
+        Repository {
             layout,
             config,
             config_damaged,
@@ -297,7 +365,8 @@ impl Repository {
             index: OnceLock::new(),
             open_packs: Mutex::default(),
             held_lock: Mutex::default(),
-        })
+            skipped_index: Mutex::default(),
+        }
     }
 
     /// The paths of this repository.
@@ -324,7 +393,7 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`].
     pub fn repair_config(&self) -> Result<Vec<PathBuf>> {
-        let bytes = self.config.encode();
+        let bytes = self.config.encode()?;
         let mut rewritten = Vec::new();
         for path in [self.layout.config_copy(), self.layout.config()] {
             if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
@@ -352,26 +421,68 @@ impl Repository {
         if let Some(index) = self.index.get() {
             return Ok(index);
         }
+        let damage = self.damage_records()?;
         let mut index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
         let on_disk = self.list_index_files()?;
         // The cache may only hold whole index files that still exist: when one is gone (prune,
-        // repair, or lost), rebuild the cache from what is there.
-        if !index.is_read_only() && index.ingested()?.iter().any(|id| !on_disk.contains(id)) {
-            index.destroy()?;
-            index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
-        }
-        let mut ingested = 0usize;
-        for id in on_disk {
-            if !index.is_ingested(&id)? {
-                let packs = self.load_index_file(id)?;
-                ingested += packs.iter().map(|p| p.entries.len()).sum::<usize>();
-                index.ingest(&id, &packs)?;
+        // repair, or lost), rebuild the cache from what is there. A new damage record may hide
+        // copies the cache points at, while other index files list intact copies of the same
+        // blobs: rebuild too, so those are found (damage is rare; a rebuild is cheap next to it).
+        if !index.is_read_only() {
+            let known: HashSet<Id> =
+                on_disk.iter().map(|i| i.0).chain(damage.read.iter().map(|d| d.0)).collect();
+            let mut rebuild = index.ingested()?.iter().any(|id| !known.contains(id));
+            for d in &damage.read {
+                rebuild |= !index.is_ingested(&d.0)?;
             }
+            if rebuild {
+                index.destroy()?;
+                index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
+            }
+        }
+        index.set_damaged(damage.set);
+        let ingested = self.ingest_new(&index, on_disk)?;
+        for d in &damage.read {
+            index.mark_applied(&d.0)?;
         }
         if ingested >= BULK_INGEST {
             index.compact()?;
         }
         Ok(self.index.get_or_init(|| index))
+    }
+
+    /// Feeds the index files of `on_disk` that `index` has not ingested yet to it; returns how
+    /// many entries that was. A damaged index file must not make the whole repository
+    /// unreadable: it is skipped (and reported by [`Repository::skipped_index_files`]), what the
+    /// other index files list is still found, and `repair index` restores the rest.
+    fn ingest_new(&self, index: &ChunkIndex, on_disk: Vec<IndexId>) -> Result<usize> {
+        let mut ingested = 0usize;
+        for id in on_disk {
+            if index.is_ingested(&id.0)? {
+                continue;
+            }
+            match self.load_index_file(id) {
+                Ok(packs) => {
+                    ingested += packs.iter().map(|p| p.entries.len()).sum::<usize>();
+                    index.ingest(&id, &packs)?;
+                }
+                Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
+                    let mut skipped =
+                        self.skipped_index.lock().map_err(|_| Error::WorkerPanicked)?;
+                    if !skipped.iter().any(|s| s.id == id) {
+                        skipped.push(SkippedIndexFile { id, error: e.to_string() });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ingested)
+    }
+
+    /// Index files the cache left out because they cannot be read (see [`SkippedIndexFile`]).
+    #[must_use]
+    pub fn skipped_index_files(&self) -> Vec<SkippedIndexFile> {
+        self.skipped_index.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Ingests index files written since the cache was opened (by other processes).
@@ -380,12 +491,7 @@ impl Repository {
     /// [`Error::Cache`], or a damaged index file.
     pub fn refresh_index(&self) -> Result<()> {
         let index = self.index()?;
-        for id in self.list_index_files()? {
-            if !index.is_ingested(&id)? {
-                let packs = self.load_index_file(id)?;
-                index.ingest(&id, &packs)?;
-            }
-        }
+        self.ingest_new(index, self.list_index_files()?)?;
         Ok(())
     }
 
@@ -533,7 +639,7 @@ impl Repository {
     /// [`Error::Io`].
     pub fn save_snapshot(&self, manifest: &Manifest) -> Result<SnapshotId> {
         self.check_lock()?;
-        let bytes = manifest.encode();
+        let bytes = manifest.encode()?;
         let id = SnapshotId(Id::hash(&bytes));
         write_atomic(&self.layout.tmp_dir(), &self.layout.snapshot(id), &bytes, "manifest")?;
         Ok(id)

@@ -185,13 +185,16 @@ impl Manifest {
     }
 
     /// Encodes the manifest file: magic, format version, bincode record.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
+    ///
+    /// # Errors
+    /// [`crate::Error::Encode`] when the manifest would be larger than a reader accepts (the
+    /// snapshot then commits nothing: a set that cannot be read must never be written).
+    pub fn encode(&self) -> Result<Vec<u8>, crate::Error> {
         let mut out = Vec::new();
         out.extend_from_slice(&MANIFEST_MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&encode_record(self));
-        out
+        out.extend_from_slice(&encode_record(self, "manifest")?);
+        Ok(out)
     }
 
     /// Decodes a manifest file; returns the version found when it is not this build's.
@@ -251,7 +254,7 @@ mod tests {
     #[test]
     fn manifest_round_trips() {
         let m = sample();
-        assert_eq!(Manifest::decode(&m.encode()).unwrap(), Ok(m));
+        assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), Ok(m));
     }
 
     proptest::proptest! {
@@ -280,28 +283,28 @@ mod tests {
                     reason,
                 })
                 .collect();
-            proptest::prop_assert_eq!(Manifest::decode(&m.encode()).unwrap(), Ok(m));
+            proptest::prop_assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), Ok(m));
         }
     }
 
     #[test]
     fn newer_version_is_reported_not_decoded() {
-        let mut bytes = sample().encode();
+        let mut bytes = sample().encode().unwrap();
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
         assert_eq!(Manifest::decode(&bytes).unwrap(), Err(2));
     }
 
     #[test]
     fn damaged_manifests_are_errors() {
-        let bytes = sample().encode();
+        let bytes = sample().encode().unwrap();
         for n in 0..bytes.len() {
             assert!(Manifest::decode(&bytes[..n]).is_err(), "prefix {n}");
         }
         let mut m = sample();
         m.components.push(m.components[0].clone());
-        assert!(Manifest::decode(&m.encode()).is_err());
+        assert!(Manifest::decode(&m.encode().unwrap()).is_err());
         let mut m = sample();
         m.components[0].name = "../etc".into();
-        assert!(Manifest::decode(&m.encode()).is_err());
+        assert!(Manifest::decode(&m.encode().unwrap()).is_err());
     }
 }

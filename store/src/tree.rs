@@ -124,9 +124,11 @@ pub fn escape_name(name: &[u8]) -> String {
 
 impl TreeBlob {
     /// Encodes a tree blob.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        encode_record(self)
+    ///
+    /// # Errors
+    /// [`crate::Error::Encode`] for a tree larger than a reader accepts.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        encode_record(self, "tree")
     }
 
     /// Decodes a tree blob and checks names and order.
@@ -199,7 +201,7 @@ impl TreeBuilder {
             crate::Error::InvalidOption { option: "tree entry", reason: reason.to_string() }
         })?;
         let mut encoded = Vec::new();
-        encode_record_into(node, &mut encoded);
+        encode_record_into(node, "tree entry", &mut encoded)?;
         if self.count > 0 && RECORD_PREFIX + self.page.len() + encoded.len() > self.limit {
             self.flush_page(sink)?;
         }
@@ -330,9 +332,11 @@ impl<L: FnMut(TreeId) -> Result<TreeBlob>> Iterator for DirEntries<L> {
 }
 
 /// Encodes a chunk-list blob.
-#[must_use]
-pub fn encode_chunk_list(ids: &[ChunkId]) -> Vec<u8> {
-    encode_record(&ids)
+///
+/// # Errors
+/// [`crate::Error::Encode`] (never for the at most 8192 ids a list holds).
+pub fn encode_chunk_list(ids: &[ChunkId]) -> Result<Vec<u8>> {
+    encode_record(&ids, "chunk list")
 }
 
 /// Decodes a chunk-list blob.
@@ -380,7 +384,7 @@ mod tests {
         let id = b.finish(&mut sink).unwrap();
         let (kind, bytes) = &sink.0[&id.0];
         assert_eq!(*kind, BlobKind::Tree);
-        assert_eq!(bytes, &TreeBlob::Leaf(nodes.clone()).encode());
+        assert_eq!(bytes, &TreeBlob::Leaf(nodes.clone()).encode().unwrap());
         assert_eq!(TreeBlob::decode(bytes).unwrap(), TreeBlob::Leaf(nodes));
     }
 
@@ -415,19 +419,19 @@ mod tests {
     #[test]
     fn hostile_names_are_refused_by_the_decoder() {
         for bad in [&b""[..], b".", b"..", b"a/b", b"/etc", b"x\0y"] {
-            let bytes = TreeBlob::Leaf(vec![file(bad, 1)]).encode();
+            let bytes = TreeBlob::Leaf(vec![file(bad, 1)]).encode().unwrap();
             let err = TreeBlob::decode(&bytes).unwrap_err();
             assert!(matches!(err, Corruption::Invalid(_)), "{bad:?}: {err:?}");
         }
-        let dup = TreeBlob::Leaf(vec![file(b"a", 1), file(b"a", 2)]).encode();
+        let dup = TreeBlob::Leaf(vec![file(b"a", 1), file(b"a", 2)]).encode().unwrap();
         assert!(TreeBlob::decode(&dup).is_err());
-        let unordered = TreeBlob::Leaf(vec![file(b"b", 1), file(b"a", 2)]).encode();
+        let unordered = TreeBlob::Leaf(vec![file(b"b", 1), file(b"a", 2)]).encode().unwrap();
         assert!(TreeBlob::decode(&unordered).is_err());
     }
 
     #[test]
     fn truncated_trees_are_errors() {
-        let bytes = TreeBlob::Leaf(vec![file(b"a", 1), file(b"b", 2)]).encode();
+        let bytes = TreeBlob::Leaf(vec![file(b"a", 1), file(b"b", 2)]).encode().unwrap();
         for n in 0..bytes.len() {
             assert!(TreeBlob::decode(&bytes[..n]).is_err());
         }
@@ -441,7 +445,8 @@ mod tests {
             meta: Metadata { mode: 0o100_644, uid: 1, gid: 2, mtime_ns: 3, ctime_ns: 4, ino: 5 },
             content: Content::Symlink { target: b"t".to_vec() },
         };
-        let hex: String = encode_record(&node).iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String =
+            encode_record(&node, "test").unwrap().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
             concat!(
@@ -459,9 +464,9 @@ mod tests {
             )
         );
         let leaf: String =
-            TreeBlob::Leaf(vec![]).encode().iter().map(|b| format!("{b:02x}")).collect();
+            TreeBlob::Leaf(vec![]).encode().unwrap().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(leaf, "000000000000000000000000");
-        let refs = encode_record(&Some(ChunkRefs::Inline(vec![])));
+        let refs = encode_record(&Some(ChunkRefs::Inline(vec![])), "test").unwrap();
         assert_eq!(refs, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 
@@ -482,7 +487,7 @@ mod tests {
                 content: Content::File { size, chunks: ChunkRefs::Lists(vec![Id::hash(b"l")]) },
             };
             let tree = TreeBlob::Leaf(vec![node]);
-            proptest::prop_assert_eq!(TreeBlob::decode(&tree.encode()).unwrap(), tree);
+            proptest::prop_assert_eq!(TreeBlob::decode(&tree.encode().unwrap()).unwrap(), tree);
         }
     }
 }

@@ -892,7 +892,7 @@ fn scenario_metadata(cli: &Cli, files: u64, tools: &[Tool]) -> Report {
 fn inflate(repo_path: &Path, cache: &Path, n: u64) {
     let repo = store::Repository::open(
         repo_path,
-        &store::OpenOptions { cache_dir: Some(cache.to_path_buf()) },
+        &store::OpenOptions { cache_dir: Some(cache.to_path_buf()), ..Default::default() },
     )
     .unwrap();
     let mut compressor = store::Compressor::new(3).unwrap();

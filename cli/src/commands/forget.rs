@@ -1,5 +1,6 @@
 //! `store forget` and `store prune`.
 
+use crate::output::out;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -49,6 +50,8 @@ pub fn forget(repo_arg: &RepoArg, args: &ForgetArgs) -> Result<ExitCode> {
         bail!("give either SNAPSHOTs or a --keep-* policy, not both");
     }
     let repo = repo_arg.open()?;
+    // On a full disk, the lock needs room: the reserve gives it (and is put back at the end).
+    let _reserve = (!args.dry_run).then(|| repo.release_reserve());
     let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "forget", false)?;
     let mut manifests = std::collections::HashMap::new();
     let mut sets = Vec::new();
@@ -93,10 +96,10 @@ pub fn forget(repo_arg: &RepoArg, args: &ForgetArgs) -> Result<ExitCode> {
     } else {
         for k in &plan.keep {
             let why: Vec<String> = k.reasons.iter().map(reason).collect();
-            println!("keep   {} {}  ({})", k.id.short(), name(&k.id), why.join(", "));
+            out!("keep   {} {}  ({})", k.id.short(), name(&k.id), why.join(", "));
         }
         for id in &plan.remove {
-            println!("remove {} {}", id.short(), name(id));
+            out!("remove {} {}", id.short(), name(id));
         }
     }
     if !args.dry_run {
@@ -106,7 +109,7 @@ pub fn forget(repo_arg: &RepoArg, args: &ForgetArgs) -> Result<ExitCode> {
     }
     if !args.json {
         let verb = if args.dry_run { "would remove" } else { "removed" };
-        println!(
+        out!(
             "{} sets kept, {verb} {}; run `store prune` to free their space",
             plan.keep.len(),
             plan.remove.len()
@@ -141,29 +144,39 @@ pub fn prune(repo_arg: &RepoArg, args: &PruneArgs) -> Result<ExitCode> {
         }
     };
     let p = &report.plan;
+    let packs_deleted = if args.dry_run {
+        (p.delete.len() + p.repack.len() + p.unindexed.len()) as u64
+    } else {
+        report.packs_deleted
+    };
     if args.json {
         print_json(&serde_json::json!({
             "dry_run": args.dry_run,
             "sets": p.sets,
             "packs": p.packs,
             "bytes": p.bytes,
-            "packs_deleted": p.delete.len() + p.unindexed.len(),
+            "packs_deleted": packs_deleted,
             "packs_repacked": p.repack.len(),
+            "packs_unindexed": p.unindexed.len(),
             "packs_written": report.packs_written,
             "temp_files_removed": p.temp_files.len(),
-            "bytes_freed": p.bytes_freed,
+            "bytes_deleted": p.bytes_deleted,
             "bytes_copied": p.bytes_copied,
+            "bytes_written": p.bytes_written,
+            "bytes_freed": p.bytes_freed,
             "duration_s": report.duration.as_secs_f64(),
         }))?;
     } else {
-        let verb = if args.dry_run { "would free" } else { "freed" };
-        println!(
-            "{verb} {}: {} packs deleted, {} repacked ({} copied into {} new packs), {} leftovers removed, in {:.1} s",
+        let (verb, wrote) =
+            if args.dry_run { ("would free", "would write") } else { ("freed", "wrote") };
+        out!(
+            "{verb} {}: deleted {packs_deleted} packs ({}; {} repacked, {} left by interrupted runs), {wrote} {} in {} new packs, {} leftovers removed, in {:.1} s",
             size(p.bytes_freed),
-            p.delete.len() + p.unindexed.len(),
+            size(p.bytes_deleted),
             p.repack.len(),
-            size(p.bytes_copied),
-            report.packs_written,
+            p.unindexed.len(),
+            size(p.bytes_written),
+            if args.dry_run { p.bytes_written.div_ceil(u64::from(repo.config().pack_target).max(1)) } else { report.packs_written },
             p.temp_files.len(),
             report.duration.as_secs_f64()
         );
@@ -195,19 +208,16 @@ pub fn stats(repo_arg: &RepoArg, args: &StatsArgs) -> Result<ExitCode> {
             })).collect::<Vec<_>>(),
         }))?;
     } else {
-        println!("repository on disk: {} in {} packs", size(st.bytes_on_disk), st.packs);
-        println!(
+        out!("repository on disk: {} in {} packs", size(st.bytes_on_disk), st.packs);
+        out!(
             "{} sets holding {} of files, {} distinct blobs",
             st.sets,
             size(st.bytes_source),
             st.blobs
         );
-        println!(
-            "dedup {dedup:.2}x, compression {compression:.2}x (stored {})",
-            size(st.bytes_stored)
-        );
+        out!("dedup {dedup:.2}x, compression {compression:.2}x (stored {})", size(st.bytes_stored));
         for s in &st.per_set {
-            println!(
+            out!(
                 "  set {}: {} of files, {} held by this set alone",
                 s.id.short(),
                 size(s.bytes_source),

@@ -1,5 +1,6 @@
 //! `store init`.
 
+use crate::output::out;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -45,7 +46,7 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
             "pack_size": c.pack_target,
         }))?;
     } else {
-        println!("created store repository {} at {}", c.repo_id.short(), path.display());
+        out!("created store repository {} at {}", c.repo_id.short(), path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

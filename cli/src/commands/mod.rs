@@ -10,7 +10,6 @@ mod restore;
 mod snapshot;
 mod snapshots;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,6 +36,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Repair(crate::args::RepairCommand::Snapshots(a)) => {
             check::repair_snapshots(&repo, &a)
         }
+        Command::Repair(crate::args::RepairCommand::Packs(a)) => check::repair_packs(&repo, &a),
         Command::Repair(crate::args::RepairCommand::Config) => check::repair_config(&repo),
         Command::Unlock(a) => check::unlock(&repo, &a),
         Command::Forget(a) => forget::forget(&repo, &a),
@@ -72,13 +72,38 @@ impl RepoArg {
     }
 
     fn open(&self) -> Result<store::Repository> {
+        self.open_with(false)
+    }
+
+    /// Opens the repository; with `use_config_copy`, also when only `config.copy` is left.
+    fn open_with(&self, use_config_copy: bool) -> Result<store::Repository> {
         let path = self.path()?;
-        let opts = store::OpenOptions { cache_dir: self.cache_dir.clone() };
-        let repo = store::Repository::open(path, &opts).context("cannot open the repository")?;
+        let opts = store::OpenOptions { cache_dir: self.cache_dir.clone(), use_config_copy };
+        let repo = match store::Repository::open(path, &opts) {
+            Ok(repo) => repo,
+            Err(e @ store::Error::ConfigMissing { .. }) => {
+                return Err(anyhow::Error::new(e)
+                    .context("`store repair config` restores config from its copy"))
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot open the repository")),
+        };
         if let Some(damage) = repo.config_damage() {
             eprintln!("store: warning: {damage}; using config.copy (run `store repair config`)");
         }
         Ok(repo)
+    }
+}
+
+/// Warns about index files the cache had to leave out (the blobs only they list look lost until
+/// `store repair index`).
+fn warn_skipped_index(repo: &store::Repository) {
+    for s in repo.skipped_index_files() {
+        eprintln!(
+            "store: warning: index file {} was skipped ({}); what it lists is missing until \
+             `store repair index` rebuilds the index from the packs",
+            s.id.short(),
+            s.error
+        );
     }
 }
 
@@ -119,11 +144,10 @@ fn lock(
     }
 }
 
-/// Writes a JSON document and a newline to stdout.
+/// Writes a JSON document and a newline to stdout (a reader that went away is no error, as for
+/// [`crate::output::write_line`]).
 fn print_json(value: &serde_json::Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    crate::output::write_line(format_args!("{}", serde_json::to_string_pretty(value)?))?;
     Ok(())
 }
 

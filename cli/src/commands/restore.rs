@@ -1,5 +1,6 @@
 //! `store restore`.
 
+use crate::output::out;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -30,6 +31,7 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
     }
     let target = args.target.clone().context("--target DIR is required")?;
     let result = Bar::run("restore", |bar| store::restore(&repo, &manifest, &opts, bar));
+    super::warn_skipped_index(&repo);
     let report = result.with_context(|| format!("restoring snapshot {}", id.short()))?;
     for f in &report.failures {
         eprintln!("store: error: {}: {}", f.path, f.error);
@@ -50,7 +52,7 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
             "failures": report.failures.iter().map(|f| serde_json::json!({"path": f.path, "error": f.error})).collect::<Vec<_>>(),
         }))?;
     } else {
-        println!(
+        out!(
             "restored snapshot {} to {}: {} files, {} in {:.1} s ({})",
             id.short(),
             target.display(),
@@ -60,10 +62,10 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
             rate(report.bytes, secs)
         );
         if report.unchanged > 0 {
-            println!("{} existing entries left as they were", report.unchanged);
+            out!("{} existing entries left as they were", report.unchanged);
         }
         if args.verify {
-            println!("{} files read back and verified", report.verified);
+            out!("{} files read back and verified", report.verified);
         }
     }
     if report.failures.is_empty() {

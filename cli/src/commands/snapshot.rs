@@ -1,5 +1,6 @@
 //! `store snapshot`.
 
+use crate::output::out;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -108,7 +109,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         }
         (None, false) => store::ParentChoice::Auto,
     };
-    let result = Bar::run("snapshot", |bar| {
+    let (result, issues) = Bar::run("snapshot", |bar| {
         let opts = store::SnapshotOptions {
             sources,
             tags: args.tags.clone(),
@@ -118,20 +119,36 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             threads: args.threads.unwrap_or(0),
             scan_totals: bar.is_visible(),
         };
-        store::snapshot(&repo, &opts, bar)
+        (store::snapshot(&repo, &opts, bar), bar.issues())
     });
-    let report = result.context("snapshot failed, nothing was committed")?;
+    super::warn_skipped_index(&repo);
+    let report = match result {
+        Ok(report) => report,
+        Err(e @ store::Error::PackVanished { .. }) => {
+            // Deleted by a prune that overtook this snapshot, or lost: say which to do.
+            let pruning = repo.list_locks(repo_arg.stale_after).is_ok_and(|locks| {
+                locks.iter().flatten().any(|l| l.record.command.starts_with("prune"))
+            });
+            let advice = if pruning {
+                "a prune is running: take the snapshot again once it is done"
+            } else {
+                "no prune is running, so the pack was lost: run `store check`, then `store repair \
+                 index`; the next snapshot stores its data again"
+            };
+            return Err(anyhow::Error::new(e)
+                .context(advice)
+                .context("snapshot failed, nothing was committed"));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context("snapshot failed, nothing was committed"))
+        }
+    };
     let m = &report.manifest;
-    for s in &m.issues {
-        let what = match s.kind {
-            store::IssueKind::Skipped => "not backed up",
-            store::IssueKind::Changed => "changed while read",
-        };
+    if report.packs_adopted > 0 {
         eprintln!(
-            "store: warning: {}/{}: {what}: {}",
-            s.component,
-            store::escape_name(&s.path),
-            s.reason
+            "store: adopted {} packs an interrupted snapshot had written (verified), so their \
+             data was not written again",
+            report.packs_adopted
         );
     }
     let secs = report.duration.as_secs_f64();
@@ -140,11 +157,13 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         if let Some(o) = doc.as_object_mut() {
             o.insert("duration_s".into(), serde_json::json!(secs));
             o.insert("packs".into(), serde_json::json!(report.packs));
+            o.insert("issues_reported".into(), serde_json::json!(issues));
+            o.insert("packs_adopted".into(), serde_json::json!(report.packs_adopted));
         }
         print_json(&doc)?;
     } else {
         let parent = m.parent.map(|p| format!(" on {}", p.short())).unwrap_or_default();
-        println!(
+        out!(
             "{} set {} ({}){parent} saved: {} files, {} dirs, {} in {:.1} s ({})",
             m.kind.as_str(),
             report.id.short(),
@@ -155,7 +174,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             secs,
             rate(m.counts.bytes_read, secs),
         );
-        println!(
+        out!(
             "  files: {} new, {} changed, {} unchanged; read {}, added {} ({} new chunks, {} packs)",
             m.counts.files_new,
             m.counts.files_changed,
@@ -166,12 +185,13 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             report.packs,
         );
     }
-    if m.issues.is_empty() {
+    if issues == 0 && m.issues.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
-            "store: {} paths could not be backed up as they were; the set was committed",
-            m.issues.len()
+            "store: {} paths could not be backed up as they were (named above); the set was \
+             committed",
+            issues.max(m.issues.len() as u64)
         );
         Ok(ExitCode::from(crate::EXIT_PARTIAL))
     }

@@ -1,6 +1,6 @@
 //! The stages after reading: dedup, compression, packing, index files.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -53,40 +53,61 @@ impl Shared {
 }
 
 /// Decides whether a blob must be stored: not seen in this session and not in the index.
-/// Also remembers every pack the set will depend on (reused or written), so they can be checked
-/// just before the manifest is written.
+/// Also remembers every pack the set will depend on (reused or written), with its length, so they
+/// can be checked just before the manifest is written.
+///
+/// A blob counts as stored only when its pack is usable: present, with the length its index file
+/// records. A pack that is missing or truncated (lost, damaged, or deleted by hand) is never built
+/// upon: its blobs are stored again, and the new set is whole.
 pub(crate) struct Dedup<'a> {
     seen: Mutex<HashSet<Id>>,
+    repo: &'a Repository,
     index: &'a ChunkIndex,
-    packs: Mutex<HashSet<PackId>>,
+    /// Packs looked at: their length when usable, `None` when not.
+    packs: Mutex<HashMap<PackId, Option<u64>>>,
 }
 
 impl<'a> Dedup<'a> {
-    pub(crate) fn new(index: &'a ChunkIndex) -> Self {
-        Dedup { seen: Mutex::default(), index, packs: Mutex::default() }
+    pub(crate) fn new(repo: &'a Repository, index: &'a ChunkIndex) -> Self {
+        Dedup { seen: Mutex::default(), repo, index, packs: Mutex::default() }
     }
 
-    /// Records that the set depends on `pack`.
-    pub(crate) fn note_pack(&self, pack: PackId) {
+    /// Records that the set depends on `pack`, written by this snapshot with length `len`.
+    pub(crate) fn note_pack(&self, pack: PackId, len: u64) {
         if let Ok(mut packs) = self.packs.lock() {
-            packs.insert(pack);
+            packs.insert(pack, Some(len));
         }
     }
 
-    /// Whether blob `id` is indexed; records its pack when it is.
+    /// Whether `pack` can be built upon: present with its indexed length (looked at once).
+    fn pack_usable(&self, pack: PackId) -> Result<bool> {
+        if let Some(state) = self.packs.lock().map_err(|_| Error::WorkerPanicked)?.get(&pack) {
+            return Ok(state.is_some());
+        }
+        let actual = std::fs::metadata(self.repo.layout().pack(pack)).ok().map(|m| m.len());
+        let usable = match (actual, self.index.pack_len(&pack)?) {
+            (Some(actual), Some(expected)) => (actual == expected).then_some(actual),
+            (actual, None) => actual,
+            (None, Some(_)) => None,
+        };
+        self.packs.lock().map_err(|_| Error::WorkerPanicked)?.insert(pack, usable);
+        Ok(usable.is_some())
+    }
+
+    /// Whether blob `id` is indexed in a usable pack; records that pack when it is.
     pub(crate) fn indexed(&self, id: &Id) -> Result<bool> {
         match self.index.get(id)? {
-            Some(loc) => {
-                self.note_pack(loc.pack);
-                Ok(true)
-            }
+            Some(loc) => self.pack_usable(loc.pack),
             None => Ok(false),
         }
     }
 
-    /// Every pack the set depends on.
-    pub(crate) fn packs(&self) -> Vec<PackId> {
-        self.packs.lock().map(|p| p.iter().copied().collect()).unwrap_or_default()
+    /// Every usable pack the set depends on, with the length it had when first looked at.
+    pub(crate) fn packs(&self) -> Vec<(PackId, u64)> {
+        self.packs
+            .lock()
+            .map(|p| p.iter().filter_map(|(id, len)| len.map(|l| (*id, l))).collect())
+            .unwrap_or_default()
     }
 
     /// Forgets blobs that are now in the index (their index file was ingested), so the session
@@ -214,14 +235,35 @@ pub(crate) fn pack_loop(
 /// Seals packs (verify every blob, fsync, rename, fsync the directory) and writes an index file
 /// after every [`INDEX_FLUSH_BLOBS`] blobs and at the end. Returns once the input closes and
 /// everything it received is durable and indexed.
+///
+/// When the snapshot fails (here or in another stage), the packs it sealed that no index file
+/// lists yet are removed again: nothing can use them (other writers only build on indexed blobs,
+/// and never adopt a pack younger than a live lock), and on a full disk they would make every
+/// later snapshot fail too. Packs already indexed stay: another writer may build on them, and a
+/// retried snapshot reuses them. When this process's lock was lost meanwhile, nothing is
+/// removed (another process may have adopted them); prune collects what is left.
 pub(crate) fn seal_loop(
     repo: &Repository,
     rx: &Receiver<PackWriter>,
     shared: &Shared,
     dedup: &Dedup<'_>,
 ) -> Result<PackerStats> {
-    let mut stats = PackerStats::default();
     let mut pending: Vec<IndexedPack> = Vec::new();
+    let result = seal_all(repo, rx, shared, dedup, &mut pending);
+    if (result.is_err() || shared.is_cancelled()) && repo.check_lock().is_ok() {
+        discard_packs(repo, &pending);
+    }
+    result
+}
+
+fn seal_all(
+    repo: &Repository,
+    rx: &Receiver<PackWriter>,
+    shared: &Shared,
+    dedup: &Dedup<'_>,
+    pending: &mut Vec<IndexedPack>,
+) -> Result<PackerStats> {
+    let mut stats = PackerStats::default();
     let mut pending_blobs = 0usize;
     for writer in rx {
         if shared.is_cancelled() {
@@ -230,22 +272,48 @@ pub(crate) fn seal_loop(
         crate::crash::point("pack", "written");
         repo.check_lock()?;
         let sealed = writer.seal(|id: PackId| repo.layout().pack(id))?;
-        dedup.note_pack(sealed.id);
+        dedup.note_pack(sealed.id, sealed.len);
         stats.packs += 1;
         pending_blobs += sealed.entries.len();
         pending.push(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries });
         if pending_blobs >= INDEX_FLUSH_BLOBS {
-            repo.save_index_file(&pending)?;
+            let indexed = index_pending(repo, pending)?;
             // Only once the cache has them (read-only caches keep them in memory).
             if !repo.index()?.is_read_only() {
-                dedup.forget_indexed(&pending)?;
+                dedup.forget_indexed(&indexed)?;
             }
-            pending.clear();
             pending_blobs = 0;
         }
     }
     if !pending.is_empty() && !shared.is_cancelled() {
-        repo.save_index_file(&pending)?;
+        index_pending(repo, pending)?;
     }
     Ok(stats)
+}
+
+/// Writes the index file listing `pending` and feeds it to the cache. Once the file is written
+/// its packs are no longer this process's to remove, so they leave `pending` before the cache is
+/// fed (which may fail).
+fn index_pending(repo: &Repository, pending: &mut Vec<IndexedPack>) -> Result<Vec<IndexedPack>> {
+    let id = repo.write_index_file(pending)?;
+    let indexed = std::mem::take(pending);
+    repo.index()?.ingest(&id, &indexed)?;
+    Ok(indexed)
+}
+
+/// Removes packs this process sealed and no index file lists (best effort: what is left is an
+/// unindexed pack, which `check` notes and prune removes).
+fn discard_packs(repo: &Repository, packs: &[IndexedPack]) {
+    let mut dirs = HashSet::new();
+    for p in packs {
+        let path = repo.layout().pack(p.id);
+        if std::fs::remove_file(&path).is_ok() {
+            if let Some(d) = path.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+    }
+    for d in dirs {
+        let _ = crate::fs::fsync_dir(&d);
+    }
 }

@@ -1,10 +1,12 @@
 //! The local RocksDB cache: blob id -> [`Location`] (FORMAT.md §8.2).
 //!
-//! Column families: `blobs` (key: 32-byte blob id, value: the 50-byte location), `ingested`
-//! (key: 32-byte index file id, empty value), and `default` holding `repo_id`. Entries of one
-//! index file and its `ingested` marker go in one write batch, so a crash leaves the cache at a
-//! prefix of whole index files. The cache is disposable: when it is damaged or belongs to
-//! another repository it is deleted and rebuilt.
+//! Column families: `blobs` (key: 32-byte blob id, value: the 50-byte location), `packs` (key:
+//! 32-byte pack id, value: the pack's length as u64), `ingested` (key: 32-byte id of an index
+//! file or damage record, empty value), and `default` holding `repo_id` and `cache_version`.
+//! Entries of one index file and its `ingested` marker go in one write batch, so a crash leaves
+//! the cache at a prefix of whole index files. Copies of blobs that a damage record names are
+//! never entered, and never returned. The cache is disposable: when it is damaged, of another
+//! version, or belongs to another repository it is deleted and rebuilt.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,14 +18,20 @@ use rocksdb::{
 
 use super::file::IndexedPack;
 use crate::compress::Codec;
+use crate::damage::DamageSet;
 use crate::error::{Corruption, Error, Result};
 use crate::format::ByteReader;
 use crate::id::{Id, IndexId, PackId};
 use crate::pack::{BlobKind, PackEntry};
 
 const CF_BLOBS: &str = "blobs";
+const CF_PACKS: &str = "packs";
 const CF_INGESTED: &str = "ingested";
 const KEY_REPO_ID: &[u8] = b"repo_id";
+const KEY_CACHE_VERSION: &[u8] = b"cache_version";
+/// Layout version of the cache (not of the repository): 2 added the `packs` family and
+/// damage filtering. A cache of another version is rebuilt.
+const CACHE_VERSION: u32 = 2;
 const LOCATION_LEN: usize = 50;
 /// Block cache of the RocksDB cache: 64 MiB, whatever the number of blobs.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
@@ -75,6 +83,9 @@ pub struct ChunkIndex {
     /// has not ingested are kept in `overlay` for this process only.
     read_only: bool,
     overlay: Mutex<HashMap<Id, Location>>,
+    overlay_packs: Mutex<HashMap<PackId, u64>>,
+    /// Copies named by damage records: never entered, never returned.
+    damaged: DamageSet,
 }
 
 /// Options of the database and of each column family, all sharing `cache` (one block cache per
@@ -105,7 +116,7 @@ fn options(cache: &Cache) -> Options {
 }
 
 fn descriptors(cache: &Cache) -> Vec<ColumnFamilyDescriptor> {
-    [CF_BLOBS, CF_INGESTED]
+    [CF_BLOBS, CF_PACKS, CF_INGESTED]
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, options(cache)))
         .collect()
@@ -150,16 +161,29 @@ impl ChunkIndex {
                 // Damaged (or from an incompatible RocksDB): it is only a cache, start over.
                 Err(_) => (Self::recreate(path, &cache)?, false),
             };
-        let index =
-            ChunkIndex { db, path: path.to_path_buf(), read_only, overlay: Mutex::default() };
+        let new = |db: DB| ChunkIndex {
+            db,
+            path: path.to_path_buf(),
+            read_only,
+            overlay: Mutex::default(),
+            overlay_packs: Mutex::default(),
+            damaged: DamageSet::default(),
+        };
+        let index = new(db);
         let stored = index.db.get(KEY_REPO_ID).map_err(cache_err)?;
+        let version = index.db.get(KEY_CACHE_VERSION).map_err(cache_err)?;
+        let current = version.as_deref() == Some(&CACHE_VERSION.to_le_bytes()[..]);
+        let stamp = |db: &DB| -> Result<()> {
+            db.put(KEY_REPO_ID, repo_id.as_bytes()).map_err(cache_err)?;
+            db.put(KEY_CACHE_VERSION, CACHE_VERSION.to_le_bytes()).map_err(cache_err)
+        };
         match stored {
-            Some(v) if v.as_slice() == repo_id.as_bytes() => Ok(index),
+            Some(v) if v.as_slice() == repo_id.as_bytes() && (current || read_only) => Ok(index),
             // Read-only view of a cache its owner is still creating: everything this process
             // needs is then ingested into its own overlay.
             None if read_only => Ok(index),
             None => {
-                index.db.put(KEY_REPO_ID, repo_id.as_bytes()).map_err(cache_err)?;
+                stamp(&index.db)?;
                 Ok(index)
             }
             Some(_) if read_only => Err(Error::Cache {
@@ -167,18 +191,19 @@ impl ChunkIndex {
                 message: "cache is in use by another process and belongs to another repository"
                     .into(),
             }),
+            // Another repository's cache, or one of another layout: start over.
             _ => {
                 drop(index);
                 let db = Self::recreate(path, &cache)?;
-                db.put(KEY_REPO_ID, repo_id.as_bytes()).map_err(cache_err)?;
-                Ok(ChunkIndex {
-                    db,
-                    path: path.to_path_buf(),
-                    read_only,
-                    overlay: Mutex::default(),
-                })
+                stamp(&db)?;
+                Ok(new(db))
             }
         }
+    }
+
+    /// Passes by the copies `damaged` names from now on (set before anything is ingested).
+    pub(crate) fn set_damaged(&mut self, damaged: DamageSet) {
+        self.damaged = damaged;
     }
 
     fn recreate(path: &Path, cache: &Cache) -> Result<DB> {
@@ -216,10 +241,35 @@ impl ChunkIndex {
         }
         let value =
             self.db.get_pinned_cf(self.cf(CF_BLOBS)?, id.as_bytes()).map_err(|e| self.err(e))?;
-        value
+        let loc = value
             .map(|v| Location::decode(*id, &v))
             .transpose()
-            .map_err(|reason| Error::corrupt(crate::error::ObjectRef::Cache, reason))
+            .map_err(|reason| Error::corrupt(crate::error::ObjectRef::Cache, reason))?;
+        Ok(loc.filter(|l| !self.damaged.contains(l.pack, id)))
+    }
+
+    /// The length of pack `pack` as its index file records it, if indexed.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure; [`Error::Corrupt`] for an undecodable value.
+    pub fn pack_len(&self, pack: &PackId) -> Result<Option<u64>> {
+        if self.read_only {
+            if let Some(len) = self.overlay_packs.lock().ok().and_then(|m| m.get(pack).copied()) {
+                return Ok(Some(len));
+            }
+        }
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_PACKS)?, pack.0.as_bytes())
+            .map_err(|e| self.err(e))?;
+        value.map(|v| <[u8; 8]>::try_from(&v[..]).map(u64::from_le_bytes)).transpose().map_err(
+            |_| {
+                Error::corrupt(
+                    crate::error::ObjectRef::Cache,
+                    Corruption::Invalid(format!("length of pack {pack} is not 8 bytes")),
+                )
+            },
+        )
     }
 
     /// Whether blob `id` is indexed.
@@ -230,28 +280,26 @@ impl ChunkIndex {
         Ok(self.get(id)?.is_some())
     }
 
-    /// Whether the index file `id` has been ingested.
+    /// Whether the index file or damage record `id` has been ingested.
     ///
     /// # Errors
     /// [`Error::Cache`] on a RocksDB failure.
-    pub fn is_ingested(&self, id: &IndexId) -> Result<bool> {
-        let found = self
-            .db
-            .get_pinned_cf(self.cf(CF_INGESTED)?, id.0.as_bytes())
-            .map_err(|e| self.err(e))?;
+    pub fn is_ingested(&self, id: &Id) -> Result<bool> {
+        let found =
+            self.db.get_pinned_cf(self.cf(CF_INGESTED)?, id.as_bytes()).map_err(|e| self.err(e))?;
         Ok(found.is_some())
     }
 
-    /// The index files this cache has ingested.
+    /// The index files and damage records this cache has ingested.
     ///
     /// # Errors
     /// [`Error::Cache`] on a RocksDB failure.
-    pub fn ingested(&self) -> Result<Vec<IndexId>> {
+    pub fn ingested(&self) -> Result<Vec<Id>> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_INGESTED)?, rocksdb::IteratorMode::Start) {
             let (key, _) = item.map_err(|e| self.err(e))?;
             if let Ok(bytes) = <[u8; 32]>::try_from(&key[..]) {
-                out.push(IndexId(Id::from_bytes(bytes)));
+                out.push(Id::from_bytes(bytes));
             }
         }
         Ok(out)
@@ -282,7 +330,7 @@ impl ChunkIndex {
             return Ok(());
         }
         self.db.flush().map_err(|e| self.err(e))?;
-        for name in [CF_BLOBS, CF_INGESTED] {
+        for name in [CF_BLOBS, CF_PACKS, CF_INGESTED] {
             let cf = self.cf(name)?;
             self.db.flush_cf(cf).map_err(|e| self.err(e))?;
             self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
@@ -295,10 +343,14 @@ impl ChunkIndex {
     /// # Errors
     /// [`Error::Cache`] on a RocksDB failure.
     pub fn ingest(&self, id: &IndexId, packs: &[IndexedPack]) -> Result<()> {
+        let usable = |p: &IndexedPack, e: &PackEntry| !self.damaged.contains(p.id, &e.id);
         if self.read_only {
-            if let Ok(mut overlay) = self.overlay.lock() {
+            if let (Ok(mut overlay), Ok(mut lens)) =
+                (self.overlay.lock(), self.overlay_packs.lock())
+            {
                 for p in packs {
-                    for e in &p.entries {
+                    lens.insert(p.id, p.len);
+                    for e in p.entries.iter().filter(|e| usable(p, e)) {
                         overlay.insert(e.id, Location { pack: p.id, entry: *e });
                     }
                 }
@@ -306,14 +358,27 @@ impl ChunkIndex {
             return Ok(());
         }
         let blobs = self.cf(CF_BLOBS)?;
+        let lens = self.cf(CF_PACKS)?;
         let mut batch = WriteBatch::default();
         for p in packs {
-            for e in &p.entries {
+            batch.put_cf(lens, p.id.0.as_bytes(), p.len.to_le_bytes());
+            for e in p.entries.iter().filter(|e| usable(p, e)) {
                 batch.put_cf(blobs, e.id.as_bytes(), Location { pack: p.id, entry: *e }.encode());
             }
         }
         batch.put_cf(self.cf(CF_INGESTED)?, id.0.as_bytes(), []);
         self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    /// Records that the damage record `id` has been applied (its copies are passed by).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub(crate) fn mark_applied(&self, id: &Id) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.db.put_cf(self.cf(CF_INGESTED)?, id.as_bytes(), []).map_err(|e| self.err(e))
     }
 }
 
@@ -323,7 +388,7 @@ impl Drop for ChunkIndex {
     fn drop(&mut self) {
         if !self.read_only {
             let _ = self.db.flush();
-            for name in [CF_BLOBS, CF_INGESTED] {
+            for name in [CF_BLOBS, CF_PACKS, CF_INGESTED] {
                 if let Some(cf) = self.db.cf_handle(name) {
                     let _ = self.db.flush_cf(cf);
                 }
@@ -356,11 +421,11 @@ mod tests {
         let file = IndexId(Id::hash(b"index"));
         {
             let idx = ChunkIndex::open(dir.path(), repo).unwrap();
-            assert!(!idx.is_ingested(&file).unwrap());
+            assert!(!idx.is_ingested(&file.0).unwrap());
             idx.ingest(&file, std::slice::from_ref(&pack)).unwrap();
         }
         let idx = ChunkIndex::open(dir.path(), repo).unwrap();
-        assert!(idx.is_ingested(&file).unwrap());
+        assert!(idx.is_ingested(&file.0).unwrap());
         let loc = idx.get(&Id::hash(b"x")).unwrap().unwrap();
         assert_eq!(loc, Location { pack: pack.id, entry: entry(b"x") });
         assert!(idx.get(&Id::hash(b"y")).unwrap().is_none());

@@ -120,6 +120,78 @@ pub fn read_blob(
     verify_blob(frame, entry, raw).map_err(corrupt)
 }
 
+/// Window of a pack held in memory while salvaging: 4 MiB, or one whole blob when larger.
+const SALVAGE_WINDOW: usize = 4 << 20;
+
+/// The intact blobs of a pack, found without trusting its trailer: from offset 0, a blob header
+/// that decodes (magic, kind, codec, checksum) and whose blob verifies (decompressed to its
+/// length, hashed to its id) is taken and the scan moves past it; anywhere else the scan moves
+/// one byte on, so blobs after a damaged stretch are found again. Calls `found` with each blob's
+/// entry and frame (header and stored bytes, as a pack holds them). Memory: one window of [`SALVAGE_WINDOW`] bytes (or one blob).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; what `found` returns.
+pub(crate) fn salvage_blobs(
+    file: &File,
+    path: &Path,
+    mut found: impl FnMut(&PackEntry, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let len = file.metadata().at(path)?.len();
+    let mut window: Vec<u8> = Vec::new();
+    let mut window_start = 0u64;
+    let mut raw = Vec::new();
+    // The bytes `[offset, offset + n)`, from the window (refilled as needed); `None` past the end.
+    let mut bytes_at =
+        |offset: u64, n: usize, window: &mut Vec<u8>| -> Result<Option<(usize, usize)>> {
+            let end = offset.saturating_add(n as u64);
+            if end > len {
+                return Ok(None);
+            }
+            let inside = offset >= window_start && end <= window_start + window.len() as u64;
+            if !inside {
+                let size =
+                    n.max(SALVAGE_WINDOW).min(usize::try_from(len - offset).unwrap_or(usize::MAX));
+                window.resize(size, 0);
+                file.read_exact_at(window, offset).at(path)?;
+                window_start = offset;
+            }
+            let from = usize::try_from(offset - window_start).unwrap_or(usize::MAX);
+            Ok(Some((from, from + n)))
+        };
+    let mut offset = 0u64;
+    while let Some((a, b)) = bytes_at(offset, BLOB_HEADER_LEN, &mut window)? {
+        let header = window.get(a..b).and_then(|h| decode_blob_header(h, offset).ok());
+        let Some(header) = header else {
+            offset += 1;
+            continue;
+        };
+        let entry = PackEntry {
+            id: header.id,
+            kind: header.kind,
+            codec: header.codec,
+            offset,
+            stored_len: header.stored_len,
+            raw_len: header.raw_len,
+        };
+        let frame_len = BLOB_HEADER_LEN + header.stored_len as usize;
+        let verified = match bytes_at(offset, frame_len, &mut window)? {
+            Some((a, b)) => window
+                .get(a..b)
+                .filter(|f| verify_blob(f, &entry, &mut raw).is_ok())
+                .map(|_| (a, b)),
+            None => None,
+        };
+        match verified {
+            Some((a, b)) => {
+                found(&entry, window.get(a..b).unwrap_or_default())?;
+                offset = entry.end();
+            }
+            None => offset += 1,
+        }
+    }
+    Ok(())
+}
+
 /// The blobs listed by the trailer of a whole pack held in `bytes` (footer and trailer decoded
 /// and checked as [`PackReader::open`] does, except the format version).
 pub(crate) fn entries_in(bytes: &[u8]) -> Result<Vec<PackEntry>, Corruption> {
@@ -134,6 +206,35 @@ pub(crate) fn entries_in(bytes: &[u8]) -> Result<Vec<PackEntry>, Corruption> {
         .get(footer.trailer_offset as usize..bytes.len() - FOOTER_LEN)
         .ok_or_else(|| Corruption::Invalid("trailer offset beyond the footer".into()))?;
     decode_trailer(trailer, &footer)
+}
+
+/// What reading a whole pack found (see [`verify_pack`]).
+pub(crate) struct PackVerdict {
+    /// The blobs its trailer lists.
+    pub(crate) entries: Vec<PackEntry>,
+    /// Those that do not verify, with why.
+    pub(crate) bad: Vec<(PackEntry, Corruption)>,
+    /// BLAKE3 of the whole file (its id, when intact).
+    pub(crate) hash: Id,
+}
+
+/// Verifies a whole pack held in `bytes`: footer and trailer, then every blob (raw blobs hashed
+/// where they lie). An error means the trailer cannot be read.
+pub(crate) fn verify_pack(bytes: &[u8]) -> Result<PackVerdict, Corruption> {
+    let entries = entries_in(bytes)?;
+    let mut bad = Vec::new();
+    let mut scratch = Vec::new();
+    for e in &entries {
+        let frame = usize::try_from(e.offset)
+            .ok()
+            .zip(usize::try_from(e.end()).ok())
+            .and_then(|(a, b)| bytes.get(a..b))
+            .unwrap_or_default();
+        if let Err(reason) = check_blob(frame, e, &mut scratch) {
+            bad.push((*e, reason));
+        }
+    }
+    Ok(PackVerdict { entries, bad, hash: Id::hash(bytes) })
 }
 
 /// An open pack whose footer and trailer have been read and checked.

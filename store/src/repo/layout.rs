@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::id::{IndexId, PackId, SnapshotId};
+use crate::id::{DamageId, IndexId, PackId, SnapshotId};
 
 /// The paths of one repository.
 #[derive(Debug, Clone)]
@@ -58,6 +58,24 @@ impl Layout {
     #[must_use]
     pub fn index_file(&self, id: IndexId) -> PathBuf {
         self.index_dir().join(id.to_hex())
+    }
+
+    /// `damage/`: records of damaged blob copies (FORMAT.md §8.3). Older repositories lack it.
+    #[must_use]
+    pub fn damage_dir(&self) -> PathBuf {
+        self.root.join("damage")
+    }
+
+    /// `damage/<id>`.
+    #[must_use]
+    pub fn damage_file(&self, id: DamageId) -> PathBuf {
+        self.damage_dir().join(id.to_hex())
+    }
+
+    /// `reserve`: space that prune and forget release first on a full disk.
+    #[must_use]
+    pub fn reserve(&self) -> PathBuf {
+        self.root.join("reserve")
     }
 
     /// `snapshots/`.

@@ -240,7 +240,7 @@ impl Repository {
             )
             .to_hex();
             let path = dir.join(name);
-            match write_atomic(&self.layout().tmp_dir(), &path, &record.encode(), "lock") {
+            match write_atomic(&self.layout().tmp_dir(), &path, &record.encode()?, "lock") {
                 Ok(()) => {}
                 // Our temp file went before it became the lock: a prune, under the exclusive
                 // lock, clears `tmp/`. Try again; the next listing meets that lock if it is
@@ -323,6 +323,27 @@ impl Repository {
             *held = Some(Arc::clone(&state));
         }
         RepoLock { path, stop, state, refresher }
+    }
+
+    /// Whether a process other than this one holds a lock that is neither stale nor dead (an
+    /// unreadable lock counts as held). A running writer may own packs it has not indexed yet.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `locks/` cannot be listed.
+    pub(crate) fn others_hold_locks(&self) -> Result<bool> {
+        let (own, stale_after) = match self.held_lock.lock().ok().and_then(|h| h.clone()) {
+            Some(state) if !state.released.load(Ordering::SeqCst) => {
+                (Some(state.path.clone()), state.stale_after)
+            }
+            _ => (None, DEFAULT_STALE_AFTER),
+        };
+        for lock in self.list_locks(stale_after)? {
+            match lock {
+                Ok(info) if Some(&info.path) == own.as_ref() || info.stale || info.dead => {}
+                _ => return Ok(true),
+            }
+        }
+        Ok(false)
     }
 
     /// Removes stale locks (not refreshed for `stale_after`, or of dead processes on this host),
