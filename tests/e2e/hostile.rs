@@ -53,7 +53,7 @@ impl Crafter {
     }
 
     fn tree(&mut self, tree: &TreeBlob) -> TreeId {
-        let raw = tree.encode();
+        let raw = tree.encode().unwrap();
         let id = Id::hash(&raw);
         if !self.added.contains(&id) {
             let blob = EncodedBlob::encode(id, BlobKind::Tree, &raw, &mut self.compressor);

@@ -395,6 +395,23 @@ fn repair_index_rebuilds_index_files_and_cache_from_packs() {
     assert_same_tree(&src, &env.path("restore-out/contentstore"));
 }
 
+/// The crash points on the durable steps of a snapshot, in order (FORMAT.md §12).
+pub(crate) const SNAPSHOT_CRASH_POINTS: &[&str] = &[
+    "pack_written",
+    "pack_verified",
+    "pack_synced",
+    "pack_renamed",
+    "pack_durable",
+    "index_synced",
+    "index_renamed",
+    "index_durable",
+    "snapshot_before_manifest",
+    "manifest_synced",
+    "manifest_renamed",
+    "manifest_durable",
+    "snapshot_committed",
+];
+
 fn crash_points_compiled_in(env: &Env, src: &Path) -> bool {
     let out = Command::new(crate::support::bin())
         .args(["snapshot", "--repo"])
@@ -410,29 +427,14 @@ fn crash_points_compiled_in(env: &Env, src: &Path) -> bool {
 /// no damage (only notices), and the next snapshot succeeds.
 #[test]
 fn crash_at_every_durable_step_of_a_snapshot_loses_nothing() {
-    let points = [
-        "pack_written",
-        "pack_verified",
-        "pack_synced",
-        "pack_renamed",
-        "pack_durable",
-        "index_synced",
-        "index_renamed",
-        "index_durable",
-        "snapshot_before_manifest",
-        "manifest_synced",
-        "manifest_renamed",
-        "manifest_durable",
-        "snapshot_committed",
-    ];
-    for point in points {
+    for &point in SNAPSHOT_CRASH_POINTS {
         let env = Env::new();
         env.init();
         let src = env.path("src");
         write(&src.join("a/one.bin"), &random_bytes(1, 600_000));
         let first = env.snapshot(&[&src]);
         let committed = std::fs::read_dir(env.repo().join("snapshots")).unwrap().count();
-        if point == points[0] {
+        if point == SNAPSHOT_CRASH_POINTS[0] {
             assert!(crash_points_compiled_in(&env, &src), "the binary under test has no crash points: run the tests through `bash .ci/run` (it builds with --features store-cli/crash-points)");
         }
         write(&src.join("b/two.bin"), &random_bytes(2, 900_000));

@@ -21,4 +21,5 @@ mod power_loss;
 mod restore_options;
 mod retention;
 mod roundtrip;
+mod safety;
 mod sets;

@@ -250,16 +250,19 @@ fn a_paused_writer_never_commits_a_set_with_deleted_data() {
     assert_same_tree(&src, &target.join("data"));
 }
 
+/// The crash points on the steps of prune, in order (FORMAT.md §12).
+pub(crate) const PRUNE_CRASH_POINTS: &[&str] = &[
+    "prune_marked",
+    "prune_planned",
+    "prune_repacked",
+    "prune_index_written",
+    "prune_old_index_removed",
+    "prune_deleting",
+];
+
 #[test]
 fn crash_at_every_step_of_prune_loses_nothing_and_the_next_prune_finishes() {
-    for point in [
-        "prune_marked",
-        "prune_planned",
-        "prune_repacked",
-        "prune_index_written",
-        "prune_old_index_removed",
-        "prune_deleting",
-    ] {
+    for &point in PRUNE_CRASH_POINTS {
         let env = Env::new();
         env.init();
         let (src, docs) = three_sets(&env);
