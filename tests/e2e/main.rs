@@ -15,6 +15,7 @@ mod guides;
 mod hostile;
 mod integrity;
 mod json;
+mod model;
 mod mount;
 mod postgres;
 mod power_loss;
