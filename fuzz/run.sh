@@ -9,7 +9,7 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/store/fuzz-target}"
 fixture=tests/fixtures/v1/repo
 seeds=fuzz/seeds
-mkdir -p "$seeds"/{pack,pack_footer,blob_header,index_file,tree,manifest,config,lock,chunker}
+mkdir -p "$seeds"/{pack,pack_footer,blob_header,index_file,tree,manifest,config,lock,chunker,damage_file}
 for p in "$fixture"/packs/*/*.pack; do
   cp "$p" "$seeds/pack/"
   tail -c 64 "$p" > "$seeds/pack_footer/$(basename "$p")"
@@ -21,8 +21,10 @@ cp "$fixture"/snapshots/* "$seeds/manifest/"
 cp "$fixture"/config "$seeds/config/"
 printf 'STORELCK\001\000\000\000\000\000\000\000\002\000\000\000\000\000\000\000h1\007\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' > "$seeds/lock/seed"
 printf '\000\000\000\000\000\000\000\000\000\000\000\000' > "$seeds/tree/empty-leaf"
+# A damage record naming one copy (pack id, blob id, offset 48).
+{ printf 'STOREDMG\001\000\000\000\001\000\000\000'; head -c 64 /dev/zero | tr '\000' '\252'; printf '\060\000\000\000\000\000\000\000'; } > "$seeds/damage_file/one-copy"
 log="$(mktemp)"
-for target in pack pack_footer blob_header index_file tree manifest config lock chunker; do
+for target in pack pack_footer blob_header index_file tree manifest config lock chunker damage_file; do
   mkdir -p "fuzz/corpus/$target" "fuzz/regressions/$target"
   # Crashers found earlier stay in fuzz/regressions/ and are replayed first.
   if ! cargo fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "$seeds/$target" \
