@@ -5,16 +5,19 @@
 //!
 //! 1. **Mark, under a shared lock** (writers keep running): every blob reachable from the sets
 //!    that exist now is recorded in a temporary RocksDB (bounded memory, whatever the size of
-//!    the repository). Packs whose blobs are all unreachable are planned for deletion; packs
-//!    with more than `max_unused` of their bytes unreachable are planned for repacking.
+//!    the repository).
 //! 2. **Take the exclusive lock** (waits until no live writer holds a shared lock). Sets
-//!    committed since step 1 are marked too and the plan is re-checked against them, so only
-//!    what was unreferenced before every live writer started is touched. Leftovers of dead
-//!    writers (temp files, packs no index file lists) are collected now.
+//!    committed since step 1 are marked too, so only what was unreferenced before every live
+//!    writer started is touched. Then the plan (`plan_packs`): one copy of every reachable
+//!    blob is kept (a blob stored twice has one copy too many); a pack with no kept copy is
+//!    deleted, one with more than `max_unused` of its bytes in copies not kept is repacked, and
+//!    a pack's trailer and footer are overhead, never unused space, so a pack whose every blob
+//!    is kept is never touched. Leftovers of dead writers (temp files, packs no index file
+//!    lists) are collected now.
 //! 3. **Execute, in this order**: repacked blobs are written to new packs (durable); new index
 //!    files listing every remaining pack are written (durable); the old index files are
-//!    removed; only then are the old packs deleted. A crash at any step leaves every set
-//!    readable; the next prune finishes the job.
+//!    removed; only then are the old packs deleted, and never one an index file lists. A crash
+//!    at any step leaves every set readable; the next prune finishes the job.
 //!
 //! A writer whose shared lock went stale (paused longer than the stale time) may have been
 //! overtaken by a prune; it checks, just before writing its manifest, that its lock never went
@@ -356,15 +359,24 @@ fn for_each_indexed_pack(
     Ok(seen)
 }
 
+/// A pack that prune deletes (`kept == 0`) or repacks.
+struct Candidate {
+    len: u64,
+    /// Footprints of the blobs kept in it.
+    live: u64,
+    /// How many blobs are kept in it (copied out before it is deleted).
+    kept: usize,
+}
+
 /// Plans the packs: delete the dead, repack the mostly dead. Returns the packs that go, each
 /// with the number of kept blobs that must be copied out of it first (0 for those deleted).
 ///
-/// Pass 1 chooses, for every referenced blob, the copy that is kept: the first intact copy in
-/// index order. Pass 2 decides per pack from the copies it holds: a pack with no kept copy is
-/// deleted; one whose copies that are not kept (unreferenced, duplicates, damaged) take more than
-/// `max_unused` of it, or that holds a damaged copy, is repacked, its kept copies moved to new
-/// packs. A pack whose blobs are all kept has no unused space and is never touched. When the only
-/// copies of a referenced blob are damaged, one is kept and its pack is left whole (`repair packs`
+/// One pass over the index files (in order of their ids) chooses, for every referenced blob, the
+/// copy that is kept: the first intact one met. A pack with no kept copy is deleted; one whose
+/// copies that are not kept (unreferenced, duplicates, damaged) take more than `max_unused` of
+/// it, or that holds a damaged copy, is repacked, its kept copies moved to new packs. A pack
+/// whose blobs are all kept has no unused space and is never touched. Then, when the only copies
+/// of a referenced blob are damaged, one is kept and its pack is left whole (`repair packs`
 /// salvages it).
 fn plan_packs(
     repo: &Repository,
@@ -374,7 +386,10 @@ fn plan_packs(
     plan: &mut PrunePlan,
 ) -> Result<HashMap<PackId, usize>> {
     let on_disk: HashSet<PackId> = repo.list_packs()?.into_iter().collect();
-    for_each_indexed_pack(repo, |pack| {
+    let mut candidates: HashMap<PackId, Candidate> = HashMap::new();
+    let mut order: Vec<PackId> = Vec::new();
+    let mut damaged_copies: Vec<(PackId, Id)> = Vec::new();
+    let indexed = for_each_indexed_pack(repo, |pack| {
         if !on_disk.contains(&pack.id) {
             return Err(Error::InvalidOption {
                 option: "prune",
@@ -384,48 +399,42 @@ fn plan_packs(
                 ),
             });
         }
-        for e in pack.entries.iter().filter(|e| !damaged.contains(pack.id, &e.id)) {
-            marks.claim(e.id, pack.id)?;
-        }
-        Ok(())
-    })?;
-    let mut candidates = HashMap::new();
-    let indexed = for_each_indexed_pack(repo, |pack| {
         plan.packs += 1;
         plan.bytes += pack.len;
-        let mut live = 0u64;
-        let mut kept = HashSet::new();
-        let (mut pinned, mut has_damage) = (false, false);
+        let (mut live, mut kept, mut has_damage) = (0u64, 0usize, false);
         for e in &pack.entries {
-            let keep = if damaged.contains(pack.id, &e.id) {
+            if damaged.contains(pack.id, &e.id) {
                 has_damage = true;
-                // Claimed here only when no intact copy exists anywhere (pass 1 claimed those).
-                let last_copy = marks.claim(e.id, pack.id)?;
-                pinned |= last_copy;
-                last_copy
-            } else {
-                marks.claimed_by(&e.id, pack.id)?
-            };
-            if keep && kept.insert(e.id) {
+                damaged_copies.push((pack.id, e.id));
+            } else if marks.claim(e.id, pack.id)? {
                 live += footprint(e);
+                kept += 1;
             }
         }
         let unused = pack.len.saturating_sub(live + FOOTER_LEN as u64);
-        if kept.is_empty() {
-            plan.delete.push(pack.id);
-            plan.bytes_deleted += pack.len;
-            candidates.insert(pack.id, 0);
-        } else if !pinned
-            && unused > 0
-            && (has_damage || unused as f64 / pack.len.max(1) as f64 > max_unused)
-        {
-            plan.repack.push(pack.id);
-            plan.bytes_deleted += pack.len;
-            plan.bytes_copied += live;
-            candidates.insert(pack.id, kept.len());
+        let too_much = unused as f64 / pack.len.max(1) as f64 > max_unused;
+        if kept == 0 || (unused > 0 && (has_damage || too_much)) {
+            candidates.insert(pack.id, Candidate { len: pack.len, live, kept });
+            order.push(pack.id);
         }
         Ok(())
     })?;
+    // The last copy of a referenced blob, damaged as it is, stays where it is, with its pack.
+    for (pack, id) in damaged_copies {
+        if marks.claim(id, pack)? {
+            candidates.remove(&pack);
+        }
+    }
+    for id in order {
+        let Some(c) = candidates.get(&id) else { continue };
+        plan.bytes_deleted += c.len;
+        if c.kept == 0 {
+            plan.delete.push(id);
+        } else {
+            plan.repack.push(id);
+            plan.bytes_copied += c.live;
+        }
+    }
     for pack in on_disk.difference(&indexed) {
         plan.unindexed.push(*pack);
         plan.bytes_deleted +=
@@ -437,7 +446,7 @@ fn plan_packs(
     let new_packs = plan.bytes_copied.div_ceil(target);
     plan.bytes_written = plan.bytes_copied + new_packs * FOOTER_LEN as u64;
     plan.bytes_freed = plan.bytes_deleted.saturating_sub(plan.bytes_written);
-    Ok(candidates)
+    Ok(candidates.into_iter().map(|(id, c)| (id, c.kept)).collect())
 }
 
 /// Prunes the repository (see the module documentation for the protocol).
