@@ -1088,7 +1088,7 @@ mod tests {
         assert!(issues.len() < 9000);
         let m = manifest_with(issues);
         let bytes = m.encode().unwrap();
-        assert_eq!(Manifest::decode(&bytes).unwrap(), Ok(m));
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl RepoConfig {
             });
         }
         let version = r.u32().map_err(corrupt)?;
-        check_version(version)?;
+        check_version(version).map_err(corrupt)?;
         let body_end = bytes.len().checked_sub(ID_LEN).filter(|&n| n >= 12).ok_or_else(|| {
             corrupt(Corruption::Truncated {
                 offset: 12,
@@ -135,7 +135,10 @@ mod tests {
         let mut bytes = sample().encode().unwrap();
         bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
         let err = RepoConfig::decode(&bytes, Path::new("config")).unwrap_err();
-        assert!(matches!(err, Error::UnsupportedVersion { found: 7, .. }), "got {err:?}");
+        assert!(
+            matches!(err, Error::UnsupportedVersion { object: ObjectRef::Config, found: 7, .. }),
+            "got {err:?}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::Corruption;
-use crate::format::{ByteReader, FORMAT_VERSION, SUPPORTED_VERSIONS};
+use crate::format::{read_header, ByteReader, FORMAT_VERSION};
 use crate::id::{Id, PackId};
 
 /// Magic of a damage record: `STOREDMG`. Do not modify.
@@ -56,13 +56,7 @@ pub fn encode_damage_file(copies: &[DamagedCopy]) -> Vec<u8> {
 /// Bad magic, a format version this build does not read, truncated or trailing bytes.
 pub fn decode_damage_file(bytes: &[u8]) -> Result<Vec<DamagedCopy>, Corruption> {
     let mut r = ByteReader::new(bytes, 0);
-    r.magic(&DAMAGE_MAGIC)?;
-    let version = r.u32()?;
-    if !SUPPORTED_VERSIONS.contains(&version) {
-        return Err(Corruption::Invalid(format!(
-            "format version {version} is not supported (this build reads {SUPPORTED_VERSIONS:?})"
-        )));
-    }
+    read_header(&mut r, &DAMAGE_MAGIC)?;
     let count = r.u32()?;
     if (count as usize).saturating_mul(DAMAGE_ENTRY_LEN) != r.remaining() {
         return Err(Corruption::Invalid(format!(

@@ -37,6 +37,8 @@ pub enum ObjectRef {
     ChunkList(Id),
     /// The local index cache.
     Cache,
+    /// A lock file.
+    Lock(PathBuf),
 }
 
 impl fmt::Display for ObjectRef {
@@ -53,6 +55,7 @@ impl fmt::Display for ObjectRef {
             ObjectRef::DamageFile(id) => write!(f, "damage record {id}"),
             ObjectRef::ChunkList(id) => write!(f, "chunk list {id}"),
             ObjectRef::Cache => write!(f, "index cache"),
+            ObjectRef::Lock(path) => write!(f, "lock file {}", path.display()),
         }
     }
 }
@@ -102,6 +105,14 @@ pub enum Corruption {
     /// A field holds a value that is not allowed.
     #[error("{0}")]
     Invalid(String),
+    /// The object was written by a format version this build does not read.
+    #[error("format version {found} is not supported (this build reads {} to {})", supported.start(), supported.end())]
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+        /// The versions this build reads.
+        supported: std::ops::RangeInclusive<u32>,
+    },
 }
 
 /// The umbrella error of the engine.
@@ -125,9 +136,11 @@ pub enum Error {
         /// The operating system's error.
         cause: std::io::Error,
     },
-    /// The repository was written by a format version this build does not read.
-    #[error("repository format version {found} is not supported (this build reads {supported:?})")]
+    /// An object of the repository was written by a format version this build does not read.
+    #[error("{object}: format version {found} is not supported (this build reads {} to {})", supported.start(), supported.end())]
     UnsupportedVersion {
+        /// The object (the config, a pack, an index file, a manifest, ...).
+        object: ObjectRef,
         /// The version found.
         found: u32,
         /// The versions this build reads.
@@ -302,10 +315,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// A corruption of `object`.
+    /// A corruption of `object` (or, for a version this build does not read,
+    /// [`Error::UnsupportedVersion`] naming `object`).
     #[must_use]
     pub fn corrupt(object: ObjectRef, reason: Corruption) -> Self {
-        Error::Corrupt { object, reason: Box::new(reason) }
+        match reason {
+            Corruption::UnsupportedVersion { found, supported } => {
+                Error::UnsupportedVersion { object, found, supported }
+            }
+            reason => Error::Corrupt { object, reason: Box::new(reason) },
+        }
     }
 }
 

@@ -17,8 +17,38 @@ use crate::id::{Id, ID_LEN};
 /// The repository format version this build writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The format versions this build reads.
-pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 1..=1;
+/// The oldest repository format version this build reads.
+pub const MIN_FORMAT_VERSION: u32 = 1;
+
+/// The format versions this build reads: every version from the oldest it knows up to the one it
+/// writes. A reader refuses anything else by number; it never reads an object of a version it
+/// does not know (as empty, or otherwise).
+pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = MIN_FORMAT_VERSION..=FORMAT_VERSION;
+
+#[cfg(test)]
+thread_local! {
+    /// The current version readers of this thread assume, for tests that read what an older
+    /// version wrote with a reader of a newer one.
+    static CURRENT: std::cell::Cell<u32> = const { std::cell::Cell::new(FORMAT_VERSION) };
+}
+
+/// The versions readers accept: [`SUPPORTED_VERSIONS`] (in tests, up to the version a test set
+/// with [`with_current_version`]).
+pub(crate) fn supported_versions() -> std::ops::RangeInclusive<u32> {
+    #[cfg(test)]
+    return MIN_FORMAT_VERSION..=CURRENT.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    SUPPORTED_VERSIONS
+}
+
+/// Runs `f` with readers of this thread taking `version` as the current version (tests only).
+#[cfg(test)]
+pub(crate) fn with_current_version<T>(version: u32, f: impl FnOnce() -> T) -> T {
+    let old = CURRENT.with(|c| c.replace(version));
+    let out = f();
+    CURRENT.with(|c| c.set(old));
+    out
+}
 
 /// Largest structured record (tree page, manifest, config) a decoder accepts: 64 MiB.
 pub const MAX_RECORD_LEN: usize = 64 << 20;
@@ -156,14 +186,31 @@ impl<'a> ByteReader<'a> {
     }
 }
 
-/// Reads the magic and version that open every repository file, and refuses versions this
-/// build does not know.
-pub(crate) fn check_version(version: u32) -> Result<(), crate::Error> {
-    if SUPPORTED_VERSIONS.contains(&version) {
+/// Refuses a format version this build does not read.
+///
+/// # Errors
+/// [`Corruption::UnsupportedVersion`], which [`crate::Error::corrupt`] turns into
+/// [`crate::Error::UnsupportedVersion`] naming the object.
+pub(crate) fn check_version(version: u32) -> Result<(), Corruption> {
+    let supported = supported_versions();
+    if supported.contains(&version) {
         Ok(())
     } else {
-        Err(crate::Error::UnsupportedVersion { found: version, supported: SUPPORTED_VERSIONS })
+        Err(Corruption::UnsupportedVersion { found: version, supported })
     }
+}
+
+/// Reads the header that opens every versioned repository object (config, pack footer, index
+/// file, manifest, lock, damage record): `magic`, then the format version as u32 LE, which must
+/// be one this build reads. Returns the version.
+///
+/// # Errors
+/// [`Corruption::BadMagic`], [`Corruption::Truncated`], [`Corruption::UnsupportedVersion`].
+pub(crate) fn read_header(r: &mut ByteReader<'_>, magic: &[u8]) -> Result<u32, Corruption> {
+    r.magic(magic)?;
+    let version = r.u32()?;
+    check_version(version)?;
+    Ok(version)
 }
 
 /// The first 8 bytes of BLAKE3 over `data`, as a u64: a cheap checksum for fixed headers.
@@ -197,6 +244,176 @@ mod tests {
         let mut huge = (1u64 << 60).to_le_bytes().to_vec();
         huge.extend_from_slice(&[0; 16]);
         assert!(decode_record::<Vec<u64>>(&huge, "test").is_err());
+    }
+
+    /// What decoding one kind of object gave: `Ok`, or the version it refused.
+    type Decoded = Result<(), u32>;
+
+    /// One kind of object: its name, its bytes, where its version lies, its reader.
+    type Kind = (&'static str, Vec<u8>, usize, Box<dyn Fn(&[u8]) -> Decoded>);
+
+    /// Every versioned object kind: its bytes as this build writes them (version 1), where its
+    /// version lies, and its reader. Each reader returns the refused version, and panics on any
+    /// other error (a refusal must be by number, never a decode of unknown bytes).
+    fn every_kind() -> Vec<Kind> {
+        use crate::error::Error;
+        fn refused(e: &Corruption) -> u32 {
+            match e {
+                Corruption::UnsupportedVersion { found, .. } => *found,
+                other => panic!("refused for another reason than its version: {other:?}"),
+            }
+        }
+        let config = crate::config::RepoConfig {
+            repo_id: Id::hash(b"r"),
+            created_ns: 1,
+            id_hash: crate::config::IdHash::Blake3,
+            chunker: crate::chunker::ChunkerParams::default_with_seed(3),
+            compression_level: 3,
+            pack_target: 16 << 20,
+            features: 0,
+        };
+        let pack = crate::index::IndexedPack {
+            id: crate::id::PackId(Id::hash(b"p")),
+            len: 64,
+            entries: Vec::new(),
+        };
+        let manifest = crate::snapshot::Manifest {
+            time_ns: 1,
+            end_ns: 2,
+            host: "h".into(),
+            tags: vec![],
+            kind: crate::snapshot::SetKind::Full,
+            parent: None,
+            components: vec![],
+            counts: crate::snapshot::Counts::default(),
+            issues: vec![],
+        };
+        let lock = crate::lock::LockRecord {
+            kind: crate::lock::LockKind::Shared,
+            host: "h".into(),
+            pid: 1,
+            start_ns: 1,
+            command: "snapshot".into(),
+        };
+        let copy = crate::damage::DamagedCopy { pack: pack.id, blob: Id::hash(b"b"), offset: 0 };
+        vec![
+            (
+                "config",
+                config.encode().unwrap(),
+                8,
+                Box::new(|b: &[u8]| {
+                    match crate::config::RepoConfig::decode(b, std::path::Path::new("config")) {
+                        Ok(_) => Ok(()),
+                        Err(Error::UnsupportedVersion { found, .. }) => Err(found),
+                        Err(e) => panic!("config: {e}"),
+                    }
+                }),
+            ),
+            (
+                "index file",
+                crate::index::encode_index_file(&[pack]),
+                8,
+                Box::new(|b: &[u8]| {
+                    crate::index::decode_index_file(b).map(drop).map_err(|e| refused(&e))
+                }),
+            ),
+            (
+                "manifest",
+                manifest.encode().unwrap(),
+                8,
+                Box::new(|b: &[u8]| {
+                    crate::snapshot::Manifest::decode(b).map(drop).map_err(|e| refused(&e))
+                }),
+            ),
+            (
+                "lock",
+                lock.encode().unwrap(),
+                8,
+                Box::new(|b: &[u8]| {
+                    crate::lock::LockRecord::decode(b).map(drop).map_err(|e| refused(&e))
+                }),
+            ),
+            (
+                "damage record",
+                crate::damage::encode_damage_file(&[copy]),
+                8,
+                Box::new(|b: &[u8]| {
+                    crate::damage::decode_damage_file(b).map(drop).map_err(|e| refused(&e))
+                }),
+            ),
+        ]
+    }
+
+    /// A pack written by this build (version 1), and the same pack with its footer claiming
+    /// `version` (footer checksum made right, so only the version differs).
+    fn pack_as_version(
+        dir: &std::path::Path,
+        version: u32,
+    ) -> (std::path::PathBuf, crate::id::PackId) {
+        let mut w = crate::pack::PackWriter::create(dir).unwrap();
+        let mut c = crate::compress::Compressor::new(3).unwrap();
+        let raw = b"a blob".to_vec();
+        w.add(&crate::pack::EncodedBlob::encode(
+            Id::hash(&raw),
+            crate::pack::BlobKind::Data,
+            &raw,
+            &mut c,
+        ))
+        .unwrap();
+        let sealed = w.seal(|id| dir.join(format!("{id}.pack"))).unwrap();
+        let path = dir.join(format!("{}.pack", sealed.id));
+        if version != FORMAT_VERSION {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let n = bytes.len();
+            let mut footer = crate::pack::decode_footer(&bytes[n - 64..], n as u64).unwrap();
+            footer.version = version;
+            bytes[n - 64..].copy_from_slice(&crate::pack::encode_footer(&footer));
+            let _ = std::fs::remove_file(&path);
+            #[allow(clippy::disallowed_methods, reason = "a test crafting a pack")]
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        (path, sealed.id)
+    }
+
+    // See: issue 13 ("the day the current version becomes 2 every version-1 manifest and lock is
+    // refused, and a version-1 index file decodes as an empty pack list").
+    #[test]
+    fn objects_of_every_kind_written_as_version_1_are_read_when_the_current_version_is_2() {
+        for (kind, bytes, at, decode) in every_kind() {
+            assert_eq!(decode(&bytes), Ok(()), "{kind} as written");
+            let version = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+            assert_eq!(version, 1, "{kind} is written as version 1");
+            assert_eq!(with_current_version(2, || decode(&bytes)), Ok(()), "{kind} read by v2");
+            // A version above the current one is refused by number, never read (as empty).
+            for (current, newer) in [(1, 2), (2, 3), (1, u32::MAX)] {
+                let mut b = bytes.clone();
+                b[at..at + 4].copy_from_slice(&newer.to_le_bytes());
+                let got = with_current_version(current, || decode(&b));
+                assert_eq!(got, Err(newer), "{kind}: version {newer} read by {current}");
+            }
+            let mut b = bytes.clone();
+            b[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+            assert_eq!(decode(&b), Err(0), "{kind}: version 0 predates every version");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (path, id) = pack_as_version(dir.path(), 1);
+        with_current_version(2, || crate::pack::PackReader::open(&path, id)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (path, id) = pack_as_version(dir.path(), 2);
+        let err = crate::pack::PackReader::open(&path, id).err().unwrap();
+        assert!(
+            matches!(
+                &err,
+                crate::Error::UnsupportedVersion { object: crate::ObjectRef::Pack(p), found: 2, supported }
+                    if *p == id && *supported == (1..=1)
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("pack {id}: format version 2 is not supported")),
+            "{err}"
+        );
+        with_current_version(2, || crate::pack::PackReader::open(&path, id)).unwrap();
     }
 
     #[test]

@@ -633,3 +633,119 @@ fn seal(repo: &Repository, w: PackWriter) -> Result<IndexedPack> {
     let sealed = w.seal(|p| repo.layout().pack(p))?;
     Ok(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{snapshot, SnapshotOptions, SourceSpec};
+    use crate::damage::DamagedCopy;
+    use crate::progress::NoProgress;
+    use crate::repo::InitOptions;
+    use crate::restore::{restore, RestoreOptions};
+
+    /// A repository holding one set of `files` tiny files, in `dir`.
+    fn repo_of_tiny_files(dir: &std::path::Path, files: usize) -> Repository {
+        let src = dir.join("src");
+        for i in 0..files {
+            let p = src.join(format!("d{}/f{i}", i % 20));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            #[allow(clippy::disallowed_methods, reason = "a source tree, not the repository")]
+            std::fs::write(p, format!("x{i}")).unwrap();
+        }
+        let repo = Repository::init(&dir.join("repo"), &InitOptions::default()).unwrap();
+        let opts = SnapshotOptions {
+            sources: vec![SourceSpec::path("data", &src)],
+            host: "h".into(),
+            ..SnapshotOptions::default()
+        };
+        snapshot(&repo, &opts, &NoProgress).unwrap();
+        repo
+    }
+
+    fn prune_at(repo: &Repository, max_unused: f64) -> PruneReport {
+        let opts = PruneOptions { max_unused, ..PruneOptions::default() };
+        prune(repo, &opts, &NoProgress, &mut |_| {}).unwrap()
+    }
+
+    fn restores_whole(repo: &Repository, dir: &std::path::Path, name: &str) {
+        let (_, m) = repo.resolve_snapshot("latest").unwrap();
+        let target = dir.join(name);
+        let opts = RestoreOptions { target: target.clone(), ..RestoreOptions::default() };
+        let report = restore(repo, &m, &opts, &NoProgress).unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(std::fs::read(target.join("data/d7/f7")).unwrap(), b"x7");
+    }
+
+    // See: issue 12, defect 1.
+    #[test]
+    fn a_pack_whose_blobs_are_all_kept_is_never_repacked_however_small_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_of_tiny_files(dir.path(), 600);
+        let before = repo.list_packs().unwrap();
+        for max_unused in [0.0, 0.25, 1.0] {
+            let report = prune_at(&repo, max_unused);
+            assert!(report.plan.delete.is_empty() && report.plan.repack.is_empty(), "{max_unused}");
+            assert_eq!(report.packs_deleted, 0);
+            assert_eq!(report.plan.bytes_freed, 0);
+            assert_eq!(repo.list_packs().unwrap(), before);
+        }
+        restores_whole(&repo, dir.path(), "out");
+    }
+
+    fn pack_bytes(repo: &Repository) -> u64 {
+        let packs = repo.list_packs().unwrap();
+        packs.iter().map(|p| std::fs::metadata(repo.layout().pack(*p)).unwrap().len()).sum()
+    }
+
+    /// Writes a second copy of every blob, in new packs with their own index file.
+    fn duplicate_every_blob(repo: &Repository) {
+        for id in repo.list_packs().unwrap() {
+            let path = repo.layout().pack(id);
+            let reader = PackReader::open(&path, id).unwrap();
+            let mut w = PackWriter::create(&repo.layout().tmp_dir()).unwrap();
+            let (mut frame, mut raw) = (Vec::new(), Vec::new());
+            for e in reader.entries().iter().rev() {
+                read_blob(reader.file(), &path, id, e, &mut frame, &mut raw).unwrap();
+                let stored = &frame[BLOB_HEADER_LEN..];
+                w.add(&EncodedBlob::from_stored(e.id, e.kind, e.codec, e.raw_len, stored)).unwrap();
+            }
+            let new = seal(repo, w).unwrap();
+            repo.save_index_file(&[new]).unwrap();
+        }
+    }
+
+    // See: issue 12, defect 4.
+    #[test]
+    fn of_a_blob_stored_twice_one_copy_is_kept_and_the_other_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_of_tiny_files(dir.path(), 300);
+        let once = pack_bytes(&repo);
+        duplicate_every_blob(&repo);
+        assert!(pack_bytes(&repo) >= 2 * once - 64);
+        let report = prune_at(&repo, 0.25);
+        let p = &report.plan;
+        assert_eq!(p.bytes_freed, p.bytes_deleted - p.bytes_written);
+        assert_eq!(pack_bytes(&repo), once, "one copy of each blob is left: {p:?}");
+        drop(repo);
+        let repo = Repository::open(&dir.path().join("repo"), &Default::default()).unwrap();
+        restores_whole(&repo, dir.path(), "out");
+    }
+
+    // See: issue 12, defect 3: when the only copy of a referenced blob is recorded as damaged,
+    // prune keeps it, with its pack whole, whatever the threshold (`repair packs` salvages it).
+    #[test]
+    fn the_damaged_last_copy_of_a_referenced_blob_keeps_its_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_of_tiny_files(dir.path(), 50);
+        let pack = repo.list_packs().unwrap()[0];
+        let reader = PackReader::open(&repo.layout().pack(pack), pack).unwrap();
+        let e = reader.entries()[0];
+        repo.record_damage(&[DamagedCopy { pack, blob: e.id, offset: e.offset }]).unwrap();
+        drop(repo);
+        let repo = Repository::open(&dir.path().join("repo"), &Default::default()).unwrap();
+        let report = prune_at(&repo, 0.0);
+        assert!(!report.plan.delete.contains(&pack) && !report.plan.repack.contains(&pack));
+        assert!(repo.layout().pack(pack).exists());
+        assert_eq!(repo.damage().unwrap().len(), 1, "the record stays with its pack");
+    }
+}

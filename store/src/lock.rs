@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Corruption;
-use crate::format::{decode_record, encode_record, ByteReader, FORMAT_VERSION};
+use crate::format::{decode_record, encode_record, read_header, ByteReader, FORMAT_VERSION};
 
 /// Magic of a lock file: `STORELCK`. Do not modify.
 const LOCK_MAGIC: [u8; 8] = *b"STORELCK";
@@ -50,11 +50,7 @@ impl LockRecord {
     /// Bad magic, unknown version, malformed record.
     pub fn decode(bytes: &[u8]) -> Result<Self, Corruption> {
         let mut r = ByteReader::new(bytes, 0);
-        r.magic(&LOCK_MAGIC)?;
-        let version = r.u32()?;
-        if version != FORMAT_VERSION {
-            return Err(Corruption::Invalid(format!("lock format version {version}")));
-        }
+        read_header(&mut r, &LOCK_MAGIC)?;
         decode_record(r.rest(), "lock")
     }
 }

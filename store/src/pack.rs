@@ -10,7 +10,11 @@ mod reader;
 mod writer;
 
 #[cfg(feature = "fuzzing")]
-pub(crate) use format::{decode_blob_header, decode_footer};
+pub(crate) use format::decode_blob_header;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use format::decode_footer;
+#[cfg(test)]
+pub(crate) use format::encode_footer;
 pub(crate) use format::{decode_entry, encode_entry};
 pub use format::{BlobKind, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN};
 #[cfg(feature = "fuzzing")]

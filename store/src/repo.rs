@@ -22,7 +22,6 @@ pub use reserve::{Reserve, RESERVE_LEN};
 use crate::chunker::{ChunkSizes, ChunkerParams};
 use crate::compress::DEFAULT_LEVEL;
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
-use crate::format::check_version;
 use crate::fs::{ensure_dir, write_atomic, write_new};
 use crate::id::{Id, IndexId, SnapshotId, TreeId};
 use crate::index::{
@@ -160,6 +159,8 @@ pub struct Repository {
     held_lock: Mutex<Option<Arc<lock::LockState>>>,
     /// Index files left out of the cache because they cannot be read.
     skipped_index: Mutex<Vec<SkippedIndexFile>>,
+    /// Why the cache was found damaged and rebuilt, if it was.
+    cache_rebuilt: Mutex<Option<String>>,
 }
 
 /// An index file that could not be read and was left out of the cache: the blobs only it lists
@@ -179,18 +180,19 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn random_id() -> Id {
-    // Unpredictable enough for a repository id and a chunker seed: hash time, pid, the
-    // address of a stack variable and the kernel's boot id.
-    let local = 0u8;
-    let mut h = blake3::Hasher::new();
-    h.update(&now_ns().to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    h.update(&(std::ptr::addr_of!(local) as usize as u64).to_le_bytes());
-    if let Ok(boot) = std::fs::read("/proc/sys/kernel/random/uuid") {
-        h.update(&boot);
+/// 32 bytes from the operating system's random source (`getrandom(2)`): a repository id, a
+/// chunker seed.
+fn random_id() -> Result<Id> {
+    let mut bytes = [0u8; crate::id::ID_LEN];
+    let mut filled = 0;
+    while let Some(rest) = bytes.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match rustix::rand::getrandom(rest, rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e).at("getrandom"),
+        }
     }
-    Id::from_bytes(*h.finalize().as_bytes())
+    Ok(Id::from_bytes(bytes))
 }
 
 impl Repository {
@@ -225,7 +227,7 @@ impl Repository {
             }
             Err(e) => return Err(e).at(path),
         }
-        let seed = u64::from_le_bytes(random_id().as_bytes()[..8].try_into().unwrap_or([0; 8]));
+        let seed = u64::from_le_bytes(random_id()?.as_bytes()[..8].try_into().unwrap_or([0; 8]));
         let chunker = match opts.chunk_sizes {
             Some(c) => ChunkerParams { min: c.min, avg: c.avg, max: c.max, seed },
             None => ChunkerParams::default_with_seed(seed),
@@ -248,7 +250,7 @@ impl Repository {
             });
         }
         let config = RepoConfig {
-            repo_id: random_id(),
+            repo_id: random_id()?,
             created_ns: now_ns(),
             id_hash: IdHash::Blake3,
             chunker,
@@ -366,6 +368,7 @@ impl Repository {
             open_packs: Mutex::default(),
             held_lock: Mutex::default(),
             skipped_index: Mutex::default(),
+            cache_rebuilt: Mutex::default(),
         }
     }
 
@@ -423,6 +426,9 @@ impl Repository {
         }
         let damage = self.damage_records()?;
         let mut index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
+        if let (Some(why), Ok(mut note)) = (index.rebuilt_because(), self.cache_rebuilt.lock()) {
+            *note = Some(why.to_owned());
+        }
         let on_disk = self.list_index_files()?;
         // The cache may only hold whole index files that still exist: when one is gone (prune,
         // repair, or lost), rebuild the cache from what is there. A new damage record may hide
@@ -477,6 +483,13 @@ impl Repository {
             }
         }
         Ok(ingested)
+    }
+
+    /// Why this host's cache could not be opened and was rebuilt from the index files, if it
+    /// was (after [`Repository::index`]).
+    #[must_use]
+    pub fn cache_rebuilt(&self) -> Option<String> {
+        self.cache_rebuilt.lock().ok().and_then(|n| n.clone())
     }
 
     /// Index files the cache left out because they cannot be read (see [`SkippedIndexFile`]).
@@ -553,9 +566,7 @@ impl Repository {
         if actual != id.0 {
             return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
         }
-        let (version, packs) = decode_index_file(&bytes).map_err(corrupt)?;
-        check_version(version)?;
-        Ok(packs)
+        decode_index_file(&bytes).map_err(corrupt)
     }
 
     /// Writes an index file listing `packs` (which must be durable) and feeds it to the cache.
@@ -626,11 +637,7 @@ impl Repository {
         if actual != id.0 {
             return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
         }
-        match Manifest::decode(&bytes).map_err(corrupt)? {
-            Ok(m) => Ok(m),
-            Err(version) => check_version(version)
-                .and(Err(corrupt(Corruption::Invalid("unreadable manifest version".into())))),
-        }
+        Manifest::decode(&bytes).map_err(corrupt)
     }
 
     /// Writes a manifest, last step of a snapshot: temp + fsync + rename + directory fsync.

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Corruption;
-use crate::format::{decode_record, encode_record, ByteReader, FORMAT_VERSION};
+use crate::format::{decode_record, encode_record, read_header, ByteReader, FORMAT_VERSION};
 use crate::id::{SnapshotId, TreeId};
 use crate::tree::Metadata;
 
@@ -197,17 +197,13 @@ impl Manifest {
         Ok(out)
     }
 
-    /// Decodes a manifest file; returns the version found when it is not this build's.
+    /// Decodes a manifest file.
     ///
     /// # Errors
-    /// Bad magic, truncated or malformed bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Result<Self, u32>, Corruption> {
+    /// Bad magic, a format version this build does not read, truncated or malformed bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Corruption> {
         let mut r = ByteReader::new(bytes, 0);
-        r.magic(&MANIFEST_MAGIC)?;
-        let version = r.u32()?;
-        if version != FORMAT_VERSION {
-            return Ok(Err(version));
-        }
+        read_header(&mut r, &MANIFEST_MAGIC)?;
         let m: Manifest = decode_record(r.rest(), "manifest")?;
         let mut names: Vec<&str> = m.components.iter().map(|c| c.name.as_str()).collect();
         names.sort_unstable();
@@ -219,7 +215,7 @@ impl Manifest {
         {
             return Err(Corruption::Invalid(format!("invalid component name {:?}", bad.name)));
         }
-        Ok(Ok(m))
+        Ok(m)
     }
 }
 
@@ -254,7 +250,7 @@ mod tests {
     #[test]
     fn manifest_round_trips() {
         let m = sample();
-        assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), Ok(m));
+        assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), m);
     }
 
     proptest::proptest! {
@@ -283,15 +279,16 @@ mod tests {
                     reason,
                 })
                 .collect();
-            proptest::prop_assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), Ok(m));
+            proptest::prop_assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), m);
         }
     }
 
     #[test]
-    fn newer_version_is_reported_not_decoded() {
+    fn newer_version_is_refused_by_number_not_decoded() {
         let mut bytes = sample().encode().unwrap();
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(Manifest::decode(&bytes).unwrap(), Err(2));
+        let err = Manifest::decode(&bytes).unwrap_err();
+        assert!(matches!(err, Corruption::UnsupportedVersion { found: 2, .. }), "{err:?}");
     }
 
     #[test]

@@ -899,3 +899,23 @@ fn crashed_repairs_finish_when_run_again() {
     let run = restore_never_wrong(&env, &src);
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+// See: issue 13 ("cache errors by substring"): a damaged cache is rebuilt from the index files,
+// with a message, and the command does its work.
+#[test]
+fn a_damaged_cache_is_rebuilt_with_a_message() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    write(&src.join("a.bin"), &random_bytes(31, 400_000));
+    env.snapshot(&[&src]);
+    std::fs::write(env.repo().join("cache/CURRENT"), b"\x00garbage").unwrap();
+    let out = env.path("out");
+    let run = env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("was damaged") && run.stderr.contains("rebuilt"), "{}", run.stderr);
+    assert_same_tree(&src, &out.join("data"));
+    let again = env.run("check", &[] as &[&str]);
+    assert_eq!(again.code, 0);
+    assert!(!again.stderr.contains("was damaged"), "rebuilt once: {}", again.stderr);
+}

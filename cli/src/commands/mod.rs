@@ -94,9 +94,16 @@ impl RepoArg {
     }
 }
 
-/// Warns about index files the cache had to leave out (the blobs only they list look lost until
-/// `store repair index`).
+/// Warns about a cache that was damaged and rebuilt, and about index files the cache had to
+/// leave out (the blobs only they list look lost until `store repair index`).
 fn warn_skipped_index(repo: &store::Repository) {
+    if let Some(why) = repo.cache_rebuilt() {
+        eprintln!(
+            "store: warning: the index cache {} was damaged ({why}); it was rebuilt from the \
+             index files",
+            repo.cache_dir().display()
+        );
+    }
     for s in repo.skipped_index_files() {
         eprintln!(
             "store: warning: index file {} was skipped ({}); what it lists is missing until \

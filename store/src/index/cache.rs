@@ -86,6 +86,8 @@ pub struct ChunkIndex {
     overlay_packs: Mutex<HashMap<PackId, u64>>,
     /// Copies named by damage records: never entered, never returned.
     damaged: DamageSet,
+    /// Why the cache was found damaged and created anew on open, if it was.
+    rebuilt: Option<String>,
 }
 
 /// Options of the database and of each column family, all sharing `cache` (one block cache per
@@ -134,13 +136,15 @@ impl ChunkIndex {
         let cache_err =
             |e: rocksdb::Error| Error::Cache { path: path.to_path_buf(), message: e.into_string() };
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut rebuilt = None;
         let (db, read_only) =
             match DB::open_cf_descriptors(&options(&cache), path, descriptors(&cache)) {
                 Ok(db) => (db, false),
-                // Another process holds the cache: use a read-only view. While that process is
-                // still creating the cache the view cannot open yet; wait for it, and never treat
-                // a cache in use as damaged.
-                Err(e) if e.as_ref().contains("lock") => {
+                // An I/O error is what RocksDB reports when another process holds the cache
+                // (its LOCK file): use a read-only view. While that process is still creating
+                // the cache the view cannot open yet; wait for it, and never treat a cache in
+                // use as damaged.
+                Err(e) if e.kind() == rocksdb::ErrorKind::IOError => {
                     let mut attempt = 0;
                     loop {
                         match DB::open_cf_descriptors_read_only(
@@ -158,18 +162,23 @@ impl ChunkIndex {
                         }
                     }
                 }
-                // Damaged (or from an incompatible RocksDB): it is only a cache, start over.
-                Err(_) => (Self::recreate(path, &cache)?, false),
+                // Damaged (a checksum mismatch, a bad CURRENT or MANIFEST), or of another
+                // RocksDB: it is only a cache, start over from the index files.
+                Err(e) => {
+                    rebuilt = Some(e.into_string());
+                    (Self::recreate(path, &cache)?, false)
+                }
             };
-        let new = |db: DB| ChunkIndex {
+        let new = |db: DB, rebuilt: Option<String>| ChunkIndex {
             db,
             path: path.to_path_buf(),
             read_only,
             overlay: Mutex::default(),
             overlay_packs: Mutex::default(),
             damaged: DamageSet::default(),
+            rebuilt,
         };
-        let index = new(db);
+        let index = new(db, rebuilt);
         let stored = index.db.get(KEY_REPO_ID).map_err(cache_err)?;
         let version = index.db.get(KEY_CACHE_VERSION).map_err(cache_err)?;
         let current = version.as_deref() == Some(&CACHE_VERSION.to_le_bytes()[..]);
@@ -196,9 +205,16 @@ impl ChunkIndex {
                 drop(index);
                 let db = Self::recreate(path, &cache)?;
                 stamp(&db)?;
-                Ok(new(db))
+                Ok(new(db, None))
             }
         }
+    }
+
+    /// Why the cache could not be opened and was created anew (it is then filled again from the
+    /// index files), if it was.
+    #[must_use]
+    pub fn rebuilt_because(&self) -> Option<&str> {
+        self.rebuilt.as_deref()
     }
 
     /// Passes by the copies `damaged` names from now on (set before anything is ingested).
@@ -475,6 +491,67 @@ mod tests {
         }
         let idx = ChunkIndex::open(dir.path(), Id::hash(b"two")).unwrap();
         assert!(idx.get(&Id::hash(b"x")).unwrap().is_none());
+    }
+
+    // See: issue 13 ("a damaged cache gets retries and an error instead of a rebuild"): a cache
+    // that does not open because it is damaged is created anew, saying why; one in use by
+    // another process is opened read-only, never taken for damaged.
+    #[test]
+    fn a_damaged_cache_is_rebuilt_and_says_why() {
+        type Damage = (&'static str, fn(&Path));
+        let damages: [Damage; 3] = [
+            ("garbage CURRENT", |dir| {
+                #[allow(clippy::disallowed_methods, reason = "damaging the cache on purpose")]
+                std::fs::write(dir.join("CURRENT"), b"\x00\x01garbage").unwrap();
+            }),
+            ("flipped MANIFEST", |dir| {
+                let manifest = std::fs::read_dir(dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("MANIFEST"))
+                    .unwrap();
+                let mut bytes = std::fs::read(&manifest).unwrap();
+                for b in bytes.iter_mut().skip(10).step_by(7) {
+                    *b ^= 0x5a;
+                }
+                #[allow(clippy::disallowed_methods, reason = "damaging the cache on purpose")]
+                std::fs::write(&manifest, bytes).unwrap();
+            }),
+            ("truncated table file", |dir| {
+                let sst = std::fs::read_dir(dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.extension().is_some_and(|x| x == "sst"))
+                    .unwrap();
+                let len = std::fs::metadata(&sst).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&sst)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap();
+            }),
+        ];
+        for (name, damage) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Id::hash(b"repo");
+            {
+                let idx = ChunkIndex::open(dir.path(), repo).unwrap();
+                let pack = IndexedPack {
+                    id: PackId(Id::hash(b"p")),
+                    len: 9000,
+                    entries: vec![entry(b"x")],
+                };
+                idx.ingest(&IndexId(Id::hash(b"i")), &[pack]).unwrap();
+                assert!(idx.rebuilt_because().is_none());
+            }
+            damage(dir.path());
+            let idx = ChunkIndex::open(dir.path(), repo)
+                .unwrap_or_else(|e| panic!("{name}: not rebuilt: {e}"));
+            assert!(!idx.is_read_only(), "{name}");
+            assert!(idx.rebuilt_because().is_some(), "{name}: the rebuild says why");
+            assert!(idx.ingested().unwrap().is_empty(), "{name}: created anew, to be refilled");
+        }
     }
 
     #[test]

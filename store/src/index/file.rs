@@ -1,7 +1,7 @@
 //! Index files: `index/<id>`, listing which blobs a writer put into which packs.
 
 use crate::error::Corruption;
-use crate::format::{ByteReader, FORMAT_VERSION};
+use crate::format::{read_header, ByteReader, FORMAT_VERSION};
 use crate::id::PackId;
 use crate::pack::{decode_entry, encode_entry, PackEntry, TRAILER_ENTRY_LEN};
 
@@ -41,18 +41,13 @@ pub fn encode_index_file(packs: &[IndexedPack]) -> Vec<u8> {
     out
 }
 
-/// Decodes an index file. The caller checks the version (returned first) and that the bytes
-/// hash to the file's name.
+/// Decodes an index file. The caller checks that the bytes hash to the file's name.
 ///
 /// # Errors
-/// Truncated or malformed bytes.
-pub fn decode_index_file(bytes: &[u8]) -> Result<(u32, Vec<IndexedPack>), Corruption> {
+/// Truncated or malformed bytes, a format version this build does not read.
+pub fn decode_index_file(bytes: &[u8]) -> Result<Vec<IndexedPack>, Corruption> {
     let mut r = ByteReader::new(bytes, 0);
-    r.magic(&INDEX_MAGIC)?;
-    let version = r.u32()?;
-    if version != FORMAT_VERSION {
-        return Ok((version, Vec::new()));
-    }
+    read_header(&mut r, &INDEX_MAGIC)?;
     let pack_count = r.u32()?;
     let mut packs = Vec::new();
     for _ in 0..pack_count {
@@ -88,7 +83,7 @@ pub fn decode_index_file(bytes: &[u8]) -> Result<(u32, Vec<IndexedPack>), Corrup
     if r.remaining() != 0 {
         return Err(Corruption::Invalid(format!("{} trailing bytes", r.remaining())));
     }
-    Ok((version, packs))
+    Ok(packs)
 }
 
 #[cfg(test)]
@@ -127,7 +122,7 @@ mod tests {
     fn index_file_round_trips() {
         let bytes = encode_index_file(&sample());
         assert_eq!(bytes.len(), 16 + 48 + 2 * 56);
-        assert_eq!(decode_index_file(&bytes).unwrap(), (1, sample()));
+        assert_eq!(decode_index_file(&bytes).unwrap(), sample());
     }
 
     proptest::proptest! {
@@ -161,7 +156,7 @@ mod tests {
                 })
                 .collect();
             let bytes = encode_index_file(&packs);
-            proptest::prop_assert_eq!(decode_index_file(&bytes).unwrap(), (1, packs));
+            proptest::prop_assert_eq!(decode_index_file(&bytes).unwrap(), packs);
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::compress::Codec;
 use crate::error::Corruption;
-use crate::format::{short_checksum, ByteReader};
+use crate::format::{check_version, short_checksum, ByteReader};
 use crate::id::{Id, ID_LEN};
 
 /// What a blob holds.
@@ -199,6 +199,7 @@ pub(crate) fn decode_footer(bytes: &[u8], pack_len: u64) -> Result<Footer, Corru
         return Err(Corruption::ChecksumMismatch { what: "pack footer" });
     }
     let version = r.u32()?;
+    check_version(version)?;
     let blob_count = r.u32()?;
     let trailer_offset = r.u64()?;
     let trailer_hash = r.id()?;

@@ -9,7 +9,6 @@ use super::format::{
 };
 use crate::compress::{decompress, Codec};
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
-use crate::format::check_version;
 use crate::id::{Id, PackId};
 
 /// The stored bytes of `frame` (header + stored bytes), once its header is the one `entry`
@@ -193,7 +192,7 @@ pub(crate) fn salvage_blobs(
 }
 
 /// The blobs listed by the trailer of a whole pack held in `bytes` (footer and trailer decoded
-/// and checked as [`PackReader::open`] does, except the format version).
+/// and checked as [`PackReader::open`] does).
 pub(crate) fn entries_in(bytes: &[u8]) -> Result<Vec<PackEntry>, Corruption> {
     let len = bytes.len() as u64;
     let tail = bytes
@@ -263,7 +262,6 @@ impl PackReader {
         let mut footer_bytes = [0u8; FOOTER_LEN];
         file.read_exact_at(&mut footer_bytes, len - FOOTER_LEN as u64).at(path)?;
         let footer = decode_footer(&footer_bytes, len).map_err(corrupt)?;
-        check_version(footer.version)?;
         let mut trailer = vec![0u8; (len - FOOTER_LEN as u64 - footer.trailer_offset) as usize];
         file.read_exact_at(&mut trailer, footer.trailer_offset).at(path)?;
         let entries = decode_trailer(&trailer, &footer).map_err(corrupt)?;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
 use crate::fs::write_atomic;
 use crate::lock::{LockKind, LockRecord};
 use crate::repo::Repository;
@@ -201,9 +201,13 @@ impl Repository {
                 let dead = record.host == host && !process_exists(record.pid);
                 LockInfo { path: path.clone(), record, age, stale: age > stale_after, dead }
             });
-            out.push(
-                info.map_err(|reason| Error::LockDamaged { path, reason: reason.to_string() }),
-            );
+            out.push(info.map_err(|reason| match reason {
+                // A lock of a newer build: named as such, never taken for damage.
+                Corruption::UnsupportedVersion { .. } => {
+                    Error::corrupt(ObjectRef::Lock(path), reason)
+                }
+                reason => Error::LockDamaged { path, reason: reason.to_string() },
+            }));
         }
         Ok(out)
     }
@@ -363,6 +367,13 @@ impl Repository {
                 Err(Error::LockDamaged { path, reason }) => {
                     std::fs::remove_file(&path).at(&path)?;
                     removed.push(format!("damaged lock file {} ({reason})", path.display()));
+                }
+                // A newer build's lock cannot be judged stale: removed only with `all`.
+                Err(Error::UnsupportedVersion { object: ObjectRef::Lock(path), found, .. })
+                    if all =>
+                {
+                    std::fs::remove_file(&path).at(&path)?;
+                    removed.push(format!("lock file {} of format version {found}", path.display()));
                 }
                 Err(e) => return Err(e),
             }
