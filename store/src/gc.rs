@@ -466,8 +466,7 @@ pub fn prune(
     let _reserve = (!opts.dry_run).then(|| repo.release_reserve());
     repo.prepare_write()?;
     let mut report = PruneReport::default();
-    let mut marks =
-        Marks::open(repo.layout().tmp_dir().join(format!("prune-marks-{}", std::process::id())))?;
+    let mut marks = Marks::open(repo.layout().scratch("prune-marks"))?;
     let mut marked = HashSet::new();
 
     // 1. Mark under a shared lock.

@@ -132,7 +132,7 @@ pub fn stats(repo: &Repository, progress: &dyn Progress) -> Result<RepoStats> {
         ..RepoStats::default()
     };
     repo.prepare_write()?;
-    let counts = Counts::open(layout.tmp_dir().join(format!("stats-{}", std::process::id())))?;
+    let counts = Counts::open(layout.scratch("stats"))?;
     let mut sets: Vec<(SnapshotId, crate::snapshot::Manifest)> = repo
         .list_snapshots()?
         .into_iter()

@@ -1,14 +1,19 @@
 //! One module per command: open the repository, build options, call the engine, render.
 
+mod cat;
 mod check;
 mod diff;
 mod forget;
 mod init;
 mod ls;
 mod mount;
+mod prune;
+mod repair;
 mod restore;
 mod snapshot;
 mod snapshots;
+mod stats;
+mod unlock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,17 +37,17 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         }
         Command::Diff(a) => diff::run(&repo, &a),
         Command::Check(a) => check::run(&repo, &a),
-        Command::Repair(crate::args::RepairCommand::Index(a)) => check::repair_index(&repo, &a),
+        Command::Repair(crate::args::RepairCommand::Index(a)) => repair::repair_index(&repo, &a),
         Command::Repair(crate::args::RepairCommand::Snapshots(a)) => {
-            check::repair_snapshots(&repo, &a)
+            repair::repair_snapshots(&repo, &a)
         }
-        Command::Repair(crate::args::RepairCommand::Packs(a)) => check::repair_packs(&repo, &a),
-        Command::Repair(crate::args::RepairCommand::Config) => check::repair_config(&repo),
-        Command::Unlock(a) => check::unlock(&repo, &a),
+        Command::Repair(crate::args::RepairCommand::Packs(a)) => repair::repair_packs(&repo, &a),
+        Command::Repair(crate::args::RepairCommand::Config) => repair::repair_config(&repo),
+        Command::Unlock(a) => unlock::unlock(&repo, &a),
         Command::Forget(a) => forget::forget(&repo, &a),
-        Command::Prune(a) => forget::prune(&repo, &a),
-        Command::Stats(a) => forget::stats(&repo, &a),
-        Command::Cat(a) => ls::cat(&repo, &a),
+        Command::Prune(a) => prune::prune(&repo, &a),
+        Command::Stats(a) => stats::stats(&repo, &a),
+        Command::Cat(a) => cat::cat(&repo, &a),
         Command::Mount(a) => mount::run(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),

@@ -102,6 +102,13 @@ impl Layout {
         self.root.join("tmp")
     }
 
+    /// `tmp/<purpose>-<pid>`: a scratch database of this process (prune's marks, stats'
+    /// counts), removed when it is done; any left by a dead process is removed by prune.
+    #[must_use]
+    pub fn scratch(&self, purpose: &str) -> PathBuf {
+        self.tmp_dir().join(format!("{purpose}-{}", std::process::id()))
+    }
+
     /// `cache/`: the default place of this host's index cache.
     #[must_use]
     pub fn default_cache_dir(&self) -> PathBuf {
