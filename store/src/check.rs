@@ -21,10 +21,9 @@ use crate::id::{DamageId, Id, IndexId, PackId, SnapshotId, TreeId};
 use crate::pack::{verify_pack, PackReader};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::for_each_chunk;
 use crate::snapshot::Manifest;
 use crate::tree::{escape_name, Content, Node};
-use crate::vfs::{component_node, dir_entries};
+use crate::vfs::{component_node, dir_entries, for_each_chunk};
 
 /// Which packs have their data read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -31,7 +31,7 @@ use rocksdb::{Options, WriteBatch, DB};
 
 use crate::damage::DamageSet;
 use crate::error::{Error, IoContext, Result};
-use crate::id::{Id, PackId, SnapshotId, TreeId};
+use crate::id::{Id, PackId, SnapshotId};
 use crate::index::IndexedPack;
 use crate::lock::LockKind;
 use crate::pack::{
@@ -40,7 +40,7 @@ use crate::pack::{
 };
 use crate::progress::Progress;
 use crate::repo::{IndexRewrite, LockOptions, Repository};
-use crate::tree::{decode_chunk_list, ChunkRefs, Content, TreeBlob};
+use crate::vfs::walk_blobs;
 
 /// Default: repack a pack when more than this fraction of its bytes is unused.
 pub const DEFAULT_MAX_UNUSED: f64 = 0.25;
@@ -214,80 +214,6 @@ impl Drop for Marks {
         drop(self.db.take());
         let _ = std::fs::remove_dir_all(&self.path);
     }
-}
-
-/// Stored (header included) and raw bytes of a blob, 0 when it is not indexed.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct BlobSize {
-    pub(crate) stored: u64,
-    pub(crate) raw: u64,
-}
-
-/// Calls `visit` with every blob reachable from set `m`'s trees (trees, tree pages, chunk lists,
-/// chunks); a tree or chunk list is descended into only when `visit` returns true for it. A
-/// tree that cannot be read stops the walk: what it references is unknown.
-pub(crate) fn walk_blobs(
-    repo: &Repository,
-    id: SnapshotId,
-    m: &crate::snapshot::Manifest,
-    visit: &mut dyn FnMut(Id, BlobSize) -> Result<bool>,
-) -> Result<()> {
-    let damaged = |e: Error| {
-        Error::InvalidOption {
-        option: "set",
-        reason: format!("set {id} cannot be read completely ({e}); run `store check` and the repair it names first"),
-    }
-    };
-    let index = repo.index()?;
-    let stored = |blob: Id| -> Result<BlobSize> {
-        Ok(index.get(&blob)?.map_or(BlobSize::default(), |l| BlobSize {
-            stored: frame_len(&l.entry),
-            raw: u64::from(l.entry.raw_len),
-        }))
-    };
-    let mut stack: Vec<TreeId> = m.components.iter().map(|c| c.root).collect();
-    while let Some(tree) = stack.pop() {
-        if !visit(tree.0, stored(tree.0)?)? {
-            continue;
-        }
-        let nodes = match repo.load_tree(tree).map_err(damaged)? {
-            TreeBlob::Pages(pages) => {
-                stack.extend(pages);
-                continue;
-            }
-            TreeBlob::Leaf(nodes) => nodes,
-        };
-        for node in nodes {
-            match node.content {
-                Content::Dir { tree } => stack.push(tree),
-                Content::File { chunks: ChunkRefs::Inline(ids), .. } => {
-                    for c in ids {
-                        visit(c.0, stored(c.0)?)?;
-                    }
-                }
-                Content::File { chunks: ChunkRefs::Lists(lists), .. } => {
-                    for list in lists {
-                        if visit(list, stored(list)?)? {
-                            let bytes = repo
-                                .read_blob(list, crate::pack::BlobKind::ChunkList)
-                                .map_err(damaged)?;
-                            let ids = decode_chunk_list(&bytes).map_err(|reason| {
-                                damaged(Error::corrupt(
-                                    crate::error::ObjectRef::ChunkList(list),
-                                    reason,
-                                ))
-                            })?;
-                            for c in ids {
-                                visit(c.0, stored(c.0)?)?;
-                            }
-                        }
-                    }
-                }
-                Content::Symlink { .. } | Content::Special { .. } => {}
-            }
-        }
-    }
-    Ok(())
 }
 
 fn mark_set(

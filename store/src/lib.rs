@@ -127,8 +127,10 @@ pub use repo::{
 };
 #[cfg(feature = "engine")]
 pub use restore::{
-    for_each_chunk, plan as restore_plan, restore, write_file_to, Overwrite, RestoreFailure,
-    RestoreOptions, RestoreReport,
+    plan as restore_plan, restore, write_file_to, Overwrite, RestoreFailure, RestoreOptions,
+    RestoreReport,
 };
 #[cfg(feature = "engine")]
 pub use stats::{stats, RepoStats, SetStats};
+#[cfg(feature = "engine")]
+pub use vfs::for_each_chunk;

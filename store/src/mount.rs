@@ -26,10 +26,10 @@ use crate::error::{Corruption, Error, ObjectRef, Result};
 use crate::id::{Id, SnapshotId, TreeId};
 use crate::pack::BlobKind;
 use crate::repo::Repository;
-use crate::restore::for_each_chunk;
 use crate::snapshot::Manifest;
 use crate::tree::{Content, Node, TreeBlob};
 use crate::vfs::component_node;
+use crate::vfs::for_each_chunk;
 
 /// The root directory's inode number.
 pub const ROOT_INO: u64 = 1;

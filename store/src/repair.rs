@@ -19,10 +19,11 @@ use crate::index::IndexedPack;
 use crate::pack::{BlobKind, EncodedBlob, PackReader, PackWriter};
 use crate::progress::Progress;
 use crate::repo::{IndexRewrite, Repository};
-use crate::restore::for_each_chunk;
 use crate::snapshot::{IssueKind, Manifest, PathIssue};
 use crate::tree::{escape_name, BlobSink, ChunkRefs, Content, Node, TreeBuilder};
-use crate::vfs::{component_node, dir_entries, RepoDir};
+use crate::vfs::{
+    chunk_batches, component_node, dir_entries, load_chunk_list, ChunkBatch, RepoDir,
+};
 
 pub use packs::{repair_packs, RepairPacksOptions, RepairPacksReport, RepairedPack};
 
@@ -200,28 +201,23 @@ impl Availability<'_> {
     }
 
     fn file(&mut self, chunks: &ChunkRefs) -> Result<Option<String>> {
-        let ids: Vec<Id> = match chunks {
-            ChunkRefs::Inline(ids) => ids.iter().map(|c| c.0).collect(),
-            ChunkRefs::Lists(lists) => {
-                let mut ids = Vec::new();
-                for list in lists {
-                    if let Some(reason) = self.blob(*list, BlobKind::ChunkList)? {
+        for batch in chunk_batches(chunks) {
+            let ids = match batch {
+                ChunkBatch::Inline(ids) => ids.to_vec(),
+                ChunkBatch::List(list) => {
+                    if let Some(reason) = self.blob(list, BlobKind::ChunkList)? {
                         return Ok(Some(reason));
                     }
-                    match for_each_chunk(self.repo, &ChunkRefs::Lists(vec![*list]), |id| {
-                        ids.push(id);
-                        Ok(())
-                    }) {
-                        Ok(()) => {}
+                    match load_chunk_list(self.repo, list) {
+                        Ok(ids) => ids,
                         Err(e) => return Ok(Some(e.to_string())),
                     }
                 }
-                ids
-            }
-        };
-        for id in ids {
-            if let Some(reason) = self.blob(id, BlobKind::Data)? {
-                return Ok(Some(reason));
+            };
+            for id in ids {
+                if let Some(reason) = self.blob(id.0, BlobKind::Data)? {
+                    return Ok(Some(reason));
+                }
             }
         }
         Ok(None)

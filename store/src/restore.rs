@@ -46,10 +46,8 @@ use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{Component, Manifest};
-use crate::tree::{
-    decode_chunk_list, escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node,
-};
-use crate::vfs::{component_node, dir_entries};
+use crate::tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node};
+use crate::vfs::{component_node, dir_entries, for_each_chunk};
 
 /// What to do with entries that already exist in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -974,30 +972,6 @@ pub fn write_file_to(
         });
     }
     Ok(written)
-}
-
-/// Calls `f` with each chunk id of a file, in order, loading chunk-list blobs as needed.
-///
-/// # Errors
-/// A damaged or missing chunk-list blob, or the first error of `f`.
-pub fn for_each_chunk(
-    repo: &Repository,
-    refs: &ChunkRefs,
-    mut f: impl FnMut(Id) -> Result<()>,
-) -> Result<()> {
-    match refs {
-        ChunkRefs::Inline(ids) => ids.iter().try_for_each(|c| f(c.0)),
-        ChunkRefs::Lists(lists) => {
-            for list in lists {
-                let bytes = repo.read_blob(*list, BlobKind::ChunkList)?;
-                let ids = decode_chunk_list(&bytes).map_err(|reason| {
-                    Error::corrupt(crate::error::ObjectRef::ChunkList(*list), reason)
-                })?;
-                ids.iter().try_for_each(|c| f(c.0))?;
-            }
-            Ok(())
-        }
-    }
 }
 
 /// Decides what to do with an entry already at the file's name: `Some` when it is kept.

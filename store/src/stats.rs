@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use rocksdb::{Options, DB};
 
 use crate::error::{Error, Result};
-use crate::gc::{walk_blobs, BlobSize};
 use crate::id::{Id, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::vfs::{walk_blobs, BlobSize};
 
 /// Statistics of one set.
 #[derive(Debug, Clone, Default)]

@@ -1,11 +1,15 @@
-//! Read-only navigation of a snapshot: its components as top-level entries, directories
-//! listed lazily from trees. Used by `ls` (and later by `mount`).
+//! Read-only navigation of what a set references, the one place every reader goes through:
+//! its components as top-level entries ([`component_node`]), directories listed lazily, page by
+//! page ([`dir_entries`], [`walk`], [`find`]), a file's chunk ids expanded from chunk-list blobs
+//! ([`for_each_chunk`]), and every blob a set references ([`walk_blobs`], for prune and stats).
+//! Used by restore, check, mount, repair, diff, ls, prune, stats and the snapshot's parent walk.
 
-use crate::error::{Error, Result};
-use crate::id::SnapshotId;
+use crate::error::{Error, ObjectRef, Result};
+use crate::id::{ChunkId, Id, SnapshotId};
+use crate::pack::{BlobKind, BLOB_HEADER_LEN};
 use crate::repo::Repository;
 use crate::snapshot::{Component, ComponentKind, Manifest};
-use crate::tree::{Content, DirEntries, Node, TreeBlob};
+use crate::tree::{decode_chunk_list, ChunkRefs, Content, DirEntries, Node, TreeBlob};
 use crate::TreeId;
 
 /// The top-level entry of a component: its directory, or its single file.
@@ -97,6 +101,128 @@ pub fn walk(
         f(&path, &node)?;
         if let Content::Dir { tree } = node.content {
             stack.push((dir_entries(repo, tree)?, path.len()));
+        }
+    }
+    Ok(())
+}
+
+/// A file's chunk ids as they are stored: inline in its node, or in one chunk-list blob.
+pub(crate) enum ChunkBatch<'a> {
+    /// Ids kept in the node itself.
+    Inline(&'a [ChunkId]),
+    /// The id of a chunk-list blob holding the next ids (read with [`load_chunk_list`]).
+    List(Id),
+}
+
+/// The batches of a file's chunk ids, in order.
+pub(crate) fn chunk_batches(refs: &ChunkRefs) -> Vec<ChunkBatch<'_>> {
+    match refs {
+        ChunkRefs::Inline(ids) => vec![ChunkBatch::Inline(ids)],
+        ChunkRefs::Lists(lists) => lists.iter().map(|l| ChunkBatch::List(*l)).collect(),
+    }
+}
+
+/// Reads chunk-list blob `list` and decodes its ids (verified; damage names the list).
+///
+/// # Errors
+/// A missing or damaged chunk-list blob.
+pub(crate) fn load_chunk_list(repo: &Repository, list: Id) -> Result<Vec<ChunkId>> {
+    let bytes = repo.read_blob(list, BlobKind::ChunkList)?;
+    decode_chunk_list(&bytes).map_err(|reason| Error::corrupt(ObjectRef::ChunkList(list), reason))
+}
+
+/// Calls `f` with each chunk id of a file, in order, loading chunk-list blobs as needed.
+///
+/// # Errors
+/// A damaged or missing chunk-list blob, or the first error of `f`.
+pub fn for_each_chunk(
+    repo: &Repository,
+    refs: &ChunkRefs,
+    mut f: impl FnMut(Id) -> Result<()>,
+) -> Result<()> {
+    for batch in chunk_batches(refs) {
+        match batch {
+            ChunkBatch::Inline(ids) => ids.iter().try_for_each(|c| f(c.0))?,
+            ChunkBatch::List(list) => {
+                load_chunk_list(repo, list)?.iter().try_for_each(|c| f(c.0))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stored (header included) and raw bytes of a blob, 0 when it is not indexed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BlobSize {
+    pub(crate) stored: u64,
+    pub(crate) raw: u64,
+}
+
+/// Calls `visit` with every blob reachable from set `m`'s trees (trees, tree pages, chunk lists,
+/// chunks) and its size; a tree, page or chunk list is descended into only when `visit` returns
+/// true for it (it was not met before). A tree or chunk list that cannot be read stops the walk:
+/// what it references is unknown.
+///
+/// # Errors
+/// [`Error::InvalidOption`] naming set `id` when it cannot be read completely; what `visit`
+/// returns.
+pub(crate) fn walk_blobs(
+    repo: &Repository,
+    id: SnapshotId,
+    m: &Manifest,
+    visit: &mut dyn FnMut(Id, BlobSize) -> Result<bool>,
+) -> Result<()> {
+    let damaged = |e: Error| Error::InvalidOption {
+        option: "set",
+        reason: format!(
+            "set {id} cannot be read completely ({e}); run `store check` and the repair it names \
+             first"
+        ),
+    };
+    let index = repo.index()?;
+    let stored = |blob: Id| -> Result<BlobSize> {
+        Ok(index.get(&blob)?.map_or(BlobSize::default(), |l| BlobSize {
+            stored: BLOB_HEADER_LEN as u64 + u64::from(l.entry.stored_len),
+            raw: u64::from(l.entry.raw_len),
+        }))
+    };
+    // Trees are walked blob by blob (not through `dir_entries`), as the pages of a paged
+    // directory are blobs to visit too.
+    let mut stack: Vec<TreeId> = m.components.iter().map(|c| c.root).collect();
+    while let Some(tree) = stack.pop() {
+        if !visit(tree.0, stored(tree.0)?)? {
+            continue;
+        }
+        let nodes = match repo.load_tree(tree).map_err(damaged)? {
+            TreeBlob::Pages(pages) => {
+                stack.extend(pages);
+                continue;
+            }
+            TreeBlob::Leaf(nodes) => nodes,
+        };
+        for node in nodes {
+            match &node.content {
+                Content::Dir { tree } => stack.push(*tree),
+                Content::File { chunks, .. } => {
+                    for batch in chunk_batches(chunks) {
+                        match batch {
+                            ChunkBatch::Inline(ids) => {
+                                for c in ids {
+                                    visit(c.0, stored(c.0)?)?;
+                                }
+                            }
+                            ChunkBatch::List(list) => {
+                                if visit(list, stored(list)?)? {
+                                    for c in load_chunk_list(repo, list).map_err(damaged)? {
+                                        visit(c.0, stored(c.0)?)?;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Content::Symlink { .. } | Content::Special { .. } => {}
+            }
         }
     }
     Ok(())

@@ -19,9 +19,8 @@ use super::pipeline::Shared;
 use crate::error::{Error, Result};
 use crate::pattern::Patterns;
 use crate::repo::Repository;
-use crate::restore::for_each_chunk;
 use crate::tree::{ChunkRefs, Content, Metadata, Node};
-use crate::vfs::{dir_entries, RepoDir};
+use crate::vfs::{dir_entries, for_each_chunk, RepoDir};
 
 /// Metadata of a path as `lstat` or `fstat` reports it.
 pub(crate) fn metadata_of(m: &std::fs::Metadata) -> Metadata {
