@@ -127,10 +127,9 @@ pub use repo::{
 };
 #[cfg(feature = "engine")]
 pub use restore::{
-    plan as restore_plan, restore, write_file_to, Overwrite, RestoreFailure, RestoreOptions,
-    RestoreReport,
+    plan as restore_plan, restore, Overwrite, RestoreFailure, RestoreOptions, RestoreReport,
 };
 #[cfg(feature = "engine")]
 pub use stats::{stats, RepoStats, SetStats};
 #[cfg(feature = "engine")]
-pub use vfs::for_each_chunk;
+pub use vfs::{for_each_chunk, write_file_to};

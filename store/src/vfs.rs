@@ -4,12 +4,14 @@
 //! ([`for_each_chunk`]), and every blob a set references ([`walk_blobs`], for prune and stats).
 //! Used by restore, check, mount, repair, diff, ls, prune, stats and the snapshot's parent walk.
 
-use crate::error::{Error, ObjectRef, Result};
+use std::io::Write;
+
+use crate::error::{Error, IoContext, ObjectRef, Result};
 use crate::id::{ChunkId, Id, SnapshotId};
 use crate::pack::{BlobKind, BLOB_HEADER_LEN};
 use crate::repo::Repository;
 use crate::snapshot::{Component, ComponentKind, Manifest};
-use crate::tree::{decode_chunk_list, ChunkRefs, Content, DirEntries, Node, TreeBlob};
+use crate::tree::{decode_chunk_list, escape_name, ChunkRefs, Content, DirEntries, Node, TreeBlob};
 use crate::TreeId;
 
 /// The top-level entry of a component: its directory, or its single file.
@@ -226,4 +228,41 @@ pub(crate) fn walk_blobs(
         }
     }
     Ok(())
+}
+
+/// Writes the content of file `node` to `out`, every chunk verified against its id; returns the
+/// bytes written. (`store cat`.)
+///
+/// # Errors
+/// [`Error::InvalidOption`] when `node` is not a regular file; damaged or missing data; write
+/// errors on `out` (named `out_name`).
+pub fn write_file_to(
+    repo: &Repository,
+    node: &Node,
+    out: &mut dyn Write,
+    out_name: &str,
+) -> Result<u64> {
+    let Content::File { size, chunks } = &node.content else {
+        return Err(Error::InvalidOption {
+            option: "path",
+            reason: format!("{} is not a regular file", escape_name(&node.name)),
+        });
+    };
+    let (mut frame, mut raw) = (Vec::new(), Vec::new());
+    let mut written = 0u64;
+    for_each_chunk(repo, chunks, |id| {
+        repo.read_blob_into(id, BlobKind::Data, &mut frame, &mut raw)?;
+        out.write_all(&raw).at(out_name)?;
+        written += raw.len() as u64;
+        Ok(())
+    })?;
+    out.flush().at(out_name)?;
+    if written != *size {
+        return Err(Error::SizeMismatch {
+            path: escape_name(&node.name),
+            recorded: *size,
+            found: written,
+        });
+    }
+    Ok(written)
 }

@@ -1,0 +1,444 @@
+//! Writing into the restore target, safely (the safety rules in the module documentation of
+//! `restore`): directories entered with `O_NOFOLLOW` relative to an open parent, files written
+//! under a temporary name and renamed, symlinks and special files created, never followed,
+//! metadata applied last on the descriptor, runs of zeros left as holes, and what is already in
+//! the target compared with what the set holds (`--overwrite if-changed`).
+
+use super::batch::{Buffers, FileOutcome};
+#[allow(clippy::wildcard_imports, reason = "the parts of restore share its imports")]
+use super::*;
+
+pub(super) fn timespec(ns: i64) -> Timespec {
+    Timespec { tv_sec: ns.div_euclid(1_000_000_000), tv_nsec: ns.rem_euclid(1_000_000_000) as _ }
+}
+
+pub(super) fn timestamps(meta: &Metadata) -> Timestamps {
+    Timestamps { last_access: timespec(meta.mtime_ns), last_modification: timespec(meta.mtime_ns) }
+}
+
+/// Applies ownership (as root), mode and times to an open file or directory.
+pub(super) fn apply_meta(fd: impl AsFd, meta: &Metadata, as_root: bool) -> rustix::io::Result<()> {
+    let mut mode = meta.mode & 0o7777;
+    if as_root {
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(meta.uid)),
+            Some(rustix::fs::Gid::from_raw(meta.gid)),
+        )?;
+    } else {
+        mode &= 0o1777;
+    }
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    rustix::fs::futimens(&fd, &timestamps(meta))
+}
+
+/// An open directory of the target; its metadata is applied when the last user drops it,
+/// that is after everything inside it has been written.
+pub(super) struct DirHandle<'a> {
+    pub(super) fd: OwnedFd,
+    pub(super) meta: Option<Metadata>,
+    pub(super) path: String,
+    pub(super) as_root: bool,
+    pub(super) shared: &'a Shared,
+}
+
+impl Drop for DirHandle<'_> {
+    fn drop(&mut self) {
+        if let Some(meta) = &self.meta {
+            if let Err(e) = apply_meta(&self.fd, meta, self.as_root) {
+                record(self.shared, &self.path, format!("cannot set metadata: {e}"));
+            }
+        }
+    }
+}
+
+pub(super) fn open_dir_at(dir: impl AsFd, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// The temporary name a file or symlink is created under before it is renamed into place;
+/// the same on every run, so an interrupted restore's leftover is replaced by the next one.
+pub(super) fn temp_name(name: &[u8]) -> Vec<u8> {
+    let hash = Id::hash(name).to_hex();
+    format!(".store-restore-{}", &hash[..16]).into_bytes()
+}
+
+/// Checks the target directory: created if missing; refused if it holds anything, unless
+/// existing entries may be kept or replaced.
+pub(super) fn prepare_target(
+    target: &std::path::Path,
+    overwrite: Option<Overwrite>,
+) -> Result<OwnedFd> {
+    match std::fs::read_dir(target) {
+        Ok(mut entries) => {
+            if overwrite.is_none() && entries.next().is_some() {
+                return Err(Error::Target {
+                    path: target.to_path_buf(),
+                    reason: "directory is not empty (use --overwrite never, if-changed or always \
+                             to restore into it)"
+                        .into(),
+                });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(target).at(target)?;
+        }
+        Err(e) => return Err(Error::Target { path: target.to_path_buf(), reason: e.to_string() }),
+    }
+    rustix::fs::open(target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .at(target)
+}
+
+/// Creates (or, when overwriting, reuses) directory `node` in `parent`. An existing entry that
+/// is not a directory, a symlink included, is refused, never followed.
+pub(super) fn make_dir<'a>(
+    ctx: &Ctx<'a>,
+    parent: &DirHandle<'a>,
+    node: &Node,
+    path: &str,
+) -> Result<DirHandle<'a>> {
+    let name = node.name.as_slice();
+    let existed = match rustix::fs::mkdirat(&parent.fd, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => false,
+        Err(Errno::EXIST) if ctx.opts.overwrite.is_some() => true,
+        Err(e) => return Err(e).at(path),
+    };
+    let fd = open_dir_at(&parent.fd, name).map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => Error::Target {
+            path: ctx.opts.target.join(path),
+            reason: "exists and is not a directory (a symlink in the target is never followed)"
+                .into(),
+        },
+        e => Error::Io { path: path.into(), cause: e.into() },
+    })?;
+    if !existed {
+        count(ctx.shared, |r| r.dirs += 1);
+    }
+    let keep_as_is = existed && ctx.opts.overwrite == Some(Overwrite::Never);
+    Ok(DirHandle {
+        fd,
+        meta: if keep_as_is { None } else { Some(node.meta) },
+        path: path.to_owned(),
+        as_root: parent.as_root,
+        shared: parent.shared,
+    })
+}
+
+/// What is at `name` in `dir` now (not following a symlink), if anything.
+pub(super) fn existing(
+    dir: &DirHandle<'_>,
+    name: &[u8],
+) -> rustix::io::Result<Option<rustix::fs::Stat>> {
+    match rustix::fs::statat(&dir.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) fn file_type(st: &rustix::fs::Stat) -> rustix::fs::FileType {
+    rustix::fs::FileType::from_raw_mode(st.st_mode)
+}
+
+/// Creates symlink `node`; returns false when an existing entry was kept.
+pub(super) fn restore_symlink(
+    ctx: &Ctx<'_>,
+    dir: &DirHandle<'_>,
+    node: &Node,
+    target: &[u8],
+) -> rustix::io::Result<bool> {
+    let name = node.name.as_slice();
+    let final_name = match (existing(dir, name)?, ctx.opts.overwrite) {
+        (None, _) => name.to_vec(),
+        (Some(_), None | Some(Overwrite::Never)) => return Ok(false),
+        (Some(st), Some(Overwrite::IfChanged))
+            if file_type(&st) == rustix::fs::FileType::Symlink
+                && rustix::fs::readlinkat(&dir.fd, name, Vec::new())?.as_bytes() == target =>
+        {
+            return Ok(false)
+        }
+        (Some(_), Some(_)) => temp_name(name),
+    };
+    if final_name != name {
+        match rustix::fs::unlinkat(&dir.fd, final_name.as_slice(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    rustix::fs::symlinkat(target, &dir.fd, final_name.as_slice())?;
+    let meta = &node.meta;
+    if dir.as_root {
+        rustix::fs::chownat(
+            &dir.fd,
+            final_name.as_slice(),
+            Some(rustix::fs::Uid::from_raw(meta.uid)),
+            Some(rustix::fs::Gid::from_raw(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
+    rustix::fs::utimensat(
+        &dir.fd,
+        final_name.as_slice(),
+        &timestamps(meta),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    if final_name != name {
+        rustix::fs::renameat(&dir.fd, final_name.as_slice(), &dir.fd, name)?;
+    }
+    Ok(true)
+}
+
+/// Creates a FIFO (always) or a device (as root); sockets are not recreated. Returns whether
+/// something was created.
+pub(super) fn restore_special(
+    ctx: &Ctx<'_>,
+    dir: &DirHandle<'_>,
+    node: &Node,
+    rdev: u64,
+) -> rustix::io::Result<bool> {
+    use rustix::fs::FileType;
+    let (name, meta) = (node.name.as_slice(), &node.meta);
+    let kind = FileType::from_raw_mode(meta.mode);
+    let allowed = match kind {
+        FileType::Fifo => true,
+        FileType::CharacterDevice | FileType::BlockDevice => dir.as_root,
+        _ => false,
+    };
+    if !allowed {
+        return Ok(false);
+    }
+    if let Some(st) = existing(dir, name)? {
+        let same = file_type(&st) == kind && (kind == FileType::Fifo || st.st_rdev == rdev);
+        match ctx.opts.overwrite {
+            None | Some(Overwrite::Never) => return Ok(false),
+            Some(Overwrite::IfChanged) if same => return Ok(false),
+            Some(_) => rustix::fs::unlinkat(&dir.fd, name, AtFlags::empty())?,
+        }
+    }
+    rustix::fs::mknodat(&dir.fd, name, kind, Mode::from_raw_mode(0o600), rdev)?;
+    // By name: opening a FIFO to use fchmod would block. The parent was opened with
+    // O_NOFOLLOW and the node was just created by this process.
+    if dir.as_root {
+        rustix::fs::chownat(
+            &dir.fd,
+            name,
+            Some(rustix::fs::Uid::from_raw(meta.uid)),
+            Some(rustix::fs::Gid::from_raw(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
+    rustix::fs::chmodat(&dir.fd, name, Mode::from_raw_mode(meta.mode & 0o777), AtFlags::empty())?;
+    rustix::fs::utimensat(&dir.fd, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(true)
+}
+
+/// Decides what to do with an entry already at the file's name: `Some` when it is kept.
+pub(super) fn prepare(
+    ctx: &Ctx<'_>,
+    job: &FileJob<'_>,
+    size: u64,
+    chunks: &ChunkRefs,
+    bufs: &mut Buffers,
+) -> Result<Option<FileOutcome>> {
+    let (dir, name) = (&job.dir, job.node.name.as_slice());
+    let Some(st) = existing(dir, name).at(&job.path)? else { return Ok(None) };
+    match ctx.opts.overwrite {
+        None => Err(Error::Target {
+            path: ctx.opts.target.join(&job.path),
+            reason: "already exists".into(),
+        }),
+        Some(Overwrite::Never) => Ok(Some(FileOutcome::Unchanged(0))),
+        Some(Overwrite::IfChanged)
+            if file_type(&st) == rustix::fs::FileType::RegularFile
+                && u64::try_from(st.st_size).ok() == Some(size) =>
+        {
+            let file = open_file_at(dir, name).at(&job.path)?;
+            if content_matches(ctx.repo, &file, chunks, &mut bufs.check).at_path(&job.path)? {
+                apply_meta(&file, &job.node.meta, ctx.as_root).at(&job.path)?;
+                return Ok(Some(FileOutcome::Unchanged(size)));
+            }
+            Ok(None)
+        }
+        Some(_) => Ok(None),
+    }
+}
+
+/// Creates the file's temporary, replacing the leftover of an interrupted restore.
+pub(super) fn open_temp(job: &FileJob<'_>, temp: &[u8]) -> Result<File> {
+    match rustix::fs::unlinkat(&job.dir.fd, temp, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(e).at(&job.path),
+    }
+    let fd = rustix::fs::openat(
+        &job.dir.fd,
+        temp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .at(&job.path)?;
+    Ok(File::from(fd))
+}
+
+/// Completes a written temporary: length (a trailing hole), metadata, rename over the name,
+/// and with `--verify` a read back.
+pub(super) fn finish(
+    ctx: &Ctx<'_>,
+    job: &FileJob<'_>,
+    file: &File,
+    temp: &[u8],
+    size: u64,
+    chunks: &ChunkRefs,
+    bufs: &mut Buffers,
+) -> Result<FileOutcome> {
+    let (dir, name) = (&job.dir, job.node.name.as_slice());
+    file.set_len(size).at(&job.path)?;
+    apply_meta(file, &job.node.meta, ctx.as_root).at(&job.path)?;
+    rustix::fs::renameat(&dir.fd, temp, &dir.fd, name).map_err(|e| match e {
+        Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => Error::Target {
+            path: ctx.opts.target.join(&job.path),
+            reason: "exists and is a directory".into(),
+        },
+        e => Error::Io { path: job.path.clone().into(), cause: e.into() },
+    })?;
+    if ctx.opts.verify {
+        let file = open_file_at(dir, name).at(&job.path)?;
+        if !content_matches(ctx.repo, &file, chunks, &mut bufs.check).at_path(&job.path)? {
+            return Err(Error::RestoredDiffers { path: job.path.clone() });
+        }
+        count(ctx.shared, |r| r.verified += 1);
+    }
+    Ok(FileOutcome::Written(size))
+}
+
+pub(super) fn open_file_at(dir: &DirHandle<'_>, name: &[u8]) -> rustix::io::Result<File> {
+    let fd = rustix::fs::openat(
+        &dir.fd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+pub(super) const HOLE_BLOCK: u64 = 4096;
+
+pub(super) fn is_zero(block: &[u8]) -> bool {
+    let mut words = block.chunks_exact(16);
+    let head = words.by_ref().all(|w| w.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    head && words.remainder().iter().all(|&b| b == 0)
+}
+
+/// Writes `data` at `offset`, skipping whole file-system blocks of zeros (left as holes in
+/// a new file).
+pub(super) fn write_sparse(file: &File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let mut run: Option<usize> = None;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let abs = offset + pos as u64;
+        let step = usize::try_from(HOLE_BLOCK - abs % HOLE_BLOCK).unwrap_or(data.len());
+        let end = (pos + step).min(data.len());
+        let whole_block = end - pos == step;
+        let zero = whole_block && is_zero(&data[pos..end]);
+        match (zero, run) {
+            (false, None) => run = Some(pos),
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..pos], offset + start as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(start) = run {
+        file.write_all_at(&data[start..], offset + start as u64)?;
+    }
+    Ok(())
+}
+
+/// Whether `file` holds exactly the content of `chunks`: read chunk by chunk and hashed.
+pub(super) fn content_matches(
+    repo: &Repository,
+    file: &File,
+    chunks: &ChunkRefs,
+    buf: &mut Vec<u8>,
+) -> Result<std::io::Result<bool>> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut outcome: std::io::Result<bool> = Ok(true);
+    for_each_chunk(repo, chunks, |id| {
+        if !matches!(outcome, Ok(true)) {
+            return Ok(());
+        }
+        let loc = repo.index()?.get(&id)?.ok_or(Error::BlobNotIndexed { id })?;
+        buf.resize(loc.entry.raw_len as usize, 0);
+        outcome = match reader.read_exact(buf) {
+            Ok(()) => Ok(Id::hash(buf) == id),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        };
+        Ok(())
+    })?;
+    if matches!(outcome, Ok(true)) {
+        let mut one = [0u8; 1];
+        outcome = reader.read(&mut one).map(|n| n == 0);
+    }
+    Ok(outcome)
+}
+
+/// Turns the read-side result of [`content_matches`] into a crate error naming the file.
+pub(super) trait AtPath<T> {
+    fn at_path(self, path: &str) -> Result<T>;
+}
+
+impl<T> AtPath<T> for Result<std::io::Result<T>> {
+    fn at_path(self, path: &str) -> Result<T> {
+        self?.at(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn zero_blocks_become_holes_and_the_content_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let mut data = vec![0u8; 64 * 1024];
+        data[5000] = 1; // second block is data; the others are zero
+        data[60_000..60_010].fill(7);
+        // Written at an unaligned offset so block boundaries fall inside the buffer.
+        write_sparse(&file, 100, &data).unwrap();
+        file.set_len(100 + data.len() as u64).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(&back[100..], &data[..]);
+        assert!(back[..100].iter().all(|&b| b == 0));
+        use std::os::unix::fs::MetadataExt;
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < 32 * 1024, "{allocated} bytes allocated for a mostly empty file");
+    }
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[0u8; 4096]));
+        let mut b = [0u8; 4096];
+        b[4095] = 1;
+        assert!(!is_zero(&b));
+        b[4095] = 0;
+        b[3] = 9;
+        assert!(!is_zero(&b));
+        assert!(!is_zero(&[0, 0, 1]));
+    }
+
+    #[test]
+    fn temp_names_are_short_and_stable() {
+        let long = vec![b'x'; 255];
+        assert_eq!(temp_name(&long), temp_name(&long));
+        assert!(temp_name(&long).len() < 40);
+        assert_ne!(temp_name(b"a"), temp_name(b"b"));
+    }
+}
