@@ -4,9 +4,11 @@
 //! Operations live in their own modules (`backup`, `restore`) and take `&Repository`.
 
 mod damage;
+mod index_files;
 mod layout;
 mod lock;
 mod reserve;
+mod snapshots;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -15,9 +17,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use crate::config::{IdHash, RepoConfig};
 pub use damage::DamageRecords;
+pub(crate) use index_files::IndexRewrite;
+pub use index_files::SkippedIndexFile;
 pub use layout::Layout;
 pub use lock::{LockInfo, LockOptions, RepoLock, DEFAULT_STALE_AFTER};
 pub use reserve::{Reserve, RESERVE_LEN};
+pub use snapshots::ListedSnapshot;
 
 use crate::chunker::{ChunkSizes, ChunkerParams};
 use crate::compress::DEFAULT_LEVEL;
@@ -31,80 +36,6 @@ use crate::pack::{read_blob, BlobKind};
 use crate::snapshot::Manifest;
 use crate::tree::TreeBlob;
 use std::os::unix::fs::DirBuilderExt;
-
-/// Index files hold at most this many blobs.
-const INDEX_FILE_BLOBS: usize = 50_000;
-
-/// Replaces all index files by new ones, in the order that keeps every blob listed at every
-/// moment: the new files are written (durably) first, and only then are the old ones removed.
-/// A crash in between leaves blobs listed twice, which is harmless.
-pub(crate) struct IndexRewrite<'r> {
-    repo: &'r Repository,
-    old: Vec<IndexId>,
-    written: Vec<IndexId>,
-    pending: Vec<IndexedPack>,
-    pending_blobs: usize,
-}
-
-impl<'r> IndexRewrite<'r> {
-    /// Starts a rewrite; the index files present now are the ones it will remove.
-    pub(crate) fn begin(repo: &'r Repository) -> Result<Self> {
-        Ok(IndexRewrite {
-            repo,
-            old: repo.list_index_files()?,
-            written: Vec::new(),
-            pending: Vec::new(),
-            pending_blobs: 0,
-        })
-    }
-
-    /// The index files present when the rewrite began.
-    pub(crate) fn old(&self) -> &[IndexId] {
-        &self.old
-    }
-
-    /// The index files written so far.
-    pub(crate) fn written(&self) -> &[IndexId] {
-        &self.written
-    }
-
-    /// Lists `pack` in the new index files.
-    pub(crate) fn add(&mut self, pack: IndexedPack) -> Result<()> {
-        self.pending_blobs += pack.entries.len();
-        self.pending.push(pack);
-        if self.pending_blobs >= INDEX_FILE_BLOBS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            self.written.push(self.repo.write_index_file(&self.pending)?);
-            self.pending.clear();
-            self.pending_blobs = 0;
-        }
-        Ok(())
-    }
-
-    /// Writes the last new index file; returns how many were written.
-    pub(crate) fn write(&mut self) -> Result<u64> {
-        self.flush()?;
-        Ok(self.written.len() as u64)
-    }
-
-    /// Removes the old index files (after [`IndexRewrite::write`]); returns how many.
-    pub(crate) fn remove_old(self) -> Result<u64> {
-        let mut removed = 0;
-        for id in self.old.iter().filter(|id| !self.written.contains(id)) {
-            let path = self.repo.layout.index_file(*id);
-            std::fs::remove_file(&path).at(&path)?;
-            removed += 1;
-        }
-        crate::fs::fsync_dir(&self.repo.layout.index_dir())?;
-        Ok(removed)
-    }
-}
 
 /// Default pack target: 16 MiB.
 pub const DEFAULT_PACK_TARGET: u32 = 16 << 20;
@@ -131,18 +62,6 @@ pub struct OpenOptions {
     pub use_config_copy: bool,
 }
 
-/// A snapshot found in `snapshots/`, with its manifest or the reason it could not be loaded.
-#[derive(Debug)]
-pub struct ListedSnapshot {
-    /// Its id (the file name).
-    pub id: SnapshotId,
-    /// The manifest, or why it is unreadable.
-    pub manifest: Result<Manifest>,
-}
-
-/// Entries ingested in one open beyond which the cache is compacted right away.
-const BULK_INGEST: usize = 500_000;
-
 /// Open pack files kept for reading; beyond this many the set is emptied.
 const OPEN_PACKS_MAX: usize = 64;
 
@@ -161,16 +80,6 @@ pub struct Repository {
     skipped_index: Mutex<Vec<SkippedIndexFile>>,
     /// Why the cache was found damaged and rebuilt, if it was.
     cache_rebuilt: Mutex<Option<String>>,
-}
-
-/// An index file that could not be read and was left out of the cache: the blobs only it lists
-/// are unknown to this process until `store repair index` rewrites the index from the packs.
-#[derive(Debug, Clone)]
-pub struct SkippedIndexFile {
-    /// The index file.
-    pub id: IndexId,
-    /// Why it was skipped.
-    pub error: String,
 }
 
 fn now_ns() -> i64 {
@@ -416,114 +325,6 @@ impl Repository {
         self.layout.skeleton().iter().try_for_each(|d| ensure_dir(d))
     }
 
-    /// The index cache, opened and brought up to date with `index/` on first use.
-    ///
-    /// # Errors
-    /// [`Error::Cache`], or a damaged index file.
-    pub fn index(&self) -> Result<&ChunkIndex> {
-        if let Some(index) = self.index.get() {
-            return Ok(index);
-        }
-        let damage = self.damage_records()?;
-        let mut index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
-        if let (Some(why), Ok(mut note)) = (index.rebuilt_because(), self.cache_rebuilt.lock()) {
-            *note = Some(why.to_owned());
-        }
-        let on_disk = self.list_index_files()?;
-        // The cache may only hold whole index files that still exist: when one is gone (prune,
-        // repair, or lost), rebuild the cache from what is there. A new damage record may hide
-        // copies the cache points at, while other index files list intact copies of the same
-        // blobs: rebuild too, so those are found (damage is rare; a rebuild is cheap next to it).
-        if !index.is_read_only() {
-            let known: HashSet<Id> =
-                on_disk.iter().map(|i| i.0).chain(damage.read.iter().map(|d| d.0)).collect();
-            let mut rebuild = index.ingested()?.iter().any(|id| !known.contains(id));
-            for d in &damage.read {
-                rebuild |= !index.is_ingested(&d.0)?;
-            }
-            if rebuild {
-                index.destroy()?;
-                index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
-            }
-        }
-        index.set_damaged(damage.set);
-        let ingested = self.ingest_new(&index, on_disk)?;
-        for d in &damage.read {
-            index.mark_applied(&d.0)?;
-        }
-        if ingested >= BULK_INGEST {
-            index.compact()?;
-        }
-        Ok(self.index.get_or_init(|| index))
-    }
-
-    /// Feeds the index files of `on_disk` that `index` has not ingested yet to it; returns how
-    /// many entries that was. A damaged index file must not make the whole repository
-    /// unreadable: it is skipped (and reported by [`Repository::skipped_index_files`]), what the
-    /// other index files list is still found, and `repair index` restores the rest.
-    fn ingest_new(&self, index: &ChunkIndex, on_disk: Vec<IndexId>) -> Result<usize> {
-        let mut ingested = 0usize;
-        for id in on_disk {
-            if index.is_ingested(&id.0)? {
-                continue;
-            }
-            match self.load_index_file(id) {
-                Ok(packs) => {
-                    ingested += packs.iter().map(|p| p.entries.len()).sum::<usize>();
-                    index.ingest(&id, &packs)?;
-                }
-                Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
-                    let mut skipped =
-                        self.skipped_index.lock().map_err(|_| Error::WorkerPanicked)?;
-                    if !skipped.iter().any(|s| s.id == id) {
-                        skipped.push(SkippedIndexFile { id, error: e.to_string() });
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(ingested)
-    }
-
-    /// Why this host's cache could not be opened and was rebuilt from the index files, if it
-    /// was (after [`Repository::index`]).
-    #[must_use]
-    pub fn cache_rebuilt(&self) -> Option<String> {
-        self.cache_rebuilt.lock().ok().and_then(|n| n.clone())
-    }
-
-    /// Index files the cache left out because they cannot be read (see [`SkippedIndexFile`]).
-    #[must_use]
-    pub fn skipped_index_files(&self) -> Vec<SkippedIndexFile> {
-        self.skipped_index.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Ingests index files written since the cache was opened (by other processes).
-    ///
-    /// # Errors
-    /// [`Error::Cache`], or a damaged index file.
-    pub fn refresh_index(&self) -> Result<()> {
-        let index = self.index()?;
-        self.ingest_new(index, self.list_index_files()?)?;
-        Ok(())
-    }
-
-    /// The ids of every index file in `index/`.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the directory cannot be listed.
-    pub fn list_index_files(&self) -> Result<Vec<IndexId>> {
-        let dir = self.layout.index_dir();
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).at(&dir)? {
-            let entry = entry.at(&dir)?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<IndexId>().ok()) {
-                out.push(id);
-            }
-        }
-        Ok(out)
-    }
-
     /// The ids of every pack file in `packs/`.
     ///
     /// # Errors
@@ -548,118 +349,10 @@ impl Repository {
         Ok(out)
     }
 
-    /// Reads and verifies one index file.
-    ///
-    /// # Errors
-    /// [`Error::Io`], [`Error::Corrupt`] naming the file, [`Error::UnsupportedVersion`].
-    pub fn load_index_file(&self, id: IndexId) -> Result<Vec<IndexedPack>> {
-        let path = self.layout.index_file(id);
-        let corrupt = |reason| Error::corrupt(ObjectRef::IndexFile(id), reason);
-        let len = std::fs::metadata(&path).at(&path)?.len();
-        if len > MAX_INDEX_FILE_LEN {
-            return Err(corrupt(Corruption::Invalid(format!(
-                "index file of {len} bytes is too large"
-            ))));
-        }
-        let bytes = std::fs::read(&path).at(&path)?;
-        let actual = Id::hash(&bytes);
-        if actual != id.0 {
-            return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
-        }
-        decode_index_file(&bytes).map_err(corrupt)
-    }
-
-    /// Writes an index file listing `packs` (which must be durable) and feeds it to the cache.
-    ///
-    /// # Errors
-    /// [`Error::Io`], [`Error::Cache`].
-    pub fn save_index_file(&self, packs: &[IndexedPack]) -> Result<IndexId> {
-        let id = self.write_index_file(packs)?;
-        self.index()?.ingest(&id, packs)?;
-        Ok(id)
-    }
-
-    /// Writes an index file listing `packs` durably, without touching the cache.
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub fn write_index_file(&self, packs: &[IndexedPack]) -> Result<IndexId> {
-        let bytes = encode_index_file(packs);
-        let id = IndexId(Id::hash(&bytes));
-        write_atomic(&self.layout.tmp_dir(), &self.layout.index_file(id), &bytes, "index")?;
-        Ok(id)
-    }
-
     /// Where this host's index cache is.
     #[must_use]
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
-    }
-
-    /// Every snapshot in `snapshots/`, in no particular order.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the directory cannot be listed.
-    pub fn list_snapshots(&self) -> Result<Vec<ListedSnapshot>> {
-        Ok(self
-            .list_snapshot_ids()?
-            .into_iter()
-            .map(|id| ListedSnapshot { id, manifest: self.load_snapshot(id) })
-            .collect())
-    }
-
-    /// The ids of every snapshot in `snapshots/`, in no particular order, without loading them.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the directory cannot be listed.
-    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        let dir = self.layout.snapshots_dir();
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).at(&dir)? {
-            let entry = entry.at(&dir)?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<SnapshotId>().ok())
-            {
-                out.push(id);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Loads and verifies one manifest.
-    ///
-    /// # Errors
-    /// [`Error::Io`], [`Error::Corrupt`] naming the snapshot, [`Error::UnsupportedVersion`].
-    pub fn load_snapshot(&self, id: SnapshotId) -> Result<Manifest> {
-        let path = self.layout.snapshot(id);
-        let corrupt = |reason| Error::corrupt(ObjectRef::Snapshot(id), reason);
-        let bytes = std::fs::read(&path).at(&path)?;
-        let actual = Id::hash(&bytes);
-        if actual != id.0 {
-            return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
-        }
-        Manifest::decode(&bytes).map_err(corrupt)
-    }
-
-    /// Writes a manifest, last step of a snapshot: temp + fsync + rename + directory fsync.
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub fn save_snapshot(&self, manifest: &Manifest) -> Result<SnapshotId> {
-        self.check_lock()?;
-        let bytes = manifest.encode()?;
-        let id = SnapshotId(Id::hash(&bytes));
-        write_atomic(&self.layout.tmp_dir(), &self.layout.snapshot(id), &bytes, "manifest")?;
-        Ok(id)
-    }
-
-    /// Removes a manifest (the set's data stays until prune). Durable when it returns.
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
-        let path = self.layout.snapshot(id);
-        std::fs::remove_file(&path).at(&path)?;
-        crate::fs::fsync_dir(&self.layout.snapshots_dir())
     }
 
     /// Fails when this process took a lock that it no longer holds, or that went without a
@@ -672,59 +365,6 @@ impl Repository {
         match self.held_lock.lock().map_err(|_| Error::WorkerPanicked)?.as_ref() {
             Some(lock) => lock.check(),
             None => Ok(()),
-        }
-    }
-
-    /// Finds the snapshot `reference` names: `latest`, a set name (`YYYYMMDD-HHMMSS`, its start
-    /// time in UTC), a full id, or a unique id prefix of at least 8 hex characters.
-    ///
-    /// # Errors
-    /// [`Error::SnapshotNotFound`], [`Error::AmbiguousSnapshot`], [`Error::InvalidReference`].
-    pub fn resolve_snapshot(&self, reference: &str) -> Result<(SnapshotId, Manifest)> {
-        let not_found = || Error::SnapshotNotFound { reference: reference.to_owned() };
-        if reference == "latest" {
-            let newest = self
-                .list_snapshots()?
-                .into_iter()
-                .filter_map(|s| s.manifest.ok().map(|m| (s.id, m)))
-                .max_by_key(|(id, m)| (m.time_ns, *id));
-            return newest.ok_or_else(not_found);
-        }
-        if crate::time::is_sortable_name(reference) {
-            let mut matches: Vec<(SnapshotId, Manifest)> = self
-                .list_snapshots()?
-                .into_iter()
-                .filter_map(|s| s.manifest.ok().map(|m| (s.id, m)))
-                .filter(|(_, m)| m.name() == reference)
-                .collect();
-            return match matches.len() {
-                0 => Err(not_found()),
-                1 => Ok(matches.remove(0)),
-                count => Err(Error::AmbiguousSnapshot { reference: reference.to_owned(), count }),
-            };
-        }
-        let valid_hex = reference.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !valid_hex || reference.len() < 8 || reference.len() > 64 {
-            return Err(Error::InvalidReference {
-                reference: reference.to_owned(),
-                reason:
-                    "expected `latest`, a set name YYYYMMDD-HHMMSS, or at least 8 lowercase hex \
-                         characters of an id",
-            });
-        }
-        let matches: Vec<SnapshotId> = self
-            .list_snapshots()?
-            .into_iter()
-            .map(|s| s.id)
-            .filter(|id| id.to_hex().starts_with(reference))
-            .collect();
-        match matches.as_slice() {
-            [] => Err(not_found()),
-            [id] => Ok((*id, self.load_snapshot(*id)?)),
-            _ => Err(Error::AmbiguousSnapshot {
-                reference: reference.to_owned(),
-                count: matches.len(),
-            }),
         }
     }
 
