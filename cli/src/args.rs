@@ -123,7 +123,7 @@ pub struct ForgetArgs {
     /// … years.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_yearly: u32,
-    /// Keep sets at most DURATION older than the newest of their group (e.g. 14d).
+    /// Keep sets at most DURATION older than the newest of their group (14d, 2w, 1y6mo).
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
     /// Keep sets tagged T (repeatable).
@@ -132,6 +132,10 @@ pub struct ForgetArgs {
     /// Keep the N newest full sets and every incremental chained to them.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_full: u32,
+    /// Count hours, days, weeks, months and years in UTC (default: this machine's local time,
+    /// as restic and Borg do).
+    #[arg(long)]
+    pub utc: bool,
     /// Only consider sets tagged T (repeatable).
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,

@@ -73,36 +73,75 @@ pub fn time_rfc3339(ns: i64) -> String {
         .unwrap_or_else(|_| ns.to_string())
 }
 
-/// Parses a size such as `16MiB`, `512K`, `1048576`.
+/// Parses a size: a number (decimals allowed) and a unit. Binary units are powers of 1024
+/// (`KiB`, `MiB`, `GiB`, `TiB`, and the bare letters `K`, `M`, `G`, `T`); decimal ones powers of
+/// 1000 (`KB`, `MB`, `GB`, `TB`), as `df -H` and disk vendors count; no unit or `B` is bytes.
+/// `1.5GiB`, `500MB`, `16MiB`, `4096`.
 pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("invalid size {s:?}"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => anyhow::bail!("invalid size unit in {s:?} (use B, KiB, MiB or GiB)"),
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => anyhow::bail!(
+            "invalid size unit in {s:?} (use B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB for powers \
+             of 1000)"
+        ),
     };
-    n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("size {s:?} is too large"))
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    let invalid = || anyhow::anyhow!("invalid size {s:?}");
+    if whole.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 12 {
+        return Err(invalid());
+    }
+    let too_large = || anyhow::anyhow!("size {s:?} is too large");
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| invalid())? };
+    let mut bytes = whole.checked_mul(mult).ok_or_else(too_large)?;
+    if !frac.is_empty() {
+        let scale = 10u128.pow(u32::try_from(frac.len()).map_err(|_| invalid())?);
+        let part = u128::from(frac.parse::<u64>().map_err(|_| invalid())?) * u128::from(mult);
+        if part % scale != 0 {
+            anyhow::bail!("size {s:?} is not a whole number of bytes");
+        }
+        let part = u64::try_from(part / scale).map_err(|_| too_large())?;
+        bytes = bytes.checked_add(part).ok_or_else(too_large)?;
+    }
+    Ok(bytes)
 }
 
-/// Parses a duration such as `30s`, `10m`, `2h`, `1d`, or plain seconds.
+/// Parses a fixed-length duration: `30s`, `10m`, `1h30m`, `2d`, `1w` (a day is 24 hours), or
+/// plain seconds (`90`). Years and months have no fixed length: refused, with a message.
 pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" | "min" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => anyhow::bail!("invalid duration unit in {s:?} (use s, m, h or d)"),
-    };
-    Ok(std::time::Duration::from_secs(secs))
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        let secs = t.parse().map_err(|_| anyhow::anyhow!("duration {s:?} is too large"))?;
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let span = parse_span(s)?;
+    let fixed = span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).map_err(|_| {
+        anyhow::anyhow!(
+            "duration {s:?}: years and months have no fixed length; use w, d, h, m or s"
+        )
+    })?;
+    std::time::Duration::try_from(fixed).map_err(|_| anyhow::anyhow!("duration {s:?} is negative"))
+}
+
+/// Parses a calendar span: `36h`, `2w`, `1y6mo` (years and months count on the calendar).
+pub fn parse_span(s: &str) -> anyhow::Result<jiff::Span> {
+    let span: jiff::Span = s.trim().parse().map_err(|e| {
+        anyhow::anyhow!("invalid duration {s:?} ({e}); for example 90s, 10m, 1h30m, 2d, 1w, 1y")
+    })?;
+    if span.is_negative() {
+        anyhow::bail!("duration {s:?} is negative");
+    }
+    Ok(span)
 }
 
 #[cfg(test)]
@@ -117,8 +156,37 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(10), "10 B");
+    }
+
+    // See: issue 13 ("sizes with decimals and TiB, and MB kept distinct from MiB").
+    #[test]
+    fn sizes_take_decimals_tib_and_keep_mb_apart_from_mib() {
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("2TiB").unwrap(), 2 << 40);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("0.5KiB").unwrap(), 512);
+        assert_eq!(parse_size(".25MB").unwrap(), 250_000);
+        assert!(parse_size("0.3B").unwrap_err().to_string().contains("whole number"));
+        assert!(parse_size("99999999999TiB").unwrap_err().to_string().contains("too large"));
+        assert!(parse_size("1.2.3MiB").is_err());
+        assert!(parse_size(".").is_err());
+        assert!(parse_size("12 PiB").is_err());
+    }
+
+    // See: issue 13 ("durations (`1h30m`, `2w`, `1y`, checked for overflow)").
+    #[test]
+    fn durations_take_compound_units_and_refuse_what_has_no_fixed_length() {
         assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
         assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("2w").unwrap().as_secs(), 14 * 86_400);
+        assert_eq!(parse_duration("1d").unwrap().as_secs(), 86_400);
+        assert!(parse_duration("1y").unwrap_err().to_string().contains("no fixed length"));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("99999999999999999999999").is_err());
+        assert!(parse_span("-2d").is_err());
+        assert_eq!(parse_span("1y6mo").unwrap().get_months(), 6);
     }
 }

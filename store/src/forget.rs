@@ -2,9 +2,11 @@
 //!
 //! Policies follow restic: sets are grouped by host and tag set; within a group, newest first,
 //! `--keep-last N` keeps the N newest, and each period rule (`hourly`, `daily`, `weekly`,
-//! `monthly`, `yearly`; periods in UTC, weeks start on Monday) keeps the newest set of each of
-//! the N newest periods that have a set. `--keep-within D` keeps the sets at most D older than
-//! the group's newest; `--keep-tag T` keeps every set tagged T; `--keep-full N` keeps the N
+//! `monthly`, `yearly`; periods in the policy's time zone, local time unless the operator asks
+//! for UTC, as restic and Borg count days; weeks are ISO weeks, starting on Monday) keeps the
+//! newest set of each of the N newest periods that have a set. `--keep-within D` keeps the sets
+//! at most D (`2w`, `1y6mo`: calendar units count in that time zone) older than the group's
+//! newest; `--keep-tag T` keeps every set tagged T; `--keep-full N` keeps the N
 //! newest full sets with every incremental chained to them. Chains are closed last: a kept
 //! incremental keeps every set it builds on, down to its full set, so an incremental is never
 //! kept without its chain's full set, and forgetting a full set forgets its incrementals.
@@ -32,7 +34,7 @@ pub struct SetInfo {
 }
 
 /// A retention policy; zero counts are off.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct KeepPolicy {
     /// Keep the N newest sets.
     pub last: u32,
@@ -46,19 +48,47 @@ pub struct KeepPolicy {
     pub monthly: u32,
     /// … years.
     pub yearly: u32,
-    /// Keep sets at most this many ns older than the group's newest set.
-    pub within_ns: Option<i64>,
+    /// Keep sets at most this long before the group's newest set.
+    pub within: Option<jiff::Span>,
     /// Keep sets carrying any of these tags.
     pub tags: Vec<String>,
     /// Keep the N newest full sets and every incremental chained to them.
     pub full: u32,
+    /// The time zone whose hours, days, weeks, months and years the rules count.
+    pub time_zone: jiff::tz::TimeZone,
+}
+
+impl Default for KeepPolicy {
+    /// No rule, periods in UTC.
+    fn default() -> Self {
+        KeepPolicy {
+            last: 0,
+            hourly: 0,
+            daily: 0,
+            weekly: 0,
+            monthly: 0,
+            yearly: 0,
+            within: None,
+            tags: Vec::new(),
+            full: 0,
+            time_zone: jiff::tz::TimeZone::UTC,
+        }
+    }
 }
 
 impl KeepPolicy {
     /// Whether no rule is set (forget would remove everything: refused by callers).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        *self == KeepPolicy::default()
+        self.last == 0
+            && self.hourly == 0
+            && self.daily == 0
+            && self.weekly == 0
+            && self.monthly == 0
+            && self.yearly == 0
+            && self.within.is_none()
+            && self.tags.is_empty()
+            && self.full == 0
     }
 }
 
@@ -107,25 +137,37 @@ pub struct ForgetPlan {
     pub remove: Vec<SnapshotId>,
 }
 
-fn days(ns: i64) -> i64 {
-    ns.div_euclid(1_000_000_000).div_euclid(86_400)
+/// A time (ns since the epoch) as a date and time in `tz`.
+fn zoned(ns: i64, tz: &jiff::tz::TimeZone) -> jiff::Zoned {
+    // Every i64 of nanoseconds is a valid timestamp (years 1677 to 2262).
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned(tz.clone())
 }
 
-/// The period of a time for a rule, as a comparable key.
-fn period(rule: &KeepReason, ns: i64) -> i64 {
-    let secs = ns.div_euclid(1_000_000_000);
+/// The period of a time for a rule, in `tz`, as a comparable key (increasing with time).
+fn period(rule: &KeepReason, ns: i64, tz: &jiff::tz::TimeZone) -> i64 {
+    let z = zoned(ns, tz);
+    let d = z.date();
+    let day = i64::from(d.year()) * 10_000 + i64::from(d.month()) * 100 + i64::from(d.day());
     match rule {
-        KeepReason::Hourly => secs.div_euclid(3600),
-        KeepReason::Daily => days(ns),
-        // Monday of the week (1970-01-01 was a Thursday).
-        KeepReason::Weekly => days(ns) - (days(ns) + 3).rem_euclid(7),
-        KeepReason::Monthly => {
-            let (y, m, _) = crate::time::civil_from_days(days(ns));
-            y * 12 + i64::from(m)
+        KeepReason::Hourly => day * 24 + i64::from(z.hour()),
+        KeepReason::Daily => day,
+        KeepReason::Weekly => {
+            let w = d.iso_week_date();
+            i64::from(w.year()) * 100 + i64::from(w.week())
         }
-        KeepReason::Yearly => crate::time::civil_from_days(days(ns)).0,
+        KeepReason::Monthly => i64::from(d.year()) * 12 + i64::from(d.month()),
+        KeepReason::Yearly => i64::from(d.year()),
         _ => 0,
     }
+}
+
+/// The oldest time `--keep-within span` keeps, for a group whose newest set is at `newest`.
+fn within_cutoff(newest: i64, span: jiff::Span, tz: &jiff::tz::TimeZone) -> i64 {
+    zoned(newest, tz)
+        .checked_sub(span)
+        .map_or(i64::MIN, |z| i64::try_from(z.timestamp().as_nanosecond()).unwrap_or(i64::MIN))
 }
 
 /// The full set an incremental chains to (itself for a full set), among `by_id`.
@@ -177,7 +219,7 @@ pub fn plan_policy(sets: &[SetInfo], policy: &KeepPolicy) -> ForgetPlan {
                 if left == 0 {
                     break;
                 }
-                let p = period(&rule, s.time_ns);
+                let p = period(&rule, s.time_ns, &policy.time_zone);
                 if last_period != Some(p) {
                     keep(s, rule.clone());
                     last_period = Some(p);
@@ -185,8 +227,9 @@ pub fn plan_policy(sets: &[SetInfo], policy: &KeepPolicy) -> ForgetPlan {
                 }
             }
         }
-        if let (Some(within), Some(newest)) = (policy.within_ns, group.first()) {
-            for s in group.iter().filter(|s| s.time_ns >= newest.time_ns.saturating_sub(within)) {
+        if let (Some(within), Some(newest)) = (policy.within, group.first()) {
+            let cutoff = within_cutoff(newest.time_ns, within, &policy.time_zone);
+            for s in group.iter().filter(|s| s.time_ns >= cutoff) {
                 keep(s, KeepReason::Within);
             }
         }
@@ -327,18 +370,22 @@ mod tests {
                 (KeepReason::Monthly, p.monthly),
                 (KeepReason::Yearly, p.yearly),
             ] {
-                let mine = period(&rule, s.time_ns);
+                let tz = &p.time_zone;
+                let mine = period(&rule, s.time_ns, tz);
                 let newest_in_period =
-                    !group.iter().any(|o| period(&rule, o.time_ns) == mine && newer(o, s));
-                let newer_periods: HashSet<i64> =
-                    group.iter().map(|o| period(&rule, o.time_ns)).filter(|q| *q > mine).collect();
+                    !group.iter().any(|o| period(&rule, o.time_ns, tz) == mine && newer(o, s));
+                let newer_periods: HashSet<i64> = group
+                    .iter()
+                    .map(|o| period(&rule, o.time_ns, tz))
+                    .filter(|q| *q > mine)
+                    .collect();
                 if newest_in_period && newer_periods.len() < n as usize {
                     keep.insert(s.id);
                 }
             }
-            if let Some(w) = p.within_ns {
+            if let Some(w) = p.within {
                 let newest = group.iter().map(|o| o.time_ns).max().unwrap_or(i64::MIN);
-                if s.time_ns >= newest.saturating_sub(w) {
+                if s.time_ns >= within_cutoff(newest, w, &p.time_zone) {
                     keep.insert(s.id);
                 }
             }
@@ -409,9 +456,10 @@ mod tests {
             proptest::option::of(0i64..10),
             any::<bool>(),
             0u32..3,
+            -12i8..=14,
         )
             .prop_map(
-                |(last, hourly, daily, weekly, monthly, yearly, within_days, tag, full)| {
+                |(last, hourly, daily, weekly, monthly, yearly, within_days, tag, full, offset)| {
                     KeepPolicy {
                         last,
                         hourly,
@@ -419,9 +467,10 @@ mod tests {
                         weekly,
                         monthly,
                         yearly,
-                        within_ns: within_days.map(|d| d * DAY),
+                        within: within_days.map(|d| jiff::Span::new().days(d)),
                         tags: if tag { vec!["weekly".into()] } else { vec![] },
                         full,
+                        time_zone: jiff::tz::TimeZone::fixed(jiff::tz::offset(offset)),
                     }
                 },
             )
@@ -455,6 +504,31 @@ mod tests {
         let kept: Vec<SnapshotId> = plan.keep.iter().map(|k| k.id).collect();
         assert_eq!(kept, vec![id(4), id(3)]);
         assert_eq!(plan.remove, vec![id(2), id(1)]);
+    }
+
+    // See: issue 13 ("retention buckets in local time by default, as restic and Borg count
+    // days"): two nightly sets at 23:30 and 00:30 UTC fall on one day where it is two hours
+    // earlier, and on two days in UTC.
+    #[test]
+    fn days_are_counted_in_the_policy_time_zone() {
+        let t0 = 1_790_000_000_000_000_000 - 1_790_000_000_000_000_000 % DAY;
+        let sets = vec![
+            set(1, t0 + 23 * HOUR + 30 * 60 * 1_000_000_000, SetKind::Full, None, "h", &[]),
+            set(2, t0 + DAY + 30 * 60 * 1_000_000_000, SetKind::Full, None, "h", &[]),
+        ];
+        let daily = |tz: jiff::tz::TimeZone| {
+            let plan = plan_policy(
+                &sets,
+                &KeepPolicy { daily: 2, time_zone: tz, ..KeepPolicy::default() },
+            );
+            plan.keep.len()
+        };
+        assert_eq!(daily(jiff::tz::TimeZone::UTC), 2, "two UTC days");
+        assert_eq!(daily(jiff::tz::TimeZone::fixed(jiff::tz::offset(-2))), 1, "one local day");
+        // A calendar span: one month back from March 31 is February 28 (or 29).
+        let march_31 = 1_774_915_200_000_000_000; // 2026-03-31T00:00:00Z
+        let cutoff = within_cutoff(march_31, jiff::Span::new().months(1), &jiff::tz::TimeZone::UTC);
+        assert_eq!(cutoff, march_31 - 31 * DAY, "2026-02-28");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{lock, print_json, RepoArg};
 use crate::args::ForgetArgs;
-use crate::output::{out, parse_duration};
+use crate::output::{out, parse_span};
 
 fn reason(r: &store::KeepReason) -> String {
     match r {
@@ -32,14 +32,15 @@ pub fn forget(repo_arg: &RepoArg, args: &ForgetArgs) -> Result<ExitCode> {
         weekly: args.keep_weekly,
         monthly: args.keep_monthly,
         yearly: args.keep_yearly,
-        within_ns: args
+        within: args
             .keep_within
             .as_deref()
-            .map(|d| parse_duration(d).map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)))
+            .map(parse_span)
             .transpose()
             .context("invalid --keep-within")?,
         tags: args.keep_tags.clone(),
         full: args.keep_full,
+        time_zone: if args.utc { jiff::tz::TimeZone::UTC } else { jiff::tz::TimeZone::system() },
     };
     if args.snapshots.is_empty() && policy.is_empty() {
         bail!("nothing to forget: name SNAPSHOTs or give a --keep-* policy");
