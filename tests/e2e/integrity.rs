@@ -704,14 +704,23 @@ fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
     assert!(run.stderr.contains("store unlock"), "{}", run.stderr);
     // A shared lock does not block another shared one (snapshot).
     env.snapshot(&[&src]);
-    // With --lock-wait, repair waits until the lock goes away.
-    let locks2 = locks.clone();
-    let remover = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        std::fs::remove_file(locks2.join("live")).unwrap();
-    });
-    env.run("repair", &["index", "--lock-wait", "20s"]).ok();
-    remover.join().unwrap();
+    // With --lock-wait, repair waits until the lock goes away: it stops itself where it meets
+    // the lock and waits (a pause point), and finishes only once the lock is gone.
+    let waiter = Command::new(crate::support::bin())
+        .args(["repair", "index", "--lock-wait", "60s", "--repo"])
+        .arg(env.repo())
+        .env("STORE_PAUSE_AT", "lock_waiting")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::wait_until_stopped(waiter.id());
+    assert!(locks.join("live").exists(), "the lock it waits for is still there");
+    std::fs::remove_file(locks.join("live")).unwrap();
+    let pid = rustix::process::Pid::from_child(&waiter);
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // An exclusive lock of a dead process on this host is removed with a message.
     write(&locks.join("dead"), &record(4_000_000, 1));
     let run = env.run("snapshot", &[src.as_os_str()]).ok();

@@ -198,24 +198,32 @@ fn a_paused_writer_never_commits_a_set_with_deleted_data() {
     let env = Env::new();
     env.init();
     let (src, _) = three_sets(&env);
-    // Garbage for prune to delete, and new data for the writer (written slowly enough to pause).
+    // Garbage for prune to delete, and new data for the writer.
     env.run("forget", &["--keep-last", "1"]).ok();
-    for i in 0..24u64 {
+    for i in 0..6u64 {
         write(&src.join(format!("new{i}.bin")), &random_bytes(500 + i, 4 << 20));
     }
-    let mut writer = Command::new(crate::support::bin())
+    // The writer stops itself just before sealing its first pack (a pause point), as a
+    // suspended laptop would.
+    let writer = Command::new(crate::support::bin())
         .args(["snapshot", "--json", "--stale-lock-after", "2s", "--repo"])
         .arg(env.repo())
         .arg(&src)
+        .env("STORE_PAUSE_AT", "pack_written")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = rustix::process::Pid::from_child(&writer);
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(writer.try_wait().unwrap().is_none(), "the writer finished before it could be paused");
-    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    crate::support::wait_until_stopped(writer.id());
+    // As far as anyone else can tell, its lock has not been refreshed for a minute: stale.
+    let a_minute_ago = (std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    for lock in std::fs::read_dir(env.repo().join("locks")).unwrap() {
+        crate::support::set_mtime(&lock.unwrap().path(), a_minute_ago);
+    }
     // The paused writer's lock is stale now: prune goes ahead (and removes its unindexed packs).
     let prune = env.run("prune", &["--stale-lock-after", "2s", "--json"]);
     assert_eq!(prune.code, 0, "{}", prune.stderr);

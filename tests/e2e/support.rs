@@ -244,3 +244,23 @@ pub fn strace_calls(log: &str) -> Vec<(String, String)> {
     }
     calls
 }
+
+/// Waits until process `pid` is stopped (it stopped itself at a pause point, `STORE_PAUSE_AT`),
+/// or fails the test after a minute (or when the process exited instead).
+#[track_caller]
+pub fn wait_until_stopped(pid: u32) {
+    let stat = format!("/proc/{pid}/stat");
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&stat).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        let state = text.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        match state {
+            Some('T') => return,
+            Some('Z') | None => panic!("process {pid} ended before its pause point"),
+            _ => {}
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "{pid} never paused");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -292,6 +292,7 @@ impl Repository {
             if now >= deadline {
                 return Err(Error::Locked { holder: holder.to_string() });
             }
+            crate::crash::point("lock", "waiting");
             attempt += 1;
             // Back off with a little jitter, so two waiting processes do not collide forever.
             let jitter = Duration::from_millis(
