@@ -728,3 +728,101 @@ pub fn check(
     }
     Ok(c.report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::testing::{flip, noise, reopen, repo_with, snap};
+
+    fn files() -> Vec<(String, Vec<u8>)> {
+        vec![("big.bin".into(), noise(1, 600_000)), ("small.txt".into(), b"hello".to_vec())]
+    }
+
+    fn run(repo: &Repository, read_data: DataCheck) -> CheckReport {
+        check(repo, &CheckOptions { read_data, record_damage: true }, &NoProgress).unwrap()
+    }
+
+    fn kinds(r: &CheckReport) -> Vec<&'static str> {
+        r.findings
+            .iter()
+            .map(|f| match f {
+                Finding::DamagedBlob { .. } => "damaged_blob",
+                Finding::UnusedDamagedBlob { .. } => "unused_damaged_blob",
+                Finding::Affected { .. } => "affected",
+                Finding::MissingPack { .. } => "missing_pack",
+                Finding::UnindexedPack { .. } => "unindexed_pack",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_repository_has_no_findings_with_or_without_reading_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with(dir.path(), &files());
+        for data in [DataCheck::None, DataCheck::All] {
+            let r = run(&repo, data);
+            assert!(r.findings.is_empty(), "{:?}", r.findings);
+            assert_eq!(r.snapshots, 1);
+        }
+        assert!(run(&repo, DataCheck::All).blobs_read >= 3);
+    }
+
+    // See: issue 12, defect 3: what check finds is recorded, and a later set heals the blob.
+    #[test]
+    fn a_damaged_blob_is_named_traced_to_its_path_recorded_and_healed_by_a_new_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with(dir.path(), &files());
+        let pack = repo.list_packs().unwrap()[0];
+        let reader = PackReader::open(&repo.layout().pack(pack), pack).unwrap();
+        let e = reader.entries().iter().find(|e| e.stored_len > 1000).copied().unwrap();
+        flip(&repo.layout().pack(pack), e.offset + 100);
+        let r = run(&repo, DataCheck::All);
+        assert!(r.is_damaged());
+        assert!(
+            kinds(&r).contains(&"damaged_blob") && kinds(&r).contains(&"affected"),
+            "{:?}",
+            r.findings
+        );
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::Affected { path, .. } if path == "data/big.bin")));
+        assert_eq!(r.damage_recorded, 1);
+        assert_eq!(repo.damage().unwrap().len(), 1);
+        // Structure-only check (a new process): the recorded damage is still reported.
+        drop(repo);
+        let repo = reopen(dir.path());
+        assert!(run(&repo, DataCheck::None).is_damaged());
+        // A new set stores the chunk anew: nothing needs the damaged copy any more.
+        snap(&repo, dir.path());
+        drop(repo);
+        let repo = reopen(dir.path());
+        let r = run(&repo, DataCheck::All);
+        assert!(!r.is_damaged(), "{:?}", r.findings);
+        assert!(kinds(&r).contains(&"unused_damaged_blob"));
+    }
+
+    #[test]
+    fn a_missing_pack_is_named_with_what_it_takes_and_an_unindexed_one_is_a_notice() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with(dir.path(), &files());
+        let pack = repo.list_packs().unwrap()[0];
+        let path = repo.layout().pack(pack);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let r = run(&repo, DataCheck::None);
+        assert!(kinds(&r).contains(&"missing_pack") && kinds(&r).contains(&"affected"));
+        // Put it back under another name no index lists: a notice only.
+        let other = PackId(Id::hash(b"somewhere else"));
+        std::fs::create_dir_all(repo.layout().pack(other).parent().unwrap()).unwrap();
+        #[allow(clippy::disallowed_methods, reason = "planting a stray pack")]
+        std::fs::write(repo.layout().pack(other), &bytes).unwrap();
+        #[allow(clippy::disallowed_methods, reason = "restoring the pack")]
+        std::fs::write(&path, &bytes).unwrap();
+        let r = run(&repo, DataCheck::None);
+        assert!(!r.is_damaged(), "{:?}", r.findings);
+        assert_eq!(kinds(&r), vec!["unindexed_pack"]);
+    }
+}

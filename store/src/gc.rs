@@ -562,29 +562,16 @@ fn seal(repo: &Repository, w: PackWriter) -> Result<IndexedPack> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::{snapshot, SnapshotOptions, SourceSpec};
     use crate::damage::DamagedCopy;
     use crate::progress::NoProgress;
-    use crate::repo::InitOptions;
     use crate::restore::{restore, RestoreOptions};
 
     /// A repository holding one set of `files` tiny files, in `dir`.
     fn repo_of_tiny_files(dir: &std::path::Path, files: usize) -> Repository {
-        let src = dir.join("src");
-        for i in 0..files {
-            let p = src.join(format!("d{}/f{i}", i % 20));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            #[allow(clippy::disallowed_methods, reason = "a source tree, not the repository")]
-            std::fs::write(p, format!("x{i}")).unwrap();
-        }
-        let repo = Repository::init(&dir.join("repo"), &InitOptions::default()).unwrap();
-        let opts = SnapshotOptions {
-            sources: vec![SourceSpec::path("data", &src)],
-            host: "h".into(),
-            ..SnapshotOptions::default()
-        };
-        snapshot(&repo, &opts, &NoProgress).unwrap();
-        repo
+        let files: Vec<(String, Vec<u8>)> = (0..files)
+            .map(|i| (format!("d{}/f{i}", i % 20), format!("x{i}").into_bytes()))
+            .collect();
+        crate::testing::repo_with(dir, &files)
     }
 
     fn prune_at(repo: &Repository, max_unused: f64) -> PruneReport {

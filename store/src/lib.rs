@@ -83,6 +83,9 @@ pub mod vfs;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
+#[cfg(all(test, feature = "engine"))]
+mod testing;
+
 pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
 pub use compress::{decompress, Codec, Compressor, Effort, DEFAULT_LEVEL, FAST_LEVEL};
 pub use config::{IdHash, RepoConfig};

@@ -409,3 +409,128 @@ pub fn repair_snapshots(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::testing::{flip, noise, reopen, repo_with};
+
+    fn files() -> Vec<(String, Vec<u8>)> {
+        (0..6).map(|i| (format!("f{i}.bin"), noise(i, 200_000))).collect()
+    }
+
+    /// Every blob of the cache: id -> (pack, offset).
+    fn locations(repo: &Repository) -> Vec<(Id, PackId, u64)> {
+        let mut out = Vec::new();
+        for index in repo.list_index_files().unwrap() {
+            for p in repo.load_index_file(index).unwrap() {
+                for e in p.entries {
+                    let loc = repo.index().unwrap().get(&e.id).unwrap().unwrap();
+                    out.push((e.id, loc.pack, loc.entry.offset));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn repair_index_rebuilds_the_same_index_from_the_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with(dir.path(), &files());
+        let before = locations(&repo);
+        drop(repo);
+        std::fs::remove_dir_all(dir.path().join("repo/index")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("repo/cache")).unwrap();
+        let repo = reopen(dir.path());
+        let report = repair_index(&repo, &NoProgress).unwrap();
+        assert_eq!(report.packs, repo.list_packs().unwrap().len() as u64);
+        assert!(report.unreadable.is_empty());
+        drop(repo);
+        assert_eq!(locations(&reopen(dir.path())), before);
+    }
+
+    #[test]
+    fn repair_snapshots_writes_a_set_without_the_lost_file_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with(dir.path(), &files());
+        let (old, _) = repo.resolve_snapshot("latest").unwrap();
+        // Lose f3.bin's data: drop its first chunk from the index by recording its copy.
+        let (_, m) = repo.resolve_snapshot("latest").unwrap();
+        let node = crate::vfs::find(&repo, old, &m, b"data/f3.bin").unwrap();
+        let Content::File { chunks: ChunkRefs::Inline(ids), .. } = node.content else { panic!() };
+        let loc = repo.index().unwrap().get(&ids[0].0).unwrap().unwrap();
+        repo.record_damage(&[crate::damage::DamagedCopy {
+            pack: loc.pack,
+            blob: ids[0].0,
+            offset: loc.entry.offset,
+        }])
+        .unwrap();
+        drop(repo);
+        let repo = reopen(dir.path());
+        let opts = RepairSnapshotsOptions { forget: true, ..RepairSnapshotsOptions::default() };
+        let report = repair_snapshots(&repo, &opts, &NoProgress).unwrap();
+        assert_eq!(report.repaired.len(), 1);
+        let r = &report.repaired[0];
+        assert_eq!(r.old, old);
+        assert!(r.forgotten);
+        assert_eq!(r.lost.iter().map(|l| l.path.as_str()).collect::<Vec<_>>(), vec!["data/f3.bin"]);
+        let (new, m) = repo.resolve_snapshot("latest").unwrap();
+        assert_eq!(Some(new), r.new);
+        assert!(crate::vfs::find(&repo, new, &m, b"data/f3.bin").is_err());
+        assert!(crate::vfs::find(&repo, new, &m, b"data/f4.bin").is_ok());
+        assert!(m.tags.contains(&"repaired".to_owned()));
+    }
+
+    #[test]
+    fn repair_packs_salvages_every_intact_blob_of_a_pack_whose_trailer_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with(dir.path(), &files());
+        let pack = repo
+            .list_packs()
+            .unwrap()
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(repo.layout().pack(*p)).unwrap().len())
+            .unwrap();
+        let blobs = PackReader::open(&repo.layout().pack(pack), pack).unwrap().entries().len();
+        let len = std::fs::metadata(repo.layout().pack(pack)).unwrap().len();
+        flip(&repo.layout().pack(pack), len - 64 - 10);
+        let copies: Vec<crate::damage::DamagedCopy> =
+            PackReader::open(&repo.layout().pack(pack), pack).map(|_| Vec::new()).unwrap_or_else(
+                |_| {
+                    // The trailer is unreadable: record every blob, as check does.
+                    let index = repo.list_index_files().unwrap();
+                    let listed = index.iter().flat_map(|i| repo.load_index_file(*i).unwrap());
+                    listed
+                        .filter(|p| p.id == pack)
+                        .flat_map(|p| p.entries)
+                        .map(|e| crate::damage::DamagedCopy { pack, blob: e.id, offset: e.offset })
+                        .collect()
+                },
+            );
+        assert_eq!(copies.len(), blobs);
+        repo.record_damage(&copies).unwrap();
+        let opts = RepairPacksOptions { packs: Vec::new(), dry_run: false };
+        let report = repair_packs(&repo, &opts, &NoProgress).unwrap();
+        assert_eq!(report.packs[0].salvaged, blobs as u64, "found by their headers");
+        assert!(report.packs[0].lost.is_empty());
+        // The salvaged pack is the pack as it was written: it is back under its own name, whole.
+        let bytes = std::fs::read(repo.layout().pack(pack)).unwrap();
+        assert_eq!(Id::hash(&bytes), pack.0);
+        assert!(repo.damage().unwrap().is_empty(), "its records went with the damage");
+        drop(repo);
+        let repo = reopen(dir.path());
+        let r = crate::check::check(
+            &repo,
+            &crate::check::CheckOptions {
+                read_data: crate::check::DataCheck::All,
+                record_damage: false,
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(!r.is_damaged(), "{:?}", r.findings);
+    }
+}

@@ -177,7 +177,10 @@ pub fn repair_packs(
     for d in dirs {
         crate::fs::fsync_dir(&d)?;
     }
-    repo.rewrite_damage(|c| repo.layout().pack(c.pack).exists())?;
+    // The records of the repaired packs go, whether a pack is gone or was written again intact
+    // under its own name (a pack whose trailer alone was damaged comes out byte for byte as it
+    // was written).
+    repo.rewrite_damage(|c| !target_set.contains(&c.pack))?;
     Ok(report)
 }
 

@@ -382,3 +382,85 @@ impl Repository {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::InitOptions;
+
+    fn repo(dir: &Path) -> Repository {
+        Repository::init(&dir.join("repo"), &InitOptions::default()).unwrap()
+    }
+
+    fn opts(command: &str) -> LockOptions {
+        LockOptions { command: command.into(), ..LockOptions::default() }
+    }
+
+    #[test]
+    fn shared_locks_share_and_an_exclusive_one_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let a = repo.lock(LockKind::Shared, &opts("snapshot"), &mut |_| {}).unwrap();
+        let b = repo.lock(LockKind::Shared, &opts("restore"), &mut |_| {}).unwrap();
+        let err = repo.lock(LockKind::Exclusive, &opts("prune"), &mut |_| {}).err().unwrap();
+        assert!(
+            matches!(&err, Error::Locked { holder } if holder.contains("shared lock of `")),
+            "{err}"
+        );
+        assert_eq!(
+            repo.list_locks(DEFAULT_STALE_AFTER).unwrap().len(),
+            2,
+            "the refused one left none"
+        );
+        drop((a, b));
+        let x = repo.lock(LockKind::Exclusive, &opts("prune"), &mut |_| {}).unwrap();
+        let err = repo.lock(LockKind::Shared, &opts("snapshot"), &mut |_| {}).err().unwrap();
+        assert!(err.to_string().contains("exclusive lock of `prune`"), "{err}");
+        drop(x);
+        assert!(repo.list_locks(DEFAULT_STALE_AFTER).unwrap().is_empty(), "dropping removes");
+    }
+
+    #[test]
+    fn a_dead_process_lock_is_removed_and_reported_and_a_stale_one_blocks_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let dead = LockRecord {
+            kind: LockKind::Exclusive,
+            host: this_host(),
+            pid: 4_000_000,
+            start_ns: 1,
+            command: "prune".into(),
+        };
+        let locks = repo.layout().locks_dir();
+        write_atomic(&repo.layout().tmp_dir(), &locks.join("dead"), &dead.encode().unwrap(), "t")
+            .unwrap();
+        let mut removed = Vec::new();
+        let held = repo
+            .lock(LockKind::Shared, &opts("snapshot"), &mut |i| removed.push(i.record.pid))
+            .unwrap();
+        assert_eq!(removed, vec![4_000_000]);
+        assert!(!locks.join("dead").exists());
+        drop(held);
+        // Another host's exclusive lock not refreshed for longer than the stale time.
+        let other = LockRecord { host: "elsewhere".into(), pid: 1, ..dead };
+        write_atomic(&repo.layout().tmp_dir(), &locks.join("old"), &other.encode().unwrap(), "t")
+            .unwrap();
+        let quick = LockOptions { stale_after: Duration::from_millis(1), ..opts("snapshot") };
+        std::thread::sleep(Duration::from_millis(5));
+        let held = repo.lock(LockKind::Shared, &quick, &mut |_| {}).unwrap();
+        assert!(locks.join("old").exists(), "stale locks are only removed by unlock");
+        drop(held);
+        assert_eq!(repo.unlock(Duration::from_millis(1), false).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_writer_whose_lock_file_is_removed_knows_it_lost_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let held = repo.lock(LockKind::Shared, &opts("snapshot"), &mut |_| {}).unwrap();
+        repo.check_lock().unwrap();
+        std::fs::remove_file(held.path()).unwrap();
+        let err = repo.check_lock().unwrap_err();
+        assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    }
+}

@@ -1,0 +1,65 @@
+//! Helpers for the engine's in-process tests: a repository with a set of given files.
+#![allow(clippy::unwrap_used, reason = "test helpers: a failure is the test's failure")]
+
+use std::path::Path;
+
+use crate::backup::{snapshot, SnapshotOptions, SourceSpec};
+use crate::progress::NoProgress;
+use crate::repo::{InitOptions, Repository};
+
+/// Writes `files` (path below the source, content) under `dir/src`, creates a repository at
+/// `dir/repo` and takes one set of the source as component `data`.
+pub(crate) fn repo_with(dir: &Path, files: &[(String, Vec<u8>)]) -> Repository {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for (rel, data) in files {
+        let p = src.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        #[allow(clippy::disallowed_methods, reason = "a source tree, not the repository")]
+        std::fs::write(p, data).unwrap();
+    }
+    let repo = Repository::init(&dir.join("repo"), &InitOptions::default()).unwrap();
+    snap(&repo, dir);
+    repo
+}
+
+/// Takes another set of `dir/src`.
+pub(crate) fn snap(repo: &Repository, dir: &Path) {
+    let opts = SnapshotOptions {
+        sources: vec![SourceSpec::path("data", dir.join("src"))],
+        host: "h".into(),
+        threads: 1,
+        ..SnapshotOptions::default()
+    };
+    snapshot(repo, &opts, &NoProgress).unwrap();
+}
+
+/// Reopens the repository at `dir/repo` (a fresh process's view: the cache is opened anew).
+pub(crate) fn reopen(dir: &Path) -> Repository {
+    Repository::open(&dir.join("repo"), &Default::default()).unwrap()
+}
+
+/// Pseudo-random bytes (splitmix64), incompressible.
+pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Flips one bit at `offset` of the file at `path` (a repository file, read-only).
+pub(crate) fn flip(path: &Path, offset: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[usize::try_from(offset).unwrap()] ^= 0x10;
+    #[allow(clippy::disallowed_methods, reason = "damaging the repository on purpose")]
+    std::fs::write(path, bytes).unwrap();
+}
