@@ -279,20 +279,7 @@ mod tests {
         ChunkerParams { min: 256, avg: 1024, max: 4096, seed: 7 }
     }
 
-    /// Deterministic bytes from splitmix64, stable across crate versions (golden tests).
-    fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut state = seed;
-        let mut v = Vec::with_capacity(len + 8);
-        while v.len() < len {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-        }
-        v.truncate(len);
-        v
-    }
+    use crate::testing::noise as random_bytes;
 
     fn chunks_of(chunker: &Chunker, data: &[u8]) -> Vec<usize> {
         let mut out = Vec::new();

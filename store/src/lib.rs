@@ -83,7 +83,7 @@ pub mod vfs;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
-#[cfg(all(test, feature = "engine"))]
+#[cfg(test)]
 mod testing;
 
 pub use chunker::{ChunkSizes, Chunker, ChunkerParams};

@@ -3,10 +3,14 @@
 
 use std::path::Path;
 
+#[cfg(feature = "engine")]
 use crate::backup::{snapshot, SnapshotOptions, SourceSpec};
+#[cfg(feature = "engine")]
 use crate::progress::NoProgress;
+#[cfg(feature = "engine")]
 use crate::repo::{InitOptions, Repository};
 
+#[cfg(feature = "engine")]
 /// Writes `files` (path below the source, content) under `dir/src`, creates a repository at
 /// `dir/repo` and takes one set of the source as component `data`.
 pub(crate) fn repo_with(dir: &Path, files: &[(String, Vec<u8>)]) -> Repository {
@@ -23,6 +27,7 @@ pub(crate) fn repo_with(dir: &Path, files: &[(String, Vec<u8>)]) -> Repository {
     repo
 }
 
+#[cfg(feature = "engine")]
 /// Takes another set of `dir/src`.
 pub(crate) fn snap(repo: &Repository, dir: &Path) {
     let opts = SnapshotOptions {
@@ -34,12 +39,14 @@ pub(crate) fn snap(repo: &Repository, dir: &Path) {
     snapshot(repo, &opts, &NoProgress).unwrap();
 }
 
+#[cfg(feature = "engine")]
 /// Reopens the repository at `dir/repo` (a fresh process's view: the cache is opened anew).
 pub(crate) fn reopen(dir: &Path) -> Repository {
     Repository::open(&dir.join("repo"), &Default::default()).unwrap()
 }
 
-/// Pseudo-random bytes (splitmix64), incompressible.
+/// Pseudo-random bytes from splitmix64, incompressible, and stable across crate versions (the
+/// golden tests depend on them).
 pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed;
     let mut v = Vec::with_capacity(len + 8);
