@@ -445,12 +445,25 @@ mod tests {
         let other = LockRecord { host: "elsewhere".into(), pid: 1, ..dead };
         write_atomic(&repo.layout().tmp_dir(), &locks.join("old"), &other.encode().unwrap(), "t")
             .unwrap();
-        let quick = LockOptions { stale_after: Duration::from_millis(1), ..opts("snapshot") };
-        std::thread::sleep(Duration::from_millis(5));
-        let held = repo.lock(LockKind::Shared, &quick, &mut |_| {}).unwrap();
+        let blocked = repo.lock(LockKind::Shared, &opts("snapshot"), &mut |_| {});
+        assert!(matches!(blocked, Err(Error::Locked { .. })), "fresh, it blocks");
+        // Not refreshed for an hour: stale.
+        let hour_ago = rustix::fs::Timespec {
+            tv_sec: i64::try_from(now_ms() / 1000).unwrap() - 3600,
+            tv_nsec: 0,
+        };
+        let times = rustix::fs::Timestamps { last_access: hour_ago, last_modification: hour_ago };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            locks.join("old"),
+            &times,
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+        let held = repo.lock(LockKind::Shared, &opts("snapshot"), &mut |_| {}).unwrap();
         assert!(locks.join("old").exists(), "stale locks are only removed by unlock");
         drop(held);
-        assert_eq!(repo.unlock(Duration::from_millis(1), false).unwrap().len(), 1);
+        assert_eq!(repo.unlock(DEFAULT_STALE_AFTER, false).unwrap().len(), 1);
     }
 
     #[test]
