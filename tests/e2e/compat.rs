@@ -101,3 +101,30 @@ fn v1_fixture_restores_byte_for_byte() {
     .json();
     assert_eq!(listing[0]["host"], "fixture");
 }
+
+// See: issue 13 ("a repository written by today's `main` (version 1) still restores, checks
+// and mounts byte for byte").
+#[test]
+fn v1_fixture_checks_clean_and_mounts_byte_for_byte() {
+    let env = crate::support::Env::new();
+    copy_tree(&fixture_dir().join("repo"), &env.repo());
+    let check = env.run("check", &["--read-data", "--json"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    // Written before `config.copy` existed: that absence is the only thing check mentions.
+    let doc = check.json();
+    let kinds: Vec<&str> =
+        doc["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["config_copy_missing"], "{}", check.stdout);
+    let expected = env.path("expected");
+    fixture_source(&expected);
+    let m = crate::mount::Mounted::new(&env, "mount");
+    let latest = m.point.join("latest/contentstore");
+    for rel in
+        ["2026/11/21/14/05/9f1c.bin", "2026/11/21/14/05/a77e.bin", "2026/11/21/14/06/empty.bin"]
+    {
+        let a = std::fs::read(expected.join("contentstore").join(rel)).unwrap();
+        let b = std::fs::read(latest.join(rel)).unwrap();
+        assert!(a == b, "{rel} read through the mount differs from what format v1 stored");
+    }
+    assert_eq!(std::fs::read_link(latest.join("latest-day")).unwrap(), Path::new("2026/11/21"));
+}
