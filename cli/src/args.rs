@@ -390,12 +390,15 @@ impl From<OverwriteArg> for store::Overwrite {
 /// `store diff`.
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The older set.
+    /// The older set (with --parent: the set, compared with the set it builds on).
     #[arg(value_name = "SNAPSHOT_A")]
     pub a: String,
     /// The newer set.
-    #[arg(value_name = "SNAPSHOT_B")]
-    pub b: String,
+    #[arg(value_name = "SNAPSHOT_B", required_unless_present = "parent")]
+    pub b: Option<String>,
+    /// Compare SNAPSHOT_A with its parent, the set it builds on (`store diff --parent latest`).
+    #[arg(long, conflicts_with = "b")]
+    pub parent: bool,
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,

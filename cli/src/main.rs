@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod output;
 mod progress;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,10 @@ use clap::{CommandFactory, FromArgMatches};
 pub const EXIT_PARTIAL: u8 = 3;
 /// Exit status: error, nothing committed.
 pub const EXIT_ERROR: u8 = 1;
+/// Exit status: there is no repository at that location.
+pub const EXIT_NO_REPOSITORY: u8 = 10;
+/// Exit status: the repository is locked by another process.
+pub const EXIT_LOCKED: u8 = 11;
 
 fn main() -> ExitCode {
     let matches = args::Cli::command().get_matches();
@@ -25,9 +30,36 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("store: error: {e:#}");
-            ExitCode::from(EXIT_ERROR)
+            let code = exit_code(&e);
+            if code == signals::exit_code()
+                && engine_error(&e, |s| matches!(s, store::Error::Interrupted))
+            {
+                eprintln!("store: interrupted: {e:#}");
+            } else {
+                eprintln!("store: error: {e:#}");
+            }
+            ExitCode::from(code)
         }
+    }
+}
+
+/// Whether an engine error in `e`'s chain satisfies `test`.
+fn engine_error(e: &anyhow::Error, test: impl Fn(&store::Error) -> bool) -> bool {
+    e.chain().any(|c| c.downcast_ref::<store::Error>().is_some_and(&test))
+}
+
+/// The documented exit status of a failed command (README "Exit codes").
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if engine_error(e, |s| matches!(s, store::Error::Interrupted)) {
+        signals::exit_code()
+    } else if engine_error(e, |s| {
+        matches!(s, store::Error::NotARepository { .. } | store::Error::ConfigMissing { .. })
+    }) {
+        EXIT_NO_REPOSITORY
+    } else if engine_error(e, |s| matches!(s, store::Error::Locked { .. })) {
+        EXIT_LOCKED
+    } else {
+        EXIT_ERROR
     }
 }
 

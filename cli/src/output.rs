@@ -51,12 +51,12 @@ pub fn size(n: u64) -> String {
     }
 }
 
-/// Throughput in MB/s (decimal, as benchmarks report it).
+/// Throughput in binary units, as sizes and the progress bar show them (`123 MiB/s`).
 pub fn rate(bytes: u64, secs: f64) -> String {
     if secs <= 0.0 {
         return "-".into();
     }
-    format!("{:.0} MB/s", bytes as f64 / 1e6 / secs)
+    format!("{}/s", size((bytes as f64 / secs) as u64))
 }
 
 /// Nanoseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.
@@ -156,6 +156,9 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(10), "10 B");
+        // One unit system: rates in the binary units of sizes and of the progress bar.
+        assert_eq!(rate(3 << 20, 2.0), "1.5 MiB/s");
+        assert_eq!(rate(0, 0.0), "-");
     }
 
     // See: issue 13 ("sizes with decimals and TiB, and MB kept distinct from MiB").

@@ -71,6 +71,10 @@ impl store::Progress for Bar {
         self.bar.inc(n);
     }
 
+    fn interrupted(&self) -> bool {
+        crate::signals::interrupted()
+    }
+
     fn issue(&self, issue: &store::PathIssue) {
         self.issues.fetch_add(1, Ordering::Relaxed);
         let what = match issue.kind {

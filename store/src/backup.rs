@@ -31,7 +31,7 @@ use std::fs::OpenOptions;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -136,6 +136,8 @@ pub struct SnapshotReport {
     pub packs: u64,
     /// Packs of an interrupted run adopted into the index before reading (FORMAT.md §11).
     pub packs_adopted: u64,
+    /// Exclude patterns that matched nothing (misspelt, or anchored wrongly?).
+    pub unmatched_excludes: Vec<String>,
     /// Wall time.
     pub duration: Duration,
 }
@@ -282,6 +284,36 @@ struct Ctx<'a> {
     chunker: Chunker,
     counters: Vec<ComponentCounters>,
     progress: &'a dyn Progress,
+    /// The command a component is being captured from, killed when the snapshot is interrupted.
+    children: Children,
+}
+
+/// The process group of the command a component is being captured from, while it runs.
+#[derive(Default)]
+struct Children(std::sync::Mutex<Option<rustix::process::Pid>>);
+
+impl Children {
+    fn set(&self, pid: Option<rustix::process::Pid>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = pid;
+        }
+    }
+
+    /// Kills the running command's process group, if there is one.
+    fn kill(&self) {
+        if let Some(pid) = self.0.lock().ok().and_then(|mut slot| slot.take()) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Clears a flag when dropped (however the scope that holds it ends).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// The set a snapshot builds on, per `choice`.
@@ -315,6 +347,13 @@ pub fn snapshot(
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
     check_sources(&opts.sources)?;
+    // Tags name directories of the mount (`tags/<tag>/`): the rule of names applies.
+    if let Some(bad) = opts.tags.iter().find(|t| !crate::tree::is_valid_name(t.as_bytes())) {
+        return Err(Error::InvalidOption {
+            option: "tag",
+            reason: format!("{bad:?} is not a valid tag (empty, `.`, `..`, or has `/` or NUL)"),
+        });
+    }
     let excludes = Patterns::new(&opts.excludes, "exclude")?;
     repo.prepare_write()?;
     let parent = resolve_parent(repo, opts)?;
@@ -324,6 +363,7 @@ pub fn snapshot(
         opts.threads
     };
     let adopted = adopt::adopt_packs(repo, progress)?;
+    let running = AtomicBool::new(true);
     let ctx = Ctx {
         repo,
         dedup: Dedup::new(repo, repo.index()?),
@@ -331,6 +371,7 @@ pub fn snapshot(
         chunker: Chunker::new(&repo.config().chunker),
         counters: opts.sources.iter().map(|_| ComponentCounters::default()).collect(),
         progress,
+        children: Children::default(),
     };
     let added: Vec<AtomicU64> = opts.sources.iter().map(|_| AtomicU64::new(0)).collect();
     let time_ns = now_ns();
@@ -344,6 +385,22 @@ pub fn snapshot(
     let ctx = &ctx;
 
     let outcome = std::thread::scope(|s| {
+        // Stops everything when the operator asks (SIGINT, SIGTERM): the stages fail as on any
+        // error (packs not indexed yet are removed), and a running command's group is killed.
+        let _stop_watching = StopOnDrop(&running);
+        {
+            let running = &running;
+            s.spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    if ctx.progress.interrupted() {
+                        ctx.shared.fail(Error::Interrupted);
+                        ctx.children.kill();
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
         let (seal_tx, seal_rx) = bounded(1);
         s.spawn(move || {
             if let Err(e) = pack_loop(repo, &enc_rx, seal_tx, &ctx.shared) {
@@ -352,7 +409,8 @@ pub fn snapshot(
             drop(enc_rx);
         });
         let packer = s.spawn(move || {
-            let packed = seal_loop(repo, &seal_rx, &ctx.shared, &ctx.dedup)
+            let interrupted = || ctx.progress.interrupted();
+            let packed = seal_loop(repo, &seal_rx, &ctx.shared, &ctx.dedup, &interrupted)
                 .map_err(|e| ctx.shared.fail(e))
                 .ok();
             drop(seal_rx);
@@ -447,6 +505,9 @@ pub fn snapshot(
         }
     }
     crate::crash::point("snapshot", "before_manifest");
+    if ctx.progress.interrupted() {
+        return Err(Error::Interrupted);
+    }
     let id = repo.save_snapshot(&manifest)?;
     crate::crash::point("snapshot", "committed");
     Ok(SnapshotReport {
@@ -454,6 +515,7 @@ pub fn snapshot(
         manifest,
         packs: packed.packs,
         packs_adopted: adopted.packs,
+        unmatched_excludes: excludes.unmatched(),
         duration: started.elapsed(),
     })
 }

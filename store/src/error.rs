@@ -306,9 +306,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// The operation stopped because another part of it failed or it was interrupted.
+    /// The operation stopped because another part of it failed.
     #[error("operation cancelled")]
     Cancelled,
+    /// The restore target ran out of space; the restore stopped (see
+    /// `RestoreReport::out_of_space`).
+    #[error("the restore target ran out of space")]
+    TargetFull,
+    /// The operator asked the operation to stop ([`crate::Progress::interrupted`]).
+    #[error("interrupted")]
+    Interrupted,
     /// A worker thread of the pipeline panicked.
     #[error("internal error: a worker thread panicked")]
     WorkerPanicked,

@@ -242,6 +242,9 @@ fn mark_all(
             ),
         })?;
         sets += 1;
+        if progress.interrupted() {
+            return Err(Error::Interrupted);
+        }
         if marked.insert(listed.id) {
             progress.phase(&format!("marking {}", listed.id.short()));
             mark_set(repo, listed.id, &m, marks)?;
@@ -404,6 +407,10 @@ pub fn prune(
     mark_all(repo, &mut marked, &mut marks, progress)?;
     crate::crash::point("prune", "marked");
     drop(shared);
+    // Until the new index files are written, stopping changes nothing; from there on prune
+    // finishes (each of its last steps is quick, and stopping between them is crash-safe anyway).
+    let stop = || if progress.interrupted() { Err(Error::Interrupted) } else { Ok(()) };
+    stop()?;
 
     // 2. Exclusive: mark what was committed meanwhile, then plan for real.
     let _exclusive = repo.lock(
@@ -430,6 +437,7 @@ pub fn prune(
         return Ok(report);
     }
     crate::crash::point("prune", "planned");
+    stop()?;
 
     // 3a. Repack: the kept copies of the repacked packs into new packs, durable.
     let mut new_packs: Vec<IndexedPack> = Vec::new();
@@ -437,6 +445,13 @@ pub fn prune(
     let target = u64::from(repo.config().pack_target);
     let (mut frame, mut raw) = (Vec::new(), Vec::new());
     for id in &plan.repack {
+        if let Err(e) = stop() {
+            // The packs repacked so far are listed nowhere and used by no one: remove them.
+            for p in &new_packs {
+                let _ = std::fs::remove_file(repo.layout().pack(p.id));
+            }
+            return Err(e);
+        }
         let path = repo.layout().pack(*id);
         let reader = PackReader::open(&path, *id)?;
         progress.phase(&format!("repacking {}", id.short()));

@@ -101,7 +101,9 @@ pub use pack::{
     BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN,
 };
 pub use progress::{NoProgress, Progress};
-pub use snapshot::{Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind};
+pub use snapshot::{
+    unique_names, Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind,
+};
 pub use time::{is_sortable_name, sortable_name};
 pub use tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node, TreeBlob};
 

@@ -273,23 +273,17 @@ impl MountView {
                     Err(_) => continue,
                 },
             };
-            list.push(SetInfo { name: manifest.name(), id, manifest });
+            list.push(SetInfo { name: String::new(), id, manifest });
         }
         if fresh {
             // New sets bring new packs.
             self.repo.refresh_index()?;
         }
-        list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.0.cmp(&b.id.0)));
-        let mut i = 0;
-        while i < list.len() {
-            let same = list[i..].iter().take_while(|s| s.name == list[i].name).count();
-            if same > 1 {
-                for s in &mut list[i..i + same] {
-                    s.name = format!("{}-{}", s.name, s.id.short());
-                }
-            }
-            i += same;
+        let names = crate::snapshot::unique_names(list.iter().map(|s| (s.id, &*s.manifest)));
+        for s in &mut list {
+            s.name = names.get(&s.id).cloned().unwrap_or_else(|| s.manifest.name());
         }
+        list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.0.cmp(&b.id.0)));
         sets.list = Arc::new(list);
         sets.loaded = Some(Instant::now());
         Ok(Arc::clone(&sets.list))
@@ -616,8 +610,13 @@ impl MountView {
                 }
             }
             Kind::Tags => {
-                let tags: std::collections::BTreeSet<&String> =
-                    sets.iter().flat_map(|s| s.manifest.tags.iter()).collect();
+                // A tag that cannot be a file name (written before tags were checked) is left
+                // out; the sets are still under `snapshots/`.
+                let tags: std::collections::BTreeSet<&String> = sets
+                    .iter()
+                    .flat_map(|s| s.manifest.tags.iter())
+                    .filter(|t| crate::tree::is_valid_name(t.as_bytes()))
+                    .collect();
                 for t in tags {
                     listed.push((
                         child_ino(ino, t.as_bytes()),

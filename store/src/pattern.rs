@@ -11,12 +11,19 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 
-/// Compiled patterns.
-#[derive(Debug, Clone)]
+/// Compiled patterns, and which of them matched something so far.
+#[derive(Debug)]
 pub(crate) struct Patterns {
     names: GlobSet,
     paths: GlobSet,
     empty: bool,
+    /// The patterns as given, in order.
+    given: Vec<String>,
+    /// For each glob of `names`, then of `paths`: its index in `given`.
+    name_src: Vec<usize>,
+    path_src: Vec<usize>,
+    /// Per pattern of `given`: whether it matched an entry.
+    used: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl Patterns {
@@ -24,7 +31,8 @@ impl Patterns {
     pub(crate) fn new(patterns: &[String], option: &'static str) -> Result<Self> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
-        for p in patterns {
+        let (mut name_src, mut path_src) = (Vec::new(), Vec::new());
+        for (i, p) in patterns.iter().enumerate() {
             let trimmed = p.trim_start_matches('/').trim_end_matches('/');
             let glob = GlobBuilder::new(trimmed)
                 .literal_separator(true)
@@ -33,14 +41,41 @@ impl Patterns {
                 .map_err(|e| Error::InvalidOption { option, reason: format!("{p:?}: {e}") })?;
             if p.starts_with('/') || trimmed.contains('/') {
                 paths.add(glob);
+                path_src.push(i);
             } else {
                 names.add(glob);
+                name_src.push(i);
             }
         }
         let build = |b: GlobSetBuilder| {
             b.build().map_err(|e| Error::InvalidOption { option, reason: e.to_string() })
         };
-        Ok(Patterns { names: build(names)?, paths: build(paths)?, empty: patterns.is_empty() })
+        Ok(Patterns {
+            names: build(names)?,
+            paths: build(paths)?,
+            empty: patterns.is_empty(),
+            given: patterns.to_vec(),
+            name_src,
+            path_src,
+            used: patterns.iter().map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
+        })
+    }
+
+    /// The patterns that matched nothing so far (one likely misspelt, or anchored wrongly).
+    pub(crate) fn unmatched(&self) -> Vec<String> {
+        let used = |i: usize| {
+            self.used.get(i).is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        self.given.iter().enumerate().filter(|(i, _)| !used(*i)).map(|(_, p)| p.clone()).collect()
+    }
+
+    /// Records which patterns of `set` (indices mapped by `src`) match `path`.
+    fn note(&self, set: &GlobSet, src: &[usize], path: &std::path::Path) {
+        for i in set.matches(path) {
+            if let Some(u) = src.get(i).and_then(|g| self.used.get(*g)) {
+                u.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     /// Whether no pattern was given.
@@ -53,11 +88,24 @@ impl Patterns {
         if self.empty {
             return false;
         }
-        let as_path = |b: &[u8]| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b));
-        self.names.is_match(as_path(name)) || self.paths.is_match(as_path(rel))
+        let (name, rel) = (
+            std::path::Path::new(OsStr::from_bytes(name)),
+            std::path::Path::new(OsStr::from_bytes(rel)),
+        );
+        let by_name = self.names.is_match(name);
+        let by_path = self.paths.is_match(rel);
+        // Which ones matched is asked only on a match (rare), off the hot path.
+        if by_name {
+            self.note(&self.names, &self.name_src, name);
+        }
+        if by_path {
+            self.note(&self.paths, &self.path_src, rel);
+        }
+        by_name || by_path
     }
 }
 
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 #[cfg(test)]
@@ -91,6 +139,16 @@ mod tests {
         assert!(!e.matches(b"srv/logs", b"logs"));
         let unanchored = ex(&["cache"]);
         assert!(unanchored.matches(b"app/cache", b"cache"));
+    }
+
+    // See: issue 17 ("an --include/--exclude pattern that matched nothing is named").
+    #[test]
+    fn patterns_that_matched_nothing_are_known() {
+        let e = ex(&["*.tmp", "/cache", "never/**"]);
+        assert!(e.matches(b"a/x.tmp", b"x.tmp"));
+        assert!(e.matches(b"cache", b"cache"));
+        assert!(!e.matches(b"other", b"other"));
+        assert_eq!(e.unmatched(), vec!["never/**".to_owned()]);
     }
 
     #[test]

@@ -14,6 +14,12 @@ pub trait Progress: Sync {
     /// A source path could not be backed up as it was (each is reported here as it is met; a
     /// manifest lists a bounded number of them).
     fn issue(&self, _issue: &crate::snapshot::PathIssue) {}
+    /// Whether the operator asked the operation to stop (SIGINT, SIGTERM). Long operations ask
+    /// at safe points and stop with [`crate::Error::Interrupted`], leaving what a failure leaves:
+    /// nothing committed, no temporary pack, the lock released by its owner.
+    fn interrupted(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.

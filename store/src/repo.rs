@@ -80,6 +80,9 @@ pub struct Repository {
     skipped_index: Mutex<Vec<SkippedIndexFile>>,
     /// Why the cache was found damaged and rebuilt, if it was.
     cache_rebuilt: Mutex<Option<String>>,
+    /// A temporary cache directory in use (the configured one cannot be written), removed on
+    /// drop.
+    temp_cache: Mutex<Option<PathBuf>>,
 }
 
 fn now_ns() -> i64 {
@@ -102,6 +105,17 @@ fn random_id() -> Result<Id> {
         }
     }
     Ok(Id::from_bytes(bytes))
+}
+
+impl Drop for Repository {
+    /// Closes the cache, and removes it when it was a temporary one.
+    fn drop(&mut self) {
+        let temp = self.temp_cache.get_mut().ok().and_then(Option::take);
+        drop(self.index.take());
+        if let Some(dir) = temp {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Repository {
@@ -278,6 +292,7 @@ impl Repository {
             held_lock: Mutex::default(),
             skipped_index: Mutex::default(),
             cache_rebuilt: Mutex::default(),
+            temp_cache: Mutex::default(),
         }
     }
 

@@ -122,6 +122,11 @@ pub struct RestoreReport {
     pub verified: u64,
     /// Paths that could not be restored.
     pub failures: Vec<RestoreFailure>,
+    /// `--include` and `--exclude` patterns that matched nothing, as `--include PATTERN`.
+    pub unmatched_patterns: Vec<String>,
+    /// The file being written when the target ran out of space (the restore stopped there:
+    /// what was restored before it stays, nothing after it was written).
+    pub out_of_space: Option<String>,
     /// Wall time.
     pub duration: Duration,
 }
@@ -225,7 +230,16 @@ pub fn restore(
         .build()
         .map_err(|e| Error::InvalidOption { option: "threads", reason: e.to_string() })?;
     let busy = std::sync::atomic::AtomicUsize::new(0);
-    let ctx = Ctx { repo, opts, as_root, shared: &shared, progress, decoders: &decoders, busy };
+    let ctx = Ctx {
+        repo,
+        opts,
+        as_root,
+        shared: &shared,
+        progress,
+        decoders: &decoders,
+        busy,
+        full: Mutex::default(),
+    };
     std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = bounded::<Vec<FileJob<'_>>>(1);
         for _ in 0..threads {
@@ -244,9 +258,16 @@ pub fn restore(
         let mut writer = Writer { ctx: &ctx, tx, batch: Vec::new(), fill: BatchFill::default() };
         let walked = walk_selected(repo, &selection, &root, &components, &mut writer);
         writer.flush();
-        walked
+        match walked {
+            // The target is full: the walk stopped there, and what was written stays.
+            Err(Error::TargetFull) => Ok(()),
+            other => other,
+        }
     })?;
+    let out_of_space = ctx.full.lock().ok().and_then(|mut f| f.take());
     let mut report = shared.into_inner().unwrap_or_default();
+    report.out_of_space = out_of_space;
+    report.unmatched_patterns = selection.unmatched();
     report.duration = started.elapsed();
     Ok(report)
 }
@@ -263,4 +284,26 @@ struct Ctx<'a> {
     decoders: &'a rayon::ThreadPool,
     /// Writers working on a batch; the decoder threads are used only when one is.
     busy: std::sync::atomic::AtomicUsize,
+    /// Where the target's file system ran out of space, if it did: the restore stops there.
+    full: Mutex<Option<String>>,
+}
+
+impl Ctx<'_> {
+    /// Notes that `e`, met writing `path`, is the target running out of space (the first such
+    /// path is kept). True when it is.
+    fn note_if_full(&self, e: &Error, path: &str) -> bool {
+        let Error::Io { cause, .. } = e else { return false };
+        if cause.kind() != std::io::ErrorKind::StorageFull {
+            return false;
+        }
+        if let Ok(mut full) = self.full.lock() {
+            full.get_or_insert_with(|| path.to_owned());
+        }
+        true
+    }
+
+    /// Whether the target ran out of space.
+    fn is_full(&self) -> bool {
+        self.full.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
 }

@@ -176,9 +176,31 @@ pub struct Manifest {
     pub issues: Vec<PathIssue>,
 }
 
+/// The names of `sets`: each set's start time in UTC as `YYYYMMDD-HHMMSS`, and for the second,
+/// third, ... set started in the same second (by start time, then id) `-2`, `-3`, ..., as
+/// MarkLogic numbers its backup directories. A name therefore names one set.
+pub fn unique_names<'a>(
+    sets: impl IntoIterator<Item = (SnapshotId, &'a Manifest)>,
+) -> std::collections::HashMap<SnapshotId, String> {
+    let mut by_name: std::collections::BTreeMap<String, Vec<(i64, SnapshotId)>> =
+        std::collections::BTreeMap::new();
+    for (id, m) in sets {
+        by_name.entry(m.name()).or_default().push((m.time_ns, id));
+    }
+    let mut out = std::collections::HashMap::new();
+    for (name, mut same) in by_name {
+        same.sort();
+        for (k, (_, id)) in same.into_iter().enumerate() {
+            out.insert(id, if k == 0 { name.clone() } else { format!("{name}-{}", k + 1) });
+        }
+    }
+    out
+}
+
 impl Manifest {
-    /// The set's sortable name, its start time in UTC as `YYYYMMDD-HHMMSS` (the form of
-    /// MarkLogic's backup directory names).
+    /// The set's start time in UTC as `YYYYMMDD-HHMMSS` (the form of MarkLogic's backup
+    /// directory names): its name, unless another set started in the same second
+    /// ([`unique_names`]).
     #[must_use]
     pub fn name(&self) -> String {
         crate::time::sortable_name(self.time_ns)
@@ -245,6 +267,25 @@ mod tests {
             counts: Counts { files: 3, ..Counts::default() },
             issues: vec![],
         }
+    }
+
+    // See: issue 17 ("two sets started in the same second are both named 20261130-025455").
+    #[test]
+    fn sets_started_in_the_same_second_get_numbered_names() {
+        let at = |ns: i64| Manifest { time_ns: ns, ..sample() };
+        let (a, b, c) = (
+            at(1_700_000_000_100_000_000),
+            at(1_700_000_000_900_000_000),
+            at(1_700_000_001_000_000_000),
+        );
+        let ids =
+            [SnapshotId(Id::hash(b"a")), SnapshotId(Id::hash(b"b")), SnapshotId(Id::hash(b"c"))];
+        let names = unique_names([(ids[1], &b), (ids[0], &a), (ids[2], &c)]);
+        assert_eq!(names[&ids[0]], "20231114-221320");
+        assert_eq!(names[&ids[1]], "20231114-221320-2");
+        assert_eq!(names[&ids[2]], "20231114-221321");
+        assert!(crate::time::is_sortable_name("20231114-221320-2"));
+        assert!(!crate::time::is_sortable_name("20231114-221320-"));
     }
 
     #[test]

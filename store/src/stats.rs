@@ -131,8 +131,15 @@ pub fn stats(repo: &Repository, progress: &dyn Progress) -> Result<RepoStats> {
         packs: repo.list_packs()?.len() as u64,
         ..RepoStats::default()
     };
-    repo.prepare_write()?;
-    let counts = Counts::open(layout.scratch("stats"))?;
+    // Fails only on a read-only repository, whose scratch goes elsewhere (below).
+    let _ = repo.prepare_write();
+    // A read-only repository keeps its scratch database in the system's temp directory.
+    let counts = match Counts::open(layout.scratch("stats")) {
+        Ok(c) => c,
+        Err(_) => {
+            Counts::open(std::env::temp_dir().join(format!("store-stats-{}", std::process::id())))?
+        }
+    };
     let mut sets: Vec<(SnapshotId, crate::snapshot::Manifest)> = repo
         .list_snapshots()?
         .into_iter()

@@ -46,9 +46,15 @@ pub fn human_duration(ns: i64) -> String {
 /// Whether `s` has the form of a sortable set name.
 #[must_use]
 pub fn is_sortable_name(s: &str) -> bool {
-    let b = s.as_bytes();
+    let (base, number) = match s.get(15..) {
+        Some(rest) if !rest.is_empty() => (&s[..15], rest.strip_prefix('-')),
+        _ => (s, Some("2")),
+    };
+    let b = base.as_bytes();
     b.len() == 15
         && b.iter().enumerate().all(|(i, c)| if i == 8 { *c == b'-' } else { c.is_ascii_digit() })
+        && number
+            .is_some_and(|n| (1..=9).contains(&n.len()) && n.bytes().all(|c| c.is_ascii_digit()))
 }
 
 #[cfg(test)]

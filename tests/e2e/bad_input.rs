@@ -10,7 +10,12 @@ fn snapshot_count(env: &Env) -> usize {
 
 #[track_caller]
 fn assert_error(run: &crate::support::Run, needle: &str) {
-    assert_eq!(run.code, 1, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert_error_code(run, 1, needle);
+}
+
+/// As [`assert_error`], with a documented exit status other than 1.
+fn assert_error_code(run: &crate::support::Run, code: i32, needle: &str) {
+    assert_eq!(run.code, code, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
     assert!(run.stderr.contains(needle), "stderr lacks {needle:?}: {}", run.stderr);
     assert!(run.stdout.is_empty(), "stdout should be empty: {}", run.stdout);
 }
@@ -35,14 +40,15 @@ fn repository_that_does_not_exist_or_is_not_a_repository() {
     let src = env.path("src");
     write(&src.join("a"), b"a");
     let run = env.run("snapshot", &[src.as_os_str()]);
-    assert_error(&run, "not a store repository");
+    // Exit 10: there is no repository there (scripts tell it from a failed backup).
+    assert_error_code(&run, 10, "not a store repository");
     assert!(run.stderr.contains("repo"), "{}", run.stderr);
     assert!(!env.repo().exists(), "a failed command must not create the repository");
 
     std::fs::create_dir(env.repo()).unwrap();
-    assert_error(&env.run("snapshots", &[] as &[&str]), "no config file");
+    assert_error_code(&env.run("snapshots", &[] as &[&str]), 10, "no config file");
     write(&env.repo().join("config"), b"[core]\nbare = false\n");
-    assert_error(&env.run("snapshots", &[] as &[&str]), "not a store repository");
+    assert_error_code(&env.run("snapshots", &[] as &[&str]), 10, "not a store repository");
 }
 
 #[test]
@@ -130,4 +136,57 @@ fn snapshot_path_inside_ls_that_does_not_exist() {
     write(&src.join("a"), b"a");
     env.snapshot(&[&src]);
     assert_error(&env.run("ls", &["latest", "src/nope"]), "src/nope");
+}
+
+// See: issue 17 ("a repository on a read-only mount: ls, cat, restore, check fail unless
+// --cache-dir is given, with no hint").
+#[test]
+fn a_read_only_repository_is_read_with_a_temporary_cache() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    write(&src.join("a.txt"), b"on a read-only disk");
+    env.snapshot(&[&src]);
+    std::fs::remove_dir_all(env.repo().join("cache")).unwrap();
+    // A read-only bind mount of the repository (CI runs as root).
+    let ro = env.path("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mount = |args: &[&OsStr]| {
+        assert!(std::process::Command::new("mount").args(args).status().unwrap().success())
+    };
+    mount(&[OsStr::new("--bind"), env.repo().as_os_str(), ro.as_os_str()]);
+    let _unmount = Unmount(ro.clone());
+    mount(&[OsStr::new("-o"), OsStr::new("remount,bind,ro"), ro.as_os_str()]);
+    let run = |args: &[&OsStr]| {
+        let mut all = vec![args[0], OsStr::new("--repo"), ro.as_os_str()];
+        all.extend_from_slice(&args[1..]);
+        store(all)
+    };
+    let ls = run(&[OsStr::new("ls"), OsStr::new("latest")]);
+    assert_eq!(ls.code, 0, "{}", ls.stderr);
+    assert!(ls.stdout.contains("data/a.txt"));
+    assert!(ls.stderr.contains("temporary index cache"), "{}", ls.stderr);
+    let cat = run(&[OsStr::new("cat"), OsStr::new("latest"), OsStr::new("data/a.txt")]);
+    assert_eq!(cat.stdout, "on a read-only disk");
+    let out = env.path("out");
+    let restore = run(&[
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        out.as_os_str(),
+    ]);
+    assert_eq!(restore.code, 0, "{}", restore.stderr);
+    assert_eq!(std::fs::read(out.join("data/a.txt")).unwrap(), b"on a read-only disk");
+    assert_eq!(run(&[OsStr::new("check"), OsStr::new("--read-data")]).code, 0);
+    assert_eq!(run(&[OsStr::new("stats")]).code, 0);
+    assert!(!env.repo().join("cache").exists(), "nothing was written into the repository");
+}
+
+/// Unmounts a directory when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }

@@ -9,11 +9,17 @@ use crate::support::{random_bytes, write, Env};
 
 /// The ```sh blocks of a Markdown file.
 fn sh_blocks(markdown: &str) -> Vec<String> {
+    fenced_blocks(markdown, "sh")
+}
+
+/// The fenced blocks of `lang` of a Markdown file.
+fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
+    let fence = format!("```{lang}");
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {
         match (&mut current, line.trim_start()) {
-            (None, "```sh") => current = Some(String::new()),
+            (None, l) if l == fence => current = Some(String::new()),
             (Some(_), "```") => blocks.extend(current.take()),
             (Some(block), _) => {
                 block.push_str(line);
@@ -110,7 +116,8 @@ fn alfresco_guide_runs_as_written() {
         write(&alf.join(format!("contentstore/2026/11/21/{}/{i:04x}.bin", i % 5)), &data);
     }
     write(&alf.join("contentstore.deleted/2026/11/20/0/dead.bin"), b"deleted document");
-    let stdout = run_guide("alfresco.md", &["/alf_data", "/backup/", "/restore"], &env);
+    let stdout =
+        run_guide("alfresco.md", &["/alf_data", "/backup/", "/restore", "/usr/local/bin"], &env);
     assert!(stdout.contains("content store matches"), "{stdout}");
     let restored = env.path("restore");
     for component in ["content", "db", "deleted"] {
@@ -134,4 +141,84 @@ fn marklogic_guide_runs_as_written() {
     let stdout = run_guide("marklogic.md", &["/space/", "/var/opt/MarkLogic", "/backup/"], &env);
     assert!(stdout.contains("backup directory matches"), "{stdout}");
     assert!(stdout.contains("incremental"), "{stdout}");
+}
+
+fn alfresco_guide() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/guides/alfresco.md"),
+    )
+    .unwrap()
+}
+
+// See: issue 17 ("the Alfresco guide's cron wrapper exits 0 when the backup fails").
+#[test]
+fn the_nightly_wrapper_of_the_alfresco_guide_fails_when_the_dump_fails() {
+    let text = alfresco_guide();
+    let script: String = text
+        .split("<<'EOF'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nEOF\n").next())
+        .expect("the guide writes the wrapper with a heredoc")
+        .to_owned();
+    let env = Env::new();
+    env.init();
+    let sandbox = env.dir.path();
+    write(&sandbox.join("alf_data/solr4Backup/x"), b"index");
+    write(&sandbox.join("alf_data/contentstore/2026/1.bin"), b"document");
+    write(&sandbox.join("alf_data/contentstore.deleted/x"), b"deleted");
+    let wrapper = sandbox.join("alfresco-backup.sh");
+    write(&wrapper, into_sandbox(&script, &["/alf_data"], sandbox).as_bytes());
+    let bin = sandbox.join("bin");
+    std::os::unix::fs::symlink(crate::support::bin(), {
+        std::fs::create_dir_all(&bin).unwrap();
+        bin.join("store")
+    })
+    .unwrap();
+    let run = |dump: &str| {
+        write(&bin.join("pg_dump"), dump.as_bytes());
+        std::fs::set_permissions(
+            bin.join("pg_dump"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        Command::new("sh")
+            .arg(&wrapper)
+            .env("PATH", path)
+            .env("STORE_REPO", env.repo())
+            .output()
+            .unwrap()
+    };
+    let failed = run("#!/bin/sh\necho 'pg_dump: error: connection refused' >&2\nexit 1\n");
+    assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
+    assert_eq!(std::fs::read_dir(env.repo().join("snapshots")).unwrap().count(), 0);
+    let ok = run("#!/bin/sh\necho PGDMP dump\n");
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
+// See: issue 17 ("a systemd service and timer for the nightly Alfresco set, checked with
+// systemd-analyze verify in a test").
+#[test]
+fn the_systemd_units_of_the_alfresco_guide_verify() {
+    let units = fenced_blocks(&alfresco_guide(), "ini");
+    assert_eq!(units.len(), 2, "a service and a timer");
+    let dir = tempfile::tempdir().unwrap();
+    // The unit names the wrapper by its installed path; here, a stand-in script.
+    let wrapper = dir.path().join("alfresco-backup.sh");
+    write(&wrapper, b"#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let service = units[0].replace("/usr/local/bin/alfresco-backup.sh", wrapper.to_str().unwrap());
+    write(&dir.path().join("alfresco-backup.service"), service.as_bytes());
+    write(&dir.path().join("alfresco-backup.timer"), units[1].as_bytes());
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(dir.path().join("alfresco-backup.service"))
+        .arg(dir.path().join("alfresco-backup.timer"))
+        .output()
+        .expect("systemd-analyze (package systemd, installed by .ci/setup)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("alfresco-backup"), "warnings about the units: {stderr}");
 }

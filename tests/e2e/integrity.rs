@@ -694,7 +694,7 @@ fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
     };
     write(&locks.join("live"), &record(std::process::id(), 0));
     let run = env.run("repair", &["index"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 11, "a live lock exits 11 (locked): {}", run.stderr);
     assert!(
         run.stderr.contains("locked")
             && run.stderr.contains(&format!("pid {}", std::process::id())),

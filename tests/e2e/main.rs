@@ -14,6 +14,7 @@ mod compat;
 mod guides;
 mod hostile;
 mod integrity;
+mod interrupt;
 mod json;
 mod model;
 mod mount;

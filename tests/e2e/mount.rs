@@ -261,3 +261,23 @@ fn ctrl_c_unmounts() {
     assert_eq!(std::fs::read(m.point.join("latest/src/a.txt")).unwrap(), b"a");
     m.stop(rustix::process::Signal::INT);
 }
+
+// See: issue 17 ("mounts over a non-empty or already-mounted directory without a word").
+#[test]
+fn mounting_on_a_non_empty_or_already_mounted_directory_is_refused() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    write(&src.join("a"), b"a");
+    env.snapshot(&[&src]);
+    let busy = env.path("busy");
+    write(&busy.join("x"), b"x");
+    let run = env.run("mount", &[busy.as_os_str()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("is not empty"), "{}", run.stderr);
+    let taken = env.path("taken");
+    let _tmpfs = crate::support::Tmpfs::mount(&taken, "1m");
+    let run = env.run("mount", &[taken.as_os_str()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("already a mount point"), "{}", run.stderr);
+}

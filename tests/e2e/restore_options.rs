@@ -301,15 +301,21 @@ fn symlinks_already_in_the_target_are_never_followed() {
     // A directory of the set and a file of the set, both planted as symlinks to the outside.
     std::os::unix::fs::symlink(&outside, out.join("src/docs")).unwrap();
     std::os::unix::fs::symlink(outside.join("keep.txt"), out.join("src/file.txt")).unwrap();
-    let run = env.run("restore", &restore_args(&out, &["--overwrite", "always"]));
+    // Kept as they are (`never`): the directory cannot be entered, and is named.
+    let run = env.run("restore", &restore_args(&out, &["--overwrite", "never"]));
     assert_eq!(run.code, 1, "the directory that is a symlink cannot be restored");
     assert!(
         run.stderr.contains("src/docs") && run.stderr.contains("never followed"),
         "{}",
         run.stderr
     );
+    assert!(!outside.join("a.txt").exists(), "nothing written through the symlink");
+    // Replaced (`always`): each symlink is removed, not followed, and the set's entry made.
+    env.run("restore", &restore_args(&out, &["--overwrite", "always"])).ok();
     assert_eq!(std::fs::read(outside.join("keep.txt")).unwrap(), b"outside the target");
     assert!(!outside.join("a.txt").exists(), "nothing written through the symlink");
+    assert!(std::fs::symlink_metadata(out.join("src/docs")).unwrap().is_dir());
+    assert_eq!(std::fs::read(out.join("src/docs/a.txt")).unwrap(), b"document");
     // The file that was a symlink is now the restored file itself.
     let file = out.join("src/file.txt");
     assert!(!std::fs::symlink_metadata(&file).unwrap().file_type().is_symlink());
@@ -409,4 +415,64 @@ fn restore_keeps_few_descriptors_open_when_every_file_has_its_own_directory() {
     let run = std::process::Command::new("sh").args(["-c", &cmd]).output().unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_same_tree(&src, &out.join("src"));
+}
+
+// See: issue 17 ("restore into a full file system goes on and prints one ENOSPC line per file:
+// stop at the first ENOSPC, say how much was restored").
+#[test]
+fn a_restore_into_a_full_file_system_stops_at_the_first_enospc_and_says_how_far_it_got() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    for i in 0..400u64 {
+        write(&src.join(format!("d{}/f{i}.bin", i % 10)), &random_bytes(i, 60_000));
+    }
+    env.snapshot(&[&src]);
+    let mnt = env.path("small");
+    let _tmpfs = crate::support::Tmpfs::mount(&mnt, "8m");
+    let target = mnt.join("out");
+    let run =
+        env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), target.as_os_str()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("ran out of space"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("files (") && run.stderr.contains("were restored"),
+        "{}",
+        run.stderr
+    );
+    let lines = run.stderr.lines().count();
+    assert!(lines < 10, "one line per file no more: {lines} lines\n{}", run.stderr);
+    assert_eq!(env.run("check", &["--read-data"]).code, 0, "the repository is untouched");
+}
+
+// See: issue 17 ("`restore --overwrite always` fails where an entry changed type (file where a
+// directory should be, and the reverse): replace a plain file or an empty directory, never
+// follow anything").
+#[test]
+fn overwrite_replaces_entries_that_changed_type_and_never_follows_a_symlink() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("was_dir"), b"a file now");
+    write(&src.join("was_file/inner.txt"), b"a directory now");
+    write(&src.join("was_link/x"), b"under a directory");
+    write(&src.join("full_dir"), b"a file where a full directory stands");
+    env.snapshot(&[&src]);
+    let out = env.path("out");
+    let root = out.join("src");
+    std::fs::create_dir_all(root.join("was_dir")).unwrap(); // empty directory: replaced
+    write(&root.join("was_file"), b"old file"); // file: replaced by the directory
+    let victim = env.path("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::os::unix::fs::symlink(&victim, root.join("was_link")).unwrap(); // never followed
+    write(&root.join("full_dir/keep.txt"), b"kept"); // a directory with content: kept, named
+    let run = env.run("restore", &restore_args(&out, &["--overwrite", "always"]));
+    assert_eq!(run.code, 1, "the full directory is named: {}", run.stderr);
+    assert!(run.stderr.contains("full_dir") && run.stderr.contains("not empty"), "{}", run.stderr);
+    assert_eq!(std::fs::read(root.join("was_dir")).unwrap(), b"a file now");
+    assert_eq!(std::fs::read(root.join("was_file/inner.txt")).unwrap(), b"a directory now");
+    assert!(!std::fs::symlink_metadata(root.join("was_link")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(root.join("was_link/x")).unwrap(), b"under a directory");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "nothing written through the link");
+    assert_eq!(std::fs::read(root.join("full_dir/keep.txt")).unwrap(), b"kept");
 }

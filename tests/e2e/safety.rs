@@ -531,7 +531,7 @@ fn r12_a_missing_config_is_named_and_restored_from_its_copy() {
     std::fs::remove_file(env.repo().join("config")).unwrap();
     for cmd in [&["snapshots"][..], &["check"], &["restore", "latest", "--dry-run"]] {
         let run = env.run(cmd[0], &cmd[1..]);
-        assert_eq!(run.code, 1, "{cmd:?}");
+        assert_eq!(run.code, 10, "{cmd:?}: not a repository exits 10");
         assert!(run.stderr.contains("not a store repository"), "{cmd:?}: {}", run.stderr);
         assert!(run.stderr.contains("config.copy"), "{cmd:?} names the copy: {}", run.stderr);
         assert!(run.stderr.contains("store repair config"), "{cmd:?}: {}", run.stderr);
@@ -545,7 +545,7 @@ fn r12_a_missing_config_is_named_and_restored_from_its_copy() {
     std::fs::remove_file(env.repo().join("config")).unwrap();
     std::fs::remove_file(env.repo().join("config.copy")).unwrap();
     let run = env.run("repair", &["config"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 10);
     assert!(run.stderr.contains("not a store repository"), "{}", run.stderr);
     assert!(!env.repo().join("config").exists());
 }

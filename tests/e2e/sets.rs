@@ -217,15 +217,18 @@ fn explicit_parent_and_chains_by_host_and_tags() {
         .json();
     assert_eq!(pinned["parent"], a["id"]);
     assert_eq!(pinned["files_unchanged"], 1);
-    // The set name (start time, UTC) resolves like an id.
-    let name = b["name"].as_str().unwrap();
-    assert_eq!(name.len(), 15);
+    // The set name (start time, UTC, with `-2`, `-3`... for a second set in the same second)
+    // is unique in the repository and resolves like an id.
     let list = env.run("snapshots", &["--json"]).ok().json();
-    let same_second = list.as_array().unwrap().iter().filter(|s| s["name"] == name).count();
-    if same_second == 1 {
-        env.run("ls", &[name]).ok();
-    } else {
-        assert!(env.run("ls", &[name]).stderr.contains("ambiguous"));
+    let names: Vec<&str> =
+        list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "set names are unique: {names:?}");
+    for name in &names {
+        let (stamp, suffix) = name.split_at(15);
+        assert!(stamp.bytes().enumerate().all(|(i, c)| (i == 8) == (c == b'-')), "{name}");
+        assert!(suffix.is_empty() || suffix[1..].parse::<u32>().is_ok_and(|n| n >= 2), "{name}");
+        env.run("ls", &[*name]).ok();
     }
     // Incrementals are listed under the full set they chain to.
     let listing = env.run("snapshots", &[] as &[&str]).ok().stdout;

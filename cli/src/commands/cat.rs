@@ -19,5 +19,6 @@ pub fn cat(repo: &RepoArg, args: &CatArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     store::write_file_to(&repo, &node, &mut out, "<stdout>")
         .with_context(|| format!("writing {} of set {}", store::escape_name(path), id.short()))?;
+    super::report_notes(&repo);
     Ok(ExitCode::SUCCESS)
 }

@@ -52,6 +52,7 @@ pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
     let report = Bar::run("check", |bar| {
         store::check(&repo, &store::CheckOptions { read_data, record_damage: true }, bar)
     });
+    super::report_notes(&repo);
     let report = report.context("the check could not run")?;
     if let Some(e) = &report.record_error {
         eprintln!("store: warning: the damage found could not be recorded ({e}); writers may build on it until it is");

@@ -20,10 +20,21 @@ fn kind_str(k: store::ChangeKind) -> &'static str {
 
 pub fn run(repo: &RepoArg, args: &DiffArgs) -> Result<ExitCode> {
     let repo = repo.open()?;
-    let (ida, a) =
-        repo.resolve_snapshot(&args.a).with_context(|| format!("finding snapshot {:?}", args.a))?;
-    let (idb, b) =
-        repo.resolve_snapshot(&args.b).with_context(|| format!("finding snapshot {:?}", args.b))?;
+    let find =
+        |r: &str| repo.resolve_snapshot(r).with_context(|| format!("finding snapshot {r:?}"));
+    let ((ida, a), (idb, b)) = match &args.b {
+        Some(b) => (find(&args.a)?, find(b)?),
+        None => {
+            let (id, set) = find(&args.a)?;
+            let parent = set.parent.with_context(|| {
+                format!("set {} is a full set: it builds on no other set", id.short())
+            })?;
+            let older = repo.load_snapshot(parent).with_context(|| {
+                format!("loading the parent {} of set {}", parent.short(), id.short())
+            })?;
+            ((parent, older), (id, set))
+        }
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         // Streamed as one document, so a large difference is never held in memory.

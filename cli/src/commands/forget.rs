@@ -81,8 +81,8 @@ pub fn forget(repo_arg: &RepoArg, args: &ForgetArgs) -> Result<ExitCode> {
         }
         store::plan_explicit(&sets, &ids)
     };
-    let name =
-        |id: &store::SnapshotId| manifests.get(id).map(store::Manifest::name).unwrap_or_default();
+    let names = store::unique_names(manifests.iter().map(|(id, m)| (*id, m)));
+    let name = |id: &store::SnapshotId| names.get(id).cloned().unwrap_or_default();
     if args.json {
         print_json(&serde_json::json!({
             "dry_run": args.dry_run,

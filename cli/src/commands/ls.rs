@@ -91,5 +91,6 @@ pub fn run(repo: &RepoArg, args: &LsArgs) -> Result<ExitCode> {
         }),
     };
     listing.with_context(|| format!("listing snapshot {}", id.short()))?;
+    super::report_notes(&repo);
     Ok(ExitCode::SUCCESS)
 }

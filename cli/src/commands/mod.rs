@@ -28,6 +28,22 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         .with_context(|| format!("invalid --lock-wait {:?}", cli.lock_wait))?;
     let stale_after = crate::output::parse_duration(&cli.stale_lock_after)
         .with_context(|| format!("invalid --stale-lock-after {:?}", cli.stale_lock_after))?;
+    if stale_after.is_zero() {
+        anyhow::bail!("invalid --stale-lock-after 0: every lock would be stale at once");
+    }
+    // Long commands stop cleanly on SIGINT and SIGTERM (the mount handles its own).
+    if matches!(
+        cli.command,
+        Command::Snapshot(_)
+            | Command::Restore(_)
+            | Command::Check(_)
+            | Command::Prune(_)
+            | Command::Repair(_)
+            | Command::Forget(_)
+            | Command::Stats(_)
+    ) {
+        crate::signals::install().context("installing the signal handlers")?;
+    }
     let repo = RepoArg { path: cli.repo, cache_dir: cli.cache_dir, lock_wait, stale_after };
     match cli.command {
         Command::Init(a) => init::run(&repo, &a),
@@ -73,6 +89,7 @@ impl RepoArg {
             wait: self.lock_wait,
             stale_after: self.stale_after,
             command: command.to_owned(),
+            interrupt: crate::signals::stop_flag(),
         }
     }
 
@@ -101,7 +118,15 @@ impl RepoArg {
 
 /// Warns about a cache that was damaged and rebuilt, and about index files the cache had to
 /// leave out (the blobs only they list look lost until `store repair index`).
-fn warn_skipped_index(repo: &store::Repository) {
+fn report_notes(repo: &store::Repository) {
+    if let Some(temp) = repo.temporary_cache() {
+        eprintln!(
+            "store: note: {} cannot be written (a read-only repository?): a temporary index cache \
+             was used ({}, removed at exit); --cache-dir DIR keeps one",
+            repo.cache_dir().display(),
+            temp.display()
+        );
+    }
     if let Some(why) = repo.cache_rebuilt() {
         eprintln!(
             "store: warning: the index cache {} was damaged ({why}); it was rebuilt from the \
@@ -183,8 +208,8 @@ fn counts_json(c: &store::Counts) -> serde_json::Map<String, serde_json::Value> 
     map
 }
 
-/// A manifest as the JSON object `snapshots --json` and `snapshot --json` share.
-fn manifest_json(id: store::SnapshotId, m: &store::Manifest) -> serde_json::Value {
+/// A manifest, named `name`, as the JSON object `snapshots --json` and `snapshot --json` share.
+fn manifest_json(id: store::SnapshotId, name: &str, m: &store::Manifest) -> serde_json::Value {
     let components: Vec<serde_json::Value> = m
         .components
         .iter()
@@ -206,7 +231,7 @@ fn manifest_json(id: store::SnapshotId, m: &store::Manifest) -> serde_json::Valu
     let mut obj = serde_json::json!({
         "id": id.to_hex(),
         "short_id": id.short(),
-        "name": m.name(),
+        "name": name,
         "time": crate::output::time_rfc3339(m.time_ns),
         "end_time": crate::output::time_rfc3339(m.end_ns),
         "host": m.host,

@@ -21,7 +21,33 @@ use crate::args::MountArgs;
 /// at most this long.
 const TTL: Duration = Duration::from_secs(1);
 
+/// Refuses a mountpoint that is not an empty directory, or that something is mounted on already
+/// (mounting over it would hide what is there, or stack a second mount on the first).
+fn check_mountpoint(dir: &std::path::Path) -> Result<()> {
+    let mut entries = std::fs::read_dir(dir)
+        .with_context(|| format!("mountpoint {}: not a directory we can read", dir.display()))?;
+    if entries.next().is_some() {
+        anyhow::bail!("mountpoint {} is not empty: mount on an empty directory", dir.display());
+    }
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // Field 5 of each line is the mount point (spaces escaped as \040).
+    let taken = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|p| std::path::Path::new(&p.replace("\\040", " ")) == canonical);
+    if taken {
+        anyhow::bail!(
+            "mountpoint {} is already a mount point (unmount it first: fusermount3 -u {})",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(repo_arg: &RepoArg, args: &MountArgs) -> Result<ExitCode> {
+    check_mountpoint(&args.mountpoint)?;
     let repo = Arc::new(repo_arg.open()?);
     // A shared lock for as long as the mount lives: prune cannot delete what is being read.
     let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "mount", true)?;

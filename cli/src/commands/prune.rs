@@ -25,6 +25,12 @@ pub fn prune(repo_arg: &RepoArg, args: &PruneArgs) -> Result<ExitCode> {
     let report = Bar::run("prune", |bar| store::prune(&repo, &opts, bar, &mut removed));
     let report = match report {
         Ok(r) => r,
+        Err(store::Error::Locked { holder }) if holder.contains("lock of `mount`") => {
+            return Err(anyhow::Error::new(store::Error::Locked { holder }).context(
+                "a `store mount` holds the repository: unmount it (fusermount3 -u MOUNTPOINT, or \
+                 Ctrl-C in its terminal), or wait with --lock-wait DURATION",
+            ))
+        }
         Err(e @ store::Error::Locked { .. }) => {
             return Err(anyhow::Error::new(e)
                 .context("prune waits for running backups: use --lock-wait DURATION"))

@@ -31,10 +31,33 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
     }
     let target = args.target.clone().context("--target DIR is required")?;
     let result = Bar::run("restore", |bar| store::restore(&repo, &manifest, &opts, bar));
-    super::warn_skipped_index(&repo);
+    super::report_notes(&repo);
     let report = result.with_context(|| format!("restoring snapshot {}", id.short()))?;
     for f in &report.failures {
         eprintln!("store: error: {}: {}", f.path, f.error);
+    }
+    for p in &report.unmatched_patterns {
+        eprintln!("store: warning: {p} matched nothing");
+    }
+    if let Some(path) = &report.out_of_space {
+        anyhow::bail!(
+            "the target ran out of space writing {path}: {} files ({}) were restored, nothing \
+             after it; free space and resume with `store restore {} --target {} --overwrite \
+             if-changed`",
+            report.files,
+            size(report.bytes),
+            args.snapshot,
+            target.display()
+        );
+    }
+    let restored =
+        report.files + report.dirs + report.symlinks + report.specials + report.unchanged;
+    if !args.include.is_empty() && restored == 0 {
+        anyhow::bail!(
+            "nothing of snapshot {} matches --include {}; nothing was restored",
+            id.short(),
+            args.include.join(", --include ")
+        );
     }
     let secs = report.duration.as_secs_f64();
     if args.json {

@@ -121,7 +121,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         };
         (store::snapshot(&repo, &opts, bar), bar.issues())
     });
-    super::warn_skipped_index(&repo);
+    super::report_notes(&repo);
     let report = match result {
         Ok(report) => report,
         Err(e @ store::Error::PackVanished { .. }) => {
@@ -144,6 +144,9 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         }
     };
     let m = &report.manifest;
+    for p in &report.unmatched_excludes {
+        eprintln!("store: warning: --exclude {p:?} matched nothing");
+    }
     if report.packs_adopted > 0 {
         eprintln!(
             "store: adopted {} packs an interrupted snapshot had written (verified), so their \
@@ -152,8 +155,18 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         );
     }
     let secs = report.duration.as_secs_f64();
+    // Its name among the sets (a second set of the same second is `-2`).
+    let name = repo
+        .list_snapshots()
+        .ok()
+        .and_then(|listed| {
+            let sets: Vec<(store::SnapshotId, store::Manifest)> =
+                listed.into_iter().filter_map(|s| s.manifest.ok().map(|m| (s.id, m))).collect();
+            store::unique_names(sets.iter().map(|(id, m)| (*id, m))).remove(&report.id)
+        })
+        .unwrap_or_else(|| m.name());
     if args.json {
-        let mut doc = manifest_json(report.id, m);
+        let mut doc = manifest_json(report.id, &name, m);
         if let Some(o) = doc.as_object_mut() {
             o.insert("duration_s".into(), serde_json::json!(secs));
             o.insert("packs".into(), serde_json::json!(report.packs));
@@ -167,12 +180,16 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             "{} set {} ({}){parent} saved: {} files, {} dirs, {} in {:.1} s ({})",
             m.kind.as_str(),
             report.id.short(),
-            m.name(),
+            name,
             m.counts.files,
             m.counts.dirs,
             size(m.counts.bytes_source),
             secs,
-            rate(m.counts.bytes_read, secs),
+            if m.counts.bytes_read == 0 {
+                "nothing to read".to_owned()
+            } else {
+                rate(m.counts.bytes_read, secs)
+            },
         );
         out!(
             "  files: {} new, {} changed, {} unchanged; read {}, added {} ({} new chunks, {} packs)",

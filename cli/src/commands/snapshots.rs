@@ -21,6 +21,8 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
         }
     }
     good.sort_by_key(|(id, m)| std::cmp::Reverse((m.time_ns, *id)));
+    let names = store::unique_names(good.iter().map(|(id, m)| (*id, m)));
+    let name = |id: &store::SnapshotId| names.get(id).cloned().unwrap_or_default();
     for (id, e) in &damaged {
         eprintln!("store: warning: snapshot {id} is damaged: {e}");
     }
@@ -42,7 +44,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
         let mut arr: Vec<serde_json::Value> = good
             .iter()
             .map(|(id, m)| {
-                let mut doc = manifest_json(*id, m);
+                let mut doc = manifest_json(*id, &name(id), m);
                 if let Some(o) = doc.as_object_mut() {
                     o.insert("chain".into(), chain_of(*id).to_hex().into());
                 }
@@ -70,7 +72,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
             out,
             "{indent}{:<width$} {:<17} {:<19} {:<10} {:<12} {:>10}  {:<16} {}",
             id.short(),
-            m.name(),
+            name(id),
             time(m.time_ns),
             m.host,
             m.kind.as_str(),

@@ -13,6 +13,7 @@ pub fn stats(repo_arg: &RepoArg, args: &StatsArgs) -> Result<ExitCode> {
     let repo = repo_arg.open()?;
     let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "stats", true)?;
     let st = Bar::run("stats", |bar| store::stats(&repo, bar));
+    super::report_notes(&repo);
     let st = st.context("computing statistics")?;
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let dedup = ratio(st.bytes_source, st.bytes_unique_raw);

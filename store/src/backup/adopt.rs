@@ -51,6 +51,9 @@ pub(crate) fn adopt_packs(repo: &Repository, progress: &dyn Progress) -> Result<
     let mut pending: Vec<IndexedPack> = Vec::new();
     let mut pending_blobs = 0usize;
     for pack in orphans {
+        if progress.interrupted() {
+            return Err(crate::error::Error::Interrupted);
+        }
         let path = repo.layout().pack(pack);
         // Read whole, as `check --read-data` does: every blob and the pack's own hash.
         let verdict = std::fs::read(&path).ok().and_then(|bytes| {

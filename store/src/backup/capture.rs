@@ -204,19 +204,23 @@ pub(super) fn capture_command(
         .process_group(0)
         .spawn()
         .map_err(|e| fail(format!("cannot start `sh -c {cmd}`: {e}")))?;
-    let kill_group = |child: &std::process::Child| {
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-    };
+    let group = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw);
+    // An interrupted snapshot kills the group while it runs (its output is then cut short).
+    ctx.children.set(group);
     let captured = match child.stdout.take() {
         Some(mut out) => capture_stream(ctx, src, index, &mut out, sinks),
         None => Err(fail("command has no standard output".into())),
     };
+    ctx.children.set(None);
     if captured.is_err() {
-        kill_group(&child);
+        if let Some(pid) = group {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
     }
     let status = child.wait().map_err(|e| fail(format!("waiting for the command: {e}")));
+    if ctx.progress.interrupted() {
+        return Err(Error::Interrupted);
+    }
     let meta = captured?;
     let status = status?;
     if status.success() {

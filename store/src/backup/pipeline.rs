@@ -242,14 +242,18 @@ pub(crate) fn pack_loop(
 /// later snapshot fail too. Packs already indexed stay: another writer may build on them, and a
 /// retried snapshot reuses them. When this process's lock was lost meanwhile, nothing is
 /// removed (another process may have adopted them); prune collects what is left.
+///
+/// `interrupted` is asked before every index file: once the operator asked to stop, what is not
+/// indexed yet is removed rather than indexed.
 pub(crate) fn seal_loop(
     repo: &Repository,
     rx: &Receiver<PackWriter>,
     shared: &Shared,
     dedup: &Dedup<'_>,
+    interrupted: &dyn Fn() -> bool,
 ) -> Result<PackerStats> {
     let mut pending: Vec<IndexedPack> = Vec::new();
-    let result = seal_all(repo, rx, shared, dedup, &mut pending);
+    let result = seal_all(repo, rx, shared, dedup, &mut pending, interrupted);
     if (result.is_err() || shared.is_cancelled()) && repo.check_lock().is_ok() {
         discard_packs(repo, &pending);
     }
@@ -262,7 +266,14 @@ fn seal_all(
     shared: &Shared,
     dedup: &Dedup<'_>,
     pending: &mut Vec<IndexedPack>,
+    interrupted: &dyn Fn() -> bool,
 ) -> Result<PackerStats> {
+    let stop = || {
+        if interrupted() {
+            shared.fail(Error::Interrupted);
+        }
+        shared.is_cancelled()
+    };
     let mut stats = PackerStats::default();
     let mut pending_blobs = 0usize;
     for writer in rx {
@@ -276,7 +287,7 @@ fn seal_all(
         stats.packs += 1;
         pending_blobs += sealed.entries.len();
         pending.push(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries });
-        if pending_blobs >= INDEX_FLUSH_BLOBS {
+        if pending_blobs >= INDEX_FLUSH_BLOBS && !stop() {
             let indexed = index_pending(repo, pending)?;
             // Only once the cache has them (read-only caches keep them in memory).
             if !repo.index()?.is_read_only() {
@@ -285,7 +296,7 @@ fn seal_all(
             pending_blobs = 0;
         }
     }
-    if !pending.is_empty() && !shared.is_cancelled() {
+    if !pending.is_empty() && !stop() {
         index_pending(repo, pending)?;
     }
     Ok(stats)

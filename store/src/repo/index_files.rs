@@ -103,7 +103,8 @@ impl Repository {
             return Ok(index);
         }
         let damage = self.damage_records()?;
-        let mut index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
+        let cache_dir = self.usable_cache_dir()?;
+        let mut index = ChunkIndex::open(&cache_dir, self.config.repo_id)?;
         if let (Some(why), Ok(mut note)) = (index.rebuilt_because(), self.cache_rebuilt.lock()) {
             *note = Some(why.to_owned());
         }
@@ -121,7 +122,7 @@ impl Repository {
             }
             if rebuild {
                 index.destroy()?;
-                index = ChunkIndex::open(&self.cache_dir, self.config.repo_id)?;
+                index = ChunkIndex::open(&cache_dir, self.config.repo_id)?;
             }
         }
         index.set_damaged(damage.set);
@@ -161,6 +162,32 @@ impl Repository {
             }
         }
         Ok(ingested)
+    }
+
+    /// The cache's directory: the configured one, or, when that cannot be written (a repository
+    /// on a read-only mount, with the cache in it), a temporary one removed when the repository
+    /// is dropped ([`Repository::temporary_cache`] says so).
+    fn usable_cache_dir(&self) -> Result<std::path::PathBuf> {
+        let dir = &self.cache_dir;
+        let probe = if dir.exists() { dir.as_path() } else { dir.parent().unwrap_or(dir) };
+        if rustix::fs::access(probe, rustix::fs::Access::WRITE_OK).is_ok() {
+            return Ok(dir.clone());
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let temp = std::env::temp_dir().join(format!("store-cache-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&temp).at(&temp)?;
+        if let Ok(mut t) = self.temp_cache.lock() {
+            *t = Some(temp.clone());
+        }
+        Ok(temp)
+    }
+
+    /// The temporary cache in use because the configured one cannot be written, if any.
+    #[must_use]
+    pub fn temporary_cache(&self) -> Option<std::path::PathBuf> {
+        self.temp_cache.lock().ok().and_then(|t| t.clone())
     }
 
     /// Why this host's cache could not be opened and was rebuilt from the index files, if it

@@ -70,6 +70,9 @@ pub struct LockOptions {
     pub stale_after: Duration,
     /// The command taking the lock, recorded in it.
     pub command: String,
+    /// Set by the caller when the operator asks to stop (SIGINT, SIGTERM): a wait for a lock
+    /// ends at once with [`Error::Interrupted`].
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Default for LockOptions {
@@ -78,6 +81,7 @@ impl Default for LockOptions {
             wait: Duration::ZERO,
             stale_after: DEFAULT_STALE_AFTER,
             command: String::new(),
+            interrupt: None,
         }
     }
 }
@@ -293,6 +297,9 @@ impl Repository {
                 return Err(Error::Locked { holder: holder.to_string() });
             }
             crate::crash::point("lock", "waiting");
+            if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                return Err(Error::Interrupted);
+            }
             attempt += 1;
             // Back off with a little jitter, so two waiting processes do not collide forever.
             let jitter = Duration::from_millis(

@@ -97,17 +97,16 @@ impl Repository {
             return newest.ok_or_else(not_found);
         }
         if crate::time::is_sortable_name(reference) {
-            let mut matches: Vec<(SnapshotId, Manifest)> = self
+            let sets: Vec<(SnapshotId, Manifest)> = self
                 .list_snapshots()?
                 .into_iter()
                 .filter_map(|s| s.manifest.ok().map(|m| (s.id, m)))
-                .filter(|(_, m)| m.name() == reference)
                 .collect();
-            return match matches.len() {
-                0 => Err(not_found()),
-                1 => Ok(matches.remove(0)),
-                count => Err(Error::AmbiguousSnapshot { reference: reference.to_owned(), count }),
-            };
+            let names = crate::snapshot::unique_names(sets.iter().map(|(id, m)| (*id, m)));
+            return sets
+                .into_iter()
+                .find(|(id, _)| names.get(id).map(String::as_str) == Some(reference))
+                .ok_or_else(not_found);
         }
         let valid_hex = reference.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid_hex || reference.len() < 8 || reference.len() > 64 {

@@ -69,12 +69,26 @@ impl<'a> Sink for Writer<'_, 'a> {
     type Dir = Arc<DirHandle<'a>>;
 
     fn make_dir(&mut self, parent: &Self::Dir, node: &Node, path: &str) -> Result<Self::Dir> {
-        let handle = make_dir(self.ctx, parent, node, path)?;
-        Ok(Arc::new(handle))
+        if self.ctx.is_full() {
+            return Err(Error::TargetFull);
+        }
+        let handle = make_dir(self.ctx, parent, node, path);
+        if let Err(e) = &handle {
+            if self.ctx.note_if_full(e, path) {
+                return Err(Error::TargetFull);
+            }
+        }
+        Ok(Arc::new(handle?))
     }
 
     fn leaf(&mut self, dir: &Self::Dir, node: Node, path: String) -> Result<()> {
         let ctx = self.ctx;
+        if ctx.progress.interrupted() {
+            return Err(Error::Interrupted);
+        }
+        if ctx.is_full() {
+            return Err(Error::TargetFull);
+        }
         match &node.content {
             Content::File { chunks, size } => {
                 let n = match chunks {
@@ -126,6 +140,9 @@ pub(super) enum FileOutcome {
 pub(super) fn file_writer(ctx: &Ctx<'_>, jobs: &Receiver<Vec<FileJob<'_>>>) {
     let mut bufs = Buffers::default();
     for batch in jobs {
+        if ctx.progress.interrupted() || ctx.is_full() {
+            continue; // drain: the batches not started are not written at all
+        }
         ctx.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         restore_batch(ctx, &batch, &mut bufs);
         ctx.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -147,7 +164,14 @@ pub(super) fn report(
             count(ctx.shared, |r| r.unchanged += 1);
             ctx.progress.add_bytes(bytes);
         }
-        Err(e) => record(ctx.shared, &job.path, e),
+        Err(e) => {
+            // Once the target is full, the files that fail after the first are not each
+            // reported: the report says where the space ran out.
+            let full = ctx.full.lock().ok().and_then(|f| f.clone());
+            if full.as_deref().is_none_or(|p| p == job.path) {
+                record(ctx.shared, &job.path, e);
+            }
+        }
     }
     ctx.progress.add_items(1);
 }
@@ -177,7 +201,11 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
     for job in batch {
         let Content::File { size, chunks } = &job.node.content else { continue };
         if matches!(chunks, ChunkRefs::Lists(_)) {
-            report(ctx, job, restore_file(ctx, job, bufs).map_err(|e| e.to_string()));
+            let outcome = restore_file(ctx, job, bufs);
+            if let Err(e) = &outcome {
+                ctx.note_if_full(e, &job.path);
+            }
+            report(ctx, job, outcome.map_err(|e| e.to_string()));
             continue;
         }
         let prepared = prepare(ctx, job, *size, chunks, bufs).and_then(|keep| match keep {
@@ -192,7 +220,10 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
                 targets.push(Target { job, size: *size, chunks, temp, file, error: None });
             }
             Ok(Err(outcome)) => report(ctx, job, Ok(outcome)),
-            Err(e) => report(ctx, job, Err(e.to_string())),
+            Err(e) => {
+                ctx.note_if_full(&e, &job.path);
+                report(ctx, job, Err(e.to_string()));
+            }
         }
     }
     let mut plan = Vec::new();
@@ -269,6 +300,7 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
                     for (t, cause) in failed {
                         let t = &mut targets[t];
                         let e = Error::Io { path: t.job.path.clone().into(), cause };
+                        ctx.note_if_full(&e, &t.job.path);
                         t.error.get_or_insert_with(|| e.to_string());
                     }
                 }
@@ -280,8 +312,10 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
         let dir = &t.job.dir;
         let outcome = match t.error {
             Some(e) => Err(e),
-            None => finish(ctx, t.job, &t.file, &t.temp, t.size, t.chunks, bufs)
-                .map_err(|e| e.to_string()),
+            None => finish(ctx, t.job, &t.file, &t.temp, t.size, t.chunks, bufs).map_err(|e| {
+                ctx.note_if_full(&e, &t.job.path);
+                e.to_string()
+            }),
         };
         if outcome.is_err() {
             let _ = rustix::fs::unlinkat(&dir.fd, t.temp.as_slice(), AtFlags::empty());

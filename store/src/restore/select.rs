@@ -12,6 +12,13 @@ pub(super) struct Selection {
 }
 
 impl Selection {
+    /// The patterns that matched nothing, as `--include PATTERN` and `--exclude PATTERN`.
+    pub(super) fn unmatched(&self) -> Vec<String> {
+        let include = self.include.unmatched().into_iter().map(|p| format!("--include {p}"));
+        let exclude = self.exclude.unmatched().into_iter().map(|p| format!("--exclude {p}"));
+        include.chain(exclude).collect()
+    }
+
     pub(super) fn new(opts: &RestoreOptions) -> Result<Self> {
         Ok(Selection {
             include: Patterns::new(&opts.include, "include pattern")?,

@@ -103,8 +103,16 @@ pub(super) fn make_dir<'a>(
     path: &str,
 ) -> Result<DirHandle<'a>> {
     let name = node.name.as_slice();
-    let existed = match rustix::fs::mkdirat(&parent.fd, name, Mode::from_raw_mode(0o700)) {
+    let mkdir = || rustix::fs::mkdirat(&parent.fd, name, Mode::from_raw_mode(0o700));
+    let existed = match mkdir() {
         Ok(()) => false,
+        // A file, symlink or special file where the set has a directory: with `always` or
+        // `if-changed` it is replaced (removed, never followed), then the directory is made.
+        Err(Errno::EXIST) if replaces(ctx) && !is_dir_at(parent, name) => {
+            rustix::fs::unlinkat(&parent.fd, name, AtFlags::empty()).at(path)?;
+            mkdir().at(path)?;
+            false
+        }
         Err(Errno::EXIST) if ctx.opts.overwrite.is_some() => true,
         Err(e) => return Err(e).at(path),
     };
@@ -127,6 +135,17 @@ pub(super) fn make_dir<'a>(
         as_root: parent.as_root,
         shared: parent.shared,
     })
+}
+
+/// Whether an entry that is in the way may be replaced (`--overwrite always` or `if-changed`).
+fn replaces(ctx: &Ctx<'_>) -> bool {
+    matches!(ctx.opts.overwrite, Some(Overwrite::Always | Overwrite::IfChanged))
+}
+
+/// Whether `name` in `dir` is a directory itself (a symlink to one is not).
+fn is_dir_at(dir: &DirHandle<'_>, name: &[u8]) -> bool {
+    rustix::fs::statat(&dir.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| file_type(&st) == rustix::fs::FileType::Directory)
 }
 
 /// What is at `name` in `dir` now (not following a symlink), if anything.
@@ -298,10 +317,23 @@ pub(super) fn finish(
     let (dir, name) = (&job.dir, job.node.name.as_slice());
     file.set_len(size).at(&job.path)?;
     apply_meta(file, &job.node.meta, ctx.as_root).at(&job.path)?;
-    rustix::fs::renameat(&dir.fd, temp, &dir.fd, name).map_err(|e| match e {
+    let rename = || rustix::fs::renameat(&dir.fd, temp, &dir.fd, name);
+    let renamed = match rename() {
+        // A directory where the set has a file: with `always` or `if-changed` an empty one is
+        // replaced; one with anything in it is kept, and named.
+        Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) if replaces(ctx) => {
+            match rustix::fs::unlinkat(&dir.fd, name, AtFlags::REMOVEDIR) {
+                Ok(()) => rename(),
+                Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Errno::NOTEMPTY),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
+    renamed.map_err(|e| match e {
         Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => Error::Target {
             path: ctx.opts.target.join(&job.path),
-            reason: "exists and is a directory".into(),
+            reason: "exists and is a directory that is not empty".into(),
         },
         e => Error::Io { path: job.path.clone().into(), cause: e.into() },
     })?;
