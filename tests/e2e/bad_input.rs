@@ -190,3 +190,59 @@ impl Drop for Unmount {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+// See: issue 17 ("`--tag ''` and `--tag 'x/y'` are accepted, and then `ls MOUNT/tags` fails";
+// "`--stale-lock-after 0s` is accepted and then every snapshot fails").
+#[test]
+fn bad_tags_and_a_zero_stale_lock_age_are_refused_before_anything_is_written() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("a"), b"a");
+    for tag in ["", "x/y", ".", ".."] {
+        let run = env.run("snapshot", &[OsStr::new("--tag"), OsStr::new(tag), src.as_os_str()]);
+        assert_error(&run, "not a valid tag");
+        assert!(run.stderr.contains(&format!("{tag:?}")), "names the tag: {}", run.stderr);
+    }
+    let run =
+        env.run("snapshot", &[OsStr::new("--stale-lock-after"), OsStr::new("0s"), src.as_os_str()]);
+    assert_error(&run, "--stale-lock-after 0");
+    assert_eq!(env.run("snapshots", &["--json"]).ok().json().as_array().unwrap().len(), 0);
+    assert!(crate::integrity::files_under(&env.repo().join("packs")).is_empty());
+    env.run("snapshot", &[OsStr::new("--tag"), OsStr::new("nightly-2026.11"), src.as_os_str()])
+        .ok();
+}
+
+// See: issue 17 ("an `--include`/`--exclude` pattern that matched nothing is named on stderr;
+// `0.0 s (0 MB/s)` on a no-change set says \"nothing to read\"").
+#[test]
+fn an_exclude_that_matched_nothing_is_named_and_a_set_that_read_nothing_says_so() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("cache/x"), b"cached");
+    write(&src.join("doc.txt"), &crate::support::random_bytes(3, 3 << 20));
+    let run = env
+        .run(
+            "snapshot",
+            &[
+                OsStr::new("--exclude"),
+                OsStr::new("cache"),
+                OsStr::new("--exclude"),
+                OsStr::new("*.tmpp"),
+                src.as_os_str(),
+            ],
+        )
+        .ok();
+    assert!(run.stderr.contains("--exclude \"*.tmpp\" matched nothing"), "{}", run.stderr);
+    assert!(!run.stderr.contains("\"cache\" matched nothing"), "{}", run.stderr);
+    // Rates and sizes in binary units, as the progress bar shows them.
+    assert!(run.stdout.contains("MiB"), "{}", run.stdout);
+    assert!(!run.stdout.contains(" MB"), "{}", run.stdout);
+    // Nothing changed: nothing is read, and the summary says so instead of a rate of 0.
+    let again = env
+        .run("snapshot", &[OsStr::new("--exclude"), OsStr::new("cache"), src.as_os_str()])
+        .ok();
+    assert!(again.stdout.contains("nothing to read"), "{}", again.stdout);
+    assert!(!again.stdout.contains("/s)"), "{}", again.stdout);
+}

@@ -281,3 +281,23 @@ fn mounting_on_a_non_empty_or_already_mounted_directory_is_refused() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("already a mount point"), "{}", run.stderr);
 }
+
+// See: issue 17 ("a running `mount` makes prune fail with \"prune waits for running backups\":
+// name the mount").
+#[test]
+fn prune_beside_a_mount_names_the_mount_and_exits_locked() {
+    let env = Env::new();
+    env.init();
+    write(&env.path("src/a.txt"), b"a");
+    env.snapshot(&[&env.path("src")]);
+    let m = Mounted::new(&env, "mount");
+    let run = env.run("prune", &[] as &[&str]);
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("store mount") && run.stderr.contains("fusermount3 -u"),
+        "{}",
+        run.stderr
+    );
+    m.stop(rustix::process::Signal::TERM);
+    env.run("prune", &[] as &[&str]).ok();
+}

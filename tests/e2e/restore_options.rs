@@ -476,3 +476,34 @@ fn overwrite_replaces_entries_that_changed_type_and_never_follows_a_symlink() {
     assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "nothing written through the link");
     assert_eq!(std::fs::read(root.join("full_dir/keep.txt")).unwrap(), b"kept");
 }
+
+// See: issue 17 ("a `restore` whose includes restored nothing exits 1 (today: \"0 files\", exit 0)").
+#[test]
+fn includes_that_match_nothing_are_named_and_restoring_nothing_fails() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("docs/a.pdf"), b"pdf");
+    write(&src.join("docs/b.txt"), b"txt");
+    env.snapshot(&[&src]);
+    let out = env.path("out");
+    let run = env.run("restore", &restore_args(&out, &["--include", "src/docs/*.docx"]));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nothing was restored") && run.stderr.contains("src/docs/*.docx"),
+        "{}",
+        run.stderr
+    );
+    // One include that matches and one that does not: the restore is done, the other named.
+    let run = env
+        .run(
+            "restore",
+            &restore_args(&out, &["--include", "src/docs/*.pdf", "--include", "src/nope"]),
+        )
+        .ok();
+    assert!(run.stderr.contains("--include") && run.stderr.contains("src/nope"), "{}", run.stderr);
+    assert!(run.stderr.contains("matched nothing"), "{}", run.stderr);
+    assert!(!run.stderr.contains("*.pdf"), "{}", run.stderr);
+    assert_eq!(std::fs::read(out.join("src/docs/a.pdf")).unwrap(), b"pdf");
+    assert!(!out.join("src/docs/b.txt").exists());
+}
