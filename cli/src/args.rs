@@ -6,29 +6,52 @@ use clap::{Args, Parser, Subcommand};
 
 /// A content-addressed, deduplicating backup store for content repositories.
 #[derive(Debug, Parser)]
-#[command(name = "store", version, about, propagate_version = true)]
+#[command(name = "store", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The repository (a local directory).
-    #[arg(long, short = 'r', env = "STORE_REPO", global = true, value_name = "REPO")]
+    #[arg(long, short = 'r', env = "STORE_REPO", global = true, value_name = "REPO", help_heading = GLOBAL)]
     pub repo: Option<PathBuf>,
 
     /// Where this host keeps its index cache (default: REPO/cache).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub cache_dir: Option<PathBuf>,
 
-    /// How long to wait for another process's conflicting lock (e.g. 30s, 10m, 1h).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "0s")]
+    /// How long to wait for another process's conflicting lock (30s, 10m, 1h; 0s: fail at once).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "0s", help_heading = GLOBAL)]
     pub lock_wait: String,
 
     /// After how long without refresh another process's lock no longer blocks (locks are
-    /// refreshed every minute while held).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "30m")]
+    /// refreshed every minute while held; 0 is refused).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30m", help_heading = GLOBAL)]
     pub stale_lock_after: String,
+
+    /// Print errors only: no progress, no summary, no warnings (paths that could not be backed
+    /// up are still named). For cron, which mails what a job prints.
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
+    pub quiet: bool,
+
+    /// Name each file as it is handled: `snapshot` as new, changed or unchanged, `restore` as
+    /// written.
+    #[arg(long, short = 'v', global = true, help_heading = GLOBAL)]
+    pub verbose: bool,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
+/// `store --help`: the exit codes (README "Exit codes").
+const EXIT_CODES: &str = "\
+Exit codes:
+  0        done
+  1        error, nothing committed (check: damage found; restore --include: nothing matched)
+  3        the set was committed, but some source files could not be read (named on stderr)
+  10       there is no repository there
+  11       the repository is locked by another process
+  130, 143 interrupted by SIGINT or SIGTERM at a safe point: nothing committed";
 
 /// The commands.
 #[derive(Debug, Subcommand)]
@@ -63,6 +86,26 @@ pub enum Command {
     /// Mount the repository read-only through FUSE, to browse sets and copy files out.
     #[command(visible_alias = "mount-restore")]
     Mount(MountArgs),
+    /// Print a shell completion script (`store completion bash > /etc/bash_completion.d/store`).
+    Completion(CompletionArgs),
+    /// Write the manual pages, one per command (`store man /usr/local/share/man/man1`).
+    Man(ManArgs),
+}
+
+/// `store completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `store man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write `store.1`, `store-snapshot.1`, ... into (created if missing).
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
 }
 
 /// `store mount`.
@@ -101,6 +144,14 @@ pub struct StatsArgs {
 
 /// `store forget`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Each --keep-* option left at 0 is not used; sets any one of them keeps are kept.
+
+Examples:
+  store forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
+  store forget --tag nightly --keep-full 4      # four full sets and their incrementals
+  store forget 20261120-050000                  # one set, with its incrementals
+  store prune                                   # then free the space")]
 pub struct ForgetArgs {
     /// Sets to forget (with every incremental chained to them).
     #[arg(value_name = "SNAPSHOT")]
@@ -153,8 +204,8 @@ pub struct ForgetArgs {
 /// `store prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Repack packs with more than this percentage of unused bytes.
-    #[arg(long, value_name = "PERCENT", default_value_t = 25.0)]
+    /// Repack packs with more than this percentage of unused bytes (0: every pack with any).
+    #[arg(long, value_name = "PERCENT", default_value_t = store::DEFAULT_MAX_UNUSED * 100.0)]
     pub max_unused: f64,
     /// Print the plan; change nothing.
     #[arg(long)]
@@ -242,15 +293,16 @@ pub struct UnlockArgs {
 /// `store init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Chunk sizes as MIN/AVG/MAX (for example 256KiB/1MiB/4MiB); AVG must be a power of two.
-    #[arg(long, value_name = "MIN/AVG/MAX")]
-    pub chunk_sizes: Option<String>,
+    /// Chunk sizes as MIN/AVG/MAX; AVG must be a power of two (larger chunks: a smaller index,
+    /// less dedup of edited files).
+    #[arg(long, value_name = "MIN/AVG/MAX", default_value = "32KiB/128KiB/512KiB")]
+    pub chunk_sizes: String,
     /// zstd compression level for new data (1-19).
-    #[arg(long, value_name = "LEVEL")]
-    pub compression_level: Option<i32>,
-    /// Target size of pack files (for example 16MiB).
-    #[arg(long, value_name = "SIZE")]
-    pub pack_size: Option<String>,
+    #[arg(long, value_name = "LEVEL", default_value_t = store::DEFAULT_LEVEL)]
+    pub compression_level: i32,
+    /// Target size of pack files.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+    pub pack_size: String,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -261,6 +313,15 @@ pub struct InitArgs {
 /// Components are captured in the order they are given on the command line, whatever the
 /// option that names them.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  store snapshot /srv/documents                  # one component, named documents
+  store snapshot --tag nightly \\
+    --component index=/alf_data/solr4Backup \\
+    --component-cmd db='pg_dump -Fc alfresco' \\
+    --component content=/alf_data/contentstore   # one set of three, in this order
+  store snapshot --full --tag weekly /srv/documents
+  store snapshot --exclude '*.tmp' --exclude /cache /srv/documents")]
 pub struct SnapshotArgs {
     /// Directories or files to back up; each becomes a component named after its last path
     /// element.
@@ -300,6 +361,11 @@ pub struct SnapshotArgs {
     /// Worker threads per stage (default: number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Report what would be read (new, changed), reused (unchanged) and excluded, against the
+    /// set it would build on; read no file, write nothing, run no --component-cmd (with -v:
+    /// each file).
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -308,6 +374,18 @@ pub struct SnapshotArgs {
 /// `store snapshots`.
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
+    /// Only sets of host H.
+    #[arg(long, value_name = "H")]
+    pub host: Option<String>,
+    /// Only sets tagged T (repeatable: sets with every one of them).
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Only sets with a component named NAME (repeatable: with every one of them).
+    #[arg(long = "component", value_name = "NAME")]
+    pub components: Vec<String>,
+    /// Only the N newest of the sets that match.
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
     /// Print the sets as a JSON array on stdout.
     #[arg(long)]
     pub json: bool,
@@ -329,6 +407,12 @@ pub struct LsArgs {
 
 /// `store restore`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  store restore latest --target /restore                       # every component
+  store restore latest --component content --target /srv/test  # one component
+  store restore 20261120-050000 --include 'content/2026/11/**' --target /tmp/docs
+  store restore latest --target /restore --overwrite if-changed --verify   # resume, check")]
 pub struct RestoreArgs {
     /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
     #[arg(value_name = "SNAPSHOT")]

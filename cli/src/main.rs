@@ -9,7 +9,7 @@ mod signals;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 /// Exit status: snapshot committed, but some source files could not be read.
 pub const EXIT_PARTIAL: u8 = 3;
@@ -21,7 +21,7 @@ pub const EXIT_NO_REPOSITORY: u8 = 10;
 pub const EXIT_LOCKED: u8 = 11;
 
 fn main() -> ExitCode {
-    let matches = args::Cli::command().get_matches();
+    let matches = commands::command().get_matches();
     let cli = match args::Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

@@ -35,6 +35,59 @@ macro_rules! out {
 }
 pub(crate) use out;
 
+/// `-q`: errors only. `-v`: each file named.
+static QUIET: AtomicBool = AtomicBool::new(false);
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Sets `-q` and `-v` for the whole command.
+pub fn set_verbosity(quiet: bool, verbose: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+    VERBOSE.store(verbose, Ordering::Relaxed);
+}
+
+/// The command prints one JSON document on stdout (`--json`): what else it says goes to stderr.
+pub fn set_json(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// Whether stdout carries a JSON document.
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Whether `-q` was given: no progress, summaries, notes or warnings.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Whether `-v` was given.
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// A command's closing summary on stdout (what it did, for people): dropped under `-q`, so cron
+/// mails nothing when all went well. `?`s a write error.
+macro_rules! summary {
+    ($($arg:tt)*) => {
+        if !$crate::output::quiet() {
+            $crate::output::write_line(format_args!($($arg)*))?
+        }
+    };
+}
+pub(crate) use summary;
+
+/// A warning or note on stderr (`store: warning: ...`): dropped under `-q`.
+macro_rules! warning {
+    ($($arg:tt)*) => {
+        if !$crate::output::quiet() {
+            eprintln!("store: warning: {}", format_args!($($arg)*));
+        }
+    };
+}
+pub(crate) use warning;
+
 /// `n` bytes as a human size (binary units).
 pub fn size(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -24,6 +24,7 @@ mod adopt;
 mod build;
 mod capture;
 mod pipeline;
+mod preview;
 mod read;
 mod walk;
 
@@ -39,6 +40,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use self::build::tree_loop;
 use self::capture::{capture, scan_totals, CaptureSinks, ComponentResult};
 use self::pipeline::{compress_loop, pack_loop, seal_loop, Dedup, How, RawBlob, Shared};
+pub use self::preview::{preview, ComponentPreview, PreviewReport};
 use self::read::file_worker;
 use self::walk::{
     metadata_of, walk_dir, EntryKind, EventBatcher, FileJob, FileOutcome, Freshness, ParentDir,
@@ -50,7 +52,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, SnapshotId, TreeId};
 use crate::pack::BlobKind;
 use crate::pattern::Patterns;
-use crate::progress::Progress;
+use crate::progress::{FileEvent, Progress};
 use crate::repo::Repository;
 use crate::snapshot::{Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind};
 use crate::tree::{
@@ -138,6 +140,8 @@ pub struct SnapshotReport {
     pub packs_adopted: u64,
     /// Exclude patterns that matched nothing (misspelt, or anchored wrongly?).
     pub unmatched_excludes: Vec<String>,
+    /// Paths an exclude pattern left out (a directory counts once, with all below it).
+    pub excluded: u64,
     /// Wall time.
     pub duration: Duration,
 }
@@ -286,6 +290,10 @@ struct Ctx<'a> {
     progress: &'a dyn Progress,
     /// The command a component is being captured from, killed when the snapshot is interrupted.
     children: Children,
+    /// Per component: its files and bytes, once the scan for the progress counted them.
+    totals: Vec<std::sync::OnceLock<(u64, u64)>>,
+    /// The component being captured (`usize::MAX` before the first).
+    current: std::sync::atomic::AtomicUsize,
 }
 
 /// The process group of the command a component is being captured from, while it runs.
@@ -331,6 +339,19 @@ fn resolve_parent(
     }
 }
 
+/// Checks the sources and tags of `opts`, and compiles its exclude patterns.
+fn check_options(opts: &SnapshotOptions) -> Result<Patterns> {
+    check_sources(&opts.sources)?;
+    // Tags name directories of the mount (`tags/<tag>/`): the rule of names applies.
+    if let Some(bad) = opts.tags.iter().find(|t| !crate::tree::is_valid_name(t.as_bytes())) {
+        return Err(Error::InvalidOption {
+            option: "tag",
+            reason: format!("{bad:?} is not a valid tag (empty, `.`, `..`, or has `/` or NUL)"),
+        });
+    }
+    Patterns::new(&opts.excludes, "exclude")
+}
+
 /// Snapshots `opts.sources` into `repo` as one set, and commits its manifest.
 ///
 /// Components are captured in order. Files that cannot be read are left out, and files that
@@ -346,15 +367,7 @@ pub fn snapshot(
     progress: &dyn Progress,
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
-    check_sources(&opts.sources)?;
-    // Tags name directories of the mount (`tags/<tag>/`): the rule of names applies.
-    if let Some(bad) = opts.tags.iter().find(|t| !crate::tree::is_valid_name(t.as_bytes())) {
-        return Err(Error::InvalidOption {
-            option: "tag",
-            reason: format!("{bad:?} is not a valid tag (empty, `.`, `..`, or has `/` or NUL)"),
-        });
-    }
-    let excludes = Patterns::new(&opts.excludes, "exclude")?;
+    let excludes = check_options(opts)?;
     repo.prepare_write()?;
     let parent = resolve_parent(repo, opts)?;
     let threads = if opts.threads == 0 {
@@ -372,6 +385,8 @@ pub fn snapshot(
         counters: opts.sources.iter().map(|_| ComponentCounters::default()).collect(),
         progress,
         children: Children::default(),
+        totals: opts.sources.iter().map(|_| std::sync::OnceLock::new()).collect(),
+        current: std::sync::atomic::AtomicUsize::new(usize::MAX),
     };
     let added: Vec<AtomicU64> = opts.sources.iter().map(|_| AtomicU64::new(0)).collect();
     let time_ns = now_ns();
@@ -450,7 +465,7 @@ pub fn snapshot(
         }
         if opts.scan_totals {
             let sources = &opts.sources;
-            s.spawn(move || scan_totals(sources, progress));
+            s.spawn(move || scan_totals(ctx, sources));
         }
 
         let sinks = CaptureSinks { events: &events, jobs: &job_tx, raw: &raw_tx, roots: &root_rx };
@@ -516,6 +531,7 @@ pub fn snapshot(
         packs: packed.packs,
         packs_adopted: adopted.packs,
         unmatched_excludes: excludes.unmatched(),
+        excluded: ctx.shared.excluded.load(Ordering::Relaxed),
         duration: started.elapsed(),
     })
 }

@@ -444,6 +444,9 @@ pub fn prune(
     let mut writer: Option<PackWriter> = None;
     let target = u64::from(repo.config().pack_target);
     let (mut frame, mut raw) = (Vec::new(), Vec::new());
+    progress.phase("repacking");
+    progress.set_total(0, 0);
+    progress.set_total(plan.repack.len() as u64, plan.bytes_copied);
     for id in &plan.repack {
         if let Err(e) = stop() {
             // The packs repacked so far are listed nowhere and used by no one: remove them.
@@ -473,12 +476,14 @@ pub fn prune(
                 None => writer.insert(PackWriter::create(&repo.layout().tmp_dir())?),
             };
             w.add(&blob)?;
+            progress.add_bytes(blob.bytes.len() as u64);
             if w.len() >= target {
                 if let Some(w) = writer.take() {
                     new_packs.push(seal(repo, w)?);
                 }
             }
         }
+        progress.add_items(1);
         // The claims came from the index; the copies from the pack's own trailer. Should they
         // disagree, a kept blob would be left behind in a pack about to be deleted: stop now,
         // before anything is deleted.

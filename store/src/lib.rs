@@ -100,7 +100,7 @@ pub use pack::{
     read_blob, BlobKind, EncodedBlob, PackEntry, PackReader, PackWriter, SealedPack,
     BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN,
 };
-pub use progress::{NoProgress, Progress};
+pub use progress::{FileEvent, NoProgress, Progress};
 pub use snapshot::{
     unique_names, Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind,
 };
@@ -109,7 +109,8 @@ pub use tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node, T
 
 #[cfg(feature = "engine")]
 pub use backup::{
-    find_parent, snapshot, ParentChoice, SnapshotOptions, SnapshotReport, SourceKind, SourceSpec,
+    find_parent, preview, snapshot, ComponentPreview, ParentChoice, PreviewReport, SnapshotOptions,
+    SnapshotReport, SourceKind, SourceSpec,
 };
 #[cfg(feature = "engine")]
 pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};

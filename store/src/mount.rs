@@ -23,11 +23,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Corruption, Error, ObjectRef, Result};
-use crate::id::{Id, SnapshotId, TreeId};
+use crate::id::{ChunkId, Id, SnapshotId, TreeId};
 use crate::pack::BlobKind;
 use crate::repo::Repository;
 use crate::snapshot::Manifest;
-use crate::tree::{Content, Node, TreeBlob};
+use crate::tree::{ChunkRefs, Content, Node, TreeBlob};
 use crate::vfs::component_node;
 use crate::vfs::for_each_chunk;
 
@@ -94,6 +94,9 @@ pub struct Attr {
     pub nlink: u32,
     /// Device number of a device file.
     pub rdev: u64,
+    /// 512-byte blocks the content takes (`st_blocks`): a file's size less its runs of zeros
+    /// (the holes a restore makes), so `cp -a` from the mount writes a sparse file sparse.
+    pub blocks: u64,
 }
 
 /// One entry of a directory listing.
@@ -198,6 +201,9 @@ pub struct MountView {
     uid: u32,
     gid: u32,
     started_ns: i64,
+    /// The chunk a long run of zeros is cut into (this repository's chunker cuts zeros at one
+    /// length, which depends on its seed), and its length.
+    zero_chunk: (ChunkId, u64),
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
@@ -236,6 +242,11 @@ impl MountView {
     pub fn new(repo: Arc<Repository>, opts: MountOptions) -> Result<Self> {
         repo.index()?;
         let chunks = Lru::new(opts.chunk_cache_bytes);
+        let chunker = crate::chunker::Chunker::new(&repo.config().chunker);
+        let zeros = vec![0u8; chunker.max_len()];
+        let zero_len = chunker.cut(&zeros, false).unwrap_or(zeros.len()).min(zeros.len());
+        let zero_chunk = (ChunkId(Id::hash(&zeros[..zero_len])), zero_len as u64);
+        drop(zeros);
         Ok(MountView {
             repo,
             opts,
@@ -248,6 +259,7 @@ impl MountView {
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
             started_ns: crate::time::now_ns(),
+            zero_chunk,
         })
     }
 
@@ -383,6 +395,7 @@ impl MountView {
             ctime_ns: mtime_ns,
             nlink: 2,
             rdev: 0,
+            blocks: 0,
         }
     }
 
@@ -392,6 +405,7 @@ impl MountView {
             perm: 0o777,
             size: target.len() as u64,
             nlink: 1,
+            blocks: (target.len() as u64).div_ceil(512),
             ..self.dir_attr(ino, mtime_ns)
         }
     }
@@ -400,8 +414,19 @@ impl MountView {
         sets.iter().map(|s| s.manifest.time_ns).max().unwrap_or(self.started_ns)
     }
 
+    /// Bytes of `node`'s content in chunks that are all zeros, as a long run of zeros is cut.
+    /// Counted for files whose chunk ids are in the node (up to 8,192 chunks); a file with chunk
+    /// lists counts as fully allocated, since looking costs reads.
+    fn zero_bytes(&self, node: &Node) -> u64 {
+        let Content::File { chunks: ChunkRefs::Inline(ids), .. } = &node.content else {
+            return 0;
+        };
+        let (zero, len) = self.zero_chunk;
+        ids.iter().filter(|id| **id == zero).count() as u64 * len
+    }
+
     /// The attributes of an entry of a set (no need for the list of sets).
-    fn entry_attr(ino: u64, node: &Node) -> Attr {
+    fn entry_attr(&self, ino: u64, node: &Node) -> Attr {
         let kind = node_kind(node);
         let size = match &node.content {
             Content::File { size, .. } => *size,
@@ -423,12 +448,13 @@ impl MountView {
             ctime_ns: node.meta.ctime_ns,
             nlink: if kind == FileKind::Dir { 2 } else { 1 },
             rdev,
+            blocks: size.saturating_sub(self.zero_bytes(node)).div_ceil(512),
         }
     }
 
     fn attr_of(&self, ino: u64, kind: &Kind) -> Result<Option<Attr>> {
         if let Kind::Entry(node) = kind {
-            return Ok(Some(Self::entry_attr(ino, node)));
+            return Ok(Some(self.entry_attr(ino, node)));
         }
         let sets = self.sets()?;
         Ok(Some(match kind {
@@ -447,7 +473,7 @@ impl MountView {
                 let target = format!("../../snapshots/{name}");
                 self.link_attr(ino, target.as_bytes(), set.manifest.time_ns)
             }
-            Kind::Entry(node) => Self::entry_attr(ino, node),
+            Kind::Entry(node) => self.entry_attr(ino, node),
         }))
     }
 

@@ -20,6 +20,31 @@ pub trait Progress: Sync {
     fn interrupted(&self) -> bool {
         false
     }
+    /// Whether [`Progress::file`] is wanted (it costs a path per file, so it is off unless
+    /// asked for).
+    fn wants_files(&self) -> bool {
+        false
+    }
+    /// A file was handled. A snapshot names it by `component` and the `path` below it, as it is
+    /// added to its directory (name order), `path` raw bytes; a restore by its `path` below the
+    /// target (`component/...`, escaped as [`crate::escape_name`] shows names, `component`
+    /// empty), as it is written.
+    fn file(&self, _component: &str, _path: &[u8], _what: FileEvent) {}
+}
+
+/// What happened to a file, for [`Progress::file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileEvent {
+    /// Snapshot: not in the parent set; read.
+    New,
+    /// Snapshot: in the parent set, not provably unchanged; read again.
+    Changed,
+    /// Snapshot: unchanged since the parent set; its content reused without reading.
+    Unchanged,
+    /// Snapshot: left out by an exclude pattern (with everything below it).
+    Excluded,
+    /// Restore: written to the target.
+    Restored,
 }
 
 /// Reports nothing.

@@ -240,9 +240,8 @@ fn an_exclude_that_matched_nothing_is_named_and_a_set_that_read_nothing_says_so(
     assert!(run.stdout.contains("MiB"), "{}", run.stdout);
     assert!(!run.stdout.contains(" MB"), "{}", run.stdout);
     // Nothing changed: nothing is read, and the summary says so instead of a rate of 0.
-    let again = env
-        .run("snapshot", &[OsStr::new("--exclude"), OsStr::new("cache"), src.as_os_str()])
-        .ok();
+    let again =
+        env.run("snapshot", &[OsStr::new("--exclude"), OsStr::new("cache"), src.as_os_str()]).ok();
     assert!(again.stdout.contains("nothing to read"), "{}", again.stdout);
     assert!(!again.stdout.contains("/s)"), "{}", again.stdout);
 }

@@ -301,3 +301,41 @@ fn prune_beside_a_mount_names_the_mount_and_exits_locked() {
     m.stop(rustix::process::Signal::TERM);
     env.run("prune", &[] as &[&str]).ok();
 }
+
+// See: issue 17 ("the mount reports full `st_blocks` for sparse files (`cp -a` from the mount
+// writes them fully allocated)").
+#[test]
+fn a_sparse_file_is_sparse_in_the_mount_and_in_a_copy_out_of_it() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 40 MiB: data, a 32 MiB hole, data.
+    let sparse = src.join("forest.img");
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.write_all_at(&random_bytes(7, 4 << 20), 0).unwrap();
+    f.write_all_at(&random_bytes(8, 4 << 20), 36 << 20).unwrap();
+    drop(f);
+    write(&src.join("dense.bin"), &random_bytes(9, 3 << 20));
+    env.snapshot(&[&src]);
+    let m = Mounted::new(&env, "mount");
+    let mounted = std::fs::metadata(m.point.join("latest/src/forest.img")).unwrap();
+    assert_eq!(mounted.len(), 40 << 20);
+    let allocated = mounted.blocks() * 512;
+    assert!(allocated <= 9 << 20, "the hole is not counted: {allocated} bytes");
+    assert!(allocated >= 8 << 20, "the data is: {allocated} bytes");
+    let dense = std::fs::metadata(m.point.join("latest/src/dense.bin")).unwrap();
+    assert_eq!(dense.blocks() * 512, 3 << 20);
+    // `cp -a` (sparse=auto) writes the copy sparse, and byte for byte.
+    let copy = env.path("copy.img");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(m.point.join("latest/src/forest.img"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(std::fs::metadata(&copy).unwrap().blocks() * 512 <= 10 << 20, "the copy is sparse");
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&sparse).unwrap());
+}

@@ -173,26 +173,6 @@ fn r12_prune_reclaims_duplicate_copies_and_reports_what_it_wrote() {
     assert_same_tree(&src, &restored(&env, "latest").join("data"));
 }
 
-/// Runs `store ARGS` as the unprivileged user `nobody` when this process is root (root reads
-/// every file, so unreadable sources need another user), else as ourselves.
-fn as_nobody(args: &[&OsStr]) -> Run {
-    let out = if rustix::process::geteuid().is_root() {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(crate::support::bin())
-            .args(args)
-            .output()
-            .unwrap()
-    } else {
-        Command::new(crate::support::bin()).args(args).output().unwrap()
-    };
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 // See: issue 12, defect 2 (24,000 unreadable long paths committed a manifest no reader accepts).
 #[test]
 fn r12_a_set_with_more_problem_paths_than_a_manifest_lists_is_committed_readable() {
@@ -217,12 +197,12 @@ fn r12_a_set_with_more_problem_paths_than_a_manifest_lists_is_committed_readable
     let r = |args: &[&str]| {
         let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         all.extend([OsStr::new("--repo"), repo.as_os_str()]);
-        as_nobody(&all)
+        crate::support::as_nobody(&all)
     };
     assert_eq!(r(&["init"]).code, 0);
     let mut snap: Vec<&OsStr> = vec![OsStr::new("snapshot"), OsStr::new("--json")];
     snap.extend([src.as_os_str(), OsStr::new("--repo"), repo.as_os_str()]);
-    let run = as_nobody(&snap);
+    let run = crate::support::as_nobody(&snap);
     assert_eq!(run.code, 3, "{}", &run.stderr[run.stderr.len().saturating_sub(2000)..]);
     // Every path is named on stderr, though the manifest lists a bounded number.
     assert_eq!(run.stderr.matches(": not backed up: ").count(), unreadable, "stderr names each");
@@ -248,7 +228,7 @@ fn r12_a_set_with_more_problem_paths_than_a_manifest_lists_is_committed_readable
         let nobody = Some(rustix::fs::Uid::from_raw(65534));
         rustix::fs::chown(&out, nobody, Some(rustix::fs::Gid::from_raw(65534))).unwrap();
     }
-    assert_eq!(as_nobody(&restore).code, 0);
+    assert_eq!(crate::support::as_nobody(&restore).code, 0);
     assert_eq!(std::fs::read(out.join("src/readable.txt")).unwrap(), b"kept");
 }
 

@@ -264,3 +264,23 @@ pub fn wait_until_stopped(pid: u32) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// Runs `store ARGS` as the unprivileged user `nobody` when this process is root (root reads
+/// every file, so unreadable sources need another user), else as ourselves.
+pub fn as_nobody(args: &[&OsStr]) -> Run {
+    let out = if rustix::process::geteuid().is_root() {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin())
+            .args(args)
+            .output()
+            .unwrap()
+    } else {
+        Command::new(bin()).args(args).output().unwrap()
+    };
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

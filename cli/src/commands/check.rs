@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{lock, print_json, RepoArg};
 use crate::args::CheckArgs;
-use crate::output::out;
+use crate::output::{out, summary};
 use crate::progress::Bar;
 
 fn finding_kind(f: &store::Finding) -> &'static str {
@@ -84,13 +84,16 @@ pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
     } else {
         let mut advice: Vec<&str> = Vec::new();
         for f in &report.findings {
-            let level = if f.is_damage() { "damage" } else { "notice" };
-            out!("{level}: {f}");
+            if f.is_damage() {
+                out!("damage: {f}");
+            } else {
+                summary!("notice: {f}");
+            }
             if f.is_damage() && !advice.contains(&f.advice()) {
                 advice.push(f.advice());
             }
         }
-        out!(
+        let line = format!(
             "checked {} sets, {} trees, {} packs ({} read, {} blobs re-hashed): {}",
             report.snapshots,
             report.trees,
@@ -99,6 +102,11 @@ pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
             report.blobs_read,
             if damaged { "DAMAGE FOUND" } else { "no damage" }
         );
+        if damaged {
+            out!("{line}");
+        } else {
+            summary!("{line}");
+        }
         if report.damage_recorded > 0 {
             out!(
                 "recorded {} damaged blob copies: no snapshot builds on them again",

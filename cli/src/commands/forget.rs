@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{lock, print_json, RepoArg};
 use crate::args::ForgetArgs;
-use crate::output::{out, parse_span};
+use crate::output::{parse_span, summary};
 
 fn reason(r: &store::KeepReason) -> String {
     match r {
@@ -95,10 +95,10 @@ pub fn forget(repo_arg: &RepoArg, args: &ForgetArgs) -> Result<ExitCode> {
     } else {
         for k in &plan.keep {
             let why: Vec<String> = k.reasons.iter().map(reason).collect();
-            out!("keep   {} {}  ({})", k.id.short(), name(&k.id), why.join(", "));
+            summary!("keep   {} {}  ({})", k.id.short(), name(&k.id), why.join(", "));
         }
         for id in &plan.remove {
-            out!("remove {} {}", id.short(), name(id));
+            summary!("remove {} {}", id.short(), name(id));
         }
     }
     if !args.dry_run {
@@ -108,7 +108,7 @@ pub fn forget(repo_arg: &RepoArg, args: &ForgetArgs) -> Result<ExitCode> {
     }
     if !args.json {
         let verb = if args.dry_run { "would remove" } else { "removed" };
-        out!(
+        summary!(
             "{} sets kept, {verb} {}; run `store prune` to free their space",
             plan.keep.len(),
             plan.remove.len()

@@ -1,6 +1,6 @@
 //! `store init`.
 
-use crate::output::out;
+use crate::output::summary;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -22,16 +22,17 @@ fn parse_chunk_sizes(s: &str) -> Result<store::ChunkSizes> {
 
 pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
     let path = repo.path()?;
-    let chunk_sizes = args.chunk_sizes.as_deref().map(parse_chunk_sizes).transpose()?;
-    let pack_target = args
-        .pack_size
-        .as_deref()
-        .map(|s| -> Result<u32> {
-            u32::try_from(parse_size(s)?).with_context(|| format!("--pack-size {s:?} is too large"))
-        })
-        .transpose()?;
-    let opts =
-        store::InitOptions { chunk_sizes, compression_level: args.compression_level, pack_target };
+    let chunk_sizes = parse_chunk_sizes(&args.chunk_sizes)
+        .with_context(|| format!("invalid --chunk-sizes {:?}", args.chunk_sizes))?;
+    let s = &args.pack_size;
+    let pack_target =
+        u32::try_from(parse_size(s).with_context(|| format!("invalid --pack-size {s:?}"))?)
+            .with_context(|| format!("--pack-size {s:?} is too large"))?;
+    let opts = store::InitOptions {
+        chunk_sizes: Some(chunk_sizes),
+        compression_level: Some(args.compression_level),
+        pack_target: Some(pack_target),
+    };
     let repo = store::Repository::init(path, &opts).context("cannot create the repository")?;
     let c = repo.config();
     if args.json {
@@ -46,7 +47,7 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
             "pack_size": c.pack_target,
         }))?;
     } else {
-        out!("created store repository {} at {}", c.repo_id.short(), path.display());
+        summary!("created store repository {} at {}", c.repo_id.short(), path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

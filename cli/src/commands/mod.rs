@@ -8,6 +8,7 @@ mod init;
 mod ls;
 mod mount;
 mod prune;
+mod reference;
 mod repair;
 mod restore;
 mod snapshot;
@@ -21,6 +22,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::args::{Cli, Command};
+use crate::output::warning;
+
+pub use reference::command;
 
 /// Runs the parsed command line; `matches` gives the order of repeated options.
 pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
@@ -28,6 +32,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         .with_context(|| format!("invalid --lock-wait {:?}", cli.lock_wait))?;
     let stale_after = crate::output::parse_duration(&cli.stale_lock_after)
         .with_context(|| format!("invalid --stale-lock-after {:?}", cli.stale_lock_after))?;
+    crate::output::set_verbosity(cli.quiet, cli.verbose);
     if stale_after.is_zero() {
         anyhow::bail!("invalid --stale-lock-after 0: every lock would be stale at once");
     }
@@ -68,6 +73,8 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
         Command::Restore(a) => restore::run(&repo, &a),
+        Command::Completion(a) => reference::completion(&a),
+        Command::Man(a) => reference::man(&a),
     }
 }
 
@@ -119,7 +126,7 @@ impl RepoArg {
 /// Warns about a cache that was damaged and rebuilt, and about index files the cache had to
 /// leave out (the blobs only they list look lost until `store repair index`).
 fn report_notes(repo: &store::Repository) {
-    if let Some(temp) = repo.temporary_cache() {
+    if let Some(temp) = repo.temporary_cache().filter(|_| !crate::output::quiet()) {
         eprintln!(
             "store: note: {} cannot be written (a read-only repository?): a temporary index cache \
              was used ({}, removed at exit); --cache-dir DIR keeps one",
@@ -166,10 +173,7 @@ fn lock(
                     std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
                 ) =>
         {
-            eprintln!(
-                "store: warning: cannot write a lock ({}: {source}); going on without",
-                path.display()
-            );
+            warning!("cannot write a lock ({}: {source}); going on without", path.display());
             Ok(None)
         }
         Err(e @ store::Error::Locked { .. }) => Err(anyhow::Error::new(e)

@@ -128,7 +128,7 @@ fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.blocks,
         atime: time(a.mtime_ns),
         mtime: time(a.mtime_ns),
         ctime: time(a.ctime_ns),

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use super::{print_json, RepoArg};
 use crate::args::PruneArgs;
-use crate::output::{out, size};
+use crate::output::{size, summary};
 use crate::progress::Bar;
 
 pub fn prune(repo_arg: &RepoArg, args: &PruneArgs) -> Result<ExitCode> {
@@ -66,7 +66,7 @@ pub fn prune(repo_arg: &RepoArg, args: &PruneArgs) -> Result<ExitCode> {
     } else {
         let (verb, wrote) =
             if args.dry_run { ("would free", "would write") } else { ("freed", "wrote") };
-        out!(
+        summary!(
             "{verb} {}: deleted {packs_deleted} packs ({}; {} repacked, {} left by interrupted runs), {wrote} {} in {} new packs, {} leftovers removed, in {:.1} s",
             size(p.bytes_freed),
             size(p.bytes_deleted),

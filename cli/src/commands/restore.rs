@@ -1,6 +1,6 @@
 //! `store restore`.
 
-use crate::output::out;
+use crate::output::{summary, warning};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -30,6 +30,7 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
         return dry_run(&repo, id, &manifest, &opts, args.json);
     }
     let target = args.target.clone().context("--target DIR is required")?;
+    crate::output::set_json(args.json);
     let result = Bar::run("restore", |bar| store::restore(&repo, &manifest, &opts, bar));
     super::report_notes(&repo);
     let report = result.with_context(|| format!("restoring snapshot {}", id.short()))?;
@@ -37,7 +38,7 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
         eprintln!("store: error: {}: {}", f.path, f.error);
     }
     for p in &report.unmatched_patterns {
-        eprintln!("store: warning: {p} matched nothing");
+        warning!("{p} matched nothing");
     }
     if let Some(path) = &report.out_of_space {
         anyhow::bail!(
@@ -75,7 +76,7 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
             "failures": report.failures.iter().map(|f| serde_json::json!({"path": f.path, "error": f.error})).collect::<Vec<_>>(),
         }))?;
     } else {
-        out!(
+        summary!(
             "restored snapshot {} to {}: {} files, {} in {:.1} s ({})",
             id.short(),
             target.display(),
@@ -85,10 +86,10 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
             rate(report.bytes, secs)
         );
         if report.unchanged > 0 {
-            out!("{} existing entries left as they were", report.unchanged);
+            summary!("{} existing entries left as they were", report.unchanged);
         }
         if args.verify {
-            out!("{} files read back and verified", report.verified);
+            summary!("{} files read back and verified", report.verified);
         }
     }
     if report.failures.is_empty() {

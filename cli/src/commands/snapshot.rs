@@ -1,6 +1,6 @@
 //! `store snapshot`.
 
-use crate::output::out;
+use crate::output::{summary, warning};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -98,7 +98,12 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
     let excludes = exclude_patterns(args)?;
     let repo_arg = repo;
     let repo = repo.open()?;
-    let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "snapshot", false)?;
+    // A dry run writes nothing, so it takes no lock (and works on a read-only repository).
+    let _lock = if args.dry_run {
+        None
+    } else {
+        lock(repo_arg, &repo, store::LockKind::Shared, "snapshot", false)?
+    };
     let parent = match (&args.parent, args.full) {
         (_, true) => store::ParentChoice::Full,
         (Some(reference), false) => {
@@ -109,16 +114,23 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         }
         (None, false) => store::ParentChoice::Auto,
     };
+    crate::output::set_json(args.json);
+    let mut opts = store::SnapshotOptions {
+        sources,
+        tags: args.tags.clone(),
+        host: args.host.clone().unwrap_or_else(host_name),
+        parent,
+        excludes,
+        threads: args.threads.unwrap_or(0),
+        scan_totals: false,
+    };
+    if args.dry_run {
+        let result = Bar::run("dry run", |bar| store::preview(&repo, &opts, bar));
+        super::report_notes(&repo);
+        return dry_run_report(&repo, args, &result.context("dry run failed")?);
+    }
     let (result, issues) = Bar::run("snapshot", |bar| {
-        let opts = store::SnapshotOptions {
-            sources,
-            tags: args.tags.clone(),
-            host: args.host.clone().unwrap_or_else(host_name),
-            parent,
-            excludes,
-            threads: args.threads.unwrap_or(0),
-            scan_totals: bar.is_visible(),
-        };
+        opts.scan_totals = bar.is_visible();
         (store::snapshot(&repo, &opts, bar), bar.issues())
     });
     super::report_notes(&repo);
@@ -145,9 +157,9 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
     };
     let m = &report.manifest;
     for p in &report.unmatched_excludes {
-        eprintln!("store: warning: --exclude {p:?} matched nothing");
+        warning!("--exclude {p:?} matched nothing");
     }
-    if report.packs_adopted > 0 {
+    if report.packs_adopted > 0 && !crate::output::quiet() {
         eprintln!(
             "store: adopted {} packs an interrupted snapshot had written (verified), so their \
              data was not written again",
@@ -172,11 +184,12 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             o.insert("packs".into(), serde_json::json!(report.packs));
             o.insert("issues_reported".into(), serde_json::json!(issues));
             o.insert("packs_adopted".into(), serde_json::json!(report.packs_adopted));
+            o.insert("excluded".into(), serde_json::json!(report.excluded));
         }
         print_json(&doc)?;
     } else {
         let parent = m.parent.map(|p| format!(" on {}", p.short())).unwrap_or_default();
-        out!(
+        summary!(
             "{} set {} ({}){parent} saved: {} files, {} dirs, {} in {:.1} s ({})",
             m.kind.as_str(),
             report.id.short(),
@@ -191,8 +204,12 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
                 rate(m.counts.bytes_read, secs)
             },
         );
-        out!(
-            "  files: {} new, {} changed, {} unchanged; read {}, added {} ({} new chunks, {} packs)",
+        let excluded = match report.excluded {
+            0 => String::new(),
+            n => format!(", {n} excluded"),
+        };
+        summary!(
+            "  files: {} new, {} changed, {} unchanged{excluded}; read {}, added {} ({} new chunks, {} packs)",
             m.counts.files_new,
             m.counts.files_changed,
             m.counts.files_unchanged,
@@ -212,4 +229,83 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         );
         Ok(ExitCode::from(crate::EXIT_PARTIAL))
     }
+}
+
+/// Renders what `snapshot --dry-run` found.
+fn dry_run_report(
+    repo: &store::Repository,
+    args: &SnapshotArgs,
+    report: &store::PreviewReport,
+) -> Result<ExitCode> {
+    for p in &report.unmatched_excludes {
+        warning!("--exclude {p:?} matched nothing");
+    }
+    let kind_name = |k: Option<store::ComponentKind>| match k {
+        Some(store::ComponentKind::Stdin) => "stdin",
+        Some(store::ComponentKind::Command) => "command",
+        Some(store::ComponentKind::File) => "file",
+        _ => "dir",
+    };
+    let parent = report.parent.map(|p| {
+        let name = repo.load_snapshot(p).map(|m| m.name()).unwrap_or_default();
+        (p, name)
+    });
+    if args.json {
+        let comps: Vec<serde_json::Value> = report
+            .components
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "kind": kind_name(c.kind),
+                    "files_new": c.files_new,
+                    "files_changed": c.files_changed,
+                    "files_unchanged": c.files_unchanged,
+                    "bytes_to_read": c.bytes_to_read,
+                    "bytes_unchanged": c.bytes_unchanged,
+                    "dirs": c.dirs,
+                    "symlinks": c.symlinks,
+                    "specials": c.specials,
+                    "excluded": c.excluded,
+                    "skipped": c.skipped,
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "dry_run": true,
+            "kind": if parent.is_some() { "incremental" } else { "full" },
+            "parent": parent.as_ref().map(|(p, _)| p.to_hex()),
+            "components": comps,
+            "bytes_to_read": report.components.iter().map(|c| c.bytes_to_read).sum::<u64>(),
+            "unmatched_excludes": report.unmatched_excludes,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &parent {
+        Some((p, name)) => summary!("dry run: an incremental set on {} ({name})", p.short()),
+        None => summary!("dry run: a full set (no parent: every file is read)"),
+    }
+    for c in &report.components {
+        match c.kind {
+            Some(store::ComponentKind::Stdin | store::ComponentKind::Command) => {
+                summary!("  {}: {}, not run in a dry run", c.name, kind_name(c.kind));
+            }
+            _ => summary!(
+                "  {}: {} new, {} changed, {} unchanged files; would read {}, reuse {}; {} dirs, \
+                 {} excluded, {} not readable",
+                c.name,
+                c.files_new,
+                c.files_changed,
+                c.files_unchanged,
+                size(c.bytes_to_read),
+                size(c.bytes_unchanged),
+                c.dirs,
+                c.excluded,
+                c.skipped
+            ),
+        }
+    }
+    let total: u64 = report.components.iter().map(|c| c.bytes_to_read).sum();
+    summary!("would read {}; nothing was written", size(total));
+    Ok(ExitCode::SUCCESS)
 }

@@ -40,8 +40,21 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
         }
         id
     };
+    // The filters choose what is shown; names and chains are those of the whole repository.
+    let filtered = args.host.is_some()
+        || !args.tags.is_empty()
+        || !args.components.is_empty()
+        || args.latest.is_some();
+    let shown: Vec<&(store::SnapshotId, store::Manifest)> = good
+        .iter()
+        .filter(|(_, m)| args.host.as_ref().is_none_or(|h| m.host == *h))
+        .filter(|(_, m)| args.tags.iter().all(|t| m.tags.contains(t)))
+        .filter(|(_, m)| args.components.iter().all(|c| m.components.iter().any(|k| k.name == *c)))
+        .take(args.latest.unwrap_or(usize::MAX))
+        .collect();
+    let damaged = if filtered { &[][..] } else { &damaged[..] };
     if args.json {
-        let mut arr: Vec<serde_json::Value> = good
+        let mut arr: Vec<serde_json::Value> = shown
             .iter()
             .map(|(id, m)| {
                 let mut doc = manifest_json(*id, &name(id), m);
@@ -86,7 +99,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
     // first, indented.
     let mut chains: Vec<(store::SnapshotId, Vec<&(store::SnapshotId, store::Manifest)>)> =
         Vec::new();
-    for entry in &good {
+    for entry in shown.iter().copied() {
         let root = chain_of(entry.0);
         match chains.iter_mut().find(|(r, _)| *r == root) {
             Some((_, members)) => members.push(entry),
@@ -94,16 +107,20 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
         }
     }
     for (root, members) in &chains {
-        if let Some((id, m)) = by_id.get(root).map(|m| (root, *m)) {
+        if let Some((id, m)) = members.iter().find(|e| e.0 == *root).map(|e| (&e.0, &e.1)) {
             row(&mut out, id, m, "")?;
         }
         for (id, m) in members.iter().map(|e| (&e.0, &e.1)).filter(|(id, _)| *id != root) {
             row(&mut out, id, m, "└ ")?;
         }
     }
-    for (id, _) in &damaged {
+    for (id, _) in damaged {
         writeln!(out, "{:<10} (damaged)", id.short())?;
     }
-    writeln!(out, "{} sets", good.len() + damaged.len())?;
+    if filtered {
+        writeln!(out, "{} of {} sets", shown.len(), good.len())?;
+    } else {
+        writeln!(out, "{} sets", good.len() + damaged.len())?;
+    }
     Ok(ExitCode::SUCCESS)
 }

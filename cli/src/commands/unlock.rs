@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use super::RepoArg;
 use crate::args::UnlockArgs;
-use crate::output::out;
+use crate::output::{out, summary};
 
 pub fn unlock(repo_arg: &RepoArg, args: &UnlockArgs) -> Result<ExitCode> {
     let repo = repo_arg.open()?;
@@ -14,6 +14,6 @@ pub fn unlock(repo_arg: &RepoArg, args: &UnlockArgs) -> Result<ExitCode> {
     for r in &removed {
         out!("removed {r}");
     }
-    out!("{} locks removed", removed.len());
+    summary!("{} locks removed", removed.len());
     Ok(ExitCode::SUCCESS)
 }

@@ -87,6 +87,13 @@ pub(super) fn tree_loop(
         ctx.progress.issue(&issue);
         issues.push(issue);
     };
+    let verbose = ctx.progress.wants_files();
+    let note = |component: usize, stack: &[DirState], name: &[u8], what| {
+        if verbose {
+            let component = names.get(component).map_or("", String::as_str);
+            ctx.progress.file(component, &rel_path(stack, name), what);
+        }
+    };
     let mut run = || -> Result<()> {
         for event in events.iter().flatten() {
             if ctx.shared.is_cancelled() {
@@ -105,10 +112,17 @@ pub(super) fn tree_loop(
                                 FileOutcome::Done { meta, size, chunks, changed } => {
                                     counts.files += 1;
                                     counts.bytes_source += size;
-                                    match freshness {
-                                        Freshness::New => counts.files_new += 1,
-                                        Freshness::Changed => counts.files_changed += 1,
-                                    }
+                                    let what = match freshness {
+                                        Freshness::New => {
+                                            counts.files_new += 1;
+                                            FileEvent::New
+                                        }
+                                        Freshness::Changed => {
+                                            counts.files_changed += 1;
+                                            FileEvent::Changed
+                                        }
+                                    };
+                                    note(component, &stack, &name, what);
                                     if changed {
                                         issue(
                                             &mut issues,
@@ -128,6 +142,7 @@ pub(super) fn tree_loop(
                             }
                         }
                         EntryKind::Reused { size, chunks } => {
+                            note(component, &stack, &name, FileEvent::Unchanged);
                             counts.files += 1;
                             counts.files_unchanged += 1;
                             counts.bytes_source += size;

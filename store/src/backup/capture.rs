@@ -35,7 +35,14 @@ pub(super) fn capture(
     let mut components = Vec::new();
     let mut issues = Vec::new();
     for (i, src) in opts.sources.iter().enumerate() {
+        // Each component has its own totals: unknown (0) until the scan counted them, and for a
+        // stream (stdin, a command) until it ends.
         ctx.progress.phase(&src.name);
+        ctx.progress.set_total(0, 0);
+        ctx.current.store(i, Ordering::SeqCst);
+        if let Some(&(files, bytes)) = ctx.totals.get(i).and_then(|t| t.get()) {
+            ctx.progress.set_total(files, bytes);
+        }
         let start_ns = now_ns();
         let parent_component =
             parent.and_then(|m| m.components.iter().find(|c| c.name == src.name));
@@ -103,6 +110,8 @@ pub(super) fn capture_path(
         excludes,
         repo: ctx.repo,
         dedup: &ctx.dedup,
+        progress: ctx.progress,
+        name: &src.name,
     };
     let name = src.name.as_bytes().to_vec();
     if !sinks.events.send(WalkEvent::Enter { name: name.clone(), meta }) {
@@ -232,34 +241,48 @@ pub(super) fn capture_command(
     }
 }
 
-/// Counts files and bytes of the sources (metadata only) for the progress display.
+/// Counts files and bytes of each directory or file component (metadata only) for the
+/// progress display, and hands each component's totals to the progress while it is captured.
 /// Memory: one open directory iterator per level of the current path.
-pub(super) fn scan_totals(sources: &[SourceSpec], progress: &dyn Progress) {
-    let (mut files, mut bytes) = (0u64, 0u64);
-    for s in sources {
+pub(super) fn scan_totals(ctx: &Ctx<'_>, sources: &[SourceSpec]) {
+    for (i, s) in sources.iter().enumerate() {
         let SourceKind::Path(path) = &s.kind else { continue };
-        let Ok(m) = std::fs::symlink_metadata(path) else { continue };
-        if m.is_file() {
-            files += 1;
-            bytes += m.len();
-            continue;
+        if ctx.shared.is_cancelled() {
+            return;
         }
-        let mut stack: Vec<std::fs::ReadDir> = std::fs::read_dir(path).into_iter().collect();
-        while let Some(dir) = stack.last_mut() {
-            let Some(entry) = dir.next() else {
-                stack.pop();
-                continue;
-            };
-            let Ok(entry) = entry else { continue };
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => stack.extend(std::fs::read_dir(entry.path())),
-                Ok(t) if t.is_file() => {
-                    files += 1;
-                    bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-                }
-                _ => {}
-            }
+        let totals = count_files(path);
+        // Set first, then looked at: the capture sets `current` first, then looks at the
+        // totals, so one of the two hands them over.
+        if ctx.totals.get(i).is_some_and(|t| t.set(totals).is_ok())
+            && ctx.current.load(Ordering::SeqCst) == i
+        {
+            ctx.progress.set_total(totals.0, totals.1);
         }
     }
-    progress.set_total(files, bytes);
+}
+
+/// The regular files below `path` (or `path` itself) and their bytes.
+fn count_files(path: &Path) -> (u64, u64) {
+    let Ok(m) = std::fs::symlink_metadata(path) else { return (0, 0) };
+    if m.is_file() {
+        return (1, m.len());
+    }
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack: Vec<std::fs::ReadDir> = std::fs::read_dir(path).into_iter().collect();
+    while let Some(dir) = stack.last_mut() {
+        let Some(entry) = dir.next() else {
+            stack.pop();
+            continue;
+        };
+        let Ok(entry) = entry else { continue };
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => stack.extend(std::fs::read_dir(entry.path())),
+            Ok(t) if t.is_file() => {
+                files += 1;
+                bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    (files, bytes)
 }

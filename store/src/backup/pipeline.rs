@@ -20,11 +20,17 @@ const INDEX_FLUSH_BLOBS: usize = 50_000;
 pub(crate) struct Shared {
     error: Mutex<Option<Error>>,
     cancelled: AtomicBool,
+    /// Paths left out by an exclude pattern (with what is below them, uncounted).
+    pub(crate) excluded: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
     pub(crate) fn new() -> Self {
-        Shared { error: Mutex::new(None), cancelled: AtomicBool::new(false) }
+        Shared {
+            error: Mutex::new(None),
+            cancelled: AtomicBool::new(false),
+            excluded: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// Records the first error and tells every stage to stop. [`Error::Cancelled`] is the

@@ -18,6 +18,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::pipeline::Shared;
 use crate::error::{Error, Result};
 use crate::pattern::Patterns;
+use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::tree::{ChunkRefs, Content, Metadata, Node};
 use crate::vfs::{dir_entries, for_each_chunk, RepoDir};
@@ -129,6 +130,10 @@ pub(crate) struct WalkSinks<'a> {
     pub(crate) excludes: &'a Patterns,
     pub(crate) repo: &'a Repository,
     pub(crate) dedup: &'a super::pipeline::Dedup<'a>,
+    /// Told of each excluded path when it wants files (`-v`).
+    pub(crate) progress: &'a dyn Progress,
+    /// The component's name, for the progress.
+    pub(crate) name: &'a str,
 }
 
 /// The parent set's listing of the directory being walked, consumed in name order.
@@ -250,6 +255,14 @@ impl WalkSinks<'_> {
         Ok(self.event(WalkEvent::Entry { name, meta, kind }))
     }
 
+    /// Counts an excluded path (`rel`, below the component).
+    fn excluded(&self, rel: &[u8]) {
+        self.shared.excluded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.progress.wants_files() {
+            self.progress.file(self.name, rel, crate::progress::FileEvent::Excluded);
+        }
+    }
+
     fn skip(&self, path: &Path, reason: &str) -> bool {
         let rel = path.strip_prefix(self.root).ok().filter(|r| !r.as_os_str().is_empty());
         let shown = rel.or_else(|| path.file_name().map(Path::new)).unwrap_or(path);
@@ -310,6 +323,7 @@ pub(crate) fn walk_dir<'a>(
         }
         rel.extend_from_slice(&name);
         if sinks.excludes.matches(&rel, &name) {
+            sinks.excluded(&rel);
             continue;
         }
         let parent_node = match frame.parent.as_mut().map(|p| p.find(&name)) {

@@ -156,10 +156,15 @@ pub(super) fn report(
     outcome: std::result::Result<FileOutcome, String>,
 ) {
     match outcome {
-        Ok(FileOutcome::Written(bytes)) => count(ctx.shared, |r| {
-            r.files += 1;
-            r.bytes += bytes;
-        }),
+        Ok(FileOutcome::Written(bytes)) => {
+            count(ctx.shared, |r| {
+                r.files += 1;
+                r.bytes += bytes;
+            });
+            if ctx.progress.wants_files() {
+                ctx.progress.file("", job.path.as_bytes(), crate::progress::FileEvent::Restored);
+            }
+        }
         Ok(FileOutcome::Unchanged(bytes)) => {
             count(ctx.shared, |r| r.unchanged += 1);
             ctx.progress.add_bytes(bytes);
