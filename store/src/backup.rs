@@ -296,6 +296,26 @@ struct Ctx<'a> {
     current: std::sync::atomic::AtomicUsize,
 }
 
+impl<'a> Ctx<'a> {
+    fn new(
+        repo: &'a Repository,
+        opts: &SnapshotOptions,
+        progress: &'a dyn Progress,
+    ) -> Result<Self> {
+        Ok(Ctx {
+            repo,
+            dedup: Dedup::new(repo, repo.index()?),
+            shared: Shared::new(),
+            chunker: Chunker::new(&repo.config().chunker),
+            counters: opts.sources.iter().map(|_| ComponentCounters::default()).collect(),
+            progress,
+            children: Children::default(),
+            totals: opts.sources.iter().map(|_| std::sync::OnceLock::new()).collect(),
+            current: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        })
+    }
+}
+
 /// The process group of the command a component is being captured from, while it runs.
 #[derive(Default)]
 struct Children(std::sync::Mutex<Option<rustix::process::Pid>>);
@@ -377,17 +397,7 @@ pub fn snapshot(
     };
     let adopted = adopt::adopt_packs(repo, progress)?;
     let running = AtomicBool::new(true);
-    let ctx = Ctx {
-        repo,
-        dedup: Dedup::new(repo, repo.index()?),
-        shared: Shared::new(),
-        chunker: Chunker::new(&repo.config().chunker),
-        counters: opts.sources.iter().map(|_| ComponentCounters::default()).collect(),
-        progress,
-        children: Children::default(),
-        totals: opts.sources.iter().map(|_| std::sync::OnceLock::new()).collect(),
-        current: std::sync::atomic::AtomicUsize::new(usize::MAX),
-    };
+    let ctx = Ctx::new(repo, opts, progress)?;
     let added: Vec<AtomicU64> = opts.sources.iter().map(|_| AtomicU64::new(0)).collect();
     let time_ns = now_ns();
 

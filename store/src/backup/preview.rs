@@ -58,17 +58,7 @@ pub fn preview(
 ) -> Result<PreviewReport> {
     let excludes = check_options(opts)?;
     let parent = resolve_parent(repo, opts)?;
-    let ctx = Ctx {
-        repo,
-        dedup: Dedup::new(repo, repo.index()?),
-        shared: Shared::new(),
-        chunker: Chunker::new(&repo.config().chunker),
-        counters: opts.sources.iter().map(|_| ComponentCounters::default()).collect(),
-        progress,
-        children: Children::default(),
-        totals: Vec::new(),
-        current: std::sync::atomic::AtomicUsize::new(usize::MAX),
-    };
+    let ctx = Ctx::new(repo, opts, progress)?;
     let mut components = Vec::new();
     for (i, src) in opts.sources.iter().enumerate() {
         let SourceKind::Path(path) = &src.kind else {
