@@ -786,6 +786,36 @@ mod tests {
         assert_eq!(lru.map.len(), 1);
     }
 
+    /// The names `readdir` lists in `ino`, without `.` and `..`.
+    fn names(view: &MountView, ino: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        view.readdir(ino, 0, &mut |l| {
+            out.push(String::from_utf8_lossy(l.name).into_owned());
+            false
+        })
+        .unwrap();
+        out.retain(|n| n != "." && n != "..");
+        out
+    }
+
+    // See: issue 17 ("`--tag ''` and `--tag 'x/y'` are accepted, and then `ls MOUNT/tags` fails
+    // with EIO for every tag: ... the mount skips a bad one").
+    #[test]
+    fn a_tag_that_cannot_be_a_name_is_left_out_of_the_tags_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::testing::repo_with(dir.path(), &[("a.txt".into(), b"a".to_vec())]);
+        let listed = repo.list_snapshots().unwrap();
+        let mut m = repo.load_snapshot(listed[0].id).unwrap();
+        // Written before tags were checked (snapshot refuses these now).
+        m.tags = vec!["good".into(), String::new(), "x/y".into(), "..".into()];
+        repo.save_snapshot(&m).unwrap();
+        let view = MountView::new(Arc::new(repo), MountOptions::default()).unwrap();
+        let tags = view.lookup(ROOT_INO, b"tags").unwrap().unwrap();
+        assert_eq!(names(&view, tags.ino), ["good"]);
+        let good = view.lookup(tags.ino, b"good").unwrap().unwrap();
+        assert_eq!(names(&view, good.ino).len(), 1, "the set under its good tag");
+    }
+
     #[test]
     fn hashed_inode_numbers_are_stable_and_clear_of_the_fixed_ones() {
         assert_eq!(child_ino(5, b"x"), child_ino(5, b"x"));
