@@ -361,6 +361,14 @@ pub struct SnapshotArgs {
     /// Worker threads per stage (default: number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Do not descend into other file systems below a source: keep their mount points as empty
+    /// directories (pseudo file systems such as /proc and /sys always are).
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Fail, committing nothing, when a --stdin or --component-cmd component yields no bytes
+    /// (a dump that failed inside a pipe).
+    #[arg(long)]
+    pub require_data: bool,
     /// Report what would be read (new, changed), reused (unchanged) and excluded, against the
     /// set it would build on; read no file, write nothing, run no --component-cmd (with -v:
     /// each file).

@@ -125,6 +125,11 @@ pub struct SnapshotOptions {
     pub threads: usize,
     /// Walk the sources once more, metadata only, to report totals to the progress.
     pub scan_totals: bool,
+    /// Keep other file systems below a source as empty directories (their mount points), as
+    /// pseudo file systems always are.
+    pub one_file_system: bool,
+    /// Fail, committing nothing, when a standard-input or command component yields no bytes.
+    pub require_data: bool,
 }
 
 /// The result of a committed snapshot.
@@ -142,6 +147,8 @@ pub struct SnapshotReport {
     pub unmatched_excludes: Vec<String>,
     /// Paths an exclude pattern left out (a directory counts once, with all below it).
     pub excluded: u64,
+    /// The repository's own directory or cache met below a source (`component/path`): left out.
+    pub left_out: Vec<String>,
     /// Wall time.
     pub duration: Duration,
 }
@@ -294,6 +301,8 @@ struct Ctx<'a> {
     totals: Vec<std::sync::OnceLock<(u64, u64)>>,
     /// The component being captured (`usize::MAX` before the first).
     current: std::sync::atomic::AtomicUsize,
+    /// Where walks stop.
+    bounds: walk::Bounds,
 }
 
 impl<'a> Ctx<'a> {
@@ -312,6 +321,10 @@ impl<'a> Ctx<'a> {
             children: Children::default(),
             totals: opts.sources.iter().map(|_| std::sync::OnceLock::new()).collect(),
             current: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            bounds: walk::Bounds::new(
+                opts.one_file_system,
+                &[repo.layout().root(), repo.cache_dir()],
+            ),
         })
     }
 }
@@ -542,6 +555,7 @@ pub fn snapshot(
         packs_adopted: adopted.packs,
         unmatched_excludes: excludes.unmatched(),
         excluded: ctx.shared.excluded.load(Ordering::Relaxed),
+        left_out: ctx.bounds.left_out.lock().map(|l| l.clone()).unwrap_or_default(),
         duration: started.elapsed(),
     })
 }

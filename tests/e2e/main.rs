@@ -10,6 +10,7 @@
 mod support;
 
 mod bad_input;
+mod boundaries;
 mod cli;
 mod compat;
 mod guides;

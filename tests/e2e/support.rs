@@ -201,17 +201,23 @@ pub struct Tmpfs(pub PathBuf);
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (e.g. `24m`) at a new directory `path`.
     pub fn mount(path: &Path, size: &str) -> Self {
+        Self::mount_fs(path, "tmpfs", &format!("size={size}"))
+    }
+
+    /// Mounts a file system of type `fstype` (`proc`, `tmpfs`) with `options` at a new
+    /// directory `path`; unmounted when dropped.
+    pub fn mount_fs(path: &Path, fstype: &str, options: &str) -> Self {
         assert!(
             rustix::process::geteuid().is_root(),
-            "this test mounts a tmpfs and must run as root (CI does)"
+            "this test mounts a file system and must run as root (CI does)"
         );
         std::fs::create_dir_all(path).unwrap();
         let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", fstype, "-o", options, fstype])
             .arg(path)
             .status()
             .unwrap();
-        assert!(status.success(), "mount tmpfs at {}", path.display());
+        assert!(status.success(), "mount {fstype} at {}", path.display());
         Tmpfs(path.to_path_buf())
     }
 }

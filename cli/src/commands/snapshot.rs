@@ -123,6 +123,8 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         excludes,
         threads: args.threads.unwrap_or(0),
         scan_totals: false,
+        one_file_system: args.one_file_system,
+        require_data: args.require_data,
     };
     if args.dry_run {
         let result = Bar::run("dry run", |bar| store::preview(&repo, &opts, bar));
@@ -158,6 +160,16 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
     let m = &report.manifest;
     for p in &report.unmatched_excludes {
         warning!("--exclude {p:?} matched nothing");
+    }
+    left_out_notes(&report.left_out);
+    for c in m.components.iter().filter(|c| !c.kind.is_dir() && c.counts.bytes_source == 0) {
+        if matches!(c.kind, store::ComponentKind::Stdin | store::ComponentKind::Command) {
+            warning!(
+                "component {} yielded no data (a failed dump in a pipe?); --require-data makes \
+                 that an error",
+                c.name
+            );
+        }
     }
     if report.packs_adopted > 0 && !crate::output::quiet() {
         eprintln!(
@@ -240,6 +252,7 @@ fn dry_run_report(
     for p in &report.unmatched_excludes {
         warning!("--exclude {p:?} matched nothing");
     }
+    left_out_notes(&report.left_out);
     let kind_name = |k: Option<store::ComponentKind>| match k {
         Some(store::ComponentKind::Stdin) => "stdin",
         Some(store::ComponentKind::Command) => "command",
@@ -308,4 +321,13 @@ fn dry_run_report(
     let total: u64 = report.components.iter().map(|c| c.bytes_to_read).sum();
     summary!("would read {}; nothing was written", size(total));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Names the repository's own directories that a source contained (left out of the set).
+fn left_out_notes(left_out: &[String]) {
+    for p in left_out {
+        if !crate::output::quiet() {
+            eprintln!("store: note: left out {p}: it is this repository (or its cache)");
+        }
+    }
 }

@@ -64,6 +64,17 @@ pub(super) fn capture(
             return Err(Error::Cancelled);
         }
         let result = sinks.roots.recv().map_err(|_| Error::Cancelled)?;
+        // An empty dump is most often a failed one whose status was lost in a pipe.
+        if opts.require_data
+            && !matches!(src.kind, SourceKind::Path(_))
+            && result.counts.bytes_source == 0
+        {
+            return Err(Error::ComponentFailed {
+                component: src.name.clone(),
+                reason: "yielded no data, and --require-data asks for some; nothing was committed"
+                    .into(),
+            });
+        }
         let c = &ctx.counters[i];
         let mut counts = result.counts;
         counts.bytes_read = c.bytes_read.load(Ordering::Relaxed);
@@ -112,6 +123,8 @@ pub(super) fn capture_path(
         dedup: &ctx.dedup,
         progress: ctx.progress,
         name: &src.name,
+        bounds: &ctx.bounds,
+        root_dev: std::os::unix::fs::MetadataExt::dev(&m),
     };
     let name = src.name.as_bytes().to_vec();
     if !sinks.events.send(WalkEvent::Enter { name: name.clone(), meta }) {

@@ -14,6 +14,8 @@ pub struct PreviewReport {
     pub components: Vec<ComponentPreview>,
     /// Exclude patterns that matched nothing.
     pub unmatched_excludes: Vec<String>,
+    /// The repository's own directory or cache below a source (`component/path`): left out.
+    pub left_out: Vec<String>,
 }
 
 /// What a snapshot would do with one component.
@@ -85,6 +87,7 @@ pub fn preview(
         parent: parent.map(|(id, _)| id),
         components,
         unmatched_excludes: excludes.unmatched(),
+        left_out: ctx.bounds.left_out.lock().map(|l| l.clone()).unwrap_or_default(),
     })
 }
 

@@ -134,6 +134,104 @@ pub(crate) struct WalkSinks<'a> {
     pub(crate) progress: &'a dyn Progress,
     /// The component's name, for the progress.
     pub(crate) name: &'a str,
+    /// Where the walk stops: other file systems, pseudo file systems, the repository.
+    pub(crate) bounds: &'a Bounds,
+    /// The device of the component's root.
+    pub(crate) root_dev: u64,
+}
+
+/// What a walk leaves out although it is below a source: the directories of other file systems
+/// (with `--one-file-system`) and of pseudo file systems (`/proc`, `/sys`, ...), kept as empty
+/// directories as mount points are; and the repository's own directory and its cache, left out.
+pub(crate) struct Bounds {
+    one_file_system: bool,
+    /// Devices of pseudo file systems mounted now (from `/proc/self/mountinfo`).
+    pseudo: std::collections::HashSet<u64>,
+    /// `(dev, ino)` of the repository's directory and its cache directory, with their paths.
+    own: Vec<((u64, u64), PathBuf)>,
+    /// The own directories met, as `component/path`.
+    pub(crate) left_out: std::sync::Mutex<Vec<String>>,
+}
+
+/// File system types that hold no data of the machine's own: never descended into unless named
+/// as a source.
+const PSEUDO_FS: [&str; 22] = [
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "cgroup",
+    "cgroup2",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "configfs",
+    "fusectl",
+    "mqueue",
+    "hugetlbfs",
+    "autofs",
+    "binfmt_misc",
+    "efivarfs",
+    "selinuxfs",
+    "rpc_pipefs",
+    "nsfs",
+    "ramfs",
+];
+
+/// How the walk treats a directory.
+pub(crate) enum Boundary {
+    /// Walk into it.
+    Descend,
+    /// Keep it as an empty directory: a mount point of another or a pseudo file system.
+    MountPoint,
+    /// Leave it out: the repository's own directory or cache.
+    Own,
+}
+
+impl Bounds {
+    /// The bounds for a walk with `one_file_system`, leaving out `own` (the repository and its
+    /// cache directory).
+    pub(crate) fn new(one_file_system: bool, own: &[&Path]) -> Self {
+        let pseudo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|text| pseudo_devices(&text))
+            .unwrap_or_default();
+        let own = own
+            .iter()
+            .filter_map(|p| {
+                std::fs::metadata(p).ok().map(|m| ((m.dev(), m.ino()), p.to_path_buf()))
+            })
+            .collect();
+        Bounds { one_file_system, pseudo, own, left_out: std::sync::Mutex::default() }
+    }
+
+    fn boundary(&self, m: &std::fs::Metadata, root_dev: u64) -> Boundary {
+        if self.own.iter().any(|(id, _)| *id == (m.dev(), m.ino())) {
+            return Boundary::Own;
+        }
+        if m.dev() != root_dev && (self.one_file_system || self.pseudo.contains(&m.dev())) {
+            return Boundary::MountPoint;
+        }
+        Boundary::Descend
+    }
+}
+
+/// The devices of the pseudo file systems listed in `mountinfo` text (`/proc/self/mountinfo`:
+/// the third field is `major:minor`, the first after ` - ` the type).
+fn pseudo_devices(mountinfo: &str) -> std::collections::HashSet<u64> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            let fstype = tail.split(' ').next()?;
+            if !PSEUDO_FS.contains(&fstype) {
+                return None;
+            }
+            let (major, minor) = head.split(' ').nth(2)?.split_once(':')?;
+            Some(rustix::fs::makedev(major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The parent set's listing of the directory being walked, consumed in name order.
@@ -344,7 +442,23 @@ pub(crate) fn walk_dir<'a>(
                 continue;
             }
         };
-        let ok = if m.is_dir() {
+        let boundary =
+            if m.is_dir() { sinks.bounds.boundary(&m, sinks.root_dev) } else { Boundary::Descend };
+        let ok = if m.is_dir() && !matches!(boundary, Boundary::Descend) {
+            sinks.excluded(&rel);
+            match boundary {
+                Boundary::Own => {
+                    if let Ok(mut left) = sinks.bounds.left_out.lock() {
+                        left.push(format!("{}/{}", sinks.name, String::from_utf8_lossy(&rel)));
+                    }
+                    true
+                }
+                _ => {
+                    sinks.event(WalkEvent::Enter { name, meta: metadata_of(&m) })
+                        && sinks.event(WalkEvent::Leave)
+                }
+            }
+        } else if m.is_dir() {
             match sorted_names(&path) {
                 Ok(names) => {
                     let ok = sinks.event(WalkEvent::Enter { name, meta: metadata_of(&m) });

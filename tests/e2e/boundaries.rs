@@ -1,0 +1,107 @@
+//! What a snapshot does not read although it is below a source (issue 14, "Do not read what is
+//! not data"): other file systems with `--one-file-system`, pseudo file systems always, the
+//! repository itself; and an empty dump is named, or refused with `--require-data`.
+
+use std::ffi::OsStr;
+
+use crate::support::{write, Env, Tmpfs};
+
+/// The names in `dir`, sorted.
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    n.sort();
+    n
+}
+
+// See: issue 14 ("`store snapshot /` today reads `/proc/*/pagemap` (256 GiB each) for as long as
+// you let it"; "`--one-file-system`").
+#[test]
+fn pseudo_file_systems_are_never_read_and_one_file_system_keeps_mount_points_empty() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a");
+    let _proc = Tmpfs::mount_fs(&src.join("proc"), "proc", "ro");
+    let _other = Tmpfs::mount(&src.join("mnt"), "4m");
+    write(&src.join("mnt/inner.txt"), b"on another file system");
+
+    let doc = env.run("snapshot", &[OsStr::new("--json"), src.as_os_str()]).ok().json();
+    assert_eq!(doc["excluded"], 1, "only /proc: {doc}");
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_eq!(names(&out.join("src")), ["a.txt", "mnt", "proc"]);
+    assert!(names(&out.join("src/proc")).is_empty(), "the mount point only, empty");
+    assert_eq!(std::fs::read(out.join("src/mnt/inner.txt")).unwrap(), b"on another file system");
+
+    let run = env.run("snapshot", &[OsStr::new("-x"), OsStr::new("-v"), src.as_os_str()]).ok();
+    assert!(run.stdout.contains("excluded  src/mnt") && run.stdout.contains("excluded  src/proc"));
+    let out = env.path("out-x");
+    env.restore("latest", &out);
+    assert_eq!(names(&out.join("src")), ["a.txt", "mnt", "proc"]);
+    assert!(names(&out.join("src/mnt")).is_empty(), "another file system: its mount point only");
+}
+
+// See: issue 14 ("a source that contains the repository (or its cache) leaves them out and says
+// so; today every set stores the repository's own packs again").
+#[test]
+fn a_source_that_contains_the_repository_leaves_it_out_and_says_so() {
+    let env = Env::new();
+    let src = env.path("data");
+    write(&src.join("doc.txt"), b"document");
+    let repo = src.join("backup/repo");
+    let cache = src.join("cache-here");
+    let cmd = |args: &[&OsStr]| {
+        let mut all = vec![
+            OsStr::new("--repo"),
+            repo.as_os_str(),
+            OsStr::new("--cache-dir"),
+            cache.as_os_str(),
+        ];
+        all.extend_from_slice(args);
+        crate::support::store(all)
+    };
+    cmd(&[OsStr::new("init")]).ok();
+    cmd(&[OsStr::new("snapshot"), src.as_os_str()]).ok();
+    let run = cmd(&[OsStr::new("snapshot"), OsStr::new("--json"), src.as_os_str()]).ok();
+    assert!(
+        run.stderr.contains("left out data/backup/repo")
+            && run.stderr.contains("left out data/cache-here"),
+        "{}",
+        run.stderr
+    );
+    let doc = run.json();
+    assert_eq!(doc["files"], 1, "only the document: {doc}");
+    let out = env.path("out");
+    cmd(&[OsStr::new("restore"), OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()])
+        .ok();
+    assert_eq!(names(&out.join("data")), ["backup", "doc.txt"]);
+    assert!(names(&out.join("data/backup")).is_empty());
+}
+
+// See: issue 14 ("`pg_dump ... | store snapshot --stdin db` without `pipefail` commits an empty
+// dump with exit 0 today").
+#[test]
+fn an_empty_dump_is_named_and_refused_with_require_data() {
+    let env = Env::new();
+    env.init();
+    let run = env.run("snapshot", &["--component-cmd", "db=true"]).ok();
+    assert!(run.stderr.contains("component db yielded no data"), "{}", run.stderr);
+    let run = env.run("snapshot", &["--require-data", "--component-cmd", "db=exit 0"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("db") && run.stderr.contains("no data"), "{}", run.stderr);
+    assert_eq!(env.run("snapshots", &["--json"]).ok().json().as_array().unwrap().len(), 1);
+    // A dump with data is fine.
+    env.run("snapshot", &["--require-data", "--component-cmd", "db=echo dump"]).ok();
+    // Standard input, empty.
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["snapshot", "--require-data", "--stdin", "db", "--repo"])
+        .arg(env.repo())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.run("snapshots", &["--json"]).ok().json().as_array().unwrap().len(), 2);
+}
