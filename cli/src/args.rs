@@ -48,7 +48,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0        done
   1        error, nothing committed (check: damage found; restore --include: nothing matched)
-  3        the set was committed, but some source files could not be read (named on stderr)
+  3        the set was committed, but some source files could not be read (named on stderr);
+           restore: done, but some entries could not be made (a socket; a device without root)
   10       there is no repository there
   11       the repository is locked by another process
   130, 143 interrupted by SIGINT or SIGTERM at a safe point: nothing committed";

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 
 use clap::FromArgMatches;
 
-/// Exit status: snapshot committed, but some source files could not be read.
+/// Exit status: snapshot committed, but some source files could not be read; restore done, but
+/// some entries could not be made.
 pub const EXIT_PARTIAL: u8 = 3;
 /// Exit status: error, nothing committed.
 pub const EXIT_ERROR: u8 = 1;

@@ -122,6 +122,9 @@ pub struct RestoreReport {
     pub verified: u64,
     /// Paths that could not be restored.
     pub failures: Vec<RestoreFailure>,
+    /// Entries of the set this restore does not make (sockets; devices without root), each
+    /// with the reason.
+    pub not_restored: Vec<RestoreFailure>,
     /// `--include` and `--exclude` patterns that matched nothing, as `--include PATTERN`.
     pub unmatched_patterns: Vec<String>,
     /// The file being written when the target ran out of space (the restore stopped there:

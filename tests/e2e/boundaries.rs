@@ -105,3 +105,66 @@ fn an_empty_dump_is_named_and_refused_with_require_data() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(env.run("snapshots", &["--json"]).ok().json().as_array().unwrap().len(), 2);
 }
+
+// See: issue 14 ("Sockets are never restored and device nodes are skipped when not root, with
+// exit 0 and no word: name each skipped entry (exit 3)").
+#[test]
+fn sockets_and_devices_a_restore_cannot_make_are_named_and_exit_3() {
+    use rustix::fs::{FileType, Mode, CWD};
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a");
+    let mode = Mode::from_raw_mode(0o644);
+    rustix::fs::mknodat(CWD, src.join("fifo"), FileType::Fifo, mode, 0).unwrap();
+    rustix::fs::mknodat(
+        CWD,
+        src.join("null"),
+        FileType::CharacterDevice,
+        mode,
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    env.snapshot(&[&src]);
+    drop(listener);
+
+    // As root: everything but the socket.
+    let out = env.path("out");
+    let run = env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("src/sock: a socket is made by the program"), "{}", run.stderr);
+    assert!(!run.stderr.contains("src/null"), "{}", run.stderr);
+    let ft = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().file_type();
+    assert!(ft(&out.join("src/fifo")).is_fifo() && ft(&out.join("src/null")).is_char_device());
+    assert!(!out.join("src/sock").exists());
+
+    // Without root: the device is named too; the rest is restored.
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(env.repo())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = env.path("out-nobody");
+    std::fs::create_dir(&out).unwrap();
+    let status =
+        std::process::Command::new("chown").args(["65534:65534"]).arg(&out).status().unwrap();
+    assert!(status.success());
+    let run = crate::support::as_nobody(&[
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        out.as_os_str(),
+        OsStr::new("--repo"),
+        env.repo().as_os_str(),
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("src/null: a device node needs root"), "{}", run.stderr);
+    assert!(run.stderr.contains("src/sock"), "{}", run.stderr);
+    assert!(ft(&out.join("src/fifo")).is_fifo());
+    assert_eq!(std::fs::read(out.join("src/a.txt")).unwrap(), b"a");
+    assert!(!out.join("src/null").exists());
+}

@@ -4,7 +4,8 @@
 //! `restore`).
 
 use super::target::{
-    finish, make_dir, open_temp, prepare, restore_special, restore_symlink, temp_name, write_sparse,
+    finish, make_dir, open_temp, prepare, restore_special, restore_symlink, temp_name,
+    write_sparse, Special,
 };
 #[allow(clippy::wildcard_imports, reason = "the parts of restore share its imports")]
 use super::*;
@@ -108,8 +109,11 @@ impl<'a> Sink for Writer<'_, 'a> {
                 Err(e) => record(ctx.shared, &path, format!("cannot create symlink: {e}")),
             },
             Content::Special { rdev } => match restore_special(ctx, dir, &node, *rdev) {
-                Ok(true) => count(ctx.shared, |r| r.specials += 1),
-                Ok(false) => {}
+                Ok(Special::Created) => count(ctx.shared, |r| r.specials += 1),
+                Ok(Special::Kept) => count(ctx.shared, |r| r.unchanged += 1),
+                Ok(Special::NotRestored(why)) => count(ctx.shared, |r| {
+                    r.not_restored.push(RestoreFailure { path: path.clone(), error: why.into() });
+                }),
                 Err(e) => record(ctx.shared, &path, format!("cannot create special file: {e}")),
             },
             Content::Dir { .. } => {}

@@ -212,30 +212,44 @@ pub(super) fn restore_symlink(
     Ok(true)
 }
 
-/// Creates a FIFO (always) or a device (as root); sockets are not recreated. Returns whether
-/// something was created.
+/// What became of a FIFO, socket or device of the set.
+pub(super) enum Special {
+    /// Made.
+    Created,
+    /// An entry already there was kept (`--overwrite never`, or `if-changed` and the same).
+    Kept,
+    /// Not made, for this reason (a socket; a device without root).
+    NotRestored(&'static str),
+}
+
+/// Creates a FIFO (always) or a device (as root); sockets are not recreated.
 pub(super) fn restore_special(
     ctx: &Ctx<'_>,
     dir: &DirHandle<'_>,
     node: &Node,
     rdev: u64,
-) -> rustix::io::Result<bool> {
+) -> rustix::io::Result<Special> {
     use rustix::fs::FileType;
     let (name, meta) = (node.name.as_slice(), &node.meta);
     let kind = FileType::from_raw_mode(meta.mode);
-    let allowed = match kind {
-        FileType::Fifo => true,
-        FileType::CharacterDevice | FileType::BlockDevice => dir.as_root,
-        _ => false,
-    };
-    if !allowed {
-        return Ok(false);
+    match kind {
+        FileType::Fifo => {}
+        FileType::CharacterDevice | FileType::BlockDevice if dir.as_root => {}
+        FileType::CharacterDevice | FileType::BlockDevice => {
+            return Ok(Special::NotRestored("a device node needs root to be made; not restored"))
+        }
+        FileType::Socket => {
+            return Ok(Special::NotRestored(
+                "a socket is made by the program that listens on it; not restored",
+            ))
+        }
+        _ => return Ok(Special::NotRestored("an unknown kind of special file; not restored")),
     }
     if let Some(st) = existing(dir, name)? {
         let same = file_type(&st) == kind && (kind == FileType::Fifo || st.st_rdev == rdev);
         match ctx.opts.overwrite {
-            None | Some(Overwrite::Never) => return Ok(false),
-            Some(Overwrite::IfChanged) if same => return Ok(false),
+            None | Some(Overwrite::Never) => return Ok(Special::Kept),
+            Some(Overwrite::IfChanged) if same => return Ok(Special::Kept),
             Some(_) => rustix::fs::unlinkat(&dir.fd, name, AtFlags::empty())?,
         }
     }
@@ -253,7 +267,7 @@ pub(super) fn restore_special(
     }
     rustix::fs::chmodat(&dir.fd, name, Mode::from_raw_mode(meta.mode & 0o777), AtFlags::empty())?;
     rustix::fs::utimensat(&dir.fd, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok(true)
+    Ok(Special::Created)
 }
 
 /// Decides what to do with an entry already at the file's name: `Some` when it is kept.
