@@ -28,9 +28,7 @@ mod preview;
 mod read;
 mod walk;
 
-use std::fs::OpenOptions;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,8 +41,8 @@ use self::pipeline::{compress_loop, pack_loop, seal_loop, Dedup, How, RawBlob, S
 pub use self::preview::{preview, ComponentPreview, PreviewReport};
 use self::read::file_worker;
 use self::walk::{
-    metadata_of, walk_dir, EntryKind, EventBatcher, FileJob, FileOutcome, Freshness, ParentDir,
-    WalkEvent, WalkSinks,
+    metadata_of, open_dir, walk_dir, EntryKind, EventBatcher, FileJob, FileOutcome, Freshness,
+    Lstat, ParentDir, WalkEvent, WalkSinks,
 };
 use crate::chunker::Chunker;
 use crate::compress::{probe, Effort, LevelProbe};

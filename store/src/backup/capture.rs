@@ -107,10 +107,11 @@ pub(super) fn capture_path(
     parent: Option<&Component>,
     sinks: &CaptureSinks<'_>,
 ) -> Result<(ComponentKind, Metadata)> {
-    let m = std::fs::symlink_metadata(path).map_err(|e| Error::ComponentFailed {
+    let failed = |e: std::io::Error| Error::ComponentFailed {
         component: src.name.clone(),
         reason: format!("{}: {e}", path.display()),
-    })?;
+    };
+    let m = Lstat::at(rustix::fs::CWD, path).map_err(failed)?;
     let meta = metadata_of(&m);
     let walk = WalkSinks {
         events: sinks.events,
@@ -124,7 +125,7 @@ pub(super) fn capture_path(
         progress: ctx.progress,
         name: &src.name,
         bounds: &ctx.bounds,
-        root_dev: std::os::unix::fs::MetadataExt::dev(&m),
+        root_dev: m.dev(),
     };
     let name = src.name.as_bytes().to_vec();
     if !sinks.events.send(WalkEvent::Enter { name: name.clone(), meta }) {
@@ -141,7 +142,14 @@ pub(super) fn capture_path(
         let parent_node = parent
             .filter(|c| c.kind == ComponentKind::File)
             .and_then(|c| crate::vfs::component_node(ctx.repo, c).ok());
-        let sent = walk.entry(path, name, &m, parent_node.as_ref())?;
+        // The file, opened in its directory as files below a directory source are.
+        let parent_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let on_disk = path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        let dir = open_dir(rustix::fs::CWD, parent_dir).map_err(failed)?;
+        let sent = walk.entry((&dir, &on_disk), name.clone(), &name, &m, parent_node.as_ref())?;
         (ComponentKind::File, sent && sinks.events.send(WalkEvent::Leave))
     };
     if walked {

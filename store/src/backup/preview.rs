@@ -110,12 +110,7 @@ fn preview_path(
     ctx.shared.excluded.store(0, Ordering::Relaxed);
     let (walked, counted, to_read) = std::thread::scope(|s| {
         let counter = s.spawn(|| count_events(ctx, &src.name, &event_rx));
-        let sizer = s.spawn(|| {
-            job_rx
-                .iter()
-                .map(|job| std::fs::symlink_metadata(&job.path).map_or(0, |m| m.len()))
-                .sum::<u64>()
-        });
+        let sizer = s.spawn(|| job_rx.iter().map(|job| job.size).sum::<u64>());
         let sinks = CaptureSinks { events: &events, jobs: &job_tx, raw: &raw_tx, roots: &root_rx };
         let walked = super::capture::capture_path(ctx, src, path, index, excludes, parent, &sinks)
             .map(|(kind, _)| kind)

@@ -35,18 +35,20 @@ impl From<std::io::Error> for ReadError {
     }
 }
 
-pub(super) fn open_source(path: &Path) -> std::io::Result<std::fs::File> {
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NOATIME;
-    match OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path) {
+/// Opens the file of `job` in its directory, for reading, never following a symlink.
+pub(super) fn open_source(job: &FileJob) -> std::io::Result<std::fs::File> {
+    use rustix::fs::OFlags;
+    let name = Path::new(std::ffi::OsStr::from_bytes(&job.name));
+    let open = |flags: OFlags| {
+        let flags = flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(&*job.dir, name, flags, rustix::fs::Mode::empty())
+    };
+    let fd = match open(OFlags::NOATIME) {
         // O_NOATIME is refused for files of other users unless running as root.
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(path)
-        }
-        other => other,
-    }
+        Err(rustix::io::Errno::PERM) => open(OFlags::empty())?,
+        other => other?,
+    };
+    Ok(std::fs::File::from(fd))
 }
 
 pub(super) type ChunkSink<'f> = &'f mut dyn FnMut(&[u8]) -> Result<(), ReadError>;
@@ -98,7 +100,7 @@ pub(super) fn chunk_into(
 }
 
 /// Whether a file changed between two `fstat`s: size or modification time differ.
-pub(super) fn changed_since(before: &Metadata, before_len: u64, after: &std::fs::Metadata) -> bool {
+pub(super) fn changed_since(before: &Metadata, before_len: u64, after: &Lstat) -> bool {
     let a = metadata_of(after);
     after.len() != before_len || a.mtime_ns != before.mtime_ns
 }
@@ -111,14 +113,14 @@ pub(super) fn read_file(
     buf: &mut Vec<u8>,
 ) -> Result<FileOutcome> {
     let skipped = |reason: String| Ok(FileOutcome::Skipped { reason });
-    let mut file = match open_source(&job.path) {
+    let mut file = match open_source(job) {
         Ok(f) => f,
         Err(e) => return skipped(format!("cannot open: {e}")),
     };
     // A file that changes while it is read is read once more; if it changes again, what the
     // second read saw is kept and the path is reported.
     for attempt in 0..2 {
-        let m = match file.metadata() {
+        let m = match Lstat::of(&file) {
             Ok(m) => m,
             Err(e) => return skipped(format!("cannot stat: {e}")),
         };
@@ -142,7 +144,7 @@ pub(super) fn read_file(
             Err(ReadError::Source(e)) => return skipped(format!("read failed: {e}")),
             Err(ReadError::Fatal(e)) => return Err(e),
         };
-        let changed = match file.metadata() {
+        let changed = match Lstat::of(&file) {
             Ok(after) => changed_since(&meta, m.len(), &after) || size != m.len(),
             Err(_) => true,
         };

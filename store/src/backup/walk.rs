@@ -7,11 +7,20 @@
 //! same directory (both are in name order). A regular file whose size, mtime, ctime, inode and
 //! mode equal the parent's entry, and whose chunks are all still indexed, reuses the parent's
 //! chunk list and is not read (DESIGN.md invariant 8).
+//!
+//! Every directory is opened relative to its parent, and its entries are looked at, listed and
+//! opened relative to it (`openat`, `fstatat`, `readlinkat`): no path grows with the depth, so
+//! paths of 4,096 bytes and more are backed up like any other. The open directories are those
+//! of the current path and those whose files are waiting to be read.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -23,21 +32,79 @@ use crate::repo::Repository;
 use crate::tree::{ChunkRefs, Content, Metadata, Node};
 use crate::vfs::{dir_entries, for_each_chunk, RepoDir};
 
-/// Metadata of a path as `lstat` or `fstat` reports it.
-pub(crate) fn metadata_of(m: &std::fs::Metadata) -> Metadata {
-    Metadata {
-        mode: m.mode(),
-        uid: m.uid(),
-        gid: m.gid(),
-        mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
-        ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
-        ino: m.ino(),
+/// An open directory of a source, shared by the walk and the reads of its files.
+pub(crate) type DirFd = Arc<OwnedFd>;
+
+/// Opens directory `name` in `at` (or the path `name` when `at` is `CWD`), never following a
+/// symlink.
+pub(crate) fn open_dir(at: impl AsFd, name: &Path) -> std::io::Result<DirFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(Arc::new(rustix::fs::openat(at, name, flags, Mode::empty())?))
+}
+
+/// What `lstat` (or `fstat`) says of a path.
+pub(crate) struct Lstat(rustix::fs::Stat);
+
+impl Lstat {
+    /// `name` in `dir`, not following a symlink.
+    pub(crate) fn at(dir: impl AsFd, name: &Path) -> std::io::Result<Self> {
+        Ok(Lstat(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?))
+    }
+
+    /// An open file.
+    pub(crate) fn of(file: impl AsFd) -> std::io::Result<Self> {
+        Ok(Lstat(rustix::fs::fstat(file)?))
+    }
+
+    pub(crate) fn file_type(&self) -> FileType {
+        FileType::from_raw_mode(self.0.st_mode)
+    }
+
+    pub(crate) fn is_dir(&self) -> bool {
+        self.file_type() == FileType::Directory
+    }
+
+    pub(crate) fn is_file(&self) -> bool {
+        self.file_type() == FileType::RegularFile
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        u64::try_from(self.0.st_size).unwrap_or(0)
+    }
+
+    pub(crate) fn dev(&self) -> u64 {
+        self.0.st_dev
+    }
+
+    fn ino(&self) -> u64 {
+        self.0.st_ino
+    }
+
+    fn rdev(&self) -> u64 {
+        self.0.st_rdev
     }
 }
 
-/// A regular file to read.
+/// Metadata of a path as `lstat` or `fstat` reports it.
+pub(crate) fn metadata_of(m: &Lstat) -> Metadata {
+    let ns = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
+    let s = &m.0;
+    Metadata {
+        mode: s.st_mode,
+        uid: s.st_uid,
+        gid: s.st_gid,
+        mtime_ns: ns(s.st_mtime, s.st_mtime_nsec as i64),
+        ctime_ns: ns(s.st_ctime, s.st_ctime_nsec as i64),
+        ino: s.st_ino,
+    }
+}
+
+/// A regular file to read: `name` in the open directory `dir`.
 pub(crate) struct FileJob {
-    pub(crate) path: PathBuf,
+    pub(crate) dir: DirFd,
+    pub(crate) name: Vec<u8>,
+    /// Its size when the walk met it.
+    pub(crate) size: u64,
     pub(crate) meta: Metadata,
     pub(crate) component: usize,
     pub(crate) reply: Sender<FileOutcome>,
@@ -206,7 +273,7 @@ impl Bounds {
         Bounds { one_file_system, pseudo, own, left_out: std::sync::Mutex::default() }
     }
 
-    fn boundary(&self, m: &std::fs::Metadata, root_dev: u64) -> Boundary {
+    fn boundary(&self, m: &Lstat, root_dev: u64) -> Boundary {
         if self.own.iter().any(|(id, _)| *id == (m.dev(), m.ino())) {
             return Boundary::Own;
         }
@@ -275,12 +342,7 @@ impl WalkSinks<'_> {
 
     /// Whether `parent`'s file content can stand for the file with lstat metadata `m`: same
     /// size, mtime, ctime, inode and mode, and every chunk still indexed.
-    fn reusable(
-        &self,
-        parent: &Node,
-        m: &std::fs::Metadata,
-        meta: &Metadata,
-    ) -> Result<Option<ChunkRefs>> {
+    fn reusable(&self, parent: &Node, m: &Lstat, meta: &Metadata) -> Result<Option<ChunkRefs>> {
         let Content::File { size, chunks } = &parent.content else { return Ok(None) };
         let p = &parent.meta;
         if *size != m.len()
@@ -313,17 +375,19 @@ impl WalkSinks<'_> {
         }
     }
 
-    /// Sends a non-directory entry (named `name`, at `path`) with its lstat metadata.
+    /// Sends a non-directory entry, `on_disk` in `dir`, as `name` (`shown` in messages), with
+    /// its lstat metadata.
     pub(crate) fn entry(
         &self,
-        path: &Path,
+        (dir, on_disk): (&DirFd, &[u8]),
         name: Vec<u8>,
-        m: &std::fs::Metadata,
+        shown: &[u8],
+        m: &Lstat,
         parent: Option<&Node>,
     ) -> Result<bool> {
         let meta = metadata_of(m);
         let ft = m.file_type();
-        let kind = if ft.is_file() {
+        let kind = if ft == FileType::RegularFile {
             let reuse = match parent {
                 Some(p) => self.reusable(p, m, &meta)?,
                 None => None,
@@ -332,23 +396,33 @@ impl WalkSinks<'_> {
                 EntryKind::Reused { size: m.len(), chunks }
             } else {
                 let (reply, rx) = bounded(1);
-                let job =
-                    FileJob { path: path.to_path_buf(), meta, component: self.component, reply };
+                let job = FileJob {
+                    dir: Arc::clone(dir),
+                    name: on_disk.to_vec(),
+                    size: m.len(),
+                    meta,
+                    component: self.component,
+                    reply,
+                };
                 if self.jobs.send(job).is_err() {
                     return Ok(false);
                 }
                 let freshness = if parent.is_some() { Freshness::Changed } else { Freshness::New };
                 EntryKind::File(rx, freshness)
             }
-        } else if ft.is_symlink() {
-            match std::fs::read_link(path) {
-                Ok(target) => EntryKind::Symlink(target.into_os_string().into_vec()),
-                Err(e) => return Ok(self.skip(path, &e.to_string())),
+        } else if ft == FileType::Symlink {
+            let on_disk = Path::new(std::ffi::OsStr::from_bytes(on_disk));
+            match rustix::fs::readlinkat(dir.as_fd(), on_disk, Vec::new()) {
+                Ok(target) => EntryKind::Symlink(target.into_bytes()),
+                Err(e) => return Ok(self.skip(shown, &std::io::Error::from(e).to_string())),
             }
-        } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+        } else if matches!(
+            ft,
+            FileType::Fifo | FileType::Socket | FileType::BlockDevice | FileType::CharacterDevice
+        ) {
             EntryKind::Special(m.rdev())
         } else {
-            return Ok(self.skip(path, "unknown file type"));
+            return Ok(self.skip(shown, "unknown file type"));
         };
         Ok(self.event(WalkEvent::Entry { name, meta, kind }))
     }
@@ -361,27 +435,37 @@ impl WalkSinks<'_> {
         }
     }
 
-    fn skip(&self, path: &Path, reason: &str) -> bool {
-        let rel = path.strip_prefix(self.root).ok().filter(|r| !r.as_os_str().is_empty());
-        let shown = rel.or_else(|| path.file_name().map(Path::new)).unwrap_or(path);
-        self.event(WalkEvent::Skipped {
-            path: shown.as_os_str().as_bytes().to_vec(),
-            reason: reason.to_owned(),
-        })
+    /// Reports `shown` (a path below the component, or the source's name) as skipped.
+    fn skip(&self, shown: &[u8], reason: &str) -> bool {
+        self.event(WalkEvent::Skipped { path: shown.to_vec(), reason: reason.to_owned() })
+    }
+
+    /// The name a path below the component is shown with: `rel`, or for the component's own
+    /// root the last element of its source path.
+    fn shown<'p>(&'p self, rel: &'p [u8]) -> &'p [u8] {
+        if rel.is_empty() {
+            self.root.file_name().map_or(rel, |n| n.as_bytes())
+        } else {
+            rel
+        }
     }
 }
 
-fn sorted_names(dir: &Path) -> std::io::Result<Vec<OsString>> {
+/// The names in the open directory `dir`, sorted by their bytes.
+fn sorted_names(dir: &DirFd) -> std::io::Result<Vec<OsString>> {
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        names.push(entry?.file_name());
+    for entry in rustix::fs::Dir::read_from(dir.as_fd())? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name));
+        }
     }
     names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok(names)
 }
 
 struct Frame<'a> {
-    path: PathBuf,
+    dir: DirFd,
     /// Path below the component root, for exclude matching.
     rel: Vec<u8>,
     names: std::vec::IntoIter<OsString>,
@@ -396,15 +480,15 @@ pub(crate) fn walk_dir<'a>(
     parent: Option<ParentDir<'a>>,
     sinks: &WalkSinks<'a>,
 ) -> Result<bool> {
-    let names = match sorted_names(root) {
-        Ok(n) => n,
+    let listed = open_dir(rustix::fs::CWD, root).and_then(|dir| Ok((sorted_names(&dir)?, dir)));
+    let (names, dir) = match listed {
+        Ok(v) => v,
         Err(e) => {
-            return Ok(sinks.skip(root, &format!("cannot list directory: {e}"))
+            return Ok(sinks.skip(sinks.shown(b""), &format!("cannot list directory: {e}"))
                 && sinks.event(WalkEvent::Leave))
         }
     };
-    let mut stack =
-        vec![Frame { path: root.to_path_buf(), rel: Vec::new(), names: names.into_iter(), parent }];
+    let mut stack = vec![Frame { dir, rel: Vec::new(), names: names.into_iter(), parent }];
     while let Some(frame) = stack.last_mut() {
         let Some(name) = frame.names.next() else {
             stack.pop();
@@ -413,8 +497,9 @@ pub(crate) fn walk_dir<'a>(
             }
             continue;
         };
-        let path = frame.path.join(&name);
+        let dir = Arc::clone(&frame.dir);
         let name = name.into_vec();
+        let on_disk = Path::new(std::ffi::OsStr::from_bytes(&name));
         let mut rel = frame.rel.clone();
         if !rel.is_empty() {
             rel.push(b'/');
@@ -433,10 +518,10 @@ pub(crate) fn walk_dir<'a>(
             }
             None => None,
         };
-        let m = match std::fs::symlink_metadata(&path) {
+        let m = match Lstat::at(dir.as_fd(), on_disk) {
             Ok(m) => m,
             Err(e) => {
-                if !sinks.skip(&path, &format!("vanished or unreadable: {e}")) {
+                if !sinks.skip(&rel, &format!("vanished or unreadable: {e}")) {
                     return Ok(false);
                 }
                 continue;
@@ -459,17 +544,20 @@ pub(crate) fn walk_dir<'a>(
                 }
             }
         } else if m.is_dir() {
-            match sorted_names(&path) {
-                Ok(names) => {
+            let listed =
+                open_dir(dir.as_fd(), on_disk).and_then(|sub| Ok((sorted_names(&sub)?, sub)));
+            match listed {
+                Ok((names, sub)) => {
                     let ok = sinks.event(WalkEvent::Enter { name, meta: metadata_of(&m) });
                     let parent = ParentDir::of(sinks.repo, parent_node.as_ref());
-                    stack.push(Frame { path, rel, names: names.into_iter(), parent });
+                    stack.push(Frame { dir: sub, rel, names: names.into_iter(), parent });
                     ok
                 }
-                Err(e) => sinks.skip(&path, &format!("cannot list directory: {e}")),
+                Err(e) => sinks.skip(&rel, &format!("cannot list directory: {e}")),
             }
         } else {
-            sinks.entry(&path, name, &m, parent_node.as_ref())?
+            let on_disk = name.clone();
+            sinks.entry((&dir, &on_disk), name, &rel, &m, parent_node.as_ref())?
         };
         if !ok {
             return Ok(false);
