@@ -194,9 +194,15 @@ pub(super) fn top(stack: &mut [DirState]) -> Result<&mut DirState> {
 
 /// Path of `name` below the component root, from the names of the open directories.
 pub(super) fn rel_path(stack: &[DirState], name: &[u8]) -> Vec<u8> {
+    path_below_root(stack.iter().map(|d| d.name.as_slice()), name)
+}
+
+/// `name` below the directories `dirs` (from the component's own, which is left out) joined
+/// with `/`: the path below the component.
+pub(super) fn path_below_root<'a>(dirs: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> Vec<u8> {
     let mut path = Vec::new();
-    for dir in stack.iter().skip(1) {
-        path.extend_from_slice(&dir.name);
+    for dir in dirs.skip(1) {
+        path.extend_from_slice(dir);
         path.push(b'/');
     }
     path.extend_from_slice(name);

@@ -132,15 +132,6 @@ fn count_events(ctx: &Ctx<'_>, name: &str, events: &Receiver<Vec<WalkEvent>>) ->
     let mut c = ComponentPreview { name: name.to_owned(), ..ComponentPreview::default() };
     // Directory names from the component down; the first is the component's own.
     let mut stack: Vec<Vec<u8>> = Vec::new();
-    let path_of = |stack: &[Vec<u8>], leaf: &[u8]| {
-        let mut p: Vec<u8> = Vec::new();
-        for d in stack.iter().skip(1) {
-            p.extend_from_slice(d);
-            p.push(b'/');
-        }
-        p.extend_from_slice(leaf);
-        p
-    };
     for event in events.iter().flatten() {
         match event {
             WalkEvent::Enter { name, .. } => {
@@ -175,7 +166,9 @@ fn count_events(ctx: &Ctx<'_>, name: &str, events: &Receiver<Vec<WalkEvent>>) ->
                     }
                 };
                 if verbose {
-                    ctx.progress.file(name, &path_of(&stack, &leaf), what);
+                    let path =
+                        super::build::path_below_root(stack.iter().map(Vec::as_slice), &leaf);
+                    ctx.progress.file(name, &path, what);
                 }
             }
             WalkEvent::Skipped { path, reason } => {
