@@ -304,6 +304,10 @@ pub struct InitArgs {
     /// Target size of pack files.
     #[arg(long, value_name = "SIZE", default_value = "16MiB")]
     pub pack_size: String,
+    /// Repository format version: 2 keeps extended attributes, ACLs, hard links and any time;
+    /// 1 makes a repository that builds before 2 can read and write, without them.
+    #[arg(long, value_name = "N", default_value_t = store::FORMAT_VERSION)]
+    pub format_version: u32,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -119,6 +119,22 @@ pub fn time(ns: i64) -> String {
         .unwrap_or_else(|_| ns.to_string())
 }
 
+/// A file's time as `YYYY-MM-DD HH:MM:SS` UTC (seconds since the epoch beyond year 9999).
+pub fn file_time(t: store::Time) -> String {
+    file_timestamp(t)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| t.secs.to_string())
+}
+
+/// A file's time as RFC 3339 with its nanoseconds (for JSON).
+pub fn file_time_rfc3339(t: store::Time) -> String {
+    file_timestamp(t).map(|t| t.to_string()).unwrap_or_else(|| t.secs.to_string())
+}
+
+fn file_timestamp(t: store::Time) -> Option<jiff::Timestamp> {
+    jiff::Timestamp::new(t.secs, i32::try_from(t.nanos).ok()?).ok()
+}
+
 /// Nanoseconds since the epoch as RFC 3339 (for JSON).
 pub fn time_rfc3339(ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(ns))

@@ -168,6 +168,7 @@ impl store::Progress for Bar {
         let what = match issue.kind {
             store::IssueKind::Skipped => "not backed up",
             store::IssueKind::Changed => "changed while read",
+            store::IssueKind::Incomplete => "kept without some metadata",
         };
         self.bar.suspend(|| {
             eprintln!(

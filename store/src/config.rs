@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkerParams;
 use crate::error::{Corruption, Error, ObjectRef, Result};
-use crate::format::{check_version, decode_record, encode_record, ByteReader, FORMAT_VERSION};
+use crate::format::{check_version, decode_record, encode_record, ByteReader};
 use crate::id::{Id, ID_LEN};
 
 /// Magic of the config file: `STORECFG`. Do not modify.
@@ -20,6 +20,10 @@ pub enum IdHash {
 /// Parameters fixed when the repository is created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoConfig {
+    /// The format version of the repository (from the header, not the record): what every
+    /// object written into it is written as (FORMAT.md §14).
+    #[serde(skip)]
+    pub version: u32,
     /// Random id of this repository (caches are keyed by it).
     pub repo_id: Id,
     /// Creation time, nanoseconds since the Unix epoch.
@@ -44,7 +48,7 @@ impl RepoConfig {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         out.extend_from_slice(&CONFIG_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&encode_record(self, "config")?);
         let sum = Id::hash(&out);
         out.extend_from_slice(sum.as_bytes());
@@ -78,8 +82,9 @@ impl RepoConfig {
         if Id::hash(signed).as_bytes() != sum {
             return Err(corrupt(Corruption::ChecksumMismatch { what: "config" }));
         }
-        let config: RepoConfig =
+        let mut config: RepoConfig =
             decode_record(signed.get(12..).unwrap_or_default(), "config").map_err(corrupt)?;
+        config.version = version;
         if config.features != 0 {
             return Err(corrupt(Corruption::Invalid(format!(
                 "unknown feature flags {:#x}",
@@ -100,10 +105,12 @@ impl RepoConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::FORMAT_VERSION;
     use std::path::Path;
 
     fn sample() -> RepoConfig {
         RepoConfig {
+            version: FORMAT_VERSION,
             repo_id: Id::hash(b"r"),
             created_ns: 5,
             id_hash: IdHash::Blake3,

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::Corruption;
-use crate::format::{read_header, ByteReader, FORMAT_VERSION};
+use crate::format::{read_header, ByteReader};
 use crate::id::{Id, PackId};
 
 /// Magic of a damage record: `STOREDMG`. Do not modify.
@@ -37,10 +37,10 @@ pub struct DamagedCopy {
 
 /// Encodes a damage record listing `copies`.
 #[must_use]
-pub fn encode_damage_file(copies: &[DamagedCopy]) -> Vec<u8> {
+pub fn encode_damage_file(copies: &[DamagedCopy], version: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + copies.len() * DAMAGE_ENTRY_LEN);
     out.extend_from_slice(&DAMAGE_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&u32::try_from(copies.len()).unwrap_or(u32::MAX).to_le_bytes());
     for c in copies {
         out.extend_from_slice(c.pack.0.as_bytes());
@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn damage_file_round_trips_and_refuses_damage() {
-        let bytes = encode_damage_file(&sample());
+        let bytes = encode_damage_file(&sample(), crate::FORMAT_VERSION);
         assert_eq!(bytes.len(), 16 + 2 * DAMAGE_ENTRY_LEN);
         assert_eq!(decode_damage_file(&bytes).unwrap(), sample());
         for n in 0..bytes.len() {
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn a_newer_version_is_refused_by_number_not_read_as_empty() {
-        let mut bytes = encode_damage_file(&sample());
+        let mut bytes = encode_damage_file(&sample(), crate::FORMAT_VERSION);
         bytes[8..12].copy_from_slice(&9u32.to_le_bytes());
         let err = decode_damage_file(&bytes).unwrap_err();
         assert!(err.to_string().contains("version 9"), "{err}");

@@ -70,7 +70,11 @@ fn same_content(a: &Node, b: &Node) -> bool {
 
 fn same_meta(a: &Node, b: &Node) -> bool {
     let (x, y) = (&a.meta, &b.meta);
-    x.mode == y.mode && x.uid == y.uid && x.gid == y.gid && x.mtime_ns == y.mtime_ns
+    x.mode == y.mode
+        && x.uid == y.uid
+        && x.gid == y.gid
+        && x.mtime == y.mtime
+        && x.xattrs == y.xattrs
 }
 
 struct Differ<'r, 'f> {

@@ -15,7 +15,7 @@ use crate::error::Corruption;
 use crate::id::{Id, ID_LEN};
 
 /// The repository format version this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The oldest repository format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
@@ -264,6 +264,7 @@ mod tests {
             }
         }
         let config = crate::config::RepoConfig {
+            version: 1,
             repo_id: Id::hash(b"r"),
             created_ns: 1,
             id_hash: crate::config::IdHash::Blake3,
@@ -311,7 +312,7 @@ mod tests {
             ),
             (
                 "index file",
-                crate::index::encode_index_file(&[pack]),
+                crate::index::encode_index_file(&[pack], 1),
                 8,
                 Box::new(|b: &[u8]| {
                     crate::index::decode_index_file(b).map(drop).map_err(|e| refused(&e))
@@ -319,7 +320,7 @@ mod tests {
             ),
             (
                 "manifest",
-                manifest.encode().unwrap(),
+                manifest.encode(1).unwrap(),
                 8,
                 Box::new(|b: &[u8]| {
                     crate::snapshot::Manifest::decode(b).map(drop).map_err(|e| refused(&e))
@@ -327,7 +328,7 @@ mod tests {
             ),
             (
                 "lock",
-                lock.encode().unwrap(),
+                lock.encode(1).unwrap(),
                 8,
                 Box::new(|b: &[u8]| {
                     crate::lock::LockRecord::decode(b).map(drop).map_err(|e| refused(&e))
@@ -335,7 +336,7 @@ mod tests {
             ),
             (
                 "damage record",
-                crate::damage::encode_damage_file(&[copy]),
+                crate::damage::encode_damage_file(&[copy], 1),
                 8,
                 Box::new(|b: &[u8]| {
                     crate::damage::decode_damage_file(b).map(drop).map_err(|e| refused(&e))
@@ -344,13 +345,12 @@ mod tests {
         ]
     }
 
-    /// A pack written by this build (version 1), and the same pack with its footer claiming
-    /// `version` (footer checksum made right, so only the version differs).
+    /// A pack written as format `version`.
     fn pack_as_version(
         dir: &std::path::Path,
         version: u32,
     ) -> (std::path::PathBuf, crate::id::PackId) {
-        let mut w = crate::pack::PackWriter::create(dir).unwrap();
+        let mut w = crate::pack::PackWriter::create(dir, version).unwrap();
         let mut c = crate::compress::Compressor::new(3).unwrap();
         let raw = b"a blob".to_vec();
         w.add(&crate::pack::EncodedBlob::encode(
@@ -361,18 +361,7 @@ mod tests {
         ))
         .unwrap();
         let sealed = w.seal(|id| dir.join(format!("{id}.pack"))).unwrap();
-        let path = dir.join(format!("{}.pack", sealed.id));
-        if version != FORMAT_VERSION {
-            let mut bytes = std::fs::read(&path).unwrap();
-            let n = bytes.len();
-            let mut footer = crate::pack::decode_footer(&bytes[n - 64..], n as u64).unwrap();
-            footer.version = version;
-            bytes[n - 64..].copy_from_slice(&crate::pack::encode_footer(&footer));
-            let _ = std::fs::remove_file(&path);
-            #[allow(clippy::disallowed_methods, reason = "a test crafting a pack")]
-            std::fs::write(&path, &bytes).unwrap();
-        }
-        (path, sealed.id)
+        (dir.join(format!("{}.pack", sealed.id)), sealed.id)
     }
 
     // See: issue 13 ("the day the current version becomes 2 every version-1 manifest and lock is
@@ -400,7 +389,8 @@ mod tests {
         with_current_version(2, || crate::pack::PackReader::open(&path, id)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (path, id) = pack_as_version(dir.path(), 2);
-        let err = crate::pack::PackReader::open(&path, id).err().unwrap();
+        let err =
+            with_current_version(1, || crate::pack::PackReader::open(&path, id)).err().unwrap();
         assert!(
             matches!(
                 &err,

@@ -473,7 +473,9 @@ pub fn prune(
             };
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => writer.insert(PackWriter::create(&repo.layout().tmp_dir())?),
+                None => {
+                    writer.insert(PackWriter::create(&repo.layout().tmp_dir(), repo.version())?)
+                }
             };
             w.add(&blob)?;
             progress.add_bytes(blob.bytes.len() as u64);
@@ -634,7 +636,7 @@ mod tests {
         for id in repo.list_packs().unwrap() {
             let path = repo.layout().pack(id);
             let reader = PackReader::open(&path, id).unwrap();
-            let mut w = PackWriter::create(&repo.layout().tmp_dir()).unwrap();
+            let mut w = PackWriter::create(&repo.layout().tmp_dir(), repo.version()).unwrap();
             let (mut frame, mut raw) = (Vec::new(), Vec::new());
             for e in reader.entries().iter().rev() {
                 read_blob(reader.file(), &path, id, e, &mut frame, &mut raw).unwrap();

@@ -54,6 +54,8 @@ mod progress;
 mod snapshot;
 mod time;
 mod tree;
+#[cfg(feature = "engine")]
+mod xattr;
 
 // The engine: repository, cache, snapshot, restore, check (feature `engine`, on by default).
 #[cfg(feature = "engine")]
@@ -105,7 +107,9 @@ pub use snapshot::{
     unique_names, Component, ComponentKind, Counts, IssueKind, Manifest, PathIssue, SetKind,
 };
 pub use time::{is_sortable_name, sortable_name};
-pub use tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node, TreeBlob};
+pub use tree::{
+    escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node, Time, TreeBlob, Xattr,
+};
 
 #[cfg(feature = "engine")]
 pub use backup::{

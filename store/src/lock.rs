@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Corruption;
-use crate::format::{decode_record, encode_record, read_header, ByteReader, FORMAT_VERSION};
+use crate::format::{decode_record, encode_record, read_header, ByteReader};
 
 /// Magic of a lock file: `STORELCK`. Do not modify.
 const LOCK_MAGIC: [u8; 8] = *b"STORELCK";
@@ -33,13 +33,13 @@ pub struct LockRecord {
 }
 
 impl LockRecord {
-    /// Encodes a lock file.
+    /// Encodes a lock file as format `version` (the repository's).
     ///
     /// # Errors
     /// [`crate::Error::Encode`] (a command name beyond 64 MiB).
-    pub fn encode(&self) -> Result<Vec<u8>, crate::Error> {
+    pub fn encode(&self, version: u32) -> Result<Vec<u8>, crate::Error> {
         let mut out = LOCK_MAGIC.to_vec();
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&encode_record(self, "lock")?);
         Ok(out)
     }
@@ -68,7 +68,7 @@ mod tests {
             start_ns: 7,
             command: "prune".into(),
         };
-        let bytes = r.encode().unwrap();
+        let bytes = r.encode(crate::FORMAT_VERSION).unwrap();
         assert_eq!(LockRecord::decode(&bytes).unwrap(), r);
         for n in 0..bytes.len() {
             assert!(LockRecord::decode(&bytes[..n]).is_err());

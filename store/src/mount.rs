@@ -27,7 +27,7 @@ use crate::id::{ChunkId, Id, SnapshotId, TreeId};
 use crate::pack::BlobKind;
 use crate::repo::Repository;
 use crate::snapshot::Manifest;
-use crate::tree::{ChunkRefs, Content, Node, TreeBlob};
+use crate::tree::{ChunkRefs, Content, Node, Time, TreeBlob};
 use crate::vfs::component_node;
 use crate::vfs::for_each_chunk;
 
@@ -86,10 +86,10 @@ pub struct Attr {
     pub gid: u32,
     /// Size in bytes (a symlink's: the length of its target).
     pub size: u64,
-    /// Modification time, ns since the epoch.
-    pub mtime_ns: i64,
-    /// Status change time, ns since the epoch.
-    pub ctime_ns: i64,
+    /// Modification time.
+    pub mtime: Time,
+    /// Status change time.
+    pub ctime: Time,
     /// Link count.
     pub nlink: u32,
     /// Device number of a device file.
@@ -219,6 +219,25 @@ fn child_ino(parent: u64, name: &[u8]) -> u64 {
     // The top bit keeps hashed numbers clear of the fixed ones.
     u64::from_le_bytes(b) | (1 << 63)
 }
+
+/// The inode number of an entry: one per hard-link group (the same file under several names
+/// shows one inode), otherwise one per path.
+fn entry_ino(parent: u64, node: &Node) -> u64 {
+    let Some((dev, ino)) = node.meta.link_group() else { return child_ino(parent, &node.name) };
+    // `dev`, `ino` and `ctime` name one state of one file: the same group in two sets shares a
+    // number only when nothing about the file changed in between.
+    let c = node.meta.ctime;
+    let key = [
+        dev.to_le_bytes(),
+        ino.to_le_bytes(),
+        c.secs.to_le_bytes(),
+        u64::from(c.nanos).to_le_bytes(),
+    ];
+    child_ino(LINK_GROUP_PARENT, key.as_flattened())
+}
+
+/// The "parent" hashed with hard-link groups, so their numbers differ from any path's.
+const LINK_GROUP_PARENT: u64 = u64::MAX;
 
 fn node_kind(node: &Node) -> FileKind {
     match node.content {
@@ -384,6 +403,7 @@ impl MountView {
     }
 
     fn dir_attr(&self, ino: u64, mtime_ns: i64) -> Attr {
+        let mtime = Time::from_ns(mtime_ns);
         Attr {
             ino,
             kind: FileKind::Dir,
@@ -391,8 +411,8 @@ impl MountView {
             uid: self.uid,
             gid: self.gid,
             size: 0,
-            mtime_ns,
-            ctime_ns: mtime_ns,
+            mtime,
+            ctime: mtime,
             nlink: 2,
             rdev: 0,
             blocks: 0,
@@ -444,9 +464,13 @@ impl MountView {
             uid: node.meta.uid,
             gid: node.meta.gid,
             size,
-            mtime_ns: node.meta.mtime_ns,
-            ctime_ns: node.meta.ctime_ns,
-            nlink: if kind == FileKind::Dir { 2 } else { 1 },
+            mtime: node.meta.mtime,
+            ctime: node.meta.ctime,
+            nlink: match kind {
+                FileKind::Dir => 2,
+                // The links the source had (a version-1 set records none).
+                _ => u32::try_from(node.meta.nlink.max(1)).unwrap_or(u32::MAX),
+            },
             rdev,
             blocks: size.saturating_sub(self.zero_bytes(node)).div_ceil(512),
         }
@@ -535,6 +559,8 @@ impl MountView {
             Kind::Snapshots => SNAPSHOTS_INO,
             Kind::Tags => TAGS_INO,
             Kind::Latest => LATEST_INO,
+            // An entry's node carries the name it was looked up by.
+            Kind::Entry(node) => entry_ino(parent, node),
             _ => child_ino(parent, name),
         }
     }
@@ -554,6 +580,19 @@ impl MountView {
             inodes.entry(ino).or_insert(Inode { kind, lookups: 0 }).lookups += 1;
         }
         Ok(Some(attr))
+    }
+
+    /// The extended attributes of `ino` as the set recorded them (none for the mount's own
+    /// directories and links), or `None` when `ino` is unknown.
+    ///
+    /// # Errors
+    /// The repository cannot be read.
+    pub fn xattrs(&self, ino: u64) -> Result<Option<Vec<crate::tree::Xattr>>> {
+        Ok(match self.kind_of(ino)? {
+            Some(Kind::Entry(node)) => Some(node.meta.xattrs.clone()),
+            Some(_) => Some(Vec::new()),
+            None => None,
+        })
     }
 
     /// The kernel dropped `n` references to `ino`.
@@ -660,13 +699,14 @@ impl MountView {
             Kind::Set(id) => {
                 let Some(set) = sets.iter().find(|s| s.id == *id) else { return Ok(true) };
                 for c in &set.manifest.components {
-                    let kind = if c.kind.is_dir() {
-                        FileKind::Dir
-                    } else {
-                        node_kind(&component_node(&self.repo, c)?)
-                    };
                     let name = c.name.as_bytes();
-                    listed.push((child_ino(ino, name), kind, name.to_vec()));
+                    let (child, kind) = if c.kind.is_dir() {
+                        (child_ino(ino, name), FileKind::Dir)
+                    } else {
+                        let node = component_node(&self.repo, c)?;
+                        (entry_ino(ino, &node), node_kind(&node))
+                    };
+                    listed.push((child, kind, name.to_vec()));
                 }
             }
             Kind::Entry(node) => {
@@ -674,7 +714,7 @@ impl MountView {
                 let mut next = pos;
                 self.tree_entries(tree, skip, &mut |n| {
                     next += 1;
-                    let child = child_ino(ino, &n.name);
+                    let child = entry_ino(ino, n);
                     Ok(add(Listed { ino: child, next, kind: node_kind(n), name: &n.name }))
                 })?;
                 return Ok(true);

@@ -11,10 +11,8 @@ mod writer;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use format::decode_blob_header;
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(feature = "fuzzing")]
 pub(crate) use format::decode_footer;
-#[cfg(test)]
-pub(crate) use format::encode_footer;
 pub(crate) use format::{decode_entry, encode_entry};
 pub use format::{BlobKind, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN};
 #[cfg(feature = "fuzzing")]
@@ -32,14 +30,15 @@ mod tests {
     use crate::error::{Corruption, Error};
     use crate::id::Id;
 
-    /// Writes the golden pack: two data chunks (one compressible, one not) and one tree.
-    fn write_golden(dir: &std::path::Path) -> SealedPack {
-        let mut w = PackWriter::create(dir).unwrap();
+    /// Writes the golden pack as format `version`: two data chunks (one compressible, one not)
+    /// and one tree.
+    fn write_golden(dir: &std::path::Path, version: u32) -> SealedPack {
+        let mut w = PackWriter::create(dir, version).unwrap();
         let mut c = Compressor::new(3).unwrap();
         let text = b"store golden pack: compressible text. ".repeat(40);
         let mut noise = vec![0u8; 300];
         blake3::Hasher::new().update(b"noise").finalize_xof().fill(&mut noise);
-        let tree = crate::tree::TreeBlob::Leaf(vec![]).encode().unwrap();
+        let tree = crate::tree::TreeBlob::Leaf(vec![]).encode(version).unwrap();
         for (kind, raw) in
             [(BlobKind::Data, &text[..]), (BlobKind::Data, &noise[..]), (BlobKind::Tree, &tree[..])]
         {
@@ -53,12 +52,15 @@ mod tests {
     #[test]
     fn golden_pack_bytes_do_not_change() {
         let dir = tempfile::tempdir().unwrap();
-        let sealed = write_golden(dir.path());
-        assert_eq!(
-            sealed.id.to_hex(),
-            GOLDEN_PACK_ID,
-            "pack bytes changed; if intended, bump the format version and update docs/FORMAT.md"
-        );
+        for (version, golden) in [(1, GOLDEN_PACK_ID_V1), (2, GOLDEN_PACK_ID)] {
+            assert_eq!(
+                write_golden(dir.path(), version).id.to_hex(),
+                golden,
+                "version {version}: pack bytes changed; if intended, bump the format version and \
+                 update docs/FORMAT.md"
+            );
+        }
+        let sealed = write_golden(dir.path(), crate::FORMAT_VERSION);
         assert_eq!(sealed.entries.len(), 3);
         assert_eq!(sealed.entries[0].codec, Codec::Zstd);
         assert_eq!(sealed.entries[1].codec, Codec::Raw);
@@ -66,12 +68,15 @@ mod tests {
 
     // Depends on the zstd library producing the same frame for the same input and level, which
     // Cargo.lock pins; a zstd upgrade that changes it changes stored bytes, not the format.
-    const GOLDEN_PACK_ID: &str = "562eb932a6a8defca143fe0547eb9b39c372c7b9cd3e66a0e4dfbe3fc4e2974d";
+    const GOLDEN_PACK_ID_V1: &str =
+        "562eb932a6a8defca143fe0547eb9b39c372c7b9cd3e66a0e4dfbe3fc4e2974d";
+    /// Version 2: the footer's version, and the tree blob's variant (`Entries`).
+    const GOLDEN_PACK_ID: &str = "a7fb650217961a1b6996161cb5a631672b23eb5fcbf3781db84db622169b0a76";
 
     #[test]
     fn pack_round_trips_through_the_reader() {
         let dir = tempfile::tempdir().unwrap();
-        let sealed = write_golden(dir.path());
+        let sealed = write_golden(dir.path(), crate::FORMAT_VERSION);
         let path = dir.path().join(format!("{}.pack", sealed.id));
         let reader = PackReader::open(&path, sealed.id).unwrap();
         assert_eq!(reader.entries(), sealed.entries.as_slice());
@@ -96,7 +101,7 @@ mod tests {
             blobs in proptest::collection::vec((proptest::collection::vec(0u8..4, 0..5000), 0u8..3), 1..12)
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let mut w = PackWriter::create(dir.path()).unwrap();
+            let mut w = PackWriter::create(dir.path(), crate::FORMAT_VERSION).unwrap();
             let mut c = Compressor::new(3).unwrap();
             for (raw, kind) in &blobs {
                 let kind = BlobKind::from_tag(*kind).unwrap();
@@ -117,7 +122,7 @@ mod tests {
     #[test]
     fn every_flipped_byte_of_a_pack_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let sealed = write_golden(dir.path());
+        let sealed = write_golden(dir.path(), crate::FORMAT_VERSION);
         let path = dir.path().join(format!("{}.pack", sealed.id));
         let good = std::fs::read(&path).unwrap();
         let damaged = dir.path().join("damaged.pack");
@@ -153,7 +158,7 @@ mod tests {
     #[test]
     fn truncated_and_empty_packs_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let sealed = write_golden(dir.path());
+        let sealed = write_golden(dir.path(), crate::FORMAT_VERSION);
         let path = dir.path().join(format!("{}.pack", sealed.id));
         let good = std::fs::read(&path).unwrap();
         let cut = dir.path().join("cut.pack");

@@ -152,7 +152,9 @@ impl BlobSink for RepairSink<'_> {
         let blob = EncodedBlob::encode(id, kind, &raw, &mut self.compressor);
         let w = match self.writer.as_mut() {
             Some(w) => w,
-            None => self.writer.insert(PackWriter::create(&self.repo.layout().tmp_dir())?),
+            None => self
+                .writer
+                .insert(PackWriter::create(&self.repo.layout().tmp_dir(), self.repo.version())?),
         };
         w.add(&blob)?;
         self.written.insert(id);
@@ -253,11 +255,11 @@ fn rebuild(
     };
     let Some(entries) = open(tree, path, lost) else {
         // The whole listing is lost: the component becomes an empty directory.
-        return TreeBuilder::new(page).finish(sink).map(Some);
+        return TreeBuilder::new(page, repo.version()).finish(sink).map(Some);
     };
     let mut stack = vec![Frame {
         entries,
-        builder: TreeBuilder::new(page),
+        builder: TreeBuilder::new(page, repo.version()),
         path: path.to_owned(),
         node: root.clone(),
     }];
@@ -295,7 +297,7 @@ fn rebuild(
                         if let Some(entries) = open(*tree, &child, lost) {
                             stack.push(Frame {
                                 entries,
-                                builder: TreeBuilder::new(page),
+                                builder: TreeBuilder::new(page, repo.version()),
                                 path: child,
                                 node,
                             });
@@ -372,8 +374,8 @@ pub fn repair_snapshots(
                 if let Some(reason) = avail.file(chunks)? {
                     lost.push(LostPath { path: c.name.clone(), reason });
                     // A file component whose data is lost becomes an empty listing.
-                    c.root =
-                        TreeBuilder::new(repo.config().chunker.max as usize).finish(&mut sink)?;
+                    c.root = TreeBuilder::new(repo.config().chunker.max as usize, repo.version())
+                        .finish(&mut sink)?;
                 }
             }
         }

@@ -50,6 +50,9 @@ pub struct InitOptions {
     pub compression_level: Option<i32>,
     /// Pack target in bytes; [`DEFAULT_PACK_TARGET`] when `None`.
     pub pack_target: Option<u32>,
+    /// Format version of the new repository; [`crate::FORMAT_VERSION`] when `None`. An older
+    /// one makes a repository older builds can read (and write), keeping less metadata.
+    pub format_version: Option<u32>,
 }
 
 /// Choices made when opening.
@@ -126,6 +129,17 @@ impl Repository {
     /// # Errors
     /// [`Error::AlreadyExists`], [`Error::InvalidOption`], [`Error::Io`].
     pub fn init(path: &Path, opts: &InitOptions) -> Result<Self> {
+        let version = opts.format_version.unwrap_or(crate::FORMAT_VERSION);
+        if !crate::SUPPORTED_VERSIONS.contains(&version) {
+            return Err(Error::InvalidOption {
+                option: "format version",
+                reason: format!(
+                    "{version} is not one this build writes ({} to {})",
+                    crate::SUPPORTED_VERSIONS.start(),
+                    crate::SUPPORTED_VERSIONS.end()
+                ),
+            });
+        }
         let layout = Layout::new(path);
         if layout.config().exists() {
             return Err(Error::AlreadyExists {
@@ -173,6 +187,7 @@ impl Repository {
             });
         }
         let config = RepoConfig {
+            version,
             repo_id: random_id()?,
             created_ns: now_ns(),
             id_hash: IdHash::Blake3,
@@ -306,6 +321,12 @@ impl Repository {
     #[must_use]
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// The repository's format version: what every object written into it is written as.
+    #[must_use]
+    pub fn version(&self) -> u32 {
+        self.config.version
     }
 
     /// When `config` is damaged and its copy is in use: what is wrong with it.

@@ -50,7 +50,7 @@ use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{Component, Manifest};
-use crate::tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node};
+use crate::tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node, Time, Xattr};
 use crate::vfs::{component_node, dir_entries, for_each_chunk};
 
 mod batch;
@@ -113,6 +113,8 @@ pub struct RestoreReport {
     pub symlinks: u64,
     /// FIFOs and devices created.
     pub specials: u64,
+    /// Files made as hard links to a file restored before them (one file, several names).
+    pub hard_links: u64,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Existing entries left as they were (`--overwrite never`, or unchanged with
@@ -142,6 +144,13 @@ fn record(shared: &Shared, path: &str, error: impl std::fmt::Display) {
     }
 }
 
+/// Records a part of the set this restore could not make at `path` (exit 3, not a failure).
+fn not_restored(shared: &Shared, path: &str, why: impl std::fmt::Display) {
+    count(shared, |r| {
+        r.not_restored.push(RestoreFailure { path: path.to_owned(), error: why.to_string() });
+    });
+}
+
 fn count(shared: &Shared, f: impl FnOnce(&mut RestoreReport)) {
     if let Ok(mut r) = shared.lock() {
         f(&mut r);
@@ -152,6 +161,16 @@ struct FileJob<'a> {
     dir: Arc<DirHandle<'a>>,
     node: Node,
     path: String,
+}
+
+/// `parent/name` as raw bytes (`name` alone below the target's root).
+fn join_raw(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = parent.to_vec();
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
 }
 
 fn join(parent: &str, name: &[u8]) -> String {
@@ -255,10 +274,18 @@ pub fn restore(
             fd: target_fd,
             meta: None,
             path: String::new(),
+            raw: Vec::new(),
             as_root,
             shared: &shared,
         });
-        let mut writer = Writer { ctx: &ctx, tx, batch: Vec::new(), fill: BatchFill::default() };
+        let mut writer = Writer {
+            ctx: &ctx,
+            tx,
+            batch: Vec::new(),
+            fill: BatchFill::default(),
+            root: Arc::clone(&root),
+            links: std::collections::HashMap::new(),
+        };
         let walked = walk_selected(repo, &selection, &root, &components, &mut writer);
         writer.flush();
         match walked {

@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Corruption;
-use crate::format::{decode_record, encode_record, read_header, ByteReader, FORMAT_VERSION};
+use crate::format::{decode_record, encode_record, read_header, ByteReader};
 use crate::id::{SnapshotId, TreeId};
-use crate::tree::Metadata;
+use crate::tree::{Metadata, MetadataV1};
 
 /// Magic of a manifest: `STORESNP`. Do not modify.
 const MANIFEST_MAGIC: [u8; 8] = *b"STORESNP";
@@ -110,9 +110,9 @@ impl Counts {
     }
 }
 
-/// One source of a set.
+/// One source of a set. `M` is how metadata is recorded ([`MetadataV1`] in version 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Component {
+pub struct Component<M = Metadata> {
     /// Name, unique in the set: restore puts it at `TARGET/<name>`.
     pub name: String,
     /// The source path (raw bytes) or a description of the source.
@@ -122,7 +122,7 @@ pub struct Component {
     /// For a directory, its listing; for a file, a tree with the one entry `name`.
     pub root: TreeId,
     /// Metadata of the source directory (for a file, of the file).
-    pub meta: Metadata,
+    pub meta: M,
     /// Capture start, nanoseconds since the Unix epoch.
     pub start_ns: i64,
     /// Capture end.
@@ -138,6 +138,9 @@ pub enum IssueKind {
     Skipped,
     /// It kept changing while it was read, twice: the set holds what the second read saw.
     Changed,
+    /// It was kept without some of its metadata (extended attributes that could not be read).
+    /// Version 2 on; a version-1 manifest records it as `Changed`.
+    Incomplete,
 }
 
 /// A source path that could not be backed up as it was; the set was committed anyway.
@@ -153,9 +156,9 @@ pub struct PathIssue {
     pub reason: String,
 }
 
-/// A snapshot manifest.
+/// A snapshot manifest. `M` is how metadata is recorded ([`MetadataV1`] in version 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
+pub struct Manifest<M = Metadata> {
     /// Start of the set, nanoseconds since the Unix epoch (UTC).
     pub time_ns: i64,
     /// End of the set.
@@ -169,7 +172,7 @@ pub struct Manifest {
     /// The set an incremental builds on.
     pub parent: Option<SnapshotId>,
     /// The sources, in capture order.
-    pub components: Vec<Component>,
+    pub components: Vec<Component<M>>,
     /// Totals over all components.
     pub counts: Counts,
     /// Paths that could not be read, or changed while read.
@@ -197,6 +200,37 @@ pub fn unique_names<'a>(
     out
 }
 
+impl<M> Manifest<M> {
+    /// The same manifest with each component's metadata recorded as `f` makes it.
+    fn map_meta<N>(self, f: impl Fn(M) -> N) -> Manifest<N> {
+        let components = self
+            .components
+            .into_iter()
+            .map(|c| Component {
+                name: c.name,
+                source: c.source,
+                kind: c.kind,
+                root: c.root,
+                meta: f(c.meta),
+                start_ns: c.start_ns,
+                end_ns: c.end_ns,
+                counts: c.counts,
+            })
+            .collect();
+        Manifest {
+            time_ns: self.time_ns,
+            end_ns: self.end_ns,
+            host: self.host,
+            tags: self.tags,
+            kind: self.kind,
+            parent: self.parent,
+            components,
+            counts: self.counts,
+            issues: self.issues,
+        }
+    }
+}
+
 impl Manifest {
     /// The set's start time in UTC as `YYYYMMDD-HHMMSS` (the form of MarkLogic's backup
     /// directory names): its name, unless another set started in the same second
@@ -211,11 +245,21 @@ impl Manifest {
     /// # Errors
     /// [`crate::Error::Encode`] when the manifest would be larger than a reader accepts (the
     /// snapshot then commits nothing: a set that cannot be read must never be written).
-    pub fn encode(&self) -> Result<Vec<u8>, crate::Error> {
+    pub fn encode(&self, version: u32) -> Result<Vec<u8>, crate::Error> {
         let mut out = Vec::new();
         out.extend_from_slice(&MANIFEST_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&encode_record(self, "manifest")?);
+        out.extend_from_slice(&version.to_le_bytes());
+        if version < 2 {
+            let mut v1 = self.clone().map_meta(|m| MetadataV1::from(&m));
+            for i in &mut v1.issues {
+                if i.kind == IssueKind::Incomplete {
+                    i.kind = IssueKind::Changed;
+                }
+            }
+            out.extend_from_slice(&encode_record(&v1, "manifest")?);
+        } else {
+            out.extend_from_slice(&encode_record(self, "manifest")?);
+        }
         Ok(out)
     }
 
@@ -225,8 +269,15 @@ impl Manifest {
     /// Bad magic, a format version this build does not read, truncated or malformed bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, Corruption> {
         let mut r = ByteReader::new(bytes, 0);
-        read_header(&mut r, &MANIFEST_MAGIC)?;
-        let m: Manifest = decode_record(r.rest(), "manifest")?;
+        let m: Manifest = if read_header(&mut r, &MANIFEST_MAGIC)? < 2 {
+            decode_record::<Manifest<MetadataV1>>(r.rest(), "manifest")?.map_meta(Metadata::from)
+        } else {
+            let m: Manifest = decode_record(r.rest(), "manifest")?;
+            for c in &m.components {
+                c.meta.validate()?;
+            }
+            m
+        };
         let mut names: Vec<&str> = m.components.iter().map(|c| c.name.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
@@ -244,6 +295,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::FORMAT_VERSION;
     use crate::id::Id;
 
     pub(crate) fn sample() -> Manifest {
@@ -291,7 +343,20 @@ mod tests {
     #[test]
     fn manifest_round_trips() {
         let m = sample();
-        assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), m);
+        assert_eq!(Manifest::decode(&m.encode(FORMAT_VERSION).unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn version_1_manifests_keep_their_bytes_and_read_back() {
+        let mut m = sample();
+        m.components[0].meta.mtime = crate::tree::Time::from_ns(1_234_567_891);
+        let v1 = m.encode(1).unwrap();
+        assert_eq!(v1[8..12], 1u32.to_le_bytes());
+        // A version-1 component's metadata is 40 bytes (FORMAT.md §7); version 2 records more.
+        assert!(m.encode(2).unwrap().len() > v1.len());
+        let back = Manifest::decode(&v1).unwrap();
+        assert_eq!(back.components[0].meta.mtime, m.components[0].meta.mtime);
+        assert_eq!(Manifest { components: vec![], ..back }, Manifest { components: vec![], ..m });
     }
 
     proptest::proptest! {
@@ -320,29 +385,32 @@ mod tests {
                     reason,
                 })
                 .collect();
-            proptest::prop_assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), m);
+            proptest::prop_assert_eq!(Manifest::decode(&m.encode(FORMAT_VERSION).unwrap()).unwrap(), m);
         }
     }
 
     #[test]
     fn newer_version_is_refused_by_number_not_decoded() {
-        let mut bytes = sample().encode().unwrap();
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let mut bytes = sample().encode(FORMAT_VERSION).unwrap();
+        bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let err = Manifest::decode(&bytes).unwrap_err();
-        assert!(matches!(err, Corruption::UnsupportedVersion { found: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, Corruption::UnsupportedVersion { found, .. } if found == FORMAT_VERSION + 1),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn damaged_manifests_are_errors() {
-        let bytes = sample().encode().unwrap();
+        let bytes = sample().encode(FORMAT_VERSION).unwrap();
         for n in 0..bytes.len() {
             assert!(Manifest::decode(&bytes[..n]).is_err(), "prefix {n}");
         }
         let mut m = sample();
         m.components.push(m.components[0].clone());
-        assert!(Manifest::decode(&m.encode().unwrap()).is_err());
+        assert!(Manifest::decode(&m.encode(FORMAT_VERSION).unwrap()).is_err());
         let mut m = sample();
         m.components[0].name = "../etc".into();
-        assert!(Manifest::decode(&m.encode().unwrap()).is_err());
+        assert!(Manifest::decode(&m.encode(FORMAT_VERSION).unwrap()).is_err());
     }
 }

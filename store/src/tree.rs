@@ -15,8 +15,67 @@ use crate::format::{decode_record, encode_record, encode_record_into};
 use crate::id::{ChunkId, Id, TreeId};
 use crate::pack::BlobKind;
 
-/// Metadata of a file, directory, symlink or special file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// A point in time: seconds since the Unix epoch (UTC) and nanoseconds, `0 <= nanos < 10^9`.
+/// It holds any time a file system can (version 1 kept i64 nanoseconds: 1677 to 2262).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Time {
+    /// Whole seconds since the epoch (negative before 1970).
+    pub secs: i64,
+    /// Nanoseconds within the second.
+    pub nanos: u32,
+}
+
+impl Time {
+    /// `ns` nanoseconds since the epoch.
+    #[must_use]
+    pub fn from_ns(ns: i64) -> Self {
+        // rem_euclid of 10^9 is in 0..10^9, so it fits a u32.
+        Time { secs: ns.div_euclid(NANOS), nanos: ns.rem_euclid(NANOS) as u32 }
+    }
+
+    /// Seconds and nanoseconds as `stat` gives them (nanoseconds outside `0..10^9` carried
+    /// into the seconds).
+    #[must_use]
+    pub fn new(secs: i64, nanos: i64) -> Self {
+        Time {
+            secs: secs.saturating_add(nanos.div_euclid(NANOS)),
+            nanos: nanos.rem_euclid(NANOS) as u32,
+        }
+    }
+
+    /// Nanoseconds since the epoch, clamped to what an i64 holds (1677 to 2262): what a
+    /// version-1 record can keep.
+    #[must_use]
+    pub fn to_ns_saturating(self) -> i64 {
+        let ns = i128::from(self.secs) * i128::from(NANOS) + i128::from(self.nanos);
+        i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// Whether a version-1 record keeps this time exactly.
+    #[must_use]
+    pub fn fits_i64_ns(self) -> bool {
+        Time::from_ns(self.to_ns_saturating()) == self
+    }
+}
+
+const NANOS: i64 = 1_000_000_000;
+
+/// One extended attribute (POSIX ACLs are the `system.posix_acl_*` ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// Its full name with namespace (`user.x`, `security.selinux`), raw bytes.
+    pub name: Vec<u8>,
+    /// Its value, raw bytes.
+    pub value: Vec<u8>,
+}
+
+/// Longest extended attribute name Linux allows (`XATTR_NAME_MAX`).
+pub const XATTR_NAME_MAX: usize = 255;
+
+/// Metadata of a file, directory, symlink or special file (FORMAT.md §6.1, version 2).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Metadata {
     /// Permission bits and file type, as `st_mode`.
     pub mode: u32,
@@ -24,12 +83,106 @@ pub struct Metadata {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
-    /// Status change time, nanoseconds since the Unix epoch (change detection).
-    pub ctime_ns: i64,
-    /// Inode number (change detection).
+    /// Modification time.
+    pub mtime: Time,
+    /// Status change time (change detection).
+    pub ctime: Time,
+    /// Inode number (change detection; with `dev`, hard-link groups within a set).
     pub ino: u64,
+    /// Device of the file system the entry was on when the set was taken.
+    pub dev: u64,
+    /// Number of hard links; files with more than one that share `dev` and `ino` in a set
+    /// are one file (0 when not recorded: version 1).
+    pub nlink: u64,
+    /// Extended attributes, sorted by name, names unique.
+    pub xattrs: Vec<Xattr>,
+}
+
+impl Metadata {
+    /// The hard-link group of a regular file linked more than once: `(dev, ino)`.
+    #[must_use]
+    pub fn link_group(&self) -> Option<(u64, u64)> {
+        let is_file = self.mode & 0o170_000 == 0o100_000;
+        (is_file && self.nlink > 1).then_some((self.dev, self.ino))
+    }
+}
+
+/// Metadata as version 1 records it (FORMAT.md §6.1): no extended attributes or links, times
+/// as i64 nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MetadataV1 {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+}
+
+impl From<MetadataV1> for Metadata {
+    fn from(m: MetadataV1) -> Self {
+        Metadata {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: Time::from_ns(m.mtime_ns),
+            ctime: Time::from_ns(m.ctime_ns),
+            ino: m.ino,
+            dev: 0,
+            nlink: 0,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
+impl From<&Metadata> for MetadataV1 {
+    fn from(m: &Metadata) -> Self {
+        MetadataV1 {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime_ns: m.mtime.to_ns_saturating(),
+            ctime_ns: m.ctime.to_ns_saturating(),
+            ino: m.ino,
+        }
+    }
+}
+
+impl Metadata {
+    /// Whether a version-1 record keeps all of this (no extended attributes, no hard links,
+    /// times within 1677 to 2262).
+    #[must_use]
+    pub fn fits_v1(&self) -> bool {
+        self.xattrs.is_empty()
+            && self.link_group().is_none()
+            && self.mtime.fits_i64_ns()
+            && self.ctime.fits_i64_ns()
+    }
+
+    /// Checks what a decoder must: nanoseconds below 10^9, extended attribute names valid,
+    /// sorted and unique.
+    pub(crate) fn validate(&self) -> Result<(), Corruption> {
+        if self.mtime.nanos >= NANOS as u32 || self.ctime.nanos >= NANOS as u32 {
+            return Err(Corruption::Invalid("a time has 10^9 or more nanoseconds".into()));
+        }
+        let mut prev: Option<&[u8]> = None;
+        for x in &self.xattrs {
+            if x.name.is_empty() || x.name.len() > XATTR_NAME_MAX || x.name.contains(&0) {
+                return Err(Corruption::Invalid(format!(
+                    "invalid extended attribute name \"{}\"",
+                    escape_name(&x.name)
+                )));
+            }
+            if prev.is_some_and(|p| p >= x.name.as_slice()) {
+                return Err(Corruption::Invalid(format!(
+                    "extended attribute \"{}\" is out of order or repeated",
+                    escape_name(&x.name)
+                )));
+            }
+            prev = Some(&x.name);
+        }
+        Ok(())
+    }
 }
 
 /// Where a file's chunk ids are.
@@ -71,18 +224,19 @@ pub enum Content {
     },
 }
 
-/// One directory entry.
+/// One directory entry. `M` is how its metadata is recorded: [`Metadata`] (what the engine
+/// works with, and version 2's record), or [`MetadataV1`] in version-1 records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Node {
+pub struct Node<M = Metadata> {
     /// The name, raw bytes.
     pub name: Vec<u8>,
     /// Its metadata.
-    pub meta: Metadata,
+    pub meta: M,
     /// What it is.
     pub content: Content,
 }
 
-impl Node {
+impl<M> Node<M> {
     /// Size of a file's content; 0 for other kinds.
     #[must_use]
     pub fn size(&self) -> u64 {
@@ -94,12 +248,21 @@ impl Node {
 }
 
 /// A tree blob.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TreeBlob {
     /// Entries of a directory (all of them, or one page).
     Leaf(Vec<Node>),
     /// Pages of a large directory, in name order; each is a `Leaf`.
     Pages(Vec<TreeId>),
+}
+
+/// A tree blob as recorded (FORMAT.md §6.1): the variant says how its entries' metadata is
+/// recorded, so a tree reads the same whatever pack or set it is found in.
+#[derive(Deserialize)]
+enum TreeRecord {
+    Leaf(Vec<Node<MetadataV1>>),
+    Pages(Vec<TreeId>),
+    Entries(Vec<Node>),
 }
 
 /// Whether restore may create an entry called `name` in a directory.
@@ -123,24 +286,81 @@ pub fn escape_name(name: &[u8]) -> String {
 }
 
 impl TreeBlob {
-    /// Encodes a tree blob.
+    /// Encodes a tree blob as format `version` records it (version 1 drops what it cannot
+    /// hold: see [`Metadata::fits_v1`]).
     ///
     /// # Errors
     /// [`crate::Error::Encode`] for a tree larger than a reader accepts.
-    pub fn encode(&self) -> Result<Vec<u8>> {
-        encode_record(self, "tree")
+    pub fn encode(&self, version: u32) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        match self {
+            TreeBlob::Leaf(nodes) => {
+                out.extend_from_slice(&leaf_tag(version).to_le_bytes());
+                out.extend_from_slice(&(nodes.len() as u64).to_le_bytes());
+                for n in nodes {
+                    encode_node(n, version, &mut out)?;
+                }
+            }
+            TreeBlob::Pages(pages) => {
+                out.extend_from_slice(&PAGES_TAG.to_le_bytes());
+                out.extend_from_slice(&(pages.len() as u64).to_le_bytes());
+                for p in pages {
+                    out.extend_from_slice(p.0.as_bytes());
+                }
+            }
+        }
+        if out.len() > crate::format::MAX_RECORD_LEN {
+            return Err(crate::Error::Encode {
+                what: "tree",
+                reason: format!("{} bytes, more than a reader accepts", out.len()),
+            });
+        }
+        Ok(out)
     }
 
-    /// Decodes a tree blob and checks names and order.
+    /// Decodes a tree blob of either version and checks names, order and metadata.
     ///
     /// # Errors
-    /// Malformed bytes, an invalid name, or names out of order or repeated.
+    /// Malformed bytes, an invalid name, names out of order or repeated, invalid metadata.
     pub fn decode(bytes: &[u8]) -> Result<Self, Corruption> {
-        let tree: TreeBlob = decode_record(bytes, "tree")?;
-        if let TreeBlob::Leaf(nodes) = &tree {
-            check_names(nodes, None)?;
-        }
-        Ok(tree)
+        let tree = match decode_record::<TreeRecord>(bytes, "tree")? {
+            TreeRecord::Pages(pages) => return Ok(TreeBlob::Pages(pages)),
+            TreeRecord::Leaf(nodes) => nodes
+                .into_iter()
+                .map(|n| Node { name: n.name, meta: n.meta.into(), content: n.content })
+                .collect(),
+            TreeRecord::Entries(nodes) => {
+                for n in &nodes {
+                    n.meta.validate()?;
+                }
+                nodes
+            }
+        };
+        check_names(&tree, None)?;
+        Ok(TreeBlob::Leaf(tree))
+    }
+}
+
+/// Appends the record of one entry as format `version` writes it.
+fn encode_node(node: &Node, version: u32, out: &mut Vec<u8>) -> Result<()> {
+    if version < 2 {
+        let v1 = Node::<MetadataV1> {
+            name: node.name.clone(),
+            meta: MetadataV1::from(&node.meta),
+            content: node.content.clone(),
+        };
+        encode_record_into(&v1, "tree entry", out)
+    } else {
+        encode_record_into(node, "tree entry", out)
+    }
+}
+
+/// The variant tag of a leaf in format `version`: `Leaf` (version 1) or `Entries`.
+fn leaf_tag(version: u32) -> u32 {
+    if version < 2 {
+        LEAF_V1_TAG
+    } else {
+        ENTRIES_TAG
     }
 }
 
@@ -179,17 +399,27 @@ pub struct TreeBuilder {
     pages: Vec<TreeId>,
     limit: usize,
     last_name: Option<Vec<u8>>,
+    version: u32,
 }
 
-const LEAF_TAG: u32 = 0;
+const LEAF_V1_TAG: u32 = 0;
 const PAGES_TAG: u32 = 1;
+const ENTRIES_TAG: u32 = 2;
 const RECORD_PREFIX: usize = 12; // enum tag u32 + element count u64
 
 impl TreeBuilder {
-    /// A builder whose pages stay under `limit` bytes (unless one entry alone is larger).
+    /// A builder of format `version` trees whose pages stay under `limit` bytes (unless one
+    /// entry alone is larger).
     #[must_use]
-    pub fn new(limit: usize) -> Self {
-        TreeBuilder { page: Vec::new(), count: 0, pages: Vec::new(), limit, last_name: None }
+    pub fn new(limit: usize, version: u32) -> Self {
+        TreeBuilder {
+            page: Vec::new(),
+            count: 0,
+            pages: Vec::new(),
+            limit,
+            last_name: None,
+            version,
+        }
     }
 
     /// Adds the next entry; names must increase.
@@ -201,7 +431,7 @@ impl TreeBuilder {
             crate::Error::InvalidOption { option: "tree entry", reason: reason.to_string() }
         })?;
         let mut encoded = Vec::new();
-        encode_record_into(node, "tree entry", &mut encoded)?;
+        encode_node(node, self.version, &mut encoded)?;
         if self.count > 0 && RECORD_PREFIX + self.page.len() + encoded.len() > self.limit {
             self.flush_page(sink)?;
         }
@@ -212,10 +442,10 @@ impl TreeBuilder {
     }
 
     fn leaf_bytes(&mut self) -> Vec<u8> {
-        // Same bytes as `encode_record(&TreeBlob::Leaf(nodes))`: the enum tag, the element
+        // Same bytes as `TreeBlob::Leaf(nodes).encode(version)`: the enum tag, the element
         // count, then each node's encoding (a test pins this equality).
         let mut out = Vec::with_capacity(RECORD_PREFIX + self.page.len());
-        out.extend_from_slice(&LEAF_TAG.to_le_bytes());
+        out.extend_from_slice(&leaf_tag(self.version).to_le_bytes());
         out.extend_from_slice(&self.count.to_le_bytes());
         out.append(&mut self.page);
         self.count = 0;
@@ -365,7 +595,15 @@ mod tests {
     fn file(name: &[u8], n: u8) -> Node {
         Node {
             name: name.to_vec(),
-            meta: Metadata { mode: 0o100_644, uid: 1, gid: 2, mtime_ns: 3, ctime_ns: 4, ino: 5 },
+            meta: Metadata {
+                mode: 0o100_644,
+                uid: 1,
+                gid: 2,
+                mtime: Time::from_ns(3),
+                ctime: Time::from_ns(4),
+                ino: 5,
+                ..Metadata::default()
+            },
             content: Content::File {
                 size: u64::from(n),
                 chunks: ChunkRefs::Inline(vec![ChunkId(Id::hash(&[n]))]),
@@ -376,23 +614,80 @@ mod tests {
     #[test]
     fn builder_bytes_equal_record_encoding() {
         let nodes = vec![file(b"a", 1), file(b"b\xff", 2), file(b"c", 3)];
-        let mut sink = MemSink::default();
-        let mut b = TreeBuilder::new(1 << 20);
-        for n in &nodes {
-            b.push(n, &mut sink).unwrap();
+        for version in [1, 2] {
+            let mut sink = MemSink::default();
+            let mut b = TreeBuilder::new(1 << 20, version);
+            for n in &nodes {
+                b.push(n, &mut sink).unwrap();
+            }
+            let id = b.finish(&mut sink).unwrap();
+            let (kind, bytes) = &sink.0[&id.0];
+            assert_eq!(*kind, BlobKind::Tree);
+            assert_eq!(bytes, &TreeBlob::Leaf(nodes.clone()).encode(version).unwrap());
+            assert_eq!(TreeBlob::decode(bytes).unwrap(), TreeBlob::Leaf(nodes.clone()));
         }
-        let id = b.finish(&mut sink).unwrap();
-        let (kind, bytes) = &sink.0[&id.0];
-        assert_eq!(*kind, BlobKind::Tree);
-        assert_eq!(bytes, &TreeBlob::Leaf(nodes.clone()).encode().unwrap());
-        assert_eq!(TreeBlob::decode(bytes).unwrap(), TreeBlob::Leaf(nodes));
+    }
+
+    // See: issue 14 (xattrs, hard links and times past 2262 were dropped or clamped).
+    #[test]
+    fn version_2_keeps_xattrs_links_and_any_time_and_version_1_reads_as_before() {
+        let mut node = file(b"f", 1);
+        node.meta.mtime = Time { secs: 11_000_000_000, nanos: 999_999_999 }; // year 2318
+        node.meta.ctime = Time { secs: -5, nanos: 1 };
+        node.meta.dev = 7;
+        node.meta.nlink = 3;
+        node.meta.xattrs = vec![
+            Xattr { name: b"security.capability".to_vec(), value: vec![1, 0, 0, 2] },
+            Xattr { name: b"user.x".to_vec(), value: b"\0binary\xff".to_vec() },
+        ];
+        assert!(!node.meta.fits_v1());
+        let tree = TreeBlob::Leaf(vec![node.clone()]);
+        assert_eq!(TreeBlob::decode(&tree.encode(2).unwrap()).unwrap(), tree);
+        // Version 1 keeps what it can: the time clamped, the rest dropped.
+        let TreeBlob::Leaf(v1) = TreeBlob::decode(&tree.encode(1).unwrap()).unwrap() else {
+            panic!("leaf")
+        };
+        assert_eq!(v1[0].meta.mtime.to_ns_saturating(), i64::MAX);
+        assert!(v1[0].meta.xattrs.is_empty() && v1[0].meta.nlink == 0);
+        assert_eq!((v1[0].meta.ino, v1[0].meta.mode), (node.meta.ino, node.meta.mode));
+        assert!(file(b"g", 2).meta.fits_v1());
+    }
+
+    #[test]
+    fn bad_version_2_metadata_is_refused_by_the_decoder() {
+        let with = |f: &dyn Fn(&mut Metadata)| {
+            let mut n = file(b"a", 1);
+            f(&mut n.meta);
+            let bytes = TreeBlob::Leaf(vec![n]).encode(2).unwrap();
+            TreeBlob::decode(&bytes)
+        };
+        assert!(with(&|_| ()).is_ok());
+        assert!(with(&|m| m.mtime.nanos = 1_000_000_000).is_err());
+        let x = |n: &[u8]| Xattr { name: n.to_vec(), value: vec![] };
+        assert!(with(&|m| m.xattrs = vec![x(b"")]).is_err());
+        assert!(with(&|m| m.xattrs = vec![x(b"user.a\0b")]).is_err());
+        assert!(with(&|m| m.xattrs = vec![x(&[b'u'; 256])]).is_err());
+        assert!(with(&|m| m.xattrs = vec![x(b"user.b"), x(b"user.a")]).is_err());
+        assert!(with(&|m| m.xattrs = vec![x(b"user.a"), x(b"user.a")]).is_err());
+        assert!(with(&|m| m.xattrs = vec![x(b"user.a"), x(b"user.b")]).is_ok());
+    }
+
+    #[test]
+    fn times_convert_exactly_within_the_i64_range() {
+        for ns in [0, 1, -1, 999_999_999, -1_000_000_001, i64::MAX, i64::MIN] {
+            let t = Time::from_ns(ns);
+            assert!(t.nanos < 1_000_000_000);
+            assert_eq!(t.to_ns_saturating(), ns);
+        }
+        assert_eq!(Time::new(5, -1), Time { secs: 4, nanos: 999_999_999 });
+        assert_eq!(Time { secs: i64::MIN, nanos: 0 }.to_ns_saturating(), i64::MIN);
     }
 
     #[test]
     fn equal_directories_give_equal_ids_and_large_ones_are_paged() {
         let build = |limit| {
             let mut sink = MemSink::default();
-            let mut b = TreeBuilder::new(limit);
+            let mut b = TreeBuilder::new(limit, 2);
             for i in 0..2000u32 {
                 b.push(&file(format!("f{i:05}").as_bytes(), (i % 251) as u8), &mut sink).unwrap();
             }
@@ -419,36 +714,49 @@ mod tests {
     #[test]
     fn hostile_names_are_refused_by_the_decoder() {
         for bad in [&b""[..], b".", b"..", b"a/b", b"/etc", b"x\0y"] {
-            let bytes = TreeBlob::Leaf(vec![file(bad, 1)]).encode().unwrap();
+            let bytes = TreeBlob::Leaf(vec![file(bad, 1)]).encode(2).unwrap();
             let err = TreeBlob::decode(&bytes).unwrap_err();
             assert!(matches!(err, Corruption::Invalid(_)), "{bad:?}: {err:?}");
         }
-        let dup = TreeBlob::Leaf(vec![file(b"a", 1), file(b"a", 2)]).encode().unwrap();
+        let dup = TreeBlob::Leaf(vec![file(b"a", 1), file(b"a", 2)]).encode(1).unwrap();
         assert!(TreeBlob::decode(&dup).is_err());
-        let unordered = TreeBlob::Leaf(vec![file(b"b", 1), file(b"a", 2)]).encode().unwrap();
+        let unordered = TreeBlob::Leaf(vec![file(b"b", 1), file(b"a", 2)]).encode(2).unwrap();
         assert!(TreeBlob::decode(&unordered).is_err());
     }
 
     #[test]
     fn truncated_trees_are_errors() {
-        let bytes = TreeBlob::Leaf(vec![file(b"a", 1), file(b"b", 2)]).encode().unwrap();
-        for n in 0..bytes.len() {
-            assert!(TreeBlob::decode(&bytes[..n]).is_err());
+        for version in [1, 2] {
+            let bytes = TreeBlob::Leaf(vec![file(b"a", 1), file(b"b", 2)]).encode(version).unwrap();
+            for n in 0..bytes.len() {
+                assert!(TreeBlob::decode(&bytes[..n]).is_err());
+            }
         }
     }
 
-    /// The record encoding spelled out in FORMAT.md §1 and §6, pinned byte for byte.
+    /// The record encodings spelled out in FORMAT.md §1 and §6, pinned byte for byte.
     #[test]
     fn node_encoding_matches_format_md() {
-        let node = Node {
+        let hex = |b: Vec<u8>| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut node = Node {
             name: b"a".to_vec(),
-            meta: Metadata { mode: 0o100_644, uid: 1, gid: 2, mtime_ns: 3, ctime_ns: 4, ino: 5 },
+            meta: Metadata {
+                mode: 0o100_644,
+                uid: 1,
+                gid: 2,
+                mtime: Time::from_ns(3),
+                ctime: Time::from_ns(4),
+                ino: 5,
+                ..Metadata::default()
+            },
             content: Content::Symlink { target: b"t".to_vec() },
         };
-        let hex: String =
-            encode_record(&node, "test").unwrap().iter().map(|b| format!("{b:02x}")).collect();
+        let leaf = |node: &Node, version| {
+            let bytes = TreeBlob::Leaf(vec![node.clone()]).encode(version).unwrap();
+            hex(bytes[12..].to_vec())
+        };
         assert_eq!(
-            hex,
+            leaf(&node, 1),
             concat!(
                 "0100000000000000",
                 "61", // name: u64 length, bytes
@@ -463,9 +771,37 @@ mod tests {
                 "74", // target
             )
         );
-        let leaf: String =
-            TreeBlob::Leaf(vec![]).encode().unwrap().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(leaf, "000000000000000000000000");
+        node.meta.mtime = Time { secs: 1, nanos: 3 };
+        node.meta.dev = 6;
+        node.meta.nlink = 1;
+        node.meta.xattrs = vec![Xattr { name: b"user.k".to_vec(), value: b"v".to_vec() }];
+        assert_eq!(
+            leaf(&node, 2),
+            concat!(
+                "0100000000000000",
+                "61", // name
+                "a4810000",
+                "01000000",
+                "02000000", // mode, uid, gid
+                "0100000000000000",
+                "03000000", // mtime: secs i64, nanos u32
+                "0000000000000000",
+                "04000000",         // ctime
+                "0500000000000000", // ino
+                "0600000000000000", // dev
+                "0100000000000000", // nlink
+                "0100000000000000", // one xattr
+                "0600000000000000",
+                "757365722e6b", // name "user.k"
+                "0100000000000000",
+                "76",       // value "v"
+                "02000000", // Content variant 2 = Symlink
+                "0100000000000000",
+                "74", // target
+            )
+        );
+        assert_eq!(hex(TreeBlob::Leaf(vec![]).encode(1).unwrap()), "000000000000000000000000");
+        assert_eq!(hex(TreeBlob::Leaf(vec![]).encode(2).unwrap()), "020000000000000000000000");
         let refs = encode_record(&Some(ChunkRefs::Inline(vec![])), "test").unwrap();
         assert_eq!(refs, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
@@ -479,15 +815,15 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn node_round_trips(name in proptest::collection::vec(1u8..=255, 1..50), mode: u32, mtime: i64, size: u64) {
+        fn node_round_trips(name in proptest::collection::vec(1u8..=255, 1..50), mode: u32, secs: i64, nanos in 0u32..1_000_000_000, size: u64) {
             proptest::prop_assume!(is_valid_name(&name));
             let node = Node {
                 name,
-                meta: Metadata { mode, mtime_ns: mtime, ..Metadata::default() },
+                meta: Metadata { mode, mtime: Time { secs, nanos }, ..Metadata::default() },
                 content: Content::File { size, chunks: ChunkRefs::Lists(vec![Id::hash(b"l")]) },
             };
             let tree = TreeBlob::Leaf(vec![node]);
-            proptest::prop_assert_eq!(TreeBlob::decode(&tree.encode().unwrap()).unwrap(), tree);
+            proptest::prop_assert_eq!(TreeBlob::decode(&tree.encode(2).unwrap()).unwrap(), tree);
         }
     }
 }

@@ -22,7 +22,7 @@ pub fn component_node(repo: &Repository, c: &Component) -> Result<Node> {
     match c.kind {
         ComponentKind::Dir => Ok(Node {
             name: c.name.as_bytes().to_vec(),
-            meta: c.meta,
+            meta: c.meta.clone(),
             content: Content::Dir { tree: c.root },
         }),
         ComponentKind::File | ComponentKind::Stdin | ComponentKind::Command => {

@@ -86,7 +86,10 @@ fn help_shows_the_real_defaults_global_options_apart_and_the_format_versions() {
     let version = store(["--version"]).ok().stdout;
     assert!(
         version.contains(env!("CARGO_PKG_VERSION"))
-            && version.contains("repository format: writes version 1, reads versions 1 to 1"),
+            && version.contains(
+                "repository format: new repositories are version 2; reads and writes versions 1 \
+                 to 2"
+            ),
         "{version}"
     );
 }

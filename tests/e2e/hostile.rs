@@ -48,12 +48,12 @@ struct Crafter {
 impl Crafter {
     fn new(env: &Env) -> Self {
         let repo = Repository::open(&env.repo(), &OpenOptions::default()).unwrap();
-        let pack = PackWriter::create(&repo.layout().tmp_dir()).unwrap();
+        let pack = PackWriter::create(&repo.layout().tmp_dir(), repo.config().version).unwrap();
         Crafter { repo, pack, compressor: Compressor::new(3).unwrap(), added: Vec::new() }
     }
 
     fn tree(&mut self, tree: &TreeBlob) -> TreeId {
-        let raw = tree.encode().unwrap();
+        let raw = tree.encode(self.repo.config().version).unwrap();
         let id = Id::hash(&raw);
         if !self.added.contains(&id) {
             let blob = EncodedBlob::encode(id, BlobKind::Tree, &raw, &mut self.compressor);

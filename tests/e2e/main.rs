@@ -18,6 +18,7 @@ mod hostile;
 mod integrity;
 mod interrupt;
 mod json;
+mod metadata;
 mod model;
 mod mount;
 mod postgres;

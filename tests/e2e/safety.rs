@@ -93,7 +93,7 @@ fn duplicate_every_blob(env: &Env) {
     for path in packs(env) {
         let id: store::PackId = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
         let reader = PackReader::open(&path, id).unwrap();
-        let mut w = PackWriter::create(&repo.layout().tmp_dir()).unwrap();
+        let mut w = PackWriter::create(&repo.layout().tmp_dir(), repo.config().version).unwrap();
         let (mut frame, mut raw) = (Vec::new(), Vec::new());
         // Reversed, so the copy is a different pack file holding the same blobs.
         for e in reader.entries().iter().rev() {

@@ -118,20 +118,51 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
-/// What a tree holds, path by path: type, mode, size, mtime, content hash or link target.
+/// What a tree holds, path by path: type, mode, owner, mtime with nanoseconds, content hash,
+/// link target or device number, extended attributes (ACLs and capabilities among them), and
+/// for a file with several links the first path of its hard-link group in the tree.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry {
     pub kind: char,
     pub mode: u32,
-    pub mtime_ns: i64,
+    pub mtime: (i64, i64),
     pub uid: u32,
     pub gid: u32,
     pub content: Vec<u8>,
+    pub rdev: u64,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub link_group: Option<Vec<u8>>,
+}
+
+/// The extended attributes of `path` (not following a symlink), sorted.
+pub fn xattrs_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut names = vec![0u8; 1 << 16];
+    let n = match rustix::fs::llistxattr(path, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => 0,
+        Err(e) => panic!("llistxattr {}: {e}", path.display()),
+    };
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = names[..n]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|name| {
+            let mut value = vec![0u8; 1 << 16];
+            let len = rustix::fs::lgetxattr(path, OsStr::from_bytes(name), &mut value[..])
+                .unwrap_or_else(|e| panic!("lgetxattr {}: {e}", path.display()));
+            value.truncate(len);
+            (name.to_vec(), value)
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Walks `root` (not following symlinks) into a sorted map of relative raw paths.
 pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     let mut out = BTreeMap::new();
+    // (dev, ino) of each file with several links -> the smallest of its paths in the tree.
+    let mut groups: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
+    let mut linked: Vec<(Vec<u8>, (u64, u64))> = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         let m = std::fs::symlink_metadata(&p).expect("lstat");
@@ -150,10 +181,41 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
         } else {
             ('s', Vec::new())
         };
-        let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
         // A symlink's own mode is always 0777 on Linux.
         let mode = if kind == 'l' { 0 } else { m.mode() };
-        out.insert(rel, Entry { kind, mode, mtime_ns, uid: m.uid(), gid: m.gid(), content });
+        if kind == 'f' && m.nlink() > 1 {
+            let key = (m.dev(), m.ino());
+            let first = groups.entry(key).or_insert_with(|| rel.clone());
+            if rel < *first {
+                first.clone_from(&rel);
+            }
+            linked.push((rel.clone(), key));
+        }
+        out.insert(
+            rel,
+            Entry {
+                kind,
+                mode,
+                mtime: (m.mtime(), m.mtime_nsec()),
+                uid: m.uid(),
+                gid: m.gid(),
+                content,
+                rdev: if kind == 's' { m.rdev() } else { 0 },
+                xattrs: xattrs_of(&p),
+                link_group: None,
+            },
+        );
+    }
+    // Each group is named by its smallest path, so two trees compare whatever their inodes; a
+    // file whose other links are all outside the tree is in no group.
+    let mut members: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+    for (_, key) in &linked {
+        *members.entry(*key).or_default() += 1;
+    }
+    for (rel, key) in linked {
+        if let Some(e) = out.get_mut(&rel).filter(|_| members[&key] > 1) {
+            e.link_group = groups.get(&key).cloned();
+        }
     }
     out
 }
@@ -184,8 +246,12 @@ pub fn write(path: &Path, data: &[u8]) {
 
 /// Sets a file's or directory's mtime (nanoseconds), not following symlinks.
 pub fn set_mtime(path: &Path, ns: i64) {
-    let ts =
-        rustix::fs::Timespec { tv_sec: ns / 1_000_000_000, tv_nsec: (ns % 1_000_000_000) as _ };
+    set_mtime_at(path, ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+}
+
+/// Sets the mtime of `path` (not following a symlink) to `secs` and `nanos`, any year.
+pub fn set_mtime_at(path: &Path, secs: i64, nanos: i64) {
+    let ts = rustix::fs::Timespec { tv_sec: secs, tv_nsec: nanos as _ };
     rustix::fs::utimensat(
         rustix::fs::CWD,
         path,

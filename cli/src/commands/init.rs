@@ -32,6 +32,7 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
         chunk_sizes: Some(chunk_sizes),
         compression_level: Some(args.compression_level),
         pack_target: Some(pack_target),
+        format_version: Some(args.format_version),
     };
     let repo = store::Repository::init(path, &opts).context("cannot create the repository")?;
     let c = repo.config();
@@ -39,7 +40,7 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
         print_json(&serde_json::json!({
             "path": path.display().to_string(),
             "repo_id": c.repo_id.to_hex(),
-            "format_version": store::FORMAT_VERSION,
+            "format_version": c.version,
             "chunk_min": c.chunker.min,
             "chunk_avg": c.chunker.avg,
             "chunk_max": c.chunker.max,
@@ -47,7 +48,19 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
             "pack_size": c.pack_target,
         }))?;
     } else {
-        summary!("created store repository {} at {}", c.repo_id.short(), path.display());
+        summary!(
+            "created store repository {} at {} (format version {})",
+            c.repo_id.short(),
+            path.display(),
+            c.version
+        );
+        if c.version < 2 {
+            summary!(
+                "format version {} keeps no extended attributes, ACLs or hard links, and times \
+                 only from 1677 to 2262",
+                c.version
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 
 use super::RepoArg;
 use crate::args::LsArgs;
-use crate::output::time;
 
 fn type_char(node: &store::Node) -> char {
     match node.content {
@@ -51,7 +50,7 @@ pub fn run(repo: &RepoArg, args: &LsArgs) -> Result<ExitCode> {
                 "uid": node.meta.uid,
                 "gid": node.meta.gid,
                 "size": node.size(),
-                "mtime": crate::output::time_rfc3339(node.meta.mtime_ns),
+                "mtime": crate::output::file_time_rfc3339(node.meta.mtime),
             });
             if let (store::Content::Symlink { target }, Some(o)) =
                 (&node.content, obj.as_object_mut())
@@ -67,7 +66,7 @@ pub fn run(repo: &RepoArg, args: &LsArgs) -> Result<ExitCode> {
                 node.meta.uid,
                 node.meta.gid,
                 node.size(),
-                time(node.meta.mtime_ns),
+                crate::output::file_time(node.meta.mtime),
                 shown
             );
             if let store::Content::Symlink { target } = &node.content {

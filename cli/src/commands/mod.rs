@@ -246,7 +246,11 @@ fn manifest_json(id: store::SnapshotId, name: &str, m: &store::Manifest) -> serd
         "issues": m.issues.iter().map(|s| serde_json::json!({
             "component": s.component,
             "path": store::escape_name(&s.path),
-            "kind": match s.kind { store::IssueKind::Skipped => "skipped", store::IssueKind::Changed => "changed" },
+            "kind": match s.kind {
+                store::IssueKind::Skipped => "skipped",
+                store::IssueKind::Changed => "changed",
+                store::IssueKind::Incomplete => "incomplete",
+            },
             "reason": s.reason,
         })).collect::<Vec<_>>(),
     });

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyXattr, Request,
 };
 use store::mount::{Attr, FileKind, MountOptions, MountView};
 
@@ -103,13 +104,10 @@ struct Fuse {
     view: MountView,
 }
 
-fn time(ns: i64) -> SystemTime {
-    let at = Duration::from_nanos(ns.unsigned_abs());
-    if ns >= 0 {
-        UNIX_EPOCH + at
-    } else {
-        UNIX_EPOCH.checked_sub(at).unwrap_or(UNIX_EPOCH)
-    }
+fn time(t: store::Time) -> SystemTime {
+    let at = Duration::new(t.secs.unsigned_abs(), 0);
+    let secs = if t.secs >= 0 { UNIX_EPOCH.checked_add(at) } else { UNIX_EPOCH.checked_sub(at) };
+    secs.and_then(|s| s.checked_add(Duration::from_nanos(u64::from(t.nanos)))).unwrap_or(UNIX_EPOCH)
 }
 
 fn file_type(kind: FileKind) -> FileType {
@@ -129,10 +127,10 @@ fn file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.blocks,
-        atime: time(a.mtime_ns),
-        mtime: time(a.mtime_ns),
-        ctime: time(a.ctime_ns),
-        crtime: time(a.mtime_ns),
+        atime: time(a.mtime),
+        mtime: time(a.mtime),
+        ctime: time(a.ctime),
+        crtime: time(a.mtime),
         kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
@@ -148,6 +146,19 @@ fn file_attr(a: &Attr) -> FileAttr {
 fn eio(what: &str, e: &store::Error) -> Errno {
     eprintln!("store: error: {what}: {e}");
     Errno::EIO
+}
+
+/// Answers an xattr request: the size when asked with `size` 0, the bytes when they fit,
+/// `ERANGE` when they do not.
+fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        reply.size(len);
+    } else if len <= size {
+        reply.data(data);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
 }
 
 impl Filesystem for Fuse {
@@ -239,6 +250,33 @@ impl Filesystem for Fuse {
             Ok(true) => reply.ok(),
             Ok(false) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(eio("readdir", &e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        use std::os::unix::ffi::OsStrExt;
+        match self.view.xattrs(u64::from(ino)) {
+            Ok(Some(xattrs)) => match xattrs.iter().find(|x| x.name == name.as_bytes()) {
+                Some(x) => reply_sized(reply, size, &x.value),
+                None => reply.error(Errno::NO_XATTR),
+            },
+            Ok(None) => reply.error(Errno::ENOENT),
+            Err(e) => reply.error(eio("getxattr", &e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.view.xattrs(u64::from(ino)) {
+            Ok(Some(xattrs)) => {
+                let mut names = Vec::new();
+                for x in &xattrs {
+                    names.extend_from_slice(&x.name);
+                    names.push(0);
+                }
+                reply_sized(reply, size, &names);
+            }
+            Ok(None) => reply.error(Errno::ENOENT),
+            Err(e) => reply.error(eio("listxattr", &e)),
         }
     }
 

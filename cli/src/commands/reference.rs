@@ -20,7 +20,8 @@ fn long_version() -> &'static str {
     TEXT.get_or_init(|| {
         let (oldest, newest) = (store::SUPPORTED_VERSIONS.start(), store::SUPPORTED_VERSIONS.end());
         format!(
-            "{}\nrepository format: writes version {}, reads versions {oldest} to {newest}",
+            "{}\nrepository format: new repositories are version {}; reads and writes versions \
+             {oldest} to {newest}",
             env!("CARGO_PKG_VERSION"),
             store::FORMAT_VERSION
         )

@@ -55,8 +55,12 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
             target.display()
         );
     }
-    let restored =
-        report.files + report.dirs + report.symlinks + report.specials + report.unchanged;
+    let restored = report.files
+        + report.dirs
+        + report.symlinks
+        + report.specials
+        + report.hard_links
+        + report.unchanged;
     if !args.include.is_empty() && restored == 0 {
         anyhow::bail!(
             "nothing of snapshot {} matches --include {}; nothing was restored",
@@ -73,6 +77,7 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
             "dirs": report.dirs,
             "symlinks": report.symlinks,
             "specials": report.specials,
+            "hard_links": report.hard_links,
             "bytes": report.bytes,
             "unchanged": report.unchanged,
             "verified": report.verified,
@@ -90,6 +95,9 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
             secs,
             rate(report.bytes, secs)
         );
+        if report.hard_links > 0 {
+            summary!("{} more names linked to files restored with them", report.hard_links);
+        }
         if report.unchanged > 0 {
             summary!("{} existing entries left as they were", report.unchanged);
         }
@@ -102,7 +110,8 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
         Ok(ExitCode::from(crate::EXIT_ERROR))
     } else if !report.not_restored.is_empty() {
         eprintln!(
-            "store: {} entries of the set were not made (named above); the rest is restored",
+            "store: {} entries of the set were not made as they were (named above); the rest is \
+             restored",
             report.not_restored.len()
         );
         Ok(ExitCode::from(crate::EXIT_PARTIAL))

@@ -161,6 +161,14 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
     for p in &report.unmatched_excludes {
         warning!("--exclude {p:?} matched nothing");
     }
+    if repo.config().version < 2 {
+        warning!(
+            "this repository is format version {}: it keeps no extended attributes, ACLs or hard \
+             links, and times only from 1677 to 2262 (a repository made by `store init` keeps \
+             them)",
+            repo.config().version
+        );
+    }
     left_out_notes(&report.left_out);
     for c in m.components.iter().filter(|c| !c.kind.is_dir() && c.counts.bytes_source == 0) {
         if matches!(c.kind, store::ComponentKind::Stdin | store::ComponentKind::Command) {

@@ -37,7 +37,7 @@ impl IssueList {
         if self.count >= MAX_LISTED_ISSUES || self.bytes + size > MAX_ISSUE_BYTES {
             match issue.kind {
                 IssueKind::Skipped => self.omitted_skipped += 1,
-                IssueKind::Changed => self.omitted_changed += 1,
+                IssueKind::Changed | IssueKind::Incomplete => self.omitted_changed += 1,
             }
             return;
         }
@@ -103,13 +103,20 @@ pub(super) fn tree_loop(
             match event {
                 WalkEvent::Enter { name, meta } => {
                     counts.dirs += 1;
-                    stack.push(DirState { name, meta, builder: TreeBuilder::new(page_limit) });
+                    stack.push(DirState {
+                        name,
+                        meta,
+                        builder: TreeBuilder::new(page_limit, ctx.repo.version()),
+                    });
                 }
                 WalkEvent::Entry { name, meta, kind } => {
                     let node = match kind {
                         EntryKind::File(rx, freshness) => {
                             match rx.recv().map_err(|_| Error::Cancelled)? {
-                                FileOutcome::Done { meta, size, chunks, changed } => {
+                                FileOutcome::Done { meta: read, size, chunks, changed } => {
+                                    // The metadata as the read saw it, the attributes as the
+                                    // walk read them.
+                                    let meta = Metadata { xattrs: meta.xattrs, ..read };
                                     counts.files += 1;
                                     counts.bytes_source += size;
                                     let what = match freshness {
@@ -176,8 +183,8 @@ pub(super) fn tree_loop(
                         component += 1;
                     }
                 }
-                WalkEvent::Skipped { path, reason } => {
-                    issue(&mut issues, component, path, IssueKind::Skipped, reason);
+                WalkEvent::Issue { path, kind, reason } => {
+                    issue(&mut issues, component, path, kind, reason);
                 }
             }
         }
@@ -264,7 +271,7 @@ mod tests {
         assert!(listed_bytes <= MAX_ISSUE_BYTES, "{listed_bytes}");
         assert!(issues.len() < 9000);
         let m = manifest_with(issues);
-        let bytes = m.encode().unwrap();
+        let bytes = m.encode(crate::FORMAT_VERSION).unwrap();
         assert_eq!(Manifest::decode(&bytes).unwrap(), m);
     }
 
@@ -277,7 +284,7 @@ mod tests {
             reason: String::new(),
         };
         let m = manifest_with(vec![huge]);
-        let err = m.encode().unwrap_err();
+        let err = m.encode(crate::FORMAT_VERSION).unwrap_err();
         assert!(matches!(err, Error::Encode { what: "manifest", .. }), "{err}");
     }
 }

@@ -112,7 +112,7 @@ pub(super) fn capture_path(
         reason: format!("{}: {e}", path.display()),
     };
     let m = Lstat::at(rustix::fs::CWD, path).map_err(failed)?;
-    let meta = metadata_of(&m);
+    let mut meta = metadata_of(&m);
     let walk = WalkSinks {
         events: sinks.events,
         jobs: sinks.jobs,
@@ -128,13 +128,21 @@ pub(super) fn capture_path(
         root_dev: m.dev(),
     };
     let name = src.name.as_bytes().to_vec();
-    if !sinks.events.send(WalkEvent::Enter { name: name.clone(), meta }) {
+    if m.is_dir() {
+        // A file component's attributes are its entry's, read with it.
+        let parent_meta = parent.filter(|c| c.kind.is_dir()).map(|c| &c.meta);
+        meta.xattrs = walk.xattrs(None, walk.shown(b""), &meta, parent_meta);
+    }
+    if !sinks.events.send(WalkEvent::Enter { name: name.clone(), meta: meta.clone() }) {
         return Err(Error::Cancelled);
     }
     let (kind, walked) = if m.is_dir() {
         let parent_root = parent.filter(|c| c.kind.is_dir()).and_then(|c| {
-            let node =
-                Node { name: Vec::new(), meta: c.meta, content: Content::Dir { tree: c.root } };
+            let node = Node {
+                name: Vec::new(),
+                meta: c.meta.clone(),
+                content: Content::Dir { tree: c.root },
+            };
             ParentDir::of(ctx.repo, Some(&node))
         });
         (ComponentKind::Dir, walk_dir(path, parent_root, &walk)?)
@@ -166,9 +174,9 @@ pub(super) fn stream_meta() -> Metadata {
         mode: 0o100_600,
         uid: rustix::process::geteuid().as_raw(),
         gid: rustix::process::getegid().as_raw(),
-        mtime_ns: now_ns(),
-        ctime_ns: 0,
-        ino: 0,
+        mtime: crate::tree::Time::from_ns(now_ns()),
+        nlink: 1,
+        ..Metadata::default()
     }
 }
 
@@ -199,11 +207,11 @@ pub(super) fn capture_stream(
     let meta = stream_meta();
     let name = src.name.as_bytes().to_vec();
     let (reply, rx) = bounded(1);
-    let _ = reply.send(FileOutcome::Done { meta, size, chunks, changed: false });
+    let _ = reply.send(FileOutcome::Done { meta: meta.clone(), size, chunks, changed: false });
     let kind = EntryKind::File(rx, Freshness::New);
     let events = [
-        WalkEvent::Enter { name: name.clone(), meta },
-        WalkEvent::Entry { name, meta, kind },
+        WalkEvent::Enter { name: name.clone(), meta: meta.clone() },
+        WalkEvent::Entry { name, meta: meta.clone(), kind },
         WalkEvent::Leave,
     ];
     if !events.into_iter().all(|e| sinks.events.send(e)) {

@@ -223,7 +223,7 @@ pub(crate) fn pack_loop(
         }
         let w = match writer.as_mut() {
             Some(w) => w,
-            None => writer.insert(PackWriter::create(&tmp)?),
+            None => writer.insert(PackWriter::create(&tmp, repo.version())?),
         };
         w.add(&blob)?;
         if w.len() >= target {

@@ -171,14 +171,11 @@ fn count_events(ctx: &Ctx<'_>, name: &str, events: &Receiver<Vec<WalkEvent>>) ->
                     ctx.progress.file(name, &path, what);
                 }
             }
-            WalkEvent::Skipped { path, reason } => {
-                c.skipped += 1;
-                ctx.progress.issue(&PathIssue {
-                    component: name.to_owned(),
-                    path,
-                    kind: IssueKind::Skipped,
-                    reason,
-                });
+            WalkEvent::Issue { path, kind, reason } => {
+                if kind == IssueKind::Skipped {
+                    c.skipped += 1;
+                }
+                ctx.progress.issue(&PathIssue { component: name.to_owned(), path, kind, reason });
             }
         }
     }

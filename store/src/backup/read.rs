@@ -102,7 +102,7 @@ pub(super) fn chunk_into(
 /// Whether a file changed between two `fstat`s: size or modification time differ.
 pub(super) fn changed_since(before: &Metadata, before_len: u64, after: &Lstat) -> bool {
     let a = metadata_of(after);
-    after.len() != before_len || a.mtime_ns != before.mtime_ns
+    after.len() != before_len || a.mtime != before.mtime
 }
 
 pub(super) fn read_file(

@@ -29,7 +29,8 @@ use crate::error::{Error, Result};
 use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::tree::{ChunkRefs, Content, Metadata, Node};
+use crate::snapshot::IssueKind;
+use crate::tree::{ChunkRefs, Content, Metadata, Node, Time, Xattr};
 use crate::vfs::{dir_entries, for_each_chunk, RepoDir};
 
 /// An open directory of a source, shared by the walk and the reads of its files.
@@ -87,15 +88,17 @@ impl Lstat {
 
 /// Metadata of a path as `lstat` or `fstat` reports it.
 pub(crate) fn metadata_of(m: &Lstat) -> Metadata {
-    let ns = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
     let s = &m.0;
     Metadata {
         mode: s.st_mode,
         uid: s.st_uid,
         gid: s.st_gid,
-        mtime_ns: ns(s.st_mtime, s.st_mtime_nsec as i64),
-        ctime_ns: ns(s.st_ctime, s.st_ctime_nsec as i64),
+        mtime: Time::new(s.st_mtime, s.st_mtime_nsec as i64),
+        ctime: Time::new(s.st_ctime, s.st_ctime_nsec as i64),
         ino: s.st_ino,
+        dev: s.st_dev,
+        nlink: s.st_nlink,
+        xattrs: Vec::new(),
     }
 }
 
@@ -147,8 +150,9 @@ pub(crate) enum WalkEvent {
     Entry { name: Vec<u8>, meta: Metadata, kind: EntryKind },
     /// The current directory is complete.
     Leave,
-    /// A path that could not be walked; the set goes on without it.
-    Skipped { path: Vec<u8>, reason: String },
+    /// A path that could not be walked (the set goes on without it), or was kept without some
+    /// of its metadata.
+    Issue { path: Vec<u8>, kind: IssueKind, reason: String },
 }
 
 /// Walk events handed to the tree builder per channel message. One message per entry put a
@@ -340,14 +344,54 @@ impl WalkSinks<'_> {
         self.events.send(e) && !self.shared.is_cancelled()
     }
 
+    /// The extended attributes of `on_disk` in `dir` (of the component's root when `at` is
+    /// `None`; `shown` names it in messages), with `meta` its lstat metadata: the parent set's
+    /// when inode and ctime are
+    /// unchanged (setting or removing one changes the ctime), otherwise read. Attributes that
+    /// cannot be read are reported, and the entry is kept without them. Version-1 repositories
+    /// keep none.
+    pub(crate) fn xattrs(
+        &self,
+        at: Option<(&DirFd, &[u8])>,
+        shown: &[u8],
+        meta: &Metadata,
+        parent: Option<&Metadata>,
+    ) -> Vec<Xattr> {
+        if self.repo.version() < 2 {
+            return Vec::new();
+        }
+        if let Some(p) = parent.filter(|p| p.ino == meta.ino && p.ctime == meta.ctime) {
+            return p.xattrs.clone();
+        }
+        let path = match at {
+            Some((dir, on_disk)) => crate::xattr::entry_path(dir.as_fd(), on_disk, || {
+                // Without /proc: the full path (a file component's root is the file).
+                if self.root.is_dir() {
+                    self.root.join(std::ffi::OsStr::from_bytes(shown))
+                } else {
+                    self.root.to_path_buf()
+                }
+            }),
+            None => self.root.to_path_buf(),
+        };
+        crate::xattr::read(&path).unwrap_or_else(|e| {
+            self.event(WalkEvent::Issue {
+                path: shown.to_vec(),
+                kind: IssueKind::Incomplete,
+                reason: format!("extended attributes not kept: {e}"),
+            });
+            Vec::new()
+        })
+    }
+
     /// Whether `parent`'s file content can stand for the file with lstat metadata `m`: same
     /// size, mtime, ctime, inode and mode, and every chunk still indexed.
     fn reusable(&self, parent: &Node, m: &Lstat, meta: &Metadata) -> Result<Option<ChunkRefs>> {
         let Content::File { size, chunks } = &parent.content else { return Ok(None) };
         let p = &parent.meta;
         if *size != m.len()
-            || p.mtime_ns != meta.mtime_ns
-            || p.ctime_ns != meta.ctime_ns
+            || p.mtime != meta.mtime
+            || p.ctime != meta.ctime
             || p.ino != meta.ino
             || p.mode != meta.mode
         {
@@ -385,7 +429,8 @@ impl WalkSinks<'_> {
         m: &Lstat,
         parent: Option<&Node>,
     ) -> Result<bool> {
-        let meta = metadata_of(m);
+        let mut meta = metadata_of(m);
+        meta.xattrs = self.xattrs(Some((dir, on_disk)), shown, &meta, parent.map(|p| &p.meta));
         let ft = m.file_type();
         let kind = if ft == FileType::RegularFile {
             let reuse = match parent {
@@ -400,7 +445,7 @@ impl WalkSinks<'_> {
                     dir: Arc::clone(dir),
                     name: on_disk.to_vec(),
                     size: m.len(),
-                    meta,
+                    meta: meta.clone(),
                     component: self.component,
                     reply,
                 };
@@ -437,12 +482,16 @@ impl WalkSinks<'_> {
 
     /// Reports `shown` (a path below the component, or the source's name) as skipped.
     fn skip(&self, shown: &[u8], reason: &str) -> bool {
-        self.event(WalkEvent::Skipped { path: shown.to_vec(), reason: reason.to_owned() })
+        self.event(WalkEvent::Issue {
+            path: shown.to_vec(),
+            kind: IssueKind::Skipped,
+            reason: reason.to_owned(),
+        })
     }
 
     /// The name a path below the component is shown with: `rel`, or for the component's own
     /// root the last element of its source path.
-    fn shown<'p>(&'p self, rel: &'p [u8]) -> &'p [u8] {
+    pub(crate) fn shown<'p>(&'p self, rel: &'p [u8]) -> &'p [u8] {
         if rel.is_empty() {
             self.root.file_name().map_or(rel, |n| n.as_bytes())
         } else {
@@ -539,8 +588,10 @@ pub(crate) fn walk_dir<'a>(
                     true
                 }
                 _ => {
-                    sinks.event(WalkEvent::Enter { name, meta: metadata_of(&m) })
-                        && sinks.event(WalkEvent::Leave)
+                    let mut meta = metadata_of(&m);
+                    let parent = parent_node.as_ref().map(|p| &p.meta);
+                    meta.xattrs = sinks.xattrs(Some((&dir, &name)), &rel, &meta, parent);
+                    sinks.event(WalkEvent::Enter { name, meta }) && sinks.event(WalkEvent::Leave)
                 }
             }
         } else if m.is_dir() {
@@ -548,7 +599,10 @@ pub(crate) fn walk_dir<'a>(
                 open_dir(dir.as_fd(), on_disk).and_then(|sub| Ok((sorted_names(&sub)?, sub)));
             match listed {
                 Ok((names, sub)) => {
-                    let ok = sinks.event(WalkEvent::Enter { name, meta: metadata_of(&m) });
+                    let mut meta = metadata_of(&m);
+                    let parent = parent_node.as_ref().map(|p| &p.meta);
+                    meta.xattrs = sinks.xattrs(Some((&dir, &name)), &rel, &meta, parent);
+                    let ok = sinks.event(WalkEvent::Enter { name, meta });
                     let parent = ParentDir::of(sinks.repo, parent_node.as_ref());
                     stack.push(Frame { dir: sub, rel, names: names.into_iter(), parent });
                     ok

@@ -1,7 +1,7 @@
 //! Index files: `index/<id>`, listing which blobs a writer put into which packs.
 
 use crate::error::Corruption;
-use crate::format::{read_header, ByteReader, FORMAT_VERSION};
+use crate::format::{read_header, ByteReader};
 use crate::id::PackId;
 use crate::pack::{decode_entry, encode_entry, PackEntry, TRAILER_ENTRY_LEN};
 
@@ -23,11 +23,11 @@ pub struct IndexedPack {
 
 /// Encodes an index file listing `packs`.
 #[must_use]
-pub fn encode_index_file(packs: &[IndexedPack]) -> Vec<u8> {
+pub fn encode_index_file(packs: &[IndexedPack], version: u32) -> Vec<u8> {
     let blobs: usize = packs.iter().map(|p| p.entries.len()).sum();
     let mut out = Vec::with_capacity(16 + packs.len() * 48 + blobs * TRAILER_ENTRY_LEN);
     out.extend_from_slice(&INDEX_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&u32::try_from(packs.len()).unwrap_or(u32::MAX).to_le_bytes());
     for p in packs {
         out.extend_from_slice(p.id.0.as_bytes());
@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn index_file_round_trips() {
-        let bytes = encode_index_file(&sample());
+        let bytes = encode_index_file(&sample(), crate::FORMAT_VERSION);
         assert_eq!(bytes.len(), 16 + 48 + 2 * 56);
         assert_eq!(decode_index_file(&bytes).unwrap(), sample());
     }
@@ -155,14 +155,14 @@ mod tests {
                     IndexedPack { id: PackId(Id::hash(&seed.to_le_bytes())), len: offset + 64, entries }
                 })
                 .collect();
-            let bytes = encode_index_file(&packs);
+            let bytes = encode_index_file(&packs, crate::FORMAT_VERSION);
             proptest::prop_assert_eq!(decode_index_file(&bytes).unwrap(), packs);
         }
     }
 
     #[test]
     fn every_truncation_is_an_error() {
-        let bytes = encode_index_file(&sample());
+        let bytes = encode_index_file(&sample(), crate::FORMAT_VERSION);
         for n in 0..bytes.len() {
             assert!(decode_index_file(&bytes[..n]).is_err(), "prefix of {n} bytes accepted");
         }
@@ -174,13 +174,13 @@ mod tests {
     fn entry_offset_near_the_end_of_u64_is_refused() {
         let mut packs = sample();
         packs[0].entries[1].offset = u64::MAX - 20;
-        let err = decode_index_file(&encode_index_file(&packs)).unwrap_err();
+        let err = decode_index_file(&encode_index_file(&packs, crate::FORMAT_VERSION)).unwrap_err();
         assert!(matches!(err, Corruption::Invalid(_)), "got {err:?}");
     }
 
     #[test]
     fn huge_blob_count_is_refused_without_allocating() {
-        let mut bytes = encode_index_file(&sample());
+        let mut bytes = encode_index_file(&sample(), crate::FORMAT_VERSION);
         // blob_count field of the first pack record.
         bytes[16 + 40..16 + 44].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode_index_file(&bytes), Err(Corruption::Truncated { .. })));

@@ -10,7 +10,6 @@ use super::format::{
 use super::reader::check_blob;
 use crate::compress::{Codec, Compressor, Effort};
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
-use crate::format::FORMAT_VERSION;
 use crate::fs::{commit_temp, create_temp, ensure_dir};
 use crate::id::{Id, PackId};
 
@@ -93,16 +92,18 @@ pub struct PackWriter {
     hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
     sealed: bool,
+    version: u32,
 }
 
 impl PackWriter {
-    /// Starts a pack in a new temp file in `tmp_dir`.
+    /// Starts a pack of format `version` (the repository's) in a new temp file in `tmp_dir`.
     ///
     /// # Errors
     /// The temp file cannot be created.
-    pub fn create(tmp_dir: &Path) -> Result<Self> {
+    pub fn create(tmp_dir: &Path, version: u32) -> Result<Self> {
         let (file, temp) = create_temp(tmp_dir, "pack")?;
         Ok(PackWriter {
+            version,
             file,
             temp,
             len: 0,
@@ -154,7 +155,7 @@ impl PackWriter {
             encode_entry(e, &mut trailer);
         }
         let footer = encode_footer(&Footer {
-            version: FORMAT_VERSION,
+            version: self.version,
             blob_count: u32::try_from(self.entries.len()).unwrap_or(u32::MAX),
             trailer_offset: self.len,
             trailer_hash: Id::hash(&trailer),
@@ -247,7 +248,7 @@ mod tests {
     }
 
     fn writer_with(dir: &Path, blobs: &[Vec<u8>]) -> PackWriter {
-        let mut w = PackWriter::create(dir).expect("temp pack");
+        let mut w = PackWriter::create(dir, crate::FORMAT_VERSION).expect("temp pack");
         let mut c = Compressor::new(3).expect("level 3");
         for raw in blobs {
             let blob = EncodedBlob::encode(Id::hash(raw), BlobKind::Data, raw, &mut c);

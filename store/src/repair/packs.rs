@@ -111,7 +111,9 @@ pub fn repair_packs(
                 EncodedBlob::from_stored(entry.id, entry.kind, entry.codec, entry.raw_len, stored);
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => writer.insert(PackWriter::create(&repo.layout().tmp_dir())?),
+                None => {
+                    writer.insert(PackWriter::create(&repo.layout().tmp_dir(), repo.version())?)
+                }
             };
             w.add(&blob)?;
             if w.len() >= u64::from(repo.config().pack_target) {

@@ -107,7 +107,7 @@ impl Repository {
     fn write_damage_file(&self, copies: &[DamagedCopy]) -> Result<DamageId> {
         let dir = self.layout().damage_dir();
         ensure_dir(&dir)?;
-        let bytes = encode_damage_file(copies);
+        let bytes = encode_damage_file(copies, self.version());
         let id = DamageId(Id::hash(&bytes));
         write_atomic(&self.layout().tmp_dir(), &self.layout().damage_file(id), &bytes, "damage")?;
         Ok(id)

@@ -265,7 +265,7 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`].
     pub fn write_index_file(&self, packs: &[IndexedPack]) -> Result<IndexId> {
-        let bytes = encode_index_file(packs);
+        let bytes = encode_index_file(packs, self.version());
         let id = IndexId(Id::hash(&bytes));
         write_atomic(&self.layout.tmp_dir(), &self.layout.index_file(id), &bytes, "index")?;
         Ok(id)

@@ -248,7 +248,12 @@ impl Repository {
             )
             .to_hex();
             let path = dir.join(name);
-            match write_atomic(&self.layout().tmp_dir(), &path, &record.encode()?, "lock") {
+            match write_atomic(
+                &self.layout().tmp_dir(),
+                &path,
+                &record.encode(self.version())?,
+                "lock",
+            ) {
                 Ok(()) => {}
                 // Our temp file went before it became the lock: a prune, under the exclusive
                 // lock, clears `tmp/`. Try again; the next listing meets that lock if it is
@@ -439,8 +444,13 @@ mod tests {
             command: "prune".into(),
         };
         let locks = repo.layout().locks_dir();
-        write_atomic(&repo.layout().tmp_dir(), &locks.join("dead"), &dead.encode().unwrap(), "t")
-            .unwrap();
+        write_atomic(
+            &repo.layout().tmp_dir(),
+            &locks.join("dead"),
+            &dead.encode(repo.version()).unwrap(),
+            "t",
+        )
+        .unwrap();
         let mut removed = Vec::new();
         let held = repo
             .lock(LockKind::Shared, &opts("snapshot"), &mut |i| removed.push(i.record.pid))
@@ -450,8 +460,13 @@ mod tests {
         drop(held);
         // Another host's exclusive lock not refreshed for longer than the stale time.
         let other = LockRecord { host: "elsewhere".into(), pid: 1, ..dead };
-        write_atomic(&repo.layout().tmp_dir(), &locks.join("old"), &other.encode().unwrap(), "t")
-            .unwrap();
+        write_atomic(
+            &repo.layout().tmp_dir(),
+            &locks.join("old"),
+            &other.encode(repo.version()).unwrap(),
+            "t",
+        )
+        .unwrap();
         let blocked = repo.lock(LockKind::Shared, &opts("snapshot"), &mut |_| {});
         assert!(matches!(blocked, Err(Error::Locked { .. })), "fresh, it blocks");
         // Not refreshed for an hour: stale.

@@ -65,7 +65,7 @@ impl Repository {
     /// [`Error::Io`].
     pub fn save_snapshot(&self, manifest: &Manifest) -> Result<SnapshotId> {
         self.check_lock()?;
-        let bytes = manifest.encode()?;
+        let bytes = manifest.encode(self.version())?;
         let id = SnapshotId(Id::hash(&bytes));
         write_atomic(&self.layout.tmp_dir(), &self.layout.snapshot(id), &bytes, "manifest")?;
         Ok(id)

@@ -4,7 +4,7 @@
 //! `restore`).
 
 use super::target::{
-    finish, make_dir, open_temp, prepare, restore_special, restore_symlink, temp_name,
+    existing, finish, make_dir, open_temp, prepare, restore_special, restore_symlink, temp_name,
     write_sparse, Special,
 };
 #[allow(clippy::wildcard_imports, reason = "the parts of restore share its imports")]
@@ -17,6 +17,10 @@ pub(super) struct Writer<'c, 'a> {
     pub(super) tx: Sender<Vec<FileJob<'a>>>,
     pub(super) batch: Vec<FileJob<'a>>,
     pub(super) fill: BatchFill,
+    /// The target's root, which hard links are made relative to.
+    pub(super) root: Arc<DirHandle<'a>>,
+    /// Per hard-link group restored so far: the path of its first file below the target.
+    pub(super) links: std::collections::HashMap<(u64, u64), Vec<u8>>,
 }
 
 /// How full the batch being gathered is.
@@ -91,6 +95,9 @@ impl<'a> Sink for Writer<'_, 'a> {
             return Err(Error::TargetFull);
         }
         match &node.content {
+            Content::File { .. } if node.meta.link_group().is_some() => {
+                self.hard_link(dir, node, path);
+            }
             Content::File { chunks, size } => {
                 let n = match chunks {
                     ChunkRefs::Inline(ids) => ids.len(),
@@ -103,17 +110,17 @@ impl<'a> Sink for Writer<'_, 'a> {
                 self.batch.push(FileJob { dir: Arc::clone(dir), node, path });
                 self.fill.add(n, size);
             }
-            Content::Symlink { target } => match restore_symlink(ctx, dir, &node, target) {
-                Ok(true) => count(ctx.shared, |r| r.symlinks += 1),
-                Ok(false) => count(ctx.shared, |r| r.unchanged += 1),
-                Err(e) => record(ctx.shared, &path, format!("cannot create symlink: {e}")),
-            },
-            Content::Special { rdev } => match restore_special(ctx, dir, &node, *rdev) {
+            Content::Symlink { target } => {
+                match restore_symlink(ctx, dir, (&node, &path), target) {
+                    Ok(true) => count(ctx.shared, |r| r.symlinks += 1),
+                    Ok(false) => count(ctx.shared, |r| r.unchanged += 1),
+                    Err(e) => record(ctx.shared, &path, format!("cannot create symlink: {e}")),
+                }
+            }
+            Content::Special { rdev } => match restore_special(ctx, dir, (&node, &path), *rdev) {
                 Ok(Special::Created) => count(ctx.shared, |r| r.specials += 1),
                 Ok(Special::Kept) => count(ctx.shared, |r| r.unchanged += 1),
-                Ok(Special::NotRestored(why)) => count(ctx.shared, |r| {
-                    r.not_restored.push(RestoreFailure { path: path.clone(), error: why.into() });
-                }),
+                Ok(Special::NotRestored(why)) => not_restored(ctx.shared, &path, why),
                 Err(e) => record(ctx.shared, &path, format!("cannot create special file: {e}")),
             },
             Content::Dir { .. } => {}
@@ -123,6 +130,86 @@ impl<'a> Sink for Writer<'_, 'a> {
 
     fn failure(&mut self, path: &str, error: &Error) {
         record(self.ctx.shared, path, error);
+    }
+}
+
+impl<'a> Writer<'_, 'a> {
+    /// Restores a file of a hard-link group: the group's first file restored is written here,
+    /// at once (so it is complete before anything links to it); the others become links to it.
+    /// A first file that fails leaves the next one of its group to be written instead.
+    fn hard_link(&mut self, dir: &Arc<DirHandle<'a>>, node: Node, path: String) {
+        let ctx = self.ctx;
+        let Some(group) = node.meta.link_group() else { return };
+        let raw = join_raw(&dir.raw, &node.name);
+        let job = FileJob { dir: Arc::clone(dir), node, path };
+        match self.links.get(&group) {
+            Some(first) => match link_to(ctx, &self.root, first, &job) {
+                Ok(true) => count(ctx.shared, |r| r.hard_links += 1),
+                Ok(false) => count(ctx.shared, |r| r.unchanged += 1),
+                Err(e) => record(ctx.shared, &job.path, e),
+            },
+            None => {
+                let outcome = restore_file(ctx, &job, &mut Buffers::default());
+                if let Err(e) = &outcome {
+                    ctx.note_if_full(e, &job.path);
+                }
+                if outcome.is_ok() {
+                    self.links.insert(group, raw);
+                }
+                report(ctx, &job, outcome.map_err(|e| e.to_string()));
+            }
+        }
+    }
+}
+
+/// Makes `job`'s file a hard link to `first` (below the target's `root`). Returns false when an
+/// entry already there was kept.
+fn link_to(ctx: &Ctx<'_>, root: &DirHandle<'_>, first: &[u8], job: &FileJob<'_>) -> Result<bool> {
+    let (dir, name) = (&job.dir, job.node.name.as_slice());
+    // The first file's directory, opened without following a symlink on the way: one swapped
+    // in since the file was written is refused, never followed out of the target.
+    let (parent, first_name) = match first.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&first[..i], &first[i + 1..]),
+        None => (&b"."[..], first),
+    };
+    let parent = rustix::fs::openat2(
+        &root.fd,
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::BENEATH,
+    )
+    .at(&job.path)?;
+    let link = |at: &[u8]| rustix::fs::linkat(&parent, first_name, &dir.fd, at, AtFlags::empty());
+    let Some(st) = existing(dir, name).at(&job.path)? else {
+        link(name).at(&job.path)?;
+        return Ok(true);
+    };
+    let same_file = || {
+        rustix::fs::statat(&parent, first_name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|f| (f.st_dev, f.st_ino) == (st.st_dev, st.st_ino))
+    };
+    match ctx.opts.overwrite {
+        None => Err(Error::Target {
+            path: ctx.opts.target.join(&job.path),
+            reason: "already exists".into(),
+        }),
+        Some(Overwrite::Never) => Ok(false),
+        Some(Overwrite::IfChanged) if same_file() => Ok(false),
+        Some(_) => {
+            let temp = temp_name(name);
+            match rustix::fs::unlinkat(&dir.fd, temp.as_slice(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e).at(&job.path),
+            }
+            link(&temp).at(&job.path)?;
+            let renamed = rustix::fs::renameat(&dir.fd, temp.as_slice(), &dir.fd, name);
+            if let Err(e) = renamed {
+                let _ = rustix::fs::unlinkat(&dir.fd, temp.as_slice(), AtFlags::empty());
+                return Err(e).at(&job.path);
+            }
+            Ok(true)
+        }
     }
 }
 

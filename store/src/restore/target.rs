@@ -8,16 +8,23 @@ use super::batch::{Buffers, FileOutcome};
 #[allow(clippy::wildcard_imports, reason = "the parts of restore share its imports")]
 use super::*;
 
-pub(super) fn timespec(ns: i64) -> Timespec {
-    Timespec { tv_sec: ns.div_euclid(1_000_000_000), tv_nsec: ns.rem_euclid(1_000_000_000) as _ }
+pub(super) fn timespec(t: Time) -> Timespec {
+    Timespec { tv_sec: t.secs, tv_nsec: t.nanos.into() }
 }
 
 pub(super) fn timestamps(meta: &Metadata) -> Timestamps {
-    Timestamps { last_access: timespec(meta.mtime_ns), last_modification: timespec(meta.mtime_ns) }
+    Timestamps { last_access: timespec(meta.mtime), last_modification: timespec(meta.mtime) }
 }
 
-/// Applies ownership (as root), mode and times to an open file or directory.
-pub(super) fn apply_meta(fd: impl AsFd, meta: &Metadata, as_root: bool) -> rustix::io::Result<()> {
+/// Applies ownership (as root), mode, extended attributes and times to an open file or
+/// directory (`path` in messages). Attributes are set after the owner (a change of owner
+/// clears a file capability) and each one that cannot be set is recorded; the rest is applied.
+pub(super) fn apply_meta(
+    fd: impl AsFd,
+    meta: &Metadata,
+    as_root: bool,
+    (shared, path): (&Shared, &str),
+) -> rustix::io::Result<()> {
     let mut mode = meta.mode & 0o7777;
     if as_root {
         rustix::fs::fchown(
@@ -29,7 +36,25 @@ pub(super) fn apply_meta(fd: impl AsFd, meta: &Metadata, as_root: bool) -> rusti
         mode &= 0o1777;
     }
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    for failed in crate::xattr::apply(crate::xattr::On::Fd(&fd), &meta.xattrs) {
+        not_restored(shared, path, failed);
+    }
     rustix::fs::futimens(&fd, &timestamps(meta))
+}
+
+/// Sets the extended attributes of `name` in `dir`, a symlink or special file (not opened),
+/// recording each one that cannot be set under `path`.
+fn apply_xattrs_at(ctx: &Ctx<'_>, dir: &DirHandle<'_>, name: &[u8], xattrs: &[Xattr], path: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    if xattrs.is_empty() {
+        return;
+    }
+    let at = crate::xattr::entry_path(&dir.fd, name, || {
+        ctx.opts.target.join(std::ffi::OsStr::from_bytes(&join_raw(&dir.raw, name)))
+    });
+    for failed in crate::xattr::apply::<&OwnedFd>(crate::xattr::On::Path(&at), xattrs) {
+        not_restored(dir.shared, path, failed);
+    }
 }
 
 /// An open directory of the target; its metadata is applied when the last user drops it,
@@ -37,7 +62,10 @@ pub(super) fn apply_meta(fd: impl AsFd, meta: &Metadata, as_root: bool) -> rusti
 pub(super) struct DirHandle<'a> {
     pub(super) fd: OwnedFd,
     pub(super) meta: Option<Metadata>,
+    /// Below the target, as shown in messages.
     pub(super) path: String,
+    /// Below the target, raw bytes (to link to a file in it).
+    pub(super) raw: Vec<u8>,
     pub(super) as_root: bool,
     pub(super) shared: &'a Shared,
 }
@@ -45,7 +73,7 @@ pub(super) struct DirHandle<'a> {
 impl Drop for DirHandle<'_> {
     fn drop(&mut self) {
         if let Some(meta) = &self.meta {
-            if let Err(e) = apply_meta(&self.fd, meta, self.as_root) {
+            if let Err(e) = apply_meta(&self.fd, meta, self.as_root, (self.shared, &self.path)) {
                 record(self.shared, &self.path, format!("cannot set metadata: {e}"));
             }
         }
@@ -130,8 +158,9 @@ pub(super) fn make_dir<'a>(
     let keep_as_is = existed && ctx.opts.overwrite == Some(Overwrite::Never);
     Ok(DirHandle {
         fd,
-        meta: if keep_as_is { None } else { Some(node.meta) },
+        meta: if keep_as_is { None } else { Some(node.meta.clone()) },
         path: path.to_owned(),
+        raw: join_raw(&parent.raw, name),
         as_root: parent.as_root,
         shared: parent.shared,
     })
@@ -168,7 +197,7 @@ pub(super) fn file_type(st: &rustix::fs::Stat) -> rustix::fs::FileType {
 pub(super) fn restore_symlink(
     ctx: &Ctx<'_>,
     dir: &DirHandle<'_>,
-    node: &Node,
+    (node, path): (&Node, &str),
     target: &[u8],
 ) -> rustix::io::Result<bool> {
     let name = node.name.as_slice();
@@ -200,6 +229,7 @@ pub(super) fn restore_symlink(
             AtFlags::SYMLINK_NOFOLLOW,
         )?;
     }
+    apply_xattrs_at(ctx, dir, &final_name, &meta.xattrs, path);
     rustix::fs::utimensat(
         &dir.fd,
         final_name.as_slice(),
@@ -226,7 +256,7 @@ pub(super) enum Special {
 pub(super) fn restore_special(
     ctx: &Ctx<'_>,
     dir: &DirHandle<'_>,
-    node: &Node,
+    (node, path): (&Node, &str),
     rdev: u64,
 ) -> rustix::io::Result<Special> {
     use rustix::fs::FileType;
@@ -266,6 +296,7 @@ pub(super) fn restore_special(
         )?;
     }
     rustix::fs::chmodat(&dir.fd, name, Mode::from_raw_mode(meta.mode & 0o777), AtFlags::empty())?;
+    apply_xattrs_at(ctx, dir, name, &meta.xattrs, path);
     rustix::fs::utimensat(&dir.fd, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(Special::Created)
 }
@@ -292,7 +323,8 @@ pub(super) fn prepare(
         {
             let file = open_file_at(dir, name).at(&job.path)?;
             if content_matches(ctx.repo, &file, chunks, &mut bufs.check).at_path(&job.path)? {
-                apply_meta(&file, &job.node.meta, ctx.as_root).at(&job.path)?;
+                apply_meta(&file, &job.node.meta, ctx.as_root, (ctx.shared, &job.path))
+                    .at(&job.path)?;
                 return Ok(Some(FileOutcome::Unchanged(size)));
             }
             Ok(None)
@@ -330,7 +362,7 @@ pub(super) fn finish(
 ) -> Result<FileOutcome> {
     let (dir, name) = (&job.dir, job.node.name.as_slice());
     file.set_len(size).at(&job.path)?;
-    apply_meta(file, &job.node.meta, ctx.as_root).at(&job.path)?;
+    apply_meta(file, &job.node.meta, ctx.as_root, (ctx.shared, &job.path)).at(&job.path)?;
     let rename = || rustix::fs::renameat(&dir.fd, temp, &dir.fd, name);
     let renamed = match rename() {
         // A directory where the set has a file: with `always` or `if-changed` an empty one is
