@@ -84,6 +84,13 @@ fn xattrs_acls_capabilities_hard_links_and_any_time_round_trip_and_show_in_the_m
 
     let doc = env.snapshot(&[&src]);
     assert_eq!(doc["issues_reported"], 0, "{doc}");
+    let ls = env.run("ls", &[OsStr::new("latest"), OsStr::new("--json")]).ok().stdout;
+    let line = |path: &str| -> serde_json::Value {
+        let found = ls.lines().find(|l| l.contains(&format!("\"path\":\"{path}\"")));
+        serde_json::from_str(found.unwrap_or_else(|| panic!("{path} not in:\n{ls}"))).unwrap()
+    };
+    assert_eq!(line("src/docs/a.txt")["xattrs"][1], "user.empty", "{ls}");
+    assert_eq!(line("src/other/linked-2")["links"], 3, "{ls}");
     let out = env.path("out");
     let run = env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]);
     run.ok();

@@ -352,8 +352,19 @@ fn r12_a_truncated_or_missing_pack_is_never_built_upon() {
         assert!(run.json()["bytes_read"].as_u64().unwrap() >= 3 << 20, "{damage}: re-read");
         assert_same_tree(&src, &restored(&env, "latest").join("data"));
         let (code, doc) = check_json(&env, &[]);
-        assert_eq!(code, 1, "{damage}: the first set is still damaged: {doc}");
-        assert!(doc.to_string().contains("repair index"), "{damage}: {doc}");
+        let whole_again = std::fs::read(&pack).is_ok_and(|bytes| {
+            pack.file_stem().and_then(|s| s.to_str())
+                == Some(blake3::hash(&bytes).to_hex().as_str())
+        });
+        if whole_again {
+            // The new set stored the same blobs in the same order (the order blobs reach the
+            // packer varies from run to run): the pack was written again byte for byte under
+            // its name, its hash, so nothing is missing.
+            assert_eq!(code, 0, "{damage}: the pack is back, whole: {doc}");
+        } else {
+            assert_eq!(code, 1, "{damage}: the first set is still damaged: {doc}");
+            assert!(doc.to_string().contains("repair index"), "{damage}: {doc}");
+        }
     }
 }
 

@@ -121,7 +121,7 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 /// What a tree holds, path by path: type, mode, owner, mtime with nanoseconds, content hash,
 /// link target or device number, extended attributes (ACLs and capabilities among them), and
 /// for a file with several links the first path of its hard-link group in the tree.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub kind: char,
     pub mode: u32,

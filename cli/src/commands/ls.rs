@@ -57,6 +57,16 @@ pub fn run(repo: &RepoArg, args: &LsArgs) -> Result<ExitCode> {
             {
                 o.insert("target".into(), store::escape_name(target).into());
             }
+            if let Some(o) = obj.as_object_mut() {
+                if !node.meta.xattrs.is_empty() {
+                    let names: Vec<String> =
+                        node.meta.xattrs.iter().map(|x| store::escape_name(&x.name)).collect();
+                    o.insert("xattrs".into(), names.into());
+                }
+                if node.meta.link_group().is_some() {
+                    o.insert("links".into(), node.meta.nlink.into());
+                }
+            }
             obj.to_string()
         } else {
             let mut line = format!(
