@@ -8,6 +8,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/store/fuzz-target}"
 fixture=tests/fixtures/v1/repo
+z7='\x00\x00\x00\x00\x00\x00\x00'
 seeds=fuzz/seeds
 mkdir -p "$seeds"/{pack,pack_footer,blob_header,index_file,tree,manifest,config,lock,chunker,damage_file}
 for p in "$fixture"/packs/*/*.pack; do
@@ -21,6 +22,12 @@ cp "$fixture"/snapshots/* "$seeds/manifest/"
 cp "$fixture"/config "$seeds/config/"
 printf 'STORELCK\001\000\000\000\000\000\000\000\002\000\000\000\000\000\000\000h1\007\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' > "$seeds/lock/seed"
 printf '\000\000\000\000\000\000\000\000\000\000\000\000' > "$seeds/tree/empty-leaf"
+# A version-2 leaf: the symlink "a" -> "t" with the attribute user.k = "v" (FORMAT.md §1).
+{ printf '\x02\x00\x00\x00\x01%b\x01%ba' "$z7" "$z7"
+  printf '\xa4\x81\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00'
+  printf '\x01%b\x03\x00\x00\x00\x00%b\x04\x00\x00\x00' "$z7" "$z7"
+  printf '\x05%b\x06%b\x01%b\x01%b\x06%buser.k\x01%bv' "$z7" "$z7" "$z7" "$z7" "$z7" "$z7"
+  printf '\x02\x00\x00\x00\x01%bt' "$z7"; } > "$seeds/tree/v2-leaf"
 # A damage record naming one copy (pack id, blob id, offset 48).
 { printf 'STOREDMG\001\000\000\000\001\000\000\000'; head -c 64 /dev/zero | tr '\000' '\252'; printf '\060\000\000\000\000\000\000\000'; } > "$seeds/damage_file/one-copy"
 log="$(mktemp)"
