@@ -42,7 +42,7 @@ pub use self::preview::{preview, ComponentPreview, PreviewReport};
 use self::read::file_worker;
 use self::walk::{
     metadata_of, open_dir, walk_dir, EntryKind, EventBatcher, FileJob, FileOutcome, Freshness,
-    Lstat, ParentDir, WalkEvent, WalkSinks,
+    Lstat, ParentDir, WalkEvent, WalkSinks, XattrsAt,
 };
 use crate::chunker::Chunker;
 use crate::compress::{probe, Effort, LevelProbe};

@@ -49,14 +49,26 @@ fn unsupported(e: Errno) -> bool {
     e == Errno::NOTSUP || e == Errno::OPNOTSUPP || e == Errno::NOSYS
 }
 
-/// Asks `size` how many bytes an answer takes, then `query` with a buffer that large, again
-/// when it grew in between; `Ok(None)` when the attribute vanished in between.
+/// Calls `query` with a buffer of 4 KiB (one call for the usual answer, empty or short), and
+/// when that is too small asks `size` how large the answer is and calls it again with that much
+/// (again when it grew in between); `Ok(None)` when the attribute vanished in between.
 fn sized(
     mut size: impl FnMut() -> rustix::io::Result<usize>,
     mut query: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = 4096;
     for _ in 0..8 {
-        let len = match size() {
+        let mut buf = vec![0u8; len];
+        match query(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(Errno::RANGE) => {}
+            Err(Errno::NODATA) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        len = match size() {
             Ok(n) => n,
             Err(Errno::NODATA) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -64,46 +76,42 @@ fn sized(
         if len > READ_MAX {
             return Err(std::io::Error::other(format!("{len} bytes of extended attributes")));
         }
-        let mut buf = vec![0u8; len];
-        match query(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
-            }
-            Err(Errno::RANGE) => continue,
-            Err(Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
     }
     Err(std::io::Error::other("extended attributes kept changing while read"))
 }
 
-/// The extended attributes of `path` (never following a symlink it is), sorted by name. A file
-/// system without them gives none.
+/// The extended attributes of an open file or directory, or of a path (never following a
+/// symlink it is), sorted by name. A file system without them gives none.
 ///
 /// # Errors
 /// Listing or reading failed (other than for lack of support, or an attribute removed while
 /// read), or a value is larger than [`XATTR_VALUE_MAX`].
-pub(crate) fn read(path: &Path) -> std::io::Result<Vec<Xattr>> {
-    let names =
-        match sized(|| rustix::fs::llistxattr_query(path), |buf| rustix::fs::llistxattr(path, buf))
-        {
-            Ok(Some(names)) => names,
-            Ok(None) => return Ok(Vec::new()),
-            Err(e)
-                if e.raw_os_error().is_some_and(|n| unsupported(Errno::from_raw_os_error(n))) =>
-            {
-                return Ok(Vec::new())
-            }
-            Err(e) => return Err(e),
-        };
+pub(crate) fn read<Fd: AsFd>(on: &On<'_, Fd>) -> std::io::Result<Vec<Xattr>> {
+    let listed = match on {
+        On::Fd(fd) => sized(|| rustix::fs::flistxattr_query(fd), |b| rustix::fs::flistxattr(fd, b)),
+        On::Path(p) => {
+            sized(|| rustix::fs::llistxattr_query(*p), |b| rustix::fs::llistxattr(*p, b))
+        }
+    };
+    let names = match listed {
+        Ok(Some(names)) => names,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) if e.raw_os_error().is_some_and(|n| unsupported(Errno::from_raw_os_error(n))) => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let name_os = OsStr::from_bytes(name);
-        let value = sized(
-            || rustix::fs::lgetxattr_query(path, name_os),
-            |buf| rustix::fs::lgetxattr(path, name_os, buf),
-        )
+        let n = OsStr::from_bytes(name);
+        let value = match on {
+            On::Fd(fd) => {
+                sized(|| rustix::fs::fgetxattr_query(fd, n), |b| rustix::fs::fgetxattr(fd, n, b))
+            }
+            On::Path(p) => {
+                sized(|| rustix::fs::lgetxattr_query(*p, n), |b| rustix::fs::lgetxattr(*p, n, b))
+            }
+        }
         .map_err(|e| {
             std::io::Error::new(e.kind(), format!("{}: {e}", crate::tree::escape_name(name)))
         })?;

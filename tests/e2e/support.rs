@@ -220,6 +220,25 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     out
 }
 
+/// Names the hard-link groups of `tree` again after paths left it: each group by its smallest
+/// remaining path, and a file left alone in its group in none.
+pub fn regroup_links(tree: &mut BTreeMap<Vec<u8>, Entry>) {
+    let mut groups: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    for (k, e) in tree.iter() {
+        if let Some(g) = &e.link_group {
+            groups.entry(g.clone()).or_default().push(k.clone());
+        }
+    }
+    for paths in groups.into_values() {
+        let first = if paths.len() > 1 { paths.iter().min().cloned() } else { None };
+        for p in &paths {
+            if let Some(e) = tree.get_mut(p) {
+                e.link_group.clone_from(&first);
+            }
+        }
+    }
+}
+
 /// Asserts that two trees hold the same paths, types, modes, mtimes, owners and bytes.
 #[track_caller]
 pub fn assert_same_tree(expected: &Path, actual: &Path) {

@@ -113,10 +113,17 @@ pub(super) fn tree_loop(
                     let node = match kind {
                         EntryKind::File(rx, freshness) => {
                             match rx.recv().map_err(|_| Error::Cancelled)? {
-                                FileOutcome::Done { meta: read, size, chunks, changed } => {
-                                    // The metadata as the read saw it, the attributes as the
-                                    // walk read them.
-                                    let meta = Metadata { xattrs: meta.xattrs, ..read };
+                                FileOutcome::Done { meta, size, chunks, changed, incomplete } => {
+                                    if let Some(reason) = incomplete {
+                                        let path = rel_path(&stack, &name);
+                                        issue(
+                                            &mut issues,
+                                            component,
+                                            path,
+                                            IssueKind::Incomplete,
+                                            reason,
+                                        );
+                                    }
                                     counts.files += 1;
                                     counts.bytes_source += size;
                                     let what = match freshness {

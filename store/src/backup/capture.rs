@@ -131,7 +131,7 @@ pub(super) fn capture_path(
     if m.is_dir() {
         // A file component's attributes are its entry's, read with it.
         let parent_meta = parent.filter(|c| c.kind.is_dir()).map(|c| &c.meta);
-        meta.xattrs = walk.xattrs(None, walk.shown(b""), &meta, parent_meta);
+        meta.xattrs = walk.xattrs(XattrsAt::Root, walk.shown(b""), &meta, parent_meta);
     }
     if !sinks.events.send(WalkEvent::Enter { name: name.clone(), meta: meta.clone() }) {
         return Err(Error::Cancelled);
@@ -207,7 +207,9 @@ pub(super) fn capture_stream(
     let meta = stream_meta();
     let name = src.name.as_bytes().to_vec();
     let (reply, rx) = bounded(1);
-    let _ = reply.send(FileOutcome::Done { meta: meta.clone(), size, chunks, changed: false });
+    let done =
+        FileOutcome::Done { meta: meta.clone(), size, chunks, changed: false, incomplete: None };
+    let _ = reply.send(done);
     let kind = EntryKind::File(rx, Freshness::New);
     let events = [
         WalkEvent::Enter { name: name.clone(), meta: meta.clone() },

@@ -149,7 +149,17 @@ pub(super) fn read_file(
             Err(_) => true,
         };
         if !changed || attempt == 1 {
-            return Ok(FileOutcome::Done { meta, size, chunks, changed });
+            // Its attributes, from the open file (cheaper than by name; the walk left them
+            // to the read).
+            let mut meta = meta;
+            let mut incomplete = None;
+            if ctx.repo.version() >= 2 {
+                match crate::xattr::read(&crate::xattr::On::Fd(&file)) {
+                    Ok(x) => meta.xattrs = x,
+                    Err(e) => incomplete = Some(format!("extended attributes not kept: {e}")),
+                }
+            }
+            return Ok(FileOutcome::Done { meta, size, chunks, changed, incomplete });
         }
     }
     skipped("unreachable: read loop ended".into())

@@ -19,7 +19,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::xattr::On;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -116,9 +118,35 @@ pub(crate) struct FileJob {
 /// What reading a file gave.
 pub(crate) enum FileOutcome {
     /// The file was read and chunked; `changed` when it kept changing during two reads.
-    Done { meta: Metadata, size: u64, chunks: ChunkRefs, changed: bool },
+    Done {
+        meta: Metadata,
+        size: u64,
+        chunks: ChunkRefs,
+        changed: bool,
+        /// Why its extended attributes are not kept, when they could not be read.
+        incomplete: Option<String>,
+    },
     /// The file could not be read; the set goes on without it.
     Skipped { reason: String },
+}
+
+/// Where the walk reads an entry's extended attributes.
+pub(crate) enum XattrsAt<'a> {
+    /// An open directory (directories are opened to be listed).
+    Open(BorrowedFd<'a>),
+    /// A symlink, special file or mount point `name` in an open directory, not opened.
+    Name(&'a DirFd, &'a [u8]),
+    /// The component's own source path.
+    Root,
+}
+
+/// The issue of an entry kept without its extended attributes, which could not be read.
+pub(crate) fn incomplete(shown: &[u8], e: &std::io::Error) -> WalkEvent {
+    WalkEvent::Issue {
+        path: shown.to_vec(),
+        kind: IssueKind::Incomplete,
+        reason: format!("extended attributes not kept: {e}"),
+    }
 }
 
 /// How a file relates to the parent set.
@@ -344,15 +372,13 @@ impl WalkSinks<'_> {
         self.events.send(e) && !self.shared.is_cancelled()
     }
 
-    /// The extended attributes of `on_disk` in `dir` (of the component's root when `at` is
-    /// `None`; `shown` names it in messages), with `meta` its lstat metadata: the parent set's
-    /// when inode and ctime are
-    /// unchanged (setting or removing one changes the ctime), otherwise read. Attributes that
-    /// cannot be read are reported, and the entry is kept without them. Version-1 repositories
-    /// keep none.
+    /// The extended attributes of an entry (`shown` names it in messages) whose lstat metadata
+    /// is `meta`: the parent set's when inode and ctime are unchanged (setting or removing one
+    /// changes the ctime), otherwise read from `at`. Attributes that cannot be read are
+    /// reported, and the entry is kept without them. Version-1 repositories keep none.
     pub(crate) fn xattrs(
         &self,
-        at: Option<(&DirFd, &[u8])>,
+        at: XattrsAt<'_>,
         shown: &[u8],
         meta: &Metadata,
         parent: Option<&Metadata>,
@@ -363,23 +389,23 @@ impl WalkSinks<'_> {
         if let Some(p) = parent.filter(|p| p.ino == meta.ino && p.ctime == meta.ctime) {
             return p.xattrs.clone();
         }
-        let path = match at {
-            Some((dir, on_disk)) => crate::xattr::entry_path(dir.as_fd(), on_disk, || {
-                // Without /proc: the full path (a file component's root is the file).
-                if self.root.is_dir() {
-                    self.root.join(std::ffi::OsStr::from_bytes(shown))
-                } else {
-                    self.root.to_path_buf()
-                }
-            }),
-            None => self.root.to_path_buf(),
+        let read = match at {
+            XattrsAt::Open(fd) => crate::xattr::read(&On::Fd(fd)),
+            XattrsAt::Name(dir, on_disk) => {
+                let path = crate::xattr::entry_path(dir.as_fd(), on_disk, || {
+                    // Without /proc: the full path (a file component's root is the file).
+                    if self.root.is_dir() {
+                        self.root.join(std::ffi::OsStr::from_bytes(shown))
+                    } else {
+                        self.root.to_path_buf()
+                    }
+                });
+                crate::xattr::read::<BorrowedFd<'_>>(&On::Path(&path))
+            }
+            XattrsAt::Root => crate::xattr::read::<BorrowedFd<'_>>(&On::Path(self.root)),
         };
-        crate::xattr::read(&path).unwrap_or_else(|e| {
-            self.event(WalkEvent::Issue {
-                path: shown.to_vec(),
-                kind: IssueKind::Incomplete,
-                reason: format!("extended attributes not kept: {e}"),
-            });
+        read.unwrap_or_else(|e| {
+            self.event(incomplete(shown, &e));
             Vec::new()
         })
     }
@@ -430,14 +456,20 @@ impl WalkSinks<'_> {
         parent: Option<&Node>,
     ) -> Result<bool> {
         let mut meta = metadata_of(m);
-        meta.xattrs = self.xattrs(Some((dir, on_disk)), shown, &meta, parent.map(|p| &p.meta));
         let ft = m.file_type();
+        if ft != FileType::RegularFile {
+            let at = XattrsAt::Name(dir, on_disk);
+            meta.xattrs = self.xattrs(at, shown, &meta, parent.map(|p| &p.meta));
+        }
         let kind = if ft == FileType::RegularFile {
             let reuse = match parent {
                 Some(p) => self.reusable(p, m, &meta)?,
                 None => None,
             };
             if let Some(chunks) = reuse {
+                // Unchanged, ctime included: so are its attributes. A file that is read gets
+                // them from the reader, which has it open.
+                meta.xattrs = parent.map(|p| p.meta.xattrs.clone()).unwrap_or_default();
                 EntryKind::Reused { size: m.len(), chunks }
             } else {
                 let (reply, rx) = bounded(1);
@@ -590,7 +622,7 @@ pub(crate) fn walk_dir<'a>(
                 _ => {
                     let mut meta = metadata_of(&m);
                     let parent = parent_node.as_ref().map(|p| &p.meta);
-                    meta.xattrs = sinks.xattrs(Some((&dir, &name)), &rel, &meta, parent);
+                    meta.xattrs = sinks.xattrs(XattrsAt::Name(&dir, &name), &rel, &meta, parent);
                     sinks.event(WalkEvent::Enter { name, meta }) && sinks.event(WalkEvent::Leave)
                 }
             }
@@ -601,7 +633,7 @@ pub(crate) fn walk_dir<'a>(
                 Ok((names, sub)) => {
                     let mut meta = metadata_of(&m);
                     let parent = parent_node.as_ref().map(|p| &p.meta);
-                    meta.xattrs = sinks.xattrs(Some((&dir, &name)), &rel, &meta, parent);
+                    meta.xattrs = sinks.xattrs(XattrsAt::Open(sub.as_fd()), &rel, &meta, parent);
                     let ok = sinks.event(WalkEvent::Enter { name, meta });
                     let parent = ParentDir::of(sinks.repo, parent_node.as_ref());
                     stack.push(Frame { dir: sub, rel, names: names.into_iter(), parent });
