@@ -65,6 +65,8 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// List the contents of a set.
     Ls(LsArgs),
+    /// Which sets hold paths that match a pattern, newest set first.
+    Find(FindArgs),
     /// Restore a set, or part of it, into a directory.
     Restore(RestoreArgs),
     /// Show what changed between two sets.
@@ -414,6 +416,31 @@ pub struct LsArgs {
     #[arg(value_name = "PATH")]
     pub path: Option<PathBuf>,
     /// Print one JSON object per entry (JSON lines) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store find`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Patterns are those of `restore --include`: with a `/` they match the path from the component's
+name, without one an entry's name at any depth; `*` and `?` stop at `/`, `**` does not.
+
+Examples:
+  store find 'content/2026/11/21/**/1f3a*.bin'   # when did this document last exist?
+  store find '*.docx' --set latest               # the Word documents of the newest set
+  store find db --host alf1 --json               # the database dumps of one host's sets")]
+pub struct FindArgs {
+    /// Glob patterns; an entry matching any of them is listed.
+    #[arg(value_name = "PATTERN", required = true)]
+    pub patterns: Vec<String>,
+    /// Only this set (`latest`, a name, an id or a unique id prefix); may be repeated.
+    #[arg(long = "set", value_name = "SNAPSHOT")]
+    pub sets: Vec<String>,
+    /// Only the sets of this host.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Print one JSON object per match (JSON lines) on stdout.
     #[arg(long)]
     pub json: bool,
 }

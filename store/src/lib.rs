@@ -64,6 +64,9 @@ mod backup;
 mod check;
 #[cfg(feature = "engine")]
 mod diff;
+#[cfg(feature = "engine")]
+mod find;
+#[cfg(feature = "engine")]
 mod forget;
 #[cfg(feature = "engine")]
 mod gc;
@@ -120,6 +123,8 @@ pub use backup::{
 pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};
 #[cfg(feature = "engine")]
 pub use diff::{diff, Change, ChangeKind, DiffStats};
+#[cfg(feature = "engine")]
+pub use find::{find, FindReport, Found, Unread};
 #[cfg(feature = "engine")]
 pub use gc::{prune, PruneOptions, PrunePlan, PruneReport, DEFAULT_MAX_UNUSED};
 #[cfg(feature = "engine")]

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use super::RepoArg;
 use crate::args::LsArgs;
 
-fn type_char(node: &store::Node) -> char {
+pub(super) fn type_char(node: &store::Node) -> char {
     match node.content {
         store::Content::Dir { .. } => 'd',
         store::Content::File { .. } => '-',

@@ -3,6 +3,7 @@
 mod cat;
 mod check;
 mod diff;
+mod find;
 mod forget;
 mod init;
 mod ls;
@@ -72,6 +73,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Mount(a) => mount::run(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
+        Command::Find(a) => find::run(&repo, &a),
         Command::Restore(a) => restore::run(&repo, &a),
         Command::Completion(a) => reference::completion(&a),
         Command::Man(a) => reference::man(&a),

@@ -1,0 +1,106 @@
+//! Working with sets (issue 18): `store find` (which sets hold a path, newest first).
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+
+use crate::support::{write, Env};
+
+/// `(set, path)` of every JSON line on stdout.
+fn matches(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["set"].as_str().unwrap().to_owned(), v["path"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// The names of the sets, newest first.
+fn set_names(env: &Env) -> Vec<String> {
+    let doc = env.run("snapshots", &["--json"]).ok().json();
+    let mut sets: Vec<(i64, String)> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["time_ns"].as_i64().unwrap_or(0), s["name"].as_str().unwrap().to_owned()))
+        .collect();
+    sets.sort();
+    sets.into_iter().rev().map(|(_, n)| n).collect()
+}
+
+// See: issue 18 ("`store find PATTERN [--set S] [--json]`: which sets hold a path (glob), with
+// size and time, newest first").
+#[test]
+fn find_names_the_sets_that_hold_a_path_newest_first() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("content");
+    for i in 0..2_000 {
+        write(
+            &src.join(format!("big/{:02}/f{i:04}.txt", i % 40)),
+            format!("unchanged {i}").as_bytes(),
+        );
+    }
+    write(&src.join("2026/11/21/14/05/doc1.bin"), b"the document that went missing");
+    write(&src.join("2026/11/22/09/00/doc2.bin"), b"another");
+    env.snapshot(&[&src]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&src.join("2026/11/23/10/00/doc3.bin"), b"a third");
+    env.snapshot(&[&src]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::remove_file(src.join("2026/11/21/14/05/doc1.bin")).unwrap();
+    env.snapshot(&[&src]);
+    let names = set_names(&env);
+    assert_eq!(names.len(), 3);
+
+    // When did the document last exist? In the two older sets, the newer one first.
+    let run = env.run("find", &["content/2026/**/doc1.bin", "--json"]).ok();
+    let doc1 = "content/2026/11/21/14/05/doc1.bin".to_owned();
+    assert_eq!(matches(&run.stdout), [(names[1].clone(), doc1.clone()), (names[2].clone(), doc1)]);
+    let first: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["size"], 30);
+    assert_eq!(first["type"], "-");
+    assert!(first["mtime"].as_str().unwrap().starts_with("20"), "{first}");
+
+    // A name pattern finds what listing every set finds, and skips the unchanged directories
+    // of older sets (40 of them hold no match).
+    let run = env.run("find", &["*.bin", "--json"]).ok();
+    let found: BTreeSet<(String, String)> = matches(&run.stdout).into_iter().collect();
+    let mut listed = BTreeSet::new();
+    for name in &names {
+        let ls = env.run("ls", &[name.as_str(), "--json"]).ok().stdout;
+        for l in ls.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let path = v["path"].as_str().unwrap();
+            if path.ends_with(".bin") {
+                listed.insert((name.clone(), path.to_owned()));
+            }
+        }
+    }
+    assert_eq!(found, listed);
+    assert_eq!(found.len(), 2 + 3 + 2);
+    let text = env.run("find", &["*.bin"]).ok().stdout;
+    let summary = text.lines().last().unwrap();
+    let read: u64 = summary
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(summary.starts_with("7 matches in 3 sets"), "{summary}");
+    // A set has 55 directories (41 of them unchanged in every set): 165 read without skipping,
+    // 55 for the newest set and the 14 on changed paths for each older one with it.
+    assert!(read <= 55 + 2 * 14, "unchanged directories are read once: {summary}");
+
+    // --set and --host narrow the search; nothing found is exit 1, naming the pattern.
+    let latest = env.run("find", &["doc*.bin", "--set", "latest", "--json"]).ok();
+    assert_eq!(matches(&latest.stdout).len(), 2);
+    let none = env.run("find", &["*.bin", "--host", "elsewhere"]);
+    assert_eq!(none.code, 1, "{}", none.stderr);
+    assert!(none.stderr.contains("no set holds a path matching *.bin"), "{}", none.stderr);
+    let bad = env.run("find", &[OsStr::new("[")]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("\"[\""), "{}", bad.stderr);
+}
