@@ -86,6 +86,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Write one file of a set to standard output (e.g. `store cat latest db | pg_restore ...`).
     Cat(CatArgs),
+    /// Write a directory (or file) of a set to standard output as a tar archive.
+    Dump(DumpArgs),
     /// Mount the repository read-only through FUSE, to browse sets and copy files out.
     #[command(visible_alias = "mount-restore")]
     Mount(MountArgs),
@@ -135,6 +137,29 @@ pub struct CatArgs {
     /// The file: `component` for a file component, or `component/dir/file`.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
+}
+
+/// `store dump`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The archive holds what `store restore` writes below its target: the same paths (from the
+component's name), bytes, modes, owners, times with nanoseconds, symlinks, FIFOs and devices,
+hard links, and extended attributes and ACLs (extract them with GNU tar's `--xattrs
+--xattrs-include='*'`). Sockets are left out and named.
+
+Examples:
+  store dump latest content/2026/11 > november.tar
+  store dump 20261120-050000 content | ssh other 'tar -xpf - -C /srv/restore'")]
+pub struct DumpArgs {
+    /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// What to archive: `component` or `component/dir/...`.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Archive format (tar: POSIX pax with GNU long names).
+    #[arg(long, value_name = "FORMAT", default_value = "tar", value_parser = ["tar"])]
+    pub format: String,
 }
 
 /// `store stats`.

@@ -65,6 +65,8 @@ mod check;
 #[cfg(feature = "engine")]
 mod diff;
 #[cfg(feature = "engine")]
+mod dump;
+#[cfg(feature = "engine")]
 mod find;
 #[cfg(feature = "engine")]
 mod forget;
@@ -123,6 +125,8 @@ pub use backup::{
 pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};
 #[cfg(feature = "engine")]
 pub use diff::{diff, Change, ChangeKind, DiffStats};
+#[cfg(feature = "engine")]
+pub use dump::{dump, DumpReport};
 #[cfg(feature = "engine")]
 pub use find::{find, FindReport, Found, Unread};
 #[cfg(feature = "engine")]

@@ -30,7 +30,7 @@ fn sh(cmd: &str) {
 const CAP_NET_BIND_SERVICE: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// A tree with every kind of metadata a set must keep; returns its root.
-fn crafted(env: &Env) -> std::path::PathBuf {
+pub(crate) fn crafted(env: &Env) -> std::path::PathBuf {
     let src = env.path("src");
     write(&src.join("docs/a.txt"), b"document a");
     write(&src.join("docs/binary"), b"\x7fELF pretend binary");

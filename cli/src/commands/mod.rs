@@ -70,6 +70,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Prune(a) => prune::prune(&repo, &a),
         Command::Stats(a) => stats::stats(&repo, &a),
         Command::Cat(a) => cat::cat(&repo, &a),
+        Command::Dump(a) => cat::dump(&repo, &a),
         Command::Mount(a) => mount::run(&repo, &a),
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),

@@ -1,0 +1,179 @@
+//! `dump`: a directory (or file) of a set as a tar archive on a stream, streamed: one file's
+//! chunks at a time, nothing of the tree held beyond the path being walked (and, for hard
+//! links, the first path of each group met).
+//!
+//! The archive is what `restore` would write below its target: the same paths (from the
+//! component's name), bytes, modes, owners, times with nanoseconds (PAX `mtime`), symlinks,
+//! FIFOs and devices, hard links (a group's later names are link entries to its first), and
+//! extended attributes and ACLs (PAX `SCHILY.xattr.*`, which GNU tar restores with `--xattrs
+//! --xattrs-include='*'`). Sockets are not archived (tar has no type for them) and are counted.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+use crate::id::SnapshotId;
+use crate::repo::Repository;
+use crate::snapshot::Manifest;
+use crate::tree::{escape_name, Content, Metadata, Node, Time};
+use crate::vfs::{find, walk, write_file_to};
+
+/// What an archive holds.
+#[derive(Debug, Clone, Default)]
+pub struct DumpReport {
+    /// Regular files (each group of hard links once).
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// FIFOs and devices.
+    pub specials: u64,
+    /// Names archived as hard links to a file archived before them.
+    pub hard_links: u64,
+    /// Bytes of file content.
+    pub bytes: u64,
+    /// Entries the archive cannot hold (sockets; attributes whose names are not UTF-8), each
+    /// with the reason.
+    pub left_out: Vec<(String, String)>,
+}
+
+/// Writes `path` (`component/dir/...`) of set `id` and everything below it to `out` as a tar
+/// archive (`out_name` in messages).
+///
+/// # Errors
+/// [`Error::PathNotFound`], damaged or missing data (the archive is then incomplete: the error
+/// says so), a failed write.
+pub fn dump(
+    repo: &Repository,
+    (id, manifest): (SnapshotId, &Manifest),
+    path: &[u8],
+    out: &mut dyn Write,
+    out_name: &str,
+) -> Result<DumpReport> {
+    let trimmed: Vec<u8> =
+        path.split(|&b| b == b'/').filter(|p| !p.is_empty()).collect::<Vec<_>>().join(&b'/');
+    let root = find(repo, id, manifest, &trimmed)?;
+    let mut ar = tar::Builder::new(out);
+    let mut report = DumpReport::default();
+    // Per hard-link group: the first path archived.
+    let mut groups: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    walk(repo, &trimmed, &root, &mut |p, node| {
+        entry(repo, (&mut ar, out_name), p, node, &mut groups, &mut report)
+    })?;
+    ar.finish().at(out_name)?;
+    ar.get_mut().flush().at(out_name)?;
+    Ok(report)
+}
+
+/// The PAX value of a time: seconds and nanoseconds, `-` for times before 1970 (whose fraction
+/// counts back from the second after).
+fn pax_time(t: Time) -> String {
+    if t.secs < 0 && t.nanos > 0 {
+        format!("-{}.{:09}", -(t.secs + 1), 1_000_000_000 - t.nanos)
+    } else {
+        format!("{}.{:09}", t.secs, t.nanos)
+    }
+}
+
+/// A header with the owner, mode and time of `meta`.
+fn header(meta: &Metadata, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(meta.mode & 0o7777);
+    h.set_uid(u64::from(meta.uid));
+    h.set_gid(u64::from(meta.gid));
+    h.set_mtime(u64::try_from(meta.mtime.secs).unwrap_or(0));
+    h.set_size(0);
+    h
+}
+
+/// Archives one entry (its extended header, header and content).
+fn entry<W: Write>(
+    repo: &Repository,
+    (ar, out_name): (&mut tar::Builder<W>, &str),
+    path: &[u8],
+    node: &Node,
+    groups: &mut HashMap<(u64, u64), Vec<u8>>,
+    report: &mut DumpReport,
+) -> Result<()> {
+    let shown = || escape_name(path);
+    let meta = &node.meta;
+    let name = Path::new(OsStr::from_bytes(path));
+    let kind = match &node.content {
+        Content::Dir { .. } => tar::EntryType::Directory,
+        Content::File { .. } => match meta.link_group().and_then(|g| groups.get(&g)) {
+            Some(_) => tar::EntryType::Link,
+            None => tar::EntryType::Regular,
+        },
+        Content::Symlink { .. } => tar::EntryType::Symlink,
+        Content::Special { .. } => match meta.mode & 0o170_000 {
+            0o010_000 => tar::EntryType::Fifo,
+            0o020_000 => tar::EntryType::Char,
+            0o060_000 => tar::EntryType::Block,
+            _ => {
+                report.left_out.push((shown(), "a socket: tar has no entry for it".into()));
+                return Ok(());
+            }
+        },
+    };
+    // Extended records first: they apply to the entry that follows.
+    let mtime = pax_time(meta.mtime);
+    let mut pax: Vec<(String, &[u8])> = vec![("mtime".into(), mtime.as_bytes())];
+    for x in &meta.xattrs {
+        match std::str::from_utf8(&x.name) {
+            Ok(n) => pax.push((format!("SCHILY.xattr.{n}"), &x.value)),
+            Err(_) => report.left_out.push((
+                shown(),
+                format!("extended attribute {} (its name is not UTF-8)", escape_name(&x.name)),
+            )),
+        }
+    }
+    ar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v))).at(out_name)?;
+    let mut h = header(meta, kind);
+    let no_name = |e: std::io::Error| Error::InvalidOption {
+        option: "path",
+        reason: format!("{} cannot be named in a tar archive: {e}", shown()),
+    };
+    match &node.content {
+        Content::Dir { .. } => {
+            report.dirs += 1;
+            ar.append_data(&mut h, name, std::io::empty()).map_err(no_name)
+        }
+        Content::Symlink { target } => {
+            report.symlinks += 1;
+            ar.append_link(&mut h, name, Path::new(OsStr::from_bytes(target))).map_err(no_name)
+        }
+        Content::Special { rdev } => {
+            report.specials += 1;
+            let (major, minor) = (rustix::fs::major(*rdev), rustix::fs::minor(*rdev));
+            h.set_device_major(major).map_err(no_name)?;
+            h.set_device_minor(minor).map_err(no_name)?;
+            ar.append_data(&mut h, name, std::io::empty()).map_err(no_name)
+        }
+        Content::File { size, .. } => {
+            if let Some(first) = meta.link_group().and_then(|g| groups.get(&g)) {
+                report.hard_links += 1;
+                let first = Path::new(OsStr::from_bytes(first));
+                return ar.append_link(&mut h, name, first).map_err(no_name);
+            }
+            // The header (with the size), then the content streamed chunk by chunk into the
+            // archive (verified; its length checked against the size), then the padding to the
+            // next 512-byte block.
+            h.set_size(*size);
+            ar.append_data(&mut h, name, std::io::empty()).map_err(no_name)?;
+            let written = write_file_to(repo, node, ar.get_mut(), out_name)?;
+            let pad = (512 - written % 512) % 512;
+            ar.get_mut().write_all(&[0u8; 512][..pad as usize]).at(out_name)?;
+            report.files += 1;
+            report.bytes += written;
+            if let Some(g) = meta.link_group() {
+                groups.insert(g, path.to_vec());
+            }
+            Ok(())
+        }
+    }
+}
