@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, short = 'v', global = true, help_heading = GLOBAL)]
     pub verbose: bool,
 
+    /// Append what the command says (its start, summaries, warnings, errors, exit status) to
+    /// FILE, each line with the time (UTC), process id and command; created 0600.
+    #[arg(long, env = "STORE_LOG_FILE", global = true, value_name = "FILE", help_heading = GLOBAL)]
+    pub log_file: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -238,6 +243,10 @@ pub struct PruneArgs {
     /// Print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Write a Prometheus textfile-collector file (node_exporter) when the command ends,
+    /// whatever its outcome: last run and last success time, duration, exit status and figures.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -252,6 +261,10 @@ pub struct CheckArgs {
     /// Read the N-th of M slices of the packs (a week of nightly `1/7` … `7/7` covers all).
     #[arg(long, value_name = "N/M")]
     pub read_data_subset: Option<String>,
+    /// Write a Prometheus textfile-collector file (node_exporter) when the command ends,
+    /// whatever its outcome: last run and last success time, duration, exit status and figures.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Print the findings as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -406,6 +419,10 @@ pub struct SnapshotArgs {
     /// each file).
     #[arg(long)]
     pub dry_run: bool,
+    /// Write a Prometheus textfile-collector file (node_exporter) when the command ends,
+    /// whatever its outcome: last run and last success time, duration, exit status and figures.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod metrics;
 mod output;
 mod progress;
 mod signals;
@@ -27,7 +28,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    match commands::run(cli, &matches) {
+    let started = std::time::Instant::now();
+    if let Some(path) = &cli.log_file {
+        let command = matches.subcommand_name().unwrap_or("store");
+        if let Err(e) = output::open_log(path, command) {
+            eprintln!("store: error: cannot open the log file {}: {e}", path.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+        let args: Vec<String> =
+            std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+        output::log(&format!("started: {}", args.join(" ")));
+    }
+    let code = match commands::run(cli, &matches) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
@@ -35,13 +47,21 @@ fn main() -> ExitCode {
             if code == signals::exit_code()
                 && engine_error(&e, |s| matches!(s, store::Error::Interrupted))
             {
-                eprintln!("store: interrupted: {e:#}");
+                crate::output::stderr!("store: interrupted: {e:#}");
             } else {
-                eprintln!("store: error: {e:#}");
+                crate::output::stderr!("store: error: {e:#}");
             }
             ExitCode::from(code)
         }
+    };
+    let status = (0u8..=255).find(|c| ExitCode::from(*c) == code).unwrap_or(EXIT_ERROR);
+    match metrics::finish(status, started.elapsed()) {
+        Ok(Some(path)) => output::log(&format!("metrics written to {}", path.display())),
+        Ok(None) => {}
+        Err(e) => crate::output::stderr!("store: error: cannot write the metrics file: {e}"),
     }
+    output::log(&format!("finished: exit {status} after {:.1} s", started.elapsed().as_secs_f64()));
+    code
 }
 
 /// Whether an engine error in `e`'s chain satisfies `test`.

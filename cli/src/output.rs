@@ -68,25 +68,72 @@ pub fn verbose() -> bool {
 }
 
 /// A command's closing summary on stdout (what it did, for people): dropped under `-q`, so cron
-/// mails nothing when all went well. `?`s a write error.
+/// mails nothing when all went well (the `--log-file` still gets it). `?`s a write error.
 macro_rules! summary {
-    ($($arg:tt)*) => {
+    ($($arg:tt)*) => {{
+        // The log keeps it under `-q` too: a cron job's log says what each run did.
+        let line = format!($($arg)*);
+        $crate::output::log(&line);
         if !$crate::output::quiet() {
-            $crate::output::write_line(format_args!($($arg)*))?
+            $crate::output::write_line(format_args!("{line}"))?
         }
-    };
+    }};
 }
 pub(crate) use summary;
 
-/// A warning or note on stderr (`store: warning: ...`): dropped under `-q`.
+/// A warning or note on stderr (`store: warning: ...`): dropped under `-q` (the `--log-file`
+/// still gets it).
 macro_rules! warning {
-    ($($arg:tt)*) => {
+    ($($arg:tt)*) => {{
+        let line = format!("store: warning: {}", format_args!($($arg)*));
+        $crate::output::log(&line);
         if !$crate::output::quiet() {
-            eprintln!("store: warning: {}", format_args!($($arg)*));
+            eprintln!("{line}");
         }
-    };
+    }};
 }
 pub(crate) use warning;
+
+/// A line on stderr (an error, a warning, a path that could not be handled), also appended to
+/// the `--log-file`.
+macro_rules! stderr {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        $crate::output::log(&line);
+        eprintln!("{line}");
+    }};
+}
+pub(crate) use stderr;
+
+/// The `--log-file`, once opened: the file and the command it logs for.
+static LOG: std::sync::Mutex<Option<(std::fs::File, String)>> = std::sync::Mutex::new(None);
+
+/// Opens `path` for appending (created 0600 when missing) as the log of `command`.
+///
+/// # Errors
+/// The file cannot be opened.
+pub fn open_log(path: &std::path::Path, command: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    if let Ok(mut log) = LOG.lock() {
+        *log = Some((file, command.to_owned()));
+    }
+    Ok(())
+}
+
+/// Appends `line` to the log file, if one is open, as `TIME store[PID] COMMAND: line` (UTC,
+/// RFC 3339); one write per line, so lines of concurrent runs do not interleave within a line.
+/// A log that cannot be written is not worth failing a backup for: the error is ignored.
+pub fn log(line: &str) {
+    let Ok(mut guard) = LOG.lock() else { return };
+    let Some((file, command)) = guard.as_mut() else { return };
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ");
+    let mut text = String::new();
+    for l in line.lines() {
+        text.push_str(&format!("{now} store[{}] {command}: {l}\n", std::process::id()));
+    }
+    let _ = file.write_all(text.as_bytes());
+}
 
 /// `n` bytes as a human size (binary units).
 pub fn size(n: u64) -> String {

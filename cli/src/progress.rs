@@ -156,7 +156,7 @@ impl store::Progress for Bar {
         };
         self.bar.suspend(|| {
             if crate::output::json() {
-                eprintln!("{what:<9} {component}{sep}{path}");
+                crate::output::stderr!("{what:<9} {component}{sep}{path}");
             } else {
                 let _ = crate::output::write_line(format_args!("{what:<9} {component}{sep}{path}"));
             }
@@ -171,7 +171,7 @@ impl store::Progress for Bar {
             store::IssueKind::Incomplete => "kept without some metadata",
         };
         self.bar.suspend(|| {
-            eprintln!(
+            crate::output::stderr!(
                 "store: warning: {}/{}: {what}: {}",
                 issue.component,
                 store::escape_name(&issue.path),

@@ -116,8 +116,11 @@ fn alfresco_guide_runs_as_written() {
         write(&alf.join(format!("contentstore/2026/11/21/{}/{i:04x}.bin", i % 5)), &data);
     }
     write(&alf.join("contentstore.deleted/2026/11/20/0/dead.bin"), b"deleted document");
-    let stdout =
-        run_guide("alfresco.md", &["/alf_data", "/backup/", "/restore", "/usr/local/bin"], &env);
+    let stdout = run_guide(
+        "alfresco.md",
+        &["/alf_data", "/backup/", "/restore", "/usr/local/bin", "/var/"],
+        &env,
+    );
     assert!(stdout.contains("content store matches"), "{stdout}");
     let restored = env.path("restore");
     for component in ["content", "db", "deleted"] {
@@ -167,7 +170,17 @@ fn the_nightly_wrapper_of_the_alfresco_guide_fails_when_the_dump_fails() {
     write(&sandbox.join("alf_data/contentstore/2026/1.bin"), b"document");
     write(&sandbox.join("alf_data/contentstore.deleted/x"), b"deleted");
     let wrapper = sandbox.join("alfresco-backup.sh");
-    write(&wrapper, into_sandbox(&script, &["/alf_data"], sandbox).as_bytes());
+    write(&wrapper, into_sandbox(&script, &["/alf_data", "/var/"], sandbox).as_bytes());
+    let prom = sandbox.join("var/lib/node_exporter/textfile_collector/store-alfresco.prom");
+    let log = sandbox.join("var/log/store/alfresco.log");
+    for dir in [prom.parent().unwrap(), log.parent().unwrap()] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let exit_code_in_metrics = || {
+        let text = std::fs::read_to_string(&prom).unwrap();
+        let line = text.lines().find(|l| l.starts_with("store_last_exit_code{")).unwrap();
+        line.rsplit(' ').next().unwrap().to_owned()
+    };
     let bin = sandbox.join("bin");
     std::os::unix::fs::symlink(crate::support::bin(), {
         std::fs::create_dir_all(&bin).unwrap();
@@ -192,8 +205,13 @@ fn the_nightly_wrapper_of_the_alfresco_guide_fails_when_the_dump_fails() {
     let failed = run("#!/bin/sh\necho 'pg_dump: error: connection refused' >&2\nexit 1\n");
     assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
     assert_eq!(std::fs::read_dir(env.repo().join("snapshots")).unwrap().count(), 0);
+    assert_eq!(exit_code_in_metrics(), "1", "the failed night shows in the metrics");
     let ok = run("#!/bin/sh\necho PGDMP dump\n");
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(exit_code_in_metrics(), "0");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("connection refused") || text.contains("component db"), "{text}");
+    assert_eq!(text.matches("finished: exit").count(), 2, "{text}");
 }
 
 // See: issue 17 ("a systemd service and timer for the nightly Alfresco set, checked with

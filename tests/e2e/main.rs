@@ -21,6 +21,7 @@ mod interrupt;
 mod json;
 mod metadata;
 mod model;
+mod monitoring;
 mod mount;
 mod postgres;
 mod power_loss;

@@ -48,7 +48,7 @@ pub fn dump(repo: &RepoArg, args: &DumpArgs) -> Result<ExitCode> {
         })?;
     super::report_notes(&repo);
     for (path, why) in &report.left_out {
-        eprintln!("store: warning: {path}: not in the archive: {why}");
+        crate::output::stderr!("store: warning: {path}: not in the archive: {why}");
     }
     if !report.left_out.is_empty() {
         return Ok(ExitCode::from(crate::EXIT_PARTIAL));

@@ -40,6 +40,14 @@ fn parse_subset(s: &str) -> Result<store::DataCheck> {
 }
 
 pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.metrics_file {
+        let data = match (&args.read_data_subset, args.read_data) {
+            (Some(s), _) => s.clone(),
+            (None, true) => "all".into(),
+            (None, false) => "none".into(),
+        };
+        crate::metrics::want(path, "check", &[("read_data", data)]);
+    }
     let read_data = match (&args.read_data_subset, args.read_data) {
         (Some(s), _) => {
             parse_subset(s).with_context(|| format!("invalid --read-data-subset {s:?}"))?
@@ -55,9 +63,12 @@ pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
     super::report_notes(&repo);
     let report = report.context("the check could not run")?;
     if let Some(e) = &report.record_error {
-        eprintln!("store: warning: the damage found could not be recorded ({e}); writers may build on it until it is");
+        crate::output::stderr!("store: warning: the damage found could not be recorded ({e}); writers may build on it until it is");
     }
     let damaged = report.is_damaged();
+    let damage = report.findings.iter().filter(|f| f.is_damage()).count();
+    crate::metrics::value("check_damage_findings", "Findings of damage.", damage as f64);
+    crate::metrics::value("check_blobs_read", "Blobs read and verified.", report.blobs_read as f64);
     if args.json {
         let findings: Vec<serde_json::Value> = report
             .findings

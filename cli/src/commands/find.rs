@@ -62,7 +62,12 @@ pub fn run(repo: &RepoArg, args: &FindArgs) -> Result<ExitCode> {
         store::find(&repo, &sets, &args.patterns, &mut print).context("searching the sets")?;
     super::report_notes(&repo);
     for u in &report.unread {
-        eprintln!("store: warning: {} of set {}: not searched: {}", u.path, u.set.short(), u.error);
+        crate::output::stderr!(
+            "store: warning: {} of set {}: not searched: {}",
+            u.path,
+            u.set.short(),
+            u.error
+        );
     }
     let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     if !args.json {

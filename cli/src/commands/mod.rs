@@ -120,7 +120,9 @@ impl RepoArg {
             Err(e) => return Err(anyhow::Error::new(e).context("cannot open the repository")),
         };
         if let Some(damage) = repo.config_damage() {
-            eprintln!("store: warning: {damage}; using config.copy (run `store repair config`)");
+            crate::output::stderr!(
+                "store: warning: {damage}; using config.copy (run `store repair config`)"
+            );
         }
         Ok(repo)
     }
@@ -130,7 +132,7 @@ impl RepoArg {
 /// leave out (the blobs only they list look lost until `store repair index`).
 fn report_notes(repo: &store::Repository) {
     if let Some(temp) = repo.temporary_cache().filter(|_| !crate::output::quiet()) {
-        eprintln!(
+        crate::output::stderr!(
             "store: note: {} cannot be written (a read-only repository?): a temporary index cache \
              was used ({}, removed at exit); --cache-dir DIR keeps one",
             repo.cache_dir().display(),
@@ -138,14 +140,14 @@ fn report_notes(repo: &store::Repository) {
         );
     }
     if let Some(why) = repo.cache_rebuilt() {
-        eprintln!(
+        crate::output::stderr!(
             "store: warning: the index cache {} was damaged ({why}); it was rebuilt from the \
              index files",
             repo.cache_dir().display()
         );
     }
     for s in repo.skipped_index_files() {
-        eprintln!(
+        crate::output::stderr!(
             "store: warning: index file {} was skipped ({}); what it lists is missing until \
              `store repair index` rebuilds the index from the packs",
             s.id.short(),
@@ -165,7 +167,7 @@ fn lock(
 ) -> Result<Option<store::RepoLock>> {
     let opts = repo_arg.lock_options(command);
     let mut removed = |info: &store::LockInfo| {
-        eprintln!("store: removed the lock of a process that no longer runs: {info}");
+        crate::output::stderr!("store: removed the lock of a process that no longer runs: {info}");
     };
     match repo.lock(kind, &opts, &mut removed) {
         Ok(lock) => Ok(Some(lock)),

@@ -77,7 +77,7 @@ pub fn run(repo_arg: &RepoArg, args: &MountArgs) -> Result<ExitCode> {
             .context("cannot install the signal handler")?;
     }
     let background = session.spawn().context("cannot start the FUSE session")?;
-    eprintln!(
+    crate::output::stderr!(
         "store: repository mounted read-only at {}; Ctrl-C or `fusermount3 -u {}` unmounts",
         mountpoint.display(),
         mountpoint.display()
@@ -96,7 +96,7 @@ pub fn run(repo_arg: &RepoArg, args: &MountArgs) -> Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("store: unmounted {}", mountpoint.display());
+    crate::output::stderr!("store: unmounted {}", mountpoint.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,7 +144,7 @@ fn file_attr(a: &Attr) -> FileAttr {
 
 /// Damage and read errors become EIO for that request only, and are named on stderr.
 fn eio(what: &str, e: &store::Error) -> Errno {
-    eprintln!("store: error: {what}: {e}");
+    crate::output::stderr!("store: error: {what}: {e}");
     Errno::EIO
 }
 

@@ -10,6 +10,9 @@ use crate::output::{size, summary};
 use crate::progress::Bar;
 
 pub fn prune(repo_arg: &RepoArg, args: &PruneArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.metrics_file {
+        crate::metrics::want(path, "prune", &[]);
+    }
     if !(0.0..=100.0).contains(&args.max_unused) {
         bail!("--max-unused must be a percentage between 0 and 100, got {}", args.max_unused);
     }
@@ -20,7 +23,7 @@ pub fn prune(repo_arg: &RepoArg, args: &PruneArgs) -> Result<ExitCode> {
         lock: repo_arg.lock_options("prune"),
     };
     let mut removed = |info: &store::LockInfo| {
-        eprintln!("store: removed the lock of a process that no longer runs: {info}");
+        crate::output::stderr!("store: removed the lock of a process that no longer runs: {info}");
     };
     let report = Bar::run("prune", |bar| store::prune(&repo, &opts, bar, &mut removed));
     let report = match report {
@@ -46,6 +49,14 @@ pub fn prune(repo_arg: &RepoArg, args: &PruneArgs) -> Result<ExitCode> {
     } else {
         report.packs_deleted
     };
+    for (name, help, v) in [
+        ("prune_packs_deleted", "Packs deleted.", packs_deleted),
+        ("prune_bytes_deleted", "Bytes of packs deleted.", p.bytes_deleted),
+        ("prune_bytes_written", "Bytes written to new packs.", p.bytes_written),
+        ("prune_bytes_freed", "Bytes freed.", p.bytes_freed),
+    ] {
+        crate::metrics::value(name, help, v as f64);
+    }
     if args.json {
         print_json(&serde_json::json!({
             "dry_run": args.dry_run,

@@ -15,7 +15,11 @@ pub fn repair_index(repo_arg: &RepoArg, args: &RepairIndexArgs) -> Result<ExitCo
     let report = Bar::run("repair index", |bar| store::repair_index(&repo, bar));
     let report = report.context("repair index failed")?;
     for u in &report.unreadable {
-        eprintln!("store: pack {} cannot be read, its blobs are lost: {}", u.pack, u.error);
+        crate::output::stderr!(
+            "store: pack {} cannot be read, its blobs are lost: {}",
+            u.pack,
+            u.error
+        );
     }
     if args.json {
         print_json(&serde_json::json!({

@@ -35,11 +35,11 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
     super::report_notes(&repo);
     let report = result.with_context(|| format!("restoring snapshot {}", id.short()))?;
     for f in &report.failures {
-        eprintln!("store: error: {}: {}", f.path, f.error);
+        crate::output::stderr!("store: error: {}: {}", f.path, f.error);
     }
     // Named even under -q: the restored tree differs from the set there (exit 3).
     for f in &report.not_restored {
-        eprintln!("store: warning: {}: {}", f.path, f.error);
+        crate::output::stderr!("store: warning: {}: {}", f.path, f.error);
     }
     for p in &report.unmatched_patterns {
         warning!("{p} matched nothing");
@@ -106,10 +106,10 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
         }
     }
     if !report.failures.is_empty() {
-        eprintln!("store: {} paths could not be restored", report.failures.len());
+        crate::output::stderr!("store: {} paths could not be restored", report.failures.len());
         Ok(ExitCode::from(crate::EXIT_ERROR))
     } else if !report.not_restored.is_empty() {
-        eprintln!(
+        crate::output::stderr!(
             "store: {} entries of the set were not made as they were (named above); the rest is \
              restored",
             report.not_restored.len()
@@ -154,7 +154,7 @@ fn dry_run(
         writeln!(out, "would restore {files} files, {}", size(bytes))?;
     }
     for f in &failures {
-        eprintln!("store: error: {}: {}", f.path, f.error);
+        crate::output::stderr!("store: error: {}: {}", f.path, f.error);
     }
     Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::EXIT_ERROR) })
 }

@@ -94,6 +94,10 @@ fn host_name() -> String {
 }
 
 pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> Result<ExitCode> {
+    if let Some(path) = &args.metrics_file {
+        let host = args.host.clone().unwrap_or_else(host_name);
+        crate::metrics::want(path, "snapshot", &[("host", host), ("tags", args.tags.join(","))]);
+    }
     let sources = ordered_sources(args, matches)?;
     let excludes = exclude_patterns(args)?;
     let repo_arg = repo;
@@ -158,6 +162,19 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         }
     };
     let m = &report.manifest;
+    let c = &m.counts;
+    for (name, help, v) in [
+        ("snapshot_files", "Files in the set.", c.files),
+        ("snapshot_dirs", "Directories in the set.", c.dirs),
+        ("snapshot_bytes_source", "Bytes of the files in the set.", c.bytes_source),
+        ("snapshot_bytes_read", "Bytes read from the sources.", c.bytes_read),
+        ("snapshot_bytes_added", "Bytes added to the repository.", c.bytes_added),
+        ("snapshot_files_new", "Files new since the parent set.", c.files_new),
+        ("snapshot_files_changed", "Files changed since the parent set.", c.files_changed),
+        ("snapshot_issues", "Paths not backed up as they were.", m.issues.len() as u64),
+    ] {
+        crate::metrics::value(name, help, v as f64);
+    }
     for p in &report.unmatched_excludes {
         warning!("--exclude {p:?} matched nothing");
     }
@@ -180,7 +197,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         }
     }
     if report.packs_adopted > 0 && !crate::output::quiet() {
-        eprintln!(
+        crate::output::stderr!(
             "store: adopted {} packs an interrupted snapshot had written (verified), so their \
              data was not written again",
             report.packs_adopted
@@ -242,7 +259,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
     if issues == 0 && m.issues.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
+        crate::output::stderr!(
             "store: {} paths could not be backed up as they were (named above); the set was \
              committed",
             issues.max(m.issues.len() as u64)
@@ -335,7 +352,9 @@ fn dry_run_report(
 fn left_out_notes(left_out: &[String]) {
     for p in left_out {
         if !crate::output::quiet() {
-            eprintln!("store: note: left out {p}: it is this repository (or its cache)");
+            crate::output::stderr!(
+                "store: note: left out {p}: it is this repository (or its cache)"
+            );
         }
     }
 }

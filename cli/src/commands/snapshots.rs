@@ -24,7 +24,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
     let names = store::unique_names(good.iter().map(|(id, m)| (*id, m)));
     let name = |id: &store::SnapshotId| names.get(id).cloned().unwrap_or_default();
     for (id, e) in &damaged {
-        eprintln!("store: warning: snapshot {id} is damaged: {e}");
+        crate::output::stderr!("store: warning: snapshot {id} is damaged: {e}");
     }
     // Each set chains to a full one through its parents; incrementals are shown under it.
     let by_id: std::collections::HashMap<store::SnapshotId, &store::Manifest> =
