@@ -72,6 +72,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Which sets hold paths that match a pattern, newest set first.
     Find(FindArgs),
+    /// Run the job a profile of the configuration describes: snapshot, forget, prune, check.
+    Run(RunArgs),
     /// Restore a set, or part of it, into a directory.
     Restore(RestoreArgs),
     /// Show what changed between two sets.
@@ -460,6 +462,31 @@ pub struct LsArgs {
     /// Print one JSON object per entry (JSON lines) on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `store run`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The configuration (--config, else /etc/store/store.toml, else ~/.config/store/store.toml)
+names profiles; docs/examples/store.toml is a complete, commented one. A file with an unknown
+key or a component path that does not exist is refused with its line, before anything runs.
+
+Exit status: the first failing step's, else 3 when a step was partial, else 0.
+
+Examples:
+  store run alfresco              # the nightly job
+  store run alfresco --dry-run    # what each step would do; nothing written")]
+pub struct RunArgs {
+    /// The profile.
+    #[arg(value_name = "PROFILE")]
+    pub profile: String,
+    /// The configuration file.
+    #[arg(long, env = "STORE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Show each step and run the snapshot, forget and prune with --dry-run: nothing written,
+    /// no hook run.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `store find`.

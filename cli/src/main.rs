@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod metrics;
 mod output;
+mod profile;
 mod progress;
 mod signals;
 

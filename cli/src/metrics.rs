@@ -14,7 +14,7 @@ use std::sync::Mutex;
 struct Record {
     path: PathBuf,
     labels: Vec<(&'static str, String)>,
-    values: Vec<(&'static str, &'static str, f64)>,
+    values: Vec<(String, String, f64)>,
 }
 
 static RECORD: Mutex<Option<Record>> = Mutex::new(None);
@@ -23,6 +23,10 @@ static RECORD: Mutex<Option<Record>> = Mutex::new(None);
 /// command, and what tells jobs apart: the host, the tags).
 pub fn want(path: &Path, command: &str, labels: &[(&'static str, String)]) {
     let mut all = vec![("command", command.to_owned())];
+    // A step of `store run PROFILE` is labelled with its profile.
+    if let Some(profile) = std::env::var("STORE_PROFILE").ok().filter(|_| command != "run") {
+        all.push(("profile", profile));
+    }
     all.extend(labels.iter().cloned());
     if let Ok(mut r) = RECORD.lock() {
         *r = Some(Record { path: path.to_path_buf(), labels: all, values: Vec::new() });
@@ -33,7 +37,16 @@ pub fn want(path: &Path, command: &str, labels: &[(&'static str, String)]) {
 pub fn value(name: &'static str, help: &'static str, v: f64) {
     if let Ok(mut r) = RECORD.lock() {
         if let Some(r) = r.as_mut() {
-            r.values.push((name, help, v));
+            r.values.push((name.to_owned(), help.to_owned(), v));
+        }
+    }
+}
+
+/// Adds a figure another `store` process measured (a step of `store run`).
+pub fn value_owned(name: String, v: f64) {
+    if let Ok(mut r) = RECORD.lock() {
+        if let Some(r) = r.as_mut() {
+            r.values.push((name, "Measured by the snapshot step.".to_owned(), v));
         }
     }
 }

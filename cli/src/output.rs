@@ -121,6 +121,11 @@ pub fn open_log(path: &std::path::Path, command: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether a log file is open.
+pub fn logging() -> bool {
+    LOG.lock().is_ok_and(|l| l.is_some())
+}
+
 /// Appends `line` to the log file, if one is open, as `TIME store[PID] COMMAND: line` (UTC,
 /// RFC 3339); one write per line, so lines of concurrent runs do not interleave within a line.
 /// A log that cannot be written is not worth failing a backup for: the error is ignored.

@@ -141,7 +141,11 @@ fn marklogic_guide_runs_as_written() {
         write(&root.join("Documents/Journals/Journal-20261121"), &random_bytes(9, 200_000));
     }
     write(&backups.join("20261121-1/BackupTag.txt"), b"tag");
-    let stdout = run_guide("marklogic.md", &["/space/", "/var/opt/MarkLogic", "/backup/"], &env);
+    let stdout = run_guide(
+        "marklogic.md",
+        &["/space/", "/var/opt/MarkLogic", "/backup/", "/etc/store"],
+        &env,
+    );
     assert!(stdout.contains("backup directory matches"), "{stdout}");
     assert!(stdout.contains("incremental"), "{stdout}");
 }

@@ -25,6 +25,7 @@ mod monitoring;
 mod mount;
 mod postgres;
 mod power_loss;
+mod profiles;
 mod restore_options;
 mod retention;
 mod roundtrip;

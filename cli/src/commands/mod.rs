@@ -12,6 +12,7 @@ mod prune;
 mod reference;
 mod repair;
 mod restore;
+mod run;
 mod snapshot;
 mod snapshots;
 mod stats;
@@ -75,6 +76,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Snapshots(a) => snapshots::run(&repo, &a),
         Command::Ls(a) => ls::run(&repo, &a),
         Command::Find(a) => find::run(&repo, &a),
+        Command::Run(a) => run::run(&a),
         Command::Restore(a) => restore::run(&repo, &a),
         Command::Completion(a) => reference::completion(&a),
         Command::Man(a) => reference::man(&a),

@@ -89,7 +89,7 @@ fn exclude_patterns(args: &SnapshotArgs) -> Result<Vec<String>> {
     Ok(patterns)
 }
 
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 

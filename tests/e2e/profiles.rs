@@ -1,0 +1,205 @@
+//! Profiles and `store run` (issue 18): the commented example `docs/examples/store.toml` is
+//! loaded and run (its paths moved into a scratch directory): snapshot, forget, prune, check and
+//! hooks; a failing dump and a failing `before` hook commit nothing and run `on_error`; a file
+//! with an unknown key or a missing path is refused with its line before anything runs.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use crate::support::{write, Env, Run};
+
+/// The example configuration with every absolute path moved below `root`.
+fn example_in(root: &Path) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/store.toml"),
+    )
+    .unwrap();
+    let r = root.display();
+    text.replace("\"/", &format!("\"{r}/"))
+        .replace(">> /var", &format!(">> {r}/var"))
+        .replace("test -d /alf", &format!("test -d {r}/alf"))
+}
+
+struct Job {
+    env: Env,
+    config: PathBuf,
+    bin: PathBuf,
+}
+
+impl Job {
+    fn new() -> Self {
+        let env = Env::new();
+        let root = env.dir.path().to_path_buf();
+        write(&root.join("alf_data/solr4Backup/snapshot/segments_1"), b"solr backup");
+        write(&root.join("alf_data/contentstore/2026/11/21/a.bin"), b"document");
+        write(&root.join("alf_data/contentstore.deleted/old.bin"), b"deleted");
+        for d in ["var/log/store", "var/lib/node_exporter/textfile_collector"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let bin = root.join("bin");
+        write(&bin.join("pg_dump"), b"#!/bin/sh\necho PGDMP stand-in dump\n");
+        std::fs::set_permissions(
+            bin.join("pg_dump"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let config = root.join("store.toml");
+        write(&config, example_in(&root).as_bytes());
+        let repo = root.join("backup/alfresco");
+        crate::support::store([OsStr::new("--repo"), repo.as_os_str(), OsStr::new("init")]).ok();
+        Job { env, config, bin }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.env.dir.path().join(rel)
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default());
+        let out = std::process::Command::new(crate::support::bin())
+            .arg("run")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("PATH", path)
+            .env_remove("STORE_REPO")
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn sets(&self) -> usize {
+        std::fs::read_dir(self.path("backup/alfresco/snapshots")).unwrap().count()
+    }
+
+    fn outcomes(&self) -> String {
+        std::fs::read_to_string(self.path("var/log/store/outcomes")).unwrap_or_default()
+    }
+
+    fn set_config(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+    }
+}
+
+// See: issue 18 ("`store run PROFILE`: snapshot, then forget and prune per the policy, then the
+// configured check; one exit code for the whole"; "`docs/examples/store.toml` is a complete,
+// commented example that the tests load").
+#[test]
+fn the_example_profile_runs_snapshot_forget_prune_check_and_hooks() {
+    let job = Job::new();
+    let dry = job.run(&["alfresco", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout.contains("step snapshot: store --repo") && dry.stdout.contains("step check:"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(job.sets(), 0, "a dry run commits nothing");
+    assert_eq!(job.outcomes(), "", "a dry run runs no hook");
+
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(job.sets(), 1);
+    assert_eq!(job.outcomes(), "store: alfresco: success\n");
+    // The components in the order of the profile, with its tag.
+    let repo = job.path("backup/alfresco");
+    let snaps = crate::support::store([
+        OsStr::new("--repo"),
+        repo.as_os_str(),
+        OsStr::new("snapshots"),
+        OsStr::new("--json"),
+    ])
+    .ok()
+    .json();
+    let set = &snaps[0];
+    let names: Vec<&str> =
+        set["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["index", "db", "content", "deleted"]);
+    assert_eq!(set["tags"][0], "nightly");
+    // Each step in the log, the whole job in the metrics.
+    let log = std::fs::read_to_string(job.path("var/log/store/alfresco.log")).unwrap();
+    for step in [
+        "step snapshot: exit 0",
+        "step forget: exit 0",
+        "step prune: exit 0",
+        "step check: exit 0",
+        "hook after",
+    ] {
+        assert!(log.contains(step), "{step:?} not in:\n{log}");
+    }
+    let prom = std::fs::read_to_string(
+        job.path("var/lib/node_exporter/textfile_collector/store-alfresco.prom"),
+    )
+    .unwrap();
+    assert!(prom.contains("store_last_exit_code{command=\"run\",profile=\"alfresco\""), "{prom}");
+    assert!(prom.contains("store_snapshot_files{"), "{prom}");
+
+    // A dump that fails: nothing committed, on_error told where and how.
+    write(&job.bin.join("pg_dump"), b"#!/bin/sh\necho 'pg_dump: connection refused' >&2\nexit 1\n");
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(job.sets(), 1);
+    assert!(
+        job.outcomes().ends_with("store: alfresco failed at snapshot (exit 1)\n"),
+        "{}",
+        job.outcomes()
+    );
+
+    // A before hook that fails: nothing runs, nothing committed.
+    write(&job.bin.join("pg_dump"), b"#!/bin/sh\necho PGDMP dump\n");
+    let text = std::fs::read_to_string(&job.config).unwrap();
+    job.set_config(&text.replacen("before = \"test -d", "before = \"false && test -d", 1));
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("the before hook exited 1; nothing was run"), "{}", run.stderr);
+    assert_eq!(job.sets(), 1);
+    assert!(job.outcomes().ends_with("failed at before (exit 1)\n"), "{}", job.outcomes());
+}
+
+// See: issue 18 ("A profile that names an unknown key or a missing path is refused with the line
+// number, before anything runs").
+#[test]
+fn a_profile_with_an_unknown_key_or_a_missing_path_is_refused_with_its_line() {
+    let job = Job::new();
+    let good = std::fs::read_to_string(&job.config).unwrap();
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+
+    let typo = good.replacen("keep_weekly = 4", "keep_wekly = 4", 1);
+    job.set_config(&typo);
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 1);
+    let line = line_of(&typo, "keep_wekly");
+    assert!(
+        run.stderr.contains(&format!("line {line}")) && run.stderr.contains("keep_wekly"),
+        "{}",
+        run.stderr
+    );
+
+    let missing = good.replacen("contentstore\"", "contentstor\"", 1);
+    job.set_config(&missing);
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 1);
+    let line = line_of(&missing, "contentstor\"");
+    assert!(
+        run.stderr.contains(&format!("line {line}"))
+            && run.stderr.contains("contentstor does not exist"),
+        "{}",
+        run.stderr
+    );
+
+    job.set_config(&good);
+    let run = job.run(&["alfresco-nightly"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("no profile \"alfresco-nightly\" (it has: alfresco, alfresco-cold)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(job.sets(), 0, "nothing ran");
+    assert_eq!(job.outcomes(), "");
+}
