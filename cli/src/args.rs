@@ -74,6 +74,8 @@ pub enum Command {
     Find(FindArgs),
     /// Run the job a profile of the configuration describes: snapshot, forget, prune, check.
     Run(RunArgs),
+    /// Add or remove tags of a set.
+    Tag(TagArgs),
     /// Restore a set, or part of it, into a directory.
     Restore(RestoreArgs),
     /// Show what changed between two sets.
@@ -460,6 +462,32 @@ pub struct LsArgs {
     #[arg(value_name = "PATH")]
     pub path: Option<PathBuf>,
     /// Print one JSON object per entry (JSON lines) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store tag`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The set gets a new manifest with the new tags (a manifest is never modified; its id is its
+hash), written before the old one is removed; sets that chain to it are rewritten to name the
+new one, so chains and forget are unaffected. After a crash in between, run the same command
+again with the old id to finish.
+
+Examples:
+  store tag 20261120-050000 --add keep --add audit-2026
+  store tag latest --remove nightly --add monthly")]
+pub struct TagArgs {
+    /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// A tag to add; may be repeated.
+    #[arg(long, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// A tag to remove; may be repeated.
+    #[arg(long, value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
 }

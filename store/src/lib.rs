@@ -68,7 +68,6 @@ mod diff;
 mod dump;
 #[cfg(feature = "engine")]
 mod find;
-#[cfg(feature = "engine")]
 mod forget;
 #[cfg(feature = "engine")]
 mod gc;
@@ -84,6 +83,8 @@ mod repo;
 mod restore;
 #[cfg(feature = "engine")]
 mod stats;
+#[cfg(feature = "engine")]
+mod tag;
 #[cfg(feature = "engine")]
 pub mod vfs;
 
@@ -150,5 +151,7 @@ pub use restore::{
 };
 #[cfg(feature = "engine")]
 pub use stats::{stats, RepoStats, SetStats};
+#[cfg(feature = "engine")]
+pub use tag::{retag, TagReport};
 #[cfg(feature = "engine")]
 pub use vfs::{for_each_chunk, write_file_to};

@@ -20,14 +20,12 @@ fn matches(stdout: &str) -> Vec<(String, String)> {
 /// The names of the sets, newest first.
 fn set_names(env: &Env) -> Vec<String> {
     let doc = env.run("snapshots", &["--json"]).ok().json();
-    let mut sets: Vec<(i64, String)> = doc
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["time_ns"].as_i64().unwrap_or(0), s["name"].as_str().unwrap().to_owned()))
-        .collect();
-    sets.sort();
-    sets.into_iter().rev().map(|(_, n)| n).collect()
+    // Names are the start times, YYYYMMDD-HHMMSS: they sort as the sets do.
+    let mut names: Vec<String> =
+        doc.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names.reverse();
+    names
 }
 
 // See: issue 18 ("`store find PATTERN [--set S] [--json]`: which sets hold a path (glob), with

@@ -559,3 +559,93 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A set as `snapshots --json` shows it: id, tags, parent, chain.
+type Listed = (String, Vec<String>, Option<String>, String);
+
+/// Every set, oldest first.
+fn chains(env: &Env) -> Vec<Listed> {
+    let doc = env.run("snapshots", &["--json"]).ok().json();
+    let mut sets: Vec<(String, Listed)> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let tags = s["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned());
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                (
+                    s["id"].as_str().unwrap().to_owned(),
+                    tags.collect(),
+                    s["parent"].as_str().map(str::to_owned),
+                    s["chain"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    sets.sort_by(|a, b| a.0.cmp(&b.0));
+    sets.into_iter().map(|(_, s)| s).collect()
+}
+
+// See: issue 18 ("`store tag SET --add T --remove T` ...: the manifest is replaced atomically by a
+// new one, the old one removed only after; a crash in between leaves one of the two, never none;
+// `forget` and chains are unaffected").
+#[test]
+fn tag_replaces_the_manifest_keeps_the_chain_and_a_crash_in_between_loses_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("docs");
+    write(&src.join("a.bin"), &random_bytes(3, 200_000));
+    for i in 0..3 {
+        write(&src.join(format!("day{i}.txt")), format!("day {i}").as_bytes());
+        env.run("snapshot", &["--tag", "nightly", src.to_str().unwrap()]).ok();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let before = chains(&env);
+    let full = before[0].0.clone();
+    assert!(before.iter().all(|s| s.3 == full), "one chain: {before:?}");
+
+    // Tag the full set: it gets a new manifest, and the two incrementals name it.
+    let doc = env.run("tag", &[&full[..12], "--add", "keep", "--json"]).ok().json();
+    let new = doc["new"].as_str().unwrap().to_owned();
+    assert_ne!(new, full);
+    assert_eq!(doc["rechained"].as_array().unwrap().len(), 2);
+    let after = chains(&env);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after[0].0, new);
+    assert_eq!(after[0].1, ["nightly", "keep"]);
+    assert!(after.iter().all(|s| s.3 == new), "still one chain, from the new manifest: {after:?}");
+    assert_eq!(after[1].2.as_deref(), Some(new.as_str()));
+    // forget keeps the newest set and, through the chain, the full set it builds on.
+    env.run("forget", &["--keep-last", "1", "--tag", "nightly"]).ok();
+    assert_eq!(chains(&env).len(), 3);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    crate::support::assert_same_tree(&src, &out.join("docs"));
+
+    // A crash after the new manifest is written and before the old one goes: both are there.
+    let latest = after[2].0.clone();
+    let crashed = Command::new(crate::support::bin())
+        .args(["tag", &latest, "--remove", "nightly", "--repo"])
+        .arg(env.repo())
+        .env("STORE_CRASH_AT", "tag_written")
+        .output()
+        .unwrap();
+    assert!(
+        !crashed.status.success(),
+        "the crash point was not reached (built with crash points?)"
+    );
+    assert_eq!(snapshot_count(&env), 4, "the old and the new manifest, never neither");
+    // The same command again finishes the job.
+    env.run("tag", &[&latest, "--remove", "nightly"]).ok();
+    let done = chains(&env);
+    assert_eq!(done.len(), 3, "{done:?}");
+    assert!(done[2].1.is_empty() && done[2].3 == new, "{done:?}");
+    env.run("check", &["--read-data"]).ok();
+
+    // A tag that cannot be a name is refused; nothing changes.
+    let bad = env.run("tag", &["latest", "--add", "a/b"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("\"a/b\""), "{}", bad.stderr);
+    assert_eq!(chains(&env), done);
+}

@@ -16,6 +16,7 @@ mod run;
 mod snapshot;
 mod snapshots;
 mod stats;
+mod tag;
 mod unlock;
 
 use std::path::PathBuf;
@@ -77,6 +78,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Ls(a) => ls::run(&repo, &a),
         Command::Find(a) => find::run(&repo, &a),
         Command::Run(a) => run::run(&a),
+        Command::Tag(a) => tag::run(&repo, &a),
         Command::Restore(a) => restore::run(&repo, &a),
         Command::Completion(a) => reference::completion(&a),
         Command::Man(a) => reference::man(&a),
