@@ -165,23 +165,9 @@ impl Metadata {
         if self.mtime.nanos >= NANOS as u32 || self.ctime.nanos >= NANOS as u32 {
             return Err(Corruption::Invalid("a time has 10^9 or more nanoseconds".into()));
         }
-        let mut prev: Option<&[u8]> = None;
-        for x in &self.xattrs {
-            if x.name.is_empty() || x.name.len() > XATTR_NAME_MAX || x.name.contains(&0) {
-                return Err(Corruption::Invalid(format!(
-                    "invalid extended attribute name \"{}\"",
-                    escape_name(&x.name)
-                )));
-            }
-            if prev.is_some_and(|p| p >= x.name.as_slice()) {
-                return Err(Corruption::Invalid(format!(
-                    "extended attribute \"{}\" is out of order or repeated",
-                    escape_name(&x.name)
-                )));
-            }
-            prev = Some(&x.name);
-        }
-        Ok(())
+        let valid = |n: &[u8]| !n.is_empty() && n.len() <= XATTR_NAME_MAX && !n.contains(&0);
+        let names = self.xattrs.iter().map(|x| x.name.as_slice());
+        check_sorted(names, None, valid, "extended attribute")
     }
 }
 
@@ -366,18 +352,29 @@ fn leaf_tag(version: u32) -> u32 {
 
 /// Checks that every name is valid and that names strictly increase, starting after `after`.
 pub(crate) fn check_names(nodes: &[Node], after: Option<&[u8]>) -> Result<(), Corruption> {
+    check_sorted(nodes.iter().map(|n| n.name.as_slice()), after, is_valid_name, "name")
+}
+
+/// Checks that each of `names` (`what` in messages) is `valid` and that they strictly increase,
+/// starting after `after`.
+fn check_sorted<'a>(
+    names: impl Iterator<Item = &'a [u8]>,
+    after: Option<&'a [u8]>,
+    valid: impl Fn(&[u8]) -> bool,
+    what: &str,
+) -> Result<(), Corruption> {
     let mut prev = after;
-    for n in nodes {
-        if !is_valid_name(&n.name) {
-            return Err(Corruption::Invalid(format!("invalid name \"{}\"", escape_name(&n.name))));
+    for name in names {
+        if !valid(name) {
+            return Err(Corruption::Invalid(format!("invalid {what} \"{}\"", escape_name(name))));
         }
-        if prev.is_some_and(|p| p >= n.name.as_slice()) {
+        if prev.is_some_and(|p| p >= name) {
             return Err(Corruption::Invalid(format!(
-                "name \"{}\" is out of order or repeated",
-                escape_name(&n.name)
+                "{what} \"{}\" is out of order or repeated",
+                escape_name(name)
             )));
         }
-        prev = Some(&n.name);
+        prev = Some(name);
     }
     Ok(())
 }

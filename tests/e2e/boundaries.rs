@@ -142,25 +142,8 @@ fn sockets_and_devices_a_restore_cannot_make_are_named_and_exit_3() {
     assert!(!out.join("src/sock").exists());
 
     // Without root: the device is named too; the rest is restored.
-    let status = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(env.repo())
-        .status()
-        .unwrap();
-    assert!(status.success());
     let out = env.path("out-nobody");
-    std::fs::create_dir(&out).unwrap();
-    let status =
-        std::process::Command::new("chown").args(["65534:65534"]).arg(&out).status().unwrap();
-    assert!(status.success());
-    let run = crate::support::as_nobody(&[
-        OsStr::new("restore"),
-        OsStr::new("latest"),
-        OsStr::new("--target"),
-        out.as_os_str(),
-        OsStr::new("--repo"),
-        env.repo().as_os_str(),
-    ]);
+    let run = crate::support::restore_as_nobody(&env, "latest", &out);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("src/null: a device node needs root"), "{}", run.stderr);
     assert!(run.stderr.contains("src/sock"), "{}", run.stderr);

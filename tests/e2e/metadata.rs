@@ -150,19 +150,7 @@ fn attributes_the_target_refuses_are_named_and_the_restore_exits_3() {
     env.snapshot(&[&src]);
     // As `nobody`, the trusted namespace cannot be written.
     let out = env.path("out");
-    std::fs::create_dir(&out).unwrap();
-    for dir in [env.repo(), out.clone()] {
-        let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(&dir).status();
-        assert!(chown.unwrap().success());
-    }
-    let run = crate::support::as_nobody(&[
-        OsStr::new("restore"),
-        OsStr::new("latest"),
-        OsStr::new("--target"),
-        out.as_os_str(),
-        OsStr::new("--repo"),
-        env.repo().as_os_str(),
-    ]);
+    let run = crate::support::restore_as_nobody(&env, "latest", &out);
     let stderr = run.stderr;
     assert_eq!(run.code, 3, "{stderr}");
     assert!(

@@ -358,6 +358,23 @@ pub fn wait_until_stopped(pid: u32) {
 
 /// Runs `store ARGS` as the unprivileged user `nobody` when this process is root (root reads
 /// every file, so unreadable sources need another user), else as ourselves.
+/// Restores `set` into `out` (created) as `nobody`, the repository and `out` made nobody's.
+pub fn restore_as_nobody(env: &Env, set: &str, out: &Path) -> Run {
+    std::fs::create_dir_all(out).unwrap();
+    for dir in [env.repo().as_path(), out] {
+        let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(dir).status();
+        assert!(chown.unwrap().success());
+    }
+    as_nobody(&[
+        OsStr::new("restore"),
+        OsStr::new(set),
+        OsStr::new("--target"),
+        out.as_os_str(),
+        OsStr::new("--repo"),
+        env.repo().as_os_str(),
+    ])
+}
+
 pub fn as_nobody(args: &[&OsStr]) -> Run {
     let out = if rustix::process::geteuid().is_root() {
         Command::new("setpriv")
