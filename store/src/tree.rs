@@ -589,18 +589,24 @@ mod tests {
         }
     }
 
+    /// The metadata of FORMAT.md's example node: mode 0100644, uid 1, gid 2, mtime 3 ns,
+    /// ctime 4 ns, inode 5.
+    fn example_meta() -> Metadata {
+        Metadata {
+            mode: 0o100_644,
+            uid: 1,
+            gid: 2,
+            mtime: Time::from_ns(3),
+            ctime: Time::from_ns(4),
+            ino: 5,
+            ..Metadata::default()
+        }
+    }
+
     fn file(name: &[u8], n: u8) -> Node {
         Node {
             name: name.to_vec(),
-            meta: Metadata {
-                mode: 0o100_644,
-                uid: 1,
-                gid: 2,
-                mtime: Time::from_ns(3),
-                ctime: Time::from_ns(4),
-                ino: 5,
-                ..Metadata::default()
-            },
+            meta: example_meta(),
             content: Content::File {
                 size: u64::from(n),
                 chunks: ChunkRefs::Inline(vec![ChunkId(Id::hash(&[n]))]),
@@ -737,15 +743,7 @@ mod tests {
         let hex = |b: Vec<u8>| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let mut node = Node {
             name: b"a".to_vec(),
-            meta: Metadata {
-                mode: 0o100_644,
-                uid: 1,
-                gid: 2,
-                mtime: Time::from_ns(3),
-                ctime: Time::from_ns(4),
-                ino: 5,
-                ..Metadata::default()
-            },
+            meta: example_meta(),
             content: Content::Symlink { target: b"t".to_vec() },
         };
         let leaf = |node: &Node, version| {
