@@ -158,6 +158,7 @@ hard links, and extended attributes and ACLs (extract them with GNU tar's `--xat
 
 Examples:
   store dump latest content/2026/11 > november.tar
+  store dump latest content/2026/11/21 --format zip > documents.zip
   store dump 20261120-050000 content | ssh other 'tar -xpf - -C /srv/restore'")]
 pub struct DumpArgs {
     /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
@@ -166,8 +167,9 @@ pub struct DumpArgs {
     /// What to archive: `component` or `component/dir/...`.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
-    /// Archive format (tar: POSIX pax with GNU long names).
-    #[arg(long, value_name = "FORMAT", default_value = "tar", value_parser = ["tar"])]
+    /// Archive format: tar (POSIX pax with GNU long names: everything restore writes) or zip
+    /// (paths, bytes, permissions, symlinks, times to two seconds; the rest is named).
+    #[arg(long, value_name = "FORMAT", default_value = "tar", value_parser = ["tar", "zip"])]
     pub format: String,
 }
 

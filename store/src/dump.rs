@@ -1,12 +1,17 @@
-//! `dump`: a directory (or file) of a set as a tar archive on a stream, streamed: one file's
-//! chunks at a time, nothing of the tree held beyond the path being walked (and, for hard
-//! links, the first path of each group met).
+//! `dump`: a directory (or file) of a set as a tar or zip archive on a stream, streamed: one
+//! file's chunks at a time, nothing of the tree held beyond the path being walked (and, for
+//! hard links, the first path of each group met).
 //!
-//! The archive is what `restore` would write below its target: the same paths (from the
+//! A tar archive is what `restore` would write below its target: the same paths (from the
 //! component's name), bytes, modes, owners, times with nanoseconds (PAX `mtime`), symlinks,
 //! FIFOs and devices, hard links (a group's later names are link entries to its first), and
 //! extended attributes and ACLs (PAX `SCHILY.xattr.*`, which GNU tar restores with `--xattrs
 //! --xattrs-include='*'`). Sockets are not archived (tar has no type for them) and are counted.
+//!
+//! A zip archive (for people on other systems) keeps the paths, bytes, permission bits, symlinks
+//! and times to two seconds (1980 to 2107); owners are not kept, each hard link is a copy, and
+//! what zip cannot hold (FIFOs, devices, sockets, extended attributes, names that are not
+//! UTF-8) is left out and named.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -20,6 +25,15 @@ use crate::repo::Repository;
 use crate::snapshot::Manifest;
 use crate::tree::{escape_name, Content, Metadata, Node, Time};
 use crate::vfs::{find, walk, write_file_to};
+
+/// The kind of archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// POSIX pax with GNU long names: everything `restore` writes.
+    Tar,
+    /// Zip (deflate), streamed: paths, bytes, permissions, symlinks, times to two seconds.
+    Zip,
+}
 
 /// What an archive holds.
 #[derive(Debug, Clone, Default)]
@@ -41,8 +55,8 @@ pub struct DumpReport {
     pub left_out: Vec<(String, String)>,
 }
 
-/// Writes `path` (`component/dir/...`) of set `id` and everything below it to `out` as a tar
-/// archive (`out_name` in messages).
+/// Writes `path` (`component/dir/...`) of set `id` and everything below it to `out` as an
+/// archive of `format` (`out_name` in messages).
 ///
 /// # Errors
 /// [`Error::PathNotFound`], damaged or missing data (the archive is then incomplete: the error
@@ -51,12 +65,16 @@ pub fn dump(
     repo: &Repository,
     (id, manifest): (SnapshotId, &Manifest),
     path: &[u8],
+    format: ArchiveFormat,
     out: &mut dyn Write,
     out_name: &str,
 ) -> Result<DumpReport> {
     let trimmed: Vec<u8> =
         path.split(|&b| b == b'/').filter(|p| !p.is_empty()).collect::<Vec<_>>().join(&b'/');
     let root = find(repo, id, manifest, &trimmed)?;
+    if format == ArchiveFormat::Zip {
+        return zip_dump(repo, &trimmed, &root, out, out_name);
+    }
     let mut ar = tar::Builder::new(out);
     let mut report = DumpReport::default();
     // Per hard-link group: the first path archived.
@@ -176,4 +194,77 @@ fn entry<W: Write>(
             Ok(())
         }
     }
+}
+
+/// A zip archive of `root` (at `path`) on `out`.
+fn zip_dump(
+    repo: &Repository,
+    path: &[u8],
+    root: &Node,
+    out: &mut dyn Write,
+    out_name: &str,
+) -> Result<DumpReport> {
+    let mut zw = zip::ZipWriter::new_stream(out);
+    let mut report = DumpReport::default();
+    let zip_err = |e: zip::result::ZipError| -> Error {
+        match e {
+            zip::result::ZipError::Io(cause) => Error::Io { path: out_name.into(), cause },
+            e => Error::InvalidOption { option: "archive", reason: e.to_string() },
+        }
+    };
+    walk(repo, path, root, &mut |p, node| {
+        let shown = escape_name(p);
+        let Ok(name) = std::str::from_utf8(p) else {
+            report.left_out.push((shown, "its name is not UTF-8, which zip needs".into()));
+            return Ok(());
+        };
+        let meta = &node.meta;
+        if !meta.xattrs.is_empty() {
+            report.left_out.push((shown.clone(), "extended attributes (zip has no place)".into()));
+        }
+        let time = zip_time(meta.mtime).unwrap_or_default();
+        let opts = zip::write::SimpleFileOptions::default()
+            .unix_permissions(meta.mode & 0o7777)
+            .last_modified_time(time);
+        match &node.content {
+            Content::Dir { .. } => {
+                report.dirs += 1;
+                zw.add_directory(format!("{name}/"), opts).map_err(zip_err)
+            }
+            Content::Symlink { target } => {
+                report.symlinks += 1;
+                zw.add_symlink(name, String::from_utf8_lossy(target), opts).map_err(zip_err)
+            }
+            Content::Special { .. } => {
+                report.left_out.push((shown, "a FIFO, device or socket: zip has no entry".into()));
+                Ok(())
+            }
+            Content::File { size, .. } => {
+                let opts = opts
+                    .compression_method(zip::CompressionMethod::Deflated)
+                    .large_file(*size >= u64::from(u32::MAX));
+                zw.start_file(name, opts).map_err(zip_err)?;
+                report.bytes += write_file_to(repo, node, &mut zw, out_name)?;
+                report.files += 1;
+                Ok(())
+            }
+        }
+    })?;
+    zw.finish().map_err(zip_err)?.flush().at(out_name)?;
+    Ok(report)
+}
+
+/// A time as zip keeps it (local time in the format, UTC here; two-second steps, 1980 to 2107).
+fn zip_time(t: Time) -> Option<zip::DateTime> {
+    let z = jiff::Timestamp::new(t.secs, 0).ok()?.to_zoned(jiff::tz::TimeZone::UTC);
+    let byte = |v: i8| u8::try_from(v).ok();
+    zip::DateTime::from_date_and_time(
+        u16::try_from(z.year()).ok()?,
+        byte(z.month())?,
+        byte(z.day())?,
+        byte(z.hour())?,
+        byte(z.minute())?,
+        byte(z.second())?,
+    )
+    .ok()
 }

@@ -127,7 +127,7 @@ pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};
 #[cfg(feature = "engine")]
 pub use diff::{diff, Change, ChangeKind, DiffStats};
 #[cfg(feature = "engine")]
-pub use dump::{dump, DumpReport};
+pub use dump::{dump, ArchiveFormat, DumpReport};
 #[cfg(feature = "engine")]
 pub use find::{find, FindReport, Found, Unread};
 #[cfg(feature = "engine")]

@@ -157,3 +157,48 @@ fn dump_writes_an_archive_that_extracts_to_what_restore_writes() {
     assert_eq!(code, 1);
     assert!(stderr.contains("src/no-such"), "{stderr}");
 }
+
+// See: issue 18 ("`store dump SET PATH [--format tar|zip]`").
+#[test]
+fn dump_as_zip_keeps_paths_bytes_permissions_and_names_what_zip_cannot_hold() {
+    let env = Env::new();
+    env.init();
+    let src = crate::metadata::crafted(&env);
+    env.snapshot(&[&src]);
+    let archive = env.path("docs.zip");
+    let (code, stderr) = dump_to(&env, &["latest", "src", "--format", "zip"], &archive);
+    // The FIFO, the device and the extended attributes cannot be in a zip: named, exit 3.
+    assert_eq!(code, 3, "{stderr}");
+    for named in [
+        "src/fifo: not in the archive",
+        "src/null-dev: not in the archive",
+        "src/docs/a.txt: not in the archive: extended attributes",
+    ] {
+        assert!(stderr.contains(named), "{named:?} not in:\n{stderr}");
+    }
+    let x = env.path("x");
+    let unzip = std::process::Command::new("unzip")
+        .arg("-q")
+        .arg(&archive)
+        .arg("-d")
+        .arg(&x)
+        .output()
+        .unwrap();
+    assert!(unzip.status.success(), "{}", String::from_utf8_lossy(&unzip.stderr));
+    let (zipped, source) =
+        (crate::support::snapshot_tree(&x.join("src")), crate::support::snapshot_tree(&src));
+    for (path, e) in &source {
+        let name = String::from_utf8_lossy(path);
+        if e.kind == 's' {
+            assert!(!zipped.contains_key(path), "{name} should be left out");
+            continue;
+        }
+        let z = zipped.get(path).unwrap_or_else(|| panic!("{name} missing from the zip"));
+        // Bytes, type and permission bits (owners, attributes and links zip does not keep).
+        assert_eq!((z.kind, &z.content), (e.kind, &e.content), "{name}");
+        if e.kind == 'f' {
+            assert_eq!(z.mode & 0o7777, e.mode & 0o7777, "{name}");
+        }
+    }
+    assert_eq!(zipped.len() + 2, source.len(), "only the FIFO and the device are left out");
+}

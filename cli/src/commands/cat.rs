@@ -37,9 +37,11 @@ pub fn dump(repo: &RepoArg, args: &DumpArgs) -> Result<ExitCode> {
         .resolve_snapshot(&args.snapshot)
         .with_context(|| format!("finding snapshot {:?}", args.snapshot))?;
     let path = args.path.as_os_str().as_bytes();
+    let format =
+        if args.format == "zip" { store::ArchiveFormat::Zip } else { store::ArchiveFormat::Tar };
     let mut out = std::io::stdout().lock();
-    let report =
-        store::dump(&repo, (id, &manifest), path, &mut out, "<stdout>").with_context(|| {
+    let report = store::dump(&repo, (id, &manifest), path, format, &mut out, "<stdout>")
+        .with_context(|| {
             format!(
                 "archiving {} of set {} (the archive on standard output is incomplete)",
                 store::escape_name(path),
