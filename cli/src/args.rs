@@ -517,6 +517,10 @@ pub struct RunArgs {
     /// no hook run.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run each step with --json and print one JSON document on stdout: the outcome, and per
+    /// step its command line, exit status and JSON result (each also a line of the log file).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub json: bool,
 }
 
 /// `store find`.

@@ -138,11 +138,25 @@ fn the_example_profile_runs_snapshot_forget_prune_check_and_hooks() {
     assert!(prom.contains("store_last_exit_code{command=\"run\",profile=\"alfresco\""), "{prom}");
     assert!(prom.contains("store_snapshot_files{"), "{prom}");
 
+    // With --json: one document, each step's own JSON result in it (and in the log).
+    let run = job.run(&["alfresco", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = run.json();
+    assert_eq!((doc["outcome"].as_str(), doc["exit_code"].as_u64()), (Some("success"), Some(0)));
+    let steps: Vec<&str> =
+        doc["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["snapshot", "forget", "prune", "check"]);
+    assert_eq!(doc["steps"][0]["result"]["files"], 4, "{doc}");
+    assert_eq!(doc["steps"][0]["result"]["kind"], "incremental", "{doc}");
+    let log = std::fs::read_to_string(job.path("var/log/store/alfresco.log")).unwrap();
+    assert!(log.contains("step snapshot: json {"), "{log}");
+    assert_eq!(job.sets(), 2);
+
     // A dump that fails: nothing committed, on_error told where and how.
     write(&job.bin.join("pg_dump"), b"#!/bin/sh\necho 'pg_dump: connection refused' >&2\nexit 1\n");
     let run = job.run(&["alfresco"]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
-    assert_eq!(job.sets(), 1);
+    assert_eq!(job.sets(), 2);
     assert!(
         job.outcomes().ends_with("store: alfresco failed at snapshot (exit 1)\n"),
         "{}",
@@ -156,7 +170,7 @@ fn the_example_profile_runs_snapshot_forget_prune_check_and_hooks() {
     let run = job.run(&["alfresco"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("the before hook exited 1; nothing was run"), "{}", run.stderr);
-    assert_eq!(job.sets(), 1);
+    assert_eq!(job.sets(), 2);
     assert!(job.outcomes().ends_with("failed at before (exit 1)\n"), "{}", job.outcomes());
 }
 

@@ -151,6 +151,11 @@ fn hook(name: &str, cmd: &str, profile: &str, env: &[(&str, String)]) -> i32 {
     }
 }
 
+/// A child's exit status as a `store` status (killed by a signal: 1).
+fn exit_of(s: std::process::ExitStatus) -> u8 {
+    s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(crate::EXIT_ERROR)
+}
+
 /// The job's status so far and a step's: the first failure stays; partial beats success.
 fn worse(so_far: u8, step: u8) -> u8 {
     match (so_far, step) {
@@ -199,6 +204,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     });
     let mut status = 0u8;
     let mut failed = String::new();
+    let mut results: Vec<serde_json::Value> = Vec::new();
     if let Some(cmd) = &p.hooks.before {
         let code = hook("before", cmd, name, &[]);
         if code != 0 {
@@ -208,15 +214,34 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
     }
     if status == 0 {
-        for step in steps(p, &host, metrics_tmp.as_deref())? {
+        for mut step in steps(p, &host, metrics_tmp.as_deref())? {
+            if args.json {
+                step.args.push(os("--json"));
+            }
             crate::output::log(&format!("step {}: {}", step.name, shown(&step.args)));
-            let code = Command::new(&exe)
-                .args(&step.args)
-                .env("STORE_PROFILE", name)
-                .status()
-                .map_or(crate::EXIT_ERROR, |s| {
-                    s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(crate::EXIT_ERROR)
-                });
+            let mut child = Command::new(&exe);
+            child.args(&step.args).env("STORE_PROFILE", name);
+            let (code, result) = if args.json {
+                // The step's JSON document is its standard output; its stderr stays the job's.
+                match child.stderr(std::process::Stdio::inherit()).output() {
+                    Ok(out) => (
+                        exit_of(out.status),
+                        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+                    ),
+                    Err(_) => (crate::EXIT_ERROR, serde_json::Value::Null),
+                }
+            } else {
+                (child.status().map_or(crate::EXIT_ERROR, exit_of), serde_json::Value::Null)
+            };
+            if args.json {
+                crate::output::log(&format!("step {}: json {result}", step.name));
+                results.push(serde_json::json!({
+                    "step": step.name,
+                    "command": shown(&step.args),
+                    "exit_code": code,
+                    "result": result,
+                }));
+            }
             crate::output::log(&format!("step {}: exit {code}", step.name));
             status = worse(status, code);
             if code != 0 && code != crate::EXIT_PARTIAL {
@@ -253,10 +278,22 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             status = worse(status, crate::EXIT_ERROR);
         }
     }
-    summary!(
-        "profile {name}: {outcome} (exit {status}){}",
-        if failed.is_empty() { String::new() } else { format!(", {failed} failed") }
-    );
+    if args.json {
+        let failed_step =
+            if failed.is_empty() { serde_json::Value::Null } else { failed.clone().into() };
+        super::print_json(&serde_json::json!({
+            "profile": name,
+            "outcome": outcome,
+            "exit_code": status,
+            "failed_step": failed_step,
+            "steps": results,
+        }))?;
+    } else {
+        summary!(
+            "profile {name}: {outcome} (exit {status}){}",
+            if failed.is_empty() { String::new() } else { format!(", {failed} failed") }
+        );
+    }
     Ok(ExitCode::from(status))
 }
 
@@ -277,9 +314,7 @@ fn dry_run(p: &Profile, host: &str, exe: &std::path::Path) -> Result<ExitCode> {
             .args(&step.args)
             .arg("--dry-run")
             .status()
-            .map_or(crate::EXIT_ERROR, |s| {
-                s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(crate::EXIT_ERROR)
-            });
+            .map_or(crate::EXIT_ERROR, exit_of);
         status = worse(status, code);
     }
     for (which, cmd) in [("after", &p.hooks.after), ("on_error", &p.hooks.on_error)] {
