@@ -121,12 +121,12 @@ fn entry<W: Write>(
     let shown = || escape_name(path);
     let meta = &node.meta;
     let name = Path::new(OsStr::from_bytes(path));
+    // A later name of a hard-link group: the path archived first.
+    let first = meta.link_group().and_then(|g| groups.get(&g)).cloned();
     let kind = match &node.content {
         Content::Dir { .. } => tar::EntryType::Directory,
-        Content::File { .. } => match meta.link_group().and_then(|g| groups.get(&g)) {
-            Some(_) => tar::EntryType::Link,
-            None => tar::EntryType::Regular,
-        },
+        Content::File { .. } if first.is_some() => tar::EntryType::Link,
+        Content::File { .. } => tar::EntryType::Regular,
         Content::Symlink { .. } => tar::EntryType::Symlink,
         Content::Special { .. } => match meta.mode & 0o170_000 {
             0o010_000 => tar::EntryType::Fifo,
@@ -173,7 +173,7 @@ fn entry<W: Write>(
             ar.append_data(&mut h, name, std::io::empty()).map_err(no_name)
         }
         Content::File { size, .. } => {
-            if let Some(first) = meta.link_group().and_then(|g| groups.get(&g)) {
+            if let Some(first) = &first {
                 report.hard_links += 1;
                 let first = Path::new(OsStr::from_bytes(first));
                 return ar.append_link(&mut h, name, first).map_err(no_name);
