@@ -149,6 +149,14 @@ impl From<&Metadata> for MetadataV1 {
 }
 
 impl Metadata {
+    /// Whether the extended attributes are recorded (version 2, where every entry has a link
+    /// count of at least 1; a version-1 entry reads with 0 and no attributes, which says nothing
+    /// of what the source had).
+    #[must_use]
+    pub fn records_xattrs(&self) -> bool {
+        self.nlink != 0
+    }
+
     /// Whether a version-1 record keeps all of this (no extended attributes, no hard links,
     /// times within 1677 to 2262).
     #[must_use]

@@ -138,6 +138,30 @@ pub(crate) enum On<'a, Fd> {
     Path(&'a Path),
 }
 
+/// Removes from the open file or directory `fd` every attribute that is not in `keep`, except
+/// `security.*` (labels the system gives new files, which a set without them has no say on):
+/// an access ACL inherited from the default ACL of an existing directory, or attributes of the
+/// entry a restore replaced. Returns a message for each one that could not be removed.
+pub(crate) fn remove_others(fd: impl AsFd, keep: &[Xattr]) -> Vec<String> {
+    let present = match read(&On::Fd(&fd)) {
+        Ok(present) => present,
+        Err(e) => return vec![format!("extended attributes not read: {e}")],
+    };
+    present
+        .iter()
+        .filter(|x| !x.name.starts_with(b"security.") && !keep.iter().any(|k| k.name == x.name))
+        .filter_map(|x| {
+            rustix::fs::fremovexattr(&fd, OsStr::from_bytes(&x.name)).err().map(|e| {
+                format!(
+                    "extended attribute {} not in the set, not removed: {}",
+                    crate::tree::escape_name(&x.name),
+                    std::io::Error::from(e)
+                )
+            })
+        })
+        .collect()
+}
+
 /// Sets every attribute of `xattrs`; returns a message for each one that could not be set.
 pub(crate) fn apply<Fd: AsFd>(on: On<'_, Fd>, xattrs: &[Xattr]) -> Vec<String> {
     let flags = rustix::fs::XattrFlags::empty();

@@ -97,6 +97,24 @@ fn xattrs_acls_capabilities_hard_links_and_any_time_round_trip_and_show_in_the_m
     assert_same_tree(&src, &out.join("src"));
     let m = std::fs::metadata(out.join("src/docs/linked")).unwrap();
     assert_eq!(m.nlink(), 3, "three names, one inode");
+    // Restoring over it again: the links stay links, and no temporary name is left behind.
+    let run = env.run(
+        "restore",
+        &[
+            OsStr::new("latest"),
+            OsStr::new("--target"),
+            out.as_os_str(),
+            OsStr::new("--overwrite"),
+            OsStr::new("always"),
+        ],
+    );
+    run.ok();
+    assert_same_tree(&src, &out.join("src"));
+    let leftovers: Vec<_> = crate::integrity::files_under(&out)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".store-restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let getcap = Command::new("getcap").arg(out.join("src/docs/binary")).output().unwrap();
     assert!(
         String::from_utf8_lossy(&getcap.stdout).contains("cap_net_bind_service=ep"),

@@ -195,7 +195,9 @@ fn link_to(ctx: &Ctx<'_>, root: &DirHandle<'_>, first: &[u8], job: &FileJob<'_>)
             reason: "already exists".into(),
         }),
         Some(Overwrite::Never) => Ok(false),
-        Some(Overwrite::IfChanged) if same_file() => Ok(false),
+        // Already a name of the first file: nothing to replace (and a rename of one name of a
+        // file over another does nothing, which would leave the temporary link behind).
+        Some(Overwrite::IfChanged | Overwrite::Always) if same_file() => Ok(false),
         Some(_) => {
             let temp = temp_name(name);
             match rustix::fs::unlinkat(&dir.fd, temp.as_slice(), AtFlags::empty()) {

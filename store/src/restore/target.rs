@@ -36,7 +36,11 @@ pub(super) fn apply_meta(
         mode &= 0o1777;
     }
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
-    for failed in crate::xattr::apply(crate::xattr::On::Fd(&fd), &meta.xattrs) {
+    let mut failed = crate::xattr::apply(crate::xattr::On::Fd(&fd), &meta.xattrs);
+    if meta.records_xattrs() {
+        failed.extend(crate::xattr::remove_others(&fd, &meta.xattrs));
+    }
+    for failed in failed {
         not_restored(shared, path, failed);
     }
     rustix::fs::futimens(&fd, &timestamps(meta))
