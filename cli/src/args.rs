@@ -40,6 +40,12 @@ pub struct Cli {
     #[arg(long, env = "STORE_LOG_FILE", global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub log_file: Option<PathBuf>,
 
+    /// Read the password of an encrypted repository from the first line of FILE. Without it:
+    /// STORE_PASSWORD_COMMAND (a shell command; the first line of its output), then
+    /// STORE_PASSWORD, then a prompt on the terminal.
+    #[arg(long, env = "STORE_PASSWORD_FILE", global = true, value_name = "FILE", help_heading = GLOBAL)]
+    pub password_file: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -57,6 +63,7 @@ Exit codes:
            restore: done, but some entries could not be made (a socket; a device without root)
   10       there is no repository there
   11       the repository is locked by another process
+  12       wrong password (no key of the repository opens with it)
   130, 143 interrupted by SIGINT or SIGTERM at a safe point: nothing committed";
 
 /// The commands.
@@ -87,6 +94,9 @@ pub enum Command {
     Repair(RepairCommand),
     /// Remove stale locks (of dead processes, or not refreshed for 30 minutes).
     Unlock(UnlockArgs),
+    /// Manage the keys (passwords) of an encrypted repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Remove sets by id or by a retention policy (their data stays until prune).
     Forget(ForgetArgs),
     /// Delete the data no set references any more.
@@ -276,6 +286,58 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
+/// `store key`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the keys; the one this command opened the repository with is marked.
+    List(KeyListArgs),
+    /// Add a key (a password for a person, a cron job) that opens the repository.
+    Add(NewPasswordArgs),
+    /// Remove a key by its id (not the last, and not the one in use).
+    Remove(KeyRemoveArgs),
+    /// Change the password: add a key for the new password, then remove the one in use.
+    Passwd(NewPasswordArgs),
+}
+
+/// `store key list`.
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    /// Print the keys as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store key remove`.
+#[derive(Debug, Args)]
+pub struct KeyRemoveArgs {
+    /// The key's id, or a unique prefix of at least 8 hex characters (`store key list`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// The new password of `key add`, `key passwd`.
+#[derive(Debug, Args)]
+pub struct NewPasswordArgs {
+    /// Read the new password from the first line of FILE (without it: STORE_NEW_PASSWORD, then
+    /// a prompt on the terminal, asked twice).
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+/// The cost of deriving a key from a password (Argon2id).
+#[derive(Debug, Args, Clone)]
+pub struct KdfArgs {
+    /// Memory for the key derivation, in MiB (8 to 2048): more makes guessing passwords
+    /// slower, and opening the repository too.
+    #[arg(long, env = "STORE_KDF_MEMORY", value_name = "MIB", default_value_t = store::crypto::KdfParams::DEFAULT.memory_kib >> 10)]
+    pub kdf_memory: u32,
+    /// Passes of the key derivation over its memory (1 to 20).
+    #[arg(long, env = "STORE_KDF_ITERATIONS", value_name = "N", default_value_t = store::crypto::KdfParams::DEFAULT.iterations)]
+    pub kdf_iterations: u32,
+}
+
 /// `store repair`.
 #[derive(Debug, Subcommand)]
 pub enum RepairCommand {
@@ -350,10 +412,18 @@ pub struct InitArgs {
     /// Target size of pack files.
     #[arg(long, value_name = "SIZE", default_value = "16MiB")]
     pub pack_size: String,
-    /// Repository format version: 2 keeps extended attributes, ACLs, hard links and any time;
-    /// 1 makes a repository that builds before 2 can read and write, without them.
+    /// Repository format version: 3 can be encrypted; 2 makes a repository that builds before
+    /// 3 can read and write, unencrypted; 1 one that builds before 2 can, without extended
+    /// attributes, ACLs, hard links and times outside 1677-2262.
     #[arg(long, value_name = "N", default_value_t = store::FORMAT_VERSION)]
     pub format_version: u32,
+    /// `xchacha20-poly1305`: everything in the repository encrypted and authenticated with a
+    /// key from the password (the default from format version 3); `none`: not encrypted,
+    /// readable by anyone who can read its files (the default, and only choice, before 3).
+    #[arg(long, value_name = "MODE", value_parser = ["xchacha20-poly1305", "none"])]
+    pub encryption: Option<String>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,

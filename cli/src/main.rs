@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod metrics;
 mod output;
+mod password;
 mod profile;
 mod progress;
 mod signals;
@@ -22,6 +23,8 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_NO_REPOSITORY: u8 = 10;
 /// Exit status: the repository is locked by another process.
 pub const EXIT_LOCKED: u8 = 11;
+/// No key of the repository opens with the password given (restic's code).
+const EXIT_WRONG_PASSWORD: u8 = 12;
 
 fn main() -> ExitCode {
     let matches = commands::command().get_matches();
@@ -80,6 +83,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         EXIT_NO_REPOSITORY
     } else if engine_error(e, |s| matches!(s, store::Error::Locked { .. })) {
         EXIT_LOCKED
+    } else if engine_error(e, |s| matches!(s, store::Error::WrongPassword { .. })) {
+        EXIT_WRONG_PASSWORD
     } else {
         EXIT_ERROR
     }

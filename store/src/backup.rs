@@ -190,11 +190,18 @@ struct Putter<'a> {
     tx: &'a Sender<RawBlob>,
     component: usize,
     level: i32,
+    crypto: &'a crate::crypto::Crypto,
 }
 
 impl<'a> Putter<'a> {
     fn new(ctx: &'a Ctx<'a>, tx: &'a Sender<RawBlob>, component: usize) -> Self {
-        Putter { dedup: &ctx.dedup, tx, component, level: ctx.repo.config().compression_level }
+        Putter {
+            dedup: &ctx.dedup,
+            tx,
+            component,
+            level: ctx.repo.config().compression_level,
+            crypto: ctx.repo.crypto(),
+        }
     }
 
     fn send(&self, id: Id, kind: BlobKind, data: Vec<u8>, how: How) -> Result<()> {
@@ -235,7 +242,7 @@ impl<'a> Putter<'a> {
 
 impl BlobSink for Putter<'_> {
     fn put(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
-        let id = Id::hash(&raw);
+        let id = self.crypto.id(&raw);
         if self.dedup.claim(&id)? {
             self.send(id, kind, raw, How::Compress(Effort::Configured))?;
         }
@@ -313,7 +320,7 @@ impl<'a> Ctx<'a> {
             repo,
             dedup: Dedup::new(repo, repo.index()?),
             shared: Shared::new(),
-            chunker: Chunker::new(&repo.config().chunker),
+            chunker: Chunker::new(&repo.chunker_params()),
             counters: opts.sources.iter().map(|_| ComponentCounters::default()).collect(),
             progress,
             children: Children::default(),
@@ -467,7 +474,9 @@ pub fn snapshot(
                 let (rx, tx) = (&raw_rx, &enc_tx);
                 compressors.scope(|cs| {
                     for _ in 0..threads {
-                        cs.spawn(move |_| compress_loop(level, rx, tx, added, &ctx.shared));
+                        cs.spawn(move |_| {
+                            compress_loop(level, ctx.repo.crypto(), rx, tx, added, &ctx.shared);
+                        });
                     }
                 });
             });

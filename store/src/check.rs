@@ -479,7 +479,7 @@ struct PackRead {
 }
 
 /// Reads pack `pack` at `path` and verifies every blob its trailer lists, and its content hash.
-fn read_pack(path: &std::path::Path, pack: PackId) -> PackRead {
+fn read_pack(crypto: &crate::crypto::Crypto, path: &std::path::Path, pack: PackId) -> PackRead {
     let mut r = PackRead {
         pack,
         read: false,
@@ -500,7 +500,7 @@ fn read_pack(path: &std::path::Path, pack: PackId) -> PackRead {
         }
     };
     r.read = true;
-    let verdict = match verify_pack(&bytes) {
+    let verdict = match verify_pack(&bytes, crypto) {
         Ok(v) => v,
         Err(e) => {
             damaged(&mut r, e.to_string());
@@ -601,7 +601,7 @@ pub fn check(
                 c.find(Finding::PackSize { pack: pack.id, expected: pack.len, actual });
                 continue;
             }
-            match PackReader::open(&path, pack.id) {
+            match PackReader::open(&path, pack.id, repo.crypto()) {
                 Ok(reader) if reader.entries() == pack.entries.as_slice() => {}
                 Ok(_) => {
                     c.bad_packs.insert(pack.id);
@@ -651,7 +651,7 @@ pub fn check(
                 batch
                     .par_iter()
                     .map(|&(pack, len)| {
-                        let r = read_pack(&layout.pack(pack), pack);
+                        let r = read_pack(repo.crypto(), &layout.pack(pack), pack);
                         progress.add_items(1);
                         progress.add_bytes(len);
                         r
@@ -784,7 +784,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = repo_with(dir.path(), &files());
         let pack = repo.list_packs().unwrap()[0];
-        let reader = PackReader::open(&repo.layout().pack(pack), pack).unwrap();
+        let reader = PackReader::open(&repo.layout().pack(pack), pack, repo.crypto()).unwrap();
         let e = reader.entries().iter().find(|e| e.stored_len > 1000).copied().unwrap();
         flip(&repo.layout().pack(pack), e.offset + 100);
         let r = run(&repo, DataCheck::All);

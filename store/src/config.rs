@@ -15,6 +15,18 @@ const CONFIG_MAGIC: [u8; 8] = *b"STORECFG";
 pub enum IdHash {
     /// Unkeyed BLAKE3-256.
     Blake3,
+    /// BLAKE3-256 keyed with a subkey of the master secret (encrypted repositories).
+    KeyedBlake3,
+}
+
+/// How objects are sealed (format version 3 and later; FORMAT.md §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Encryption {
+    /// Nothing is sealed.
+    #[default]
+    None,
+    /// XChaCha20-Poly1305 with random 192-bit nonces; keys in `keys/`.
+    XChaCha20Poly1305,
 }
 
 /// Parameters fixed when the repository is created.
@@ -38,9 +50,19 @@ pub struct RepoConfig {
     pub pack_target: u32,
     /// Feature flags; a reader refuses a repository with a flag it does not know. None yet.
     pub features: u64,
+    /// How objects are sealed: encoded after the record from version 3 on; always
+    /// [`Encryption::None`] before.
+    #[serde(skip)]
+    pub encryption: Encryption,
 }
 
 impl RepoConfig {
+    /// Whether objects are sealed and a password is needed.
+    #[must_use]
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption != Encryption::None
+    }
+
     /// Encodes the config file: magic, version, bincode record, BLAKE3 of all that.
     ///
     /// # Errors
@@ -49,7 +71,11 @@ impl RepoConfig {
         let mut out = Vec::new();
         out.extend_from_slice(&CONFIG_MAGIC);
         out.extend_from_slice(&self.version.to_le_bytes());
-        out.extend_from_slice(&encode_record(self, "config")?);
+        if self.version >= 3 {
+            out.extend_from_slice(&encode_record(&(self, self.encryption), "config")?);
+        } else {
+            out.extend_from_slice(&encode_record(self, "config")?);
+        }
         let sum = Id::hash(&out);
         out.extend_from_slice(sum.as_bytes());
         Ok(out)
@@ -82,9 +108,23 @@ impl RepoConfig {
         if Id::hash(signed).as_bytes() != sum {
             return Err(corrupt(Corruption::ChecksumMismatch { what: "config" }));
         }
-        let mut config: RepoConfig =
-            decode_record(signed.get(12..).unwrap_or_default(), "config").map_err(corrupt)?;
+        let record = signed.get(12..).unwrap_or_default();
+        let mut config: RepoConfig = if version >= 3 {
+            let (mut c, encryption): (RepoConfig, Encryption) =
+                decode_record(record, "config").map_err(corrupt)?;
+            c.encryption = encryption;
+            c
+        } else {
+            decode_record(record, "config").map_err(corrupt)?
+        };
         config.version = version;
+        let keyed = config.id_hash == IdHash::KeyedBlake3;
+        if keyed != config.is_encrypted() {
+            return Err(corrupt(Corruption::Invalid(format!(
+                "id hash {:?} with encryption {:?}",
+                config.id_hash, config.encryption
+            ))));
+        }
         if config.features != 0 {
             return Err(corrupt(Corruption::Invalid(format!(
                 "unknown feature flags {:#x}",
@@ -118,6 +158,7 @@ mod tests {
             compression_level: 3,
             pack_target: 16 << 20,
             features: 0,
+            encryption: Encryption::None,
         }
     }
 
@@ -125,6 +166,22 @@ mod tests {
     fn config_round_trips() {
         let c = sample();
         assert_eq!(RepoConfig::decode(&c.encode().unwrap(), Path::new("config")).unwrap(), c);
+        let e = RepoConfig {
+            id_hash: IdHash::KeyedBlake3,
+            encryption: Encryption::XChaCha20Poly1305,
+            ..sample()
+        };
+        assert_eq!(RepoConfig::decode(&e.encode().unwrap(), Path::new("config")).unwrap(), e);
+        // Versions before 3 have no encryption field: their bytes are what they were.
+        for version in [1, 2] {
+            let old = RepoConfig { version, ..sample() };
+            let bytes = old.encode().unwrap();
+            assert_eq!(bytes.len(), c.encode().unwrap().len() - 4);
+            assert_eq!(RepoConfig::decode(&bytes, Path::new("config")).unwrap(), old);
+        }
+        // A keyed id hash without encryption (or the reverse) is refused.
+        let odd = RepoConfig { id_hash: IdHash::KeyedBlake3, ..sample() };
+        assert!(RepoConfig::decode(&odd.encode().unwrap(), Path::new("config")).is_err());
     }
 
     #[test]

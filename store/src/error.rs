@@ -105,6 +105,12 @@ pub enum Corruption {
     /// A field holds a value that is not allowed.
     #[error("{0}")]
     Invalid(String),
+    /// Sealed bytes do not authenticate with the repository's key (damaged, moved, forged).
+    #[error("{what} does not authenticate (damaged, or not written with this repository's key)")]
+    AuthenticationFailed {
+        /// What was sealed.
+        what: &'static str,
+    },
     /// The object was written by a format version this build does not read.
     #[error("format version {found} is not supported (this build reads {} to {})", supported.start(), supported.end())]
     UnsupportedVersion {
@@ -303,6 +309,32 @@ pub enum Error {
     Encode {
         /// Which record.
         what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The repository is encrypted and no password was given.
+    #[error("{}: the repository is encrypted and no password was given", path.display())]
+    PasswordRequired {
+        /// The repository.
+        path: PathBuf,
+    },
+    /// No key file of the repository opens with the password given.
+    #[error("{}: wrong password or no key for it ({tried} key file{} tried{})", path.display(),
+        if *tried == 1 { "" } else { "s" },
+        damaged.iter().map(|d| format!("; {d}")).collect::<String>())]
+    WrongPassword {
+        /// The repository.
+        path: PathBuf,
+        /// How many key files were tried.
+        tried: usize,
+        /// Key files that could not be read, each named with why.
+        damaged: Vec<String>,
+    },
+    /// A key operation was refused.
+    #[error("key {key}: {reason}")]
+    KeyRefused {
+        /// The key named.
+        key: String,
         /// Why.
         reason: String,
     },

@@ -15,7 +15,7 @@ use crate::error::Corruption;
 use crate::id::{Id, ID_LEN};
 
 /// The repository format version this build writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest repository format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
@@ -272,6 +272,7 @@ mod tests {
             compression_level: 3,
             pack_target: 16 << 20,
             features: 0,
+            encryption: crate::config::Encryption::None,
         };
         let pack = crate::index::IndexedPack {
             id: crate::id::PackId(Id::hash(b"p")),
@@ -350,15 +351,20 @@ mod tests {
         dir: &std::path::Path,
         version: u32,
     ) -> (std::path::PathBuf, crate::id::PackId) {
-        let mut w = crate::pack::PackWriter::create(dir, version).unwrap();
+        let plain = crate::crypto::Crypto::plain();
+        let mut w = crate::pack::PackWriter::create(dir, version, &plain).unwrap();
         let mut c = crate::compress::Compressor::new(3).unwrap();
         let raw = b"a blob".to_vec();
-        w.add(&crate::pack::EncodedBlob::encode(
-            Id::hash(&raw),
-            crate::pack::BlobKind::Data,
-            &raw,
-            &mut c,
-        ))
+        w.add(
+            &crate::pack::EncodedBlob::encode(
+                Id::hash(&raw),
+                crate::pack::BlobKind::Data,
+                &raw,
+                &mut c,
+                &plain,
+            )
+            .unwrap(),
+        )
         .unwrap();
         let sealed = w.seal(|id| dir.join(format!("{id}.pack"))).unwrap();
         (dir.join(format!("{}.pack", sealed.id)), sealed.id)
@@ -386,11 +392,17 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let (path, id) = pack_as_version(dir.path(), 1);
-        with_current_version(2, || crate::pack::PackReader::open(&path, id)).unwrap();
+        with_current_version(2, || {
+            crate::pack::PackReader::open(&path, id, &crate::crypto::Crypto::plain())
+        })
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (path, id) = pack_as_version(dir.path(), 2);
-        let err =
-            with_current_version(1, || crate::pack::PackReader::open(&path, id)).err().unwrap();
+        let err = with_current_version(1, || {
+            crate::pack::PackReader::open(&path, id, &crate::crypto::Crypto::plain())
+        })
+        .err()
+        .unwrap();
         assert!(
             matches!(
                 &err,
@@ -403,7 +415,10 @@ mod tests {
             err.to_string().contains(&format!("pack {id}: format version 2 is not supported")),
             "{err}"
         );
-        with_current_version(2, || crate::pack::PackReader::open(&path, id)).unwrap();
+        with_current_version(2, || {
+            crate::pack::PackReader::open(&path, id, &crate::crypto::Crypto::plain())
+        })
+        .unwrap();
     }
 
     #[test]

@@ -340,7 +340,10 @@ fn plan_packs(
                 kept += 1;
             }
         }
-        let unused = pack.len.saturating_sub(live + FOOTER_LEN as u64);
+        // Beside its blobs' footprints a pack holds its footer (and a sealed trailer's nonce
+        // and tag): not unused space.
+        let fixed = (FOOTER_LEN + repo.crypto().overhead()) as u64;
+        let unused = pack.len.saturating_sub(live + fixed);
         let too_much = unused as f64 / pack.len.max(1) as f64 > max_unused;
         if kept == 0 || (unused > 0 && (has_damage || too_much)) {
             candidates.insert(pack.id, Candidate { len: pack.len, live, kept });
@@ -373,7 +376,8 @@ fn plan_packs(
     // New packs hold the copied footprints, plus a footer per pack target (or part of one).
     let target = u64::from(repo.config().pack_target).max(1);
     let new_packs = plan.bytes_copied.div_ceil(target);
-    plan.bytes_written = plan.bytes_copied + new_packs * FOOTER_LEN as u64;
+    plan.bytes_written =
+        plan.bytes_copied + new_packs * (FOOTER_LEN + repo.crypto().overhead()) as u64;
     plan.bytes_freed = plan.bytes_deleted.saturating_sub(plan.bytes_written);
     Ok(candidates.into_iter().map(|(id, c)| (id, c.kept)).collect())
 }
@@ -456,14 +460,14 @@ pub fn prune(
             return Err(e);
         }
         let path = repo.layout().pack(*id);
-        let reader = PackReader::open(&path, *id)?;
+        let reader = PackReader::open(&path, *id, repo.crypto())?;
         progress.phase(&format!("repacking {}", id.short()));
         let mut copied = HashSet::new();
         for e in reader.entries() {
             if !marks.claimed_by(&e.id, *id)? || !copied.insert(e.id) {
                 continue;
             }
-            read_blob(reader.file(), &path, *id, e, &mut frame, &mut raw)?;
+            read_blob(repo.crypto(), reader.file(), &path, *id, e, &mut frame, &mut raw)?;
             let blob = EncodedBlob {
                 id: e.id,
                 kind: e.kind,
@@ -473,9 +477,11 @@ pub fn prune(
             };
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => {
-                    writer.insert(PackWriter::create(&repo.layout().tmp_dir(), repo.version())?)
-                }
+                None => writer.insert(PackWriter::create(
+                    &repo.layout().tmp_dir(),
+                    repo.version(),
+                    repo.crypto(),
+                )?),
             };
             w.add(&blob)?;
             progress.add_bytes(blob.bytes.len() as u64);
@@ -635,11 +641,13 @@ mod tests {
     fn duplicate_every_blob(repo: &Repository) {
         for id in repo.list_packs().unwrap() {
             let path = repo.layout().pack(id);
-            let reader = PackReader::open(&path, id).unwrap();
-            let mut w = PackWriter::create(&repo.layout().tmp_dir(), repo.version()).unwrap();
+            let reader = PackReader::open(&path, id, repo.crypto()).unwrap();
+            let mut w = PackWriter::create(&repo.layout().tmp_dir(), repo.version(), repo.crypto())
+                .unwrap();
             let (mut frame, mut raw) = (Vec::new(), Vec::new());
             for e in reader.entries().iter().rev() {
-                read_blob(reader.file(), &path, id, e, &mut frame, &mut raw).unwrap();
+                read_blob(repo.crypto(), reader.file(), &path, id, e, &mut frame, &mut raw)
+                    .unwrap();
                 let stored = &frame[BLOB_HEADER_LEN..];
                 w.add(&EncodedBlob::from_stored(e.id, e.kind, e.codec, e.raw_len, stored)).unwrap();
             }
@@ -672,7 +680,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = repo_of_tiny_files(dir.path(), 50);
         let pack = repo.list_packs().unwrap()[0];
-        let reader = PackReader::open(&repo.layout().pack(pack), pack).unwrap();
+        let reader = PackReader::open(&repo.layout().pack(pack), pack, repo.crypto()).unwrap();
         let e = reader.entries()[0];
         repo.record_damage(&[DamagedCopy { pack, blob: e.id, offset: e.offset }]).unwrap();
         drop(repo);

@@ -42,6 +42,7 @@ mod chunker;
 mod compress;
 mod config;
 mod crash;
+pub mod crypto;
 mod damage;
 mod error;
 mod format;
@@ -142,8 +143,8 @@ pub use repair::{
 };
 #[cfg(feature = "engine")]
 pub use repo::{
-    DamageRecords, InitOptions, Layout, ListedSnapshot, LockInfo, LockOptions, OpenOptions,
-    RepoLock, Repository, Reserve, SkippedIndexFile, DEFAULT_STALE_AFTER, RESERVE_LEN,
+    DamageRecords, InitOptions, KeyEntry, Layout, ListedSnapshot, LockInfo, LockOptions, NewKey,
+    OpenOptions, RepoLock, Repository, Reserve, SkippedIndexFile, DEFAULT_STALE_AFTER, RESERVE_LEN,
 };
 #[cfg(feature = "engine")]
 pub use restore::{

@@ -261,10 +261,10 @@ impl MountView {
     pub fn new(repo: Arc<Repository>, opts: MountOptions) -> Result<Self> {
         repo.index()?;
         let chunks = Lru::new(opts.chunk_cache_bytes);
-        let chunker = crate::chunker::Chunker::new(&repo.config().chunker);
+        let chunker = crate::chunker::Chunker::new(&repo.chunker_params());
         let zeros = vec![0u8; chunker.max_len()];
         let zero_len = chunker.cut(&zeros, false).unwrap_or(zeros.len()).min(zeros.len());
-        let zero_chunk = (ChunkId(Id::hash(&zeros[..zero_len])), zero_len as u64);
+        let zero_chunk = (ChunkId(repo.blob_id(&zeros[..zero_len])), zero_len as u64);
         drop(zeros);
         Ok(MountView {
             repo,

@@ -27,13 +27,18 @@ pub use writer::{EncodedBlob, PackWriter, SealedPack};
 mod tests {
     use super::*;
     use crate::compress::{Codec, Compressor};
+    use crate::crypto::Crypto;
     use crate::error::{Corruption, Error};
     use crate::id::Id;
 
     /// Writes the golden pack as format `version`: two data chunks (one compressible, one not)
     /// and one tree.
     fn write_golden(dir: &std::path::Path, version: u32) -> SealedPack {
-        let mut w = PackWriter::create(dir, version).unwrap();
+        write_golden_with(dir, version, &Crypto::plain())
+    }
+
+    fn write_golden_with(dir: &std::path::Path, version: u32, crypto: &Crypto) -> SealedPack {
+        let mut w = PackWriter::create(dir, version, crypto).unwrap();
         let mut c = Compressor::new(3).unwrap();
         let text = b"store golden pack: compressible text. ".repeat(40);
         let mut noise = vec![0u8; 300];
@@ -42,7 +47,8 @@ mod tests {
         for (kind, raw) in
             [(BlobKind::Data, &text[..]), (BlobKind::Data, &noise[..]), (BlobKind::Tree, &tree[..])]
         {
-            w.add(&EncodedBlob::encode(Id::hash(raw), kind, raw, &mut c)).unwrap();
+            w.add(&EncodedBlob::encode(crypto.id(raw), kind, raw, &mut c, crypto).unwrap())
+                .unwrap();
         }
         w.seal(|id| dir.join(format!("{id}.pack"))).unwrap()
     }
@@ -52,7 +58,9 @@ mod tests {
     #[test]
     fn golden_pack_bytes_do_not_change() {
         let dir = tempfile::tempdir().unwrap();
-        for (version, golden) in [(1, GOLDEN_PACK_ID_V1), (2, GOLDEN_PACK_ID)] {
+        for (version, golden) in
+            [(1, GOLDEN_PACK_ID_V1), (2, GOLDEN_PACK_ID_V2), (3, GOLDEN_PACK_ID)]
+        {
             assert_eq!(
                 write_golden(dir.path(), version).id.to_hex(),
                 golden,
@@ -71,20 +79,38 @@ mod tests {
     const GOLDEN_PACK_ID_V1: &str =
         "562eb932a6a8defca143fe0547eb9b39c372c7b9cd3e66a0e4dfbe3fc4e2974d";
     /// Version 2: the footer's version, and the tree blob's variant (`Entries`).
-    const GOLDEN_PACK_ID: &str = "a7fb650217961a1b6996161cb5a631672b23eb5fcbf3781db84db622169b0a76";
+    const GOLDEN_PACK_ID_V2: &str =
+        "a7fb650217961a1b6996161cb5a631672b23eb5fcbf3781db84db622169b0a76";
+    /// Version 3, unencrypted: the footer's version.
+    const GOLDEN_PACK_ID: &str = "19a5bce2f6c3e65f34e2e7f6511fb6cd5cb3c620d6c1c0574a1ea7b4685359c2";
 
     #[test]
     fn pack_round_trips_through_the_reader() {
         let dir = tempfile::tempdir().unwrap();
         let sealed = write_golden(dir.path(), crate::FORMAT_VERSION);
         let path = dir.path().join(format!("{}.pack", sealed.id));
-        let reader = PackReader::open(&path, sealed.id).unwrap();
+        let reader = PackReader::open(&path, sealed.id, &Crypto::plain()).unwrap();
         assert_eq!(reader.entries(), sealed.entries.as_slice());
         assert_eq!(reader.len(), sealed.len);
         let (mut frame, mut raw) = (Vec::new(), Vec::new());
         for e in reader.entries() {
-            read_blob(reader.file(), &path, sealed.id, e, &mut frame, &mut raw).unwrap();
+            read_blob(&Crypto::plain(), reader.file(), &path, sealed.id, e, &mut frame, &mut raw)
+                .unwrap();
             assert_eq!(Id::hash(&raw), e.id);
+        }
+        // Sealed, the same blobs read back with the keys, and with no others.
+        let keys = Crypto::for_tests(b"k");
+        let sealed = write_golden_with(dir.path(), crate::FORMAT_VERSION, &keys);
+        let path = dir.path().join(format!("{}.pack", sealed.id));
+        let reader = PackReader::open(&path, sealed.id, &keys).unwrap();
+        assert_eq!(reader.entries(), sealed.entries.as_slice());
+        for e in reader.entries() {
+            read_blob(&keys, reader.file(), &path, sealed.id, e, &mut frame, &mut raw).unwrap();
+            assert_eq!(keys.id(&raw), e.id);
+            assert!(e.stored_len as usize >= crate::crypto::SEAL_OVERHEAD);
+        }
+        for other in [Crypto::plain(), Crypto::for_tests(b"other")] {
+            assert!(PackReader::open(&path, sealed.id, &other).is_err(), "{other:?}");
         }
         // The temp file was renamed away, nothing is left behind.
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -98,22 +124,24 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
         #[test]
         fn arbitrary_blobs_round_trip_through_a_pack(
-            blobs in proptest::collection::vec((proptest::collection::vec(0u8..4, 0..5000), 0u8..3), 1..12)
+            blobs in proptest::collection::vec((proptest::collection::vec(0u8..4, 0..5000), 0u8..3), 1..12),
+            encrypted in proptest::bool::ANY,
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let mut w = PackWriter::create(dir.path(), crate::FORMAT_VERSION).unwrap();
+            let crypto = if encrypted { Crypto::for_tests(b"p") } else { Crypto::plain() };
+            let mut w = PackWriter::create(dir.path(), crate::FORMAT_VERSION, &crypto).unwrap();
             let mut c = Compressor::new(3).unwrap();
             for (raw, kind) in &blobs {
                 let kind = BlobKind::from_tag(*kind).unwrap();
-                w.add(&EncodedBlob::encode(Id::hash(raw), kind, raw, &mut c)).unwrap();
+                w.add(&EncodedBlob::encode(crypto.id(raw), kind, raw, &mut c, &crypto).unwrap()).unwrap();
             }
             let sealed = w.seal(|id| dir.path().join(format!("{id}.pack"))).unwrap();
             let path = dir.path().join(format!("{}.pack", sealed.id));
-            let reader = PackReader::open(&path, sealed.id).unwrap();
+            let reader = PackReader::open(&path, sealed.id, &crypto).unwrap();
             proptest::prop_assert_eq!(reader.entries(), sealed.entries.as_slice());
             let (mut frame, mut raw) = (Vec::new(), Vec::new());
             for (e, (expected, _)) in reader.entries().iter().zip(&blobs) {
-                read_blob(reader.file(), &path, sealed.id, e, &mut frame, &mut raw).unwrap();
+                read_blob(&crypto, reader.file(), &path, sealed.id, e, &mut frame, &mut raw).unwrap();
                 proptest::prop_assert_eq!(&raw, expected);
             }
         }
@@ -121,8 +149,13 @@ mod tests {
 
     #[test]
     fn every_flipped_byte_of_a_pack_is_detected() {
+        every_flipped_byte_is_detected(&Crypto::plain());
+        every_flipped_byte_is_detected(&Crypto::for_tests(b"flip"));
+    }
+
+    fn every_flipped_byte_is_detected(crypto: &Crypto) {
         let dir = tempfile::tempdir().unwrap();
-        let sealed = write_golden(dir.path(), crate::FORMAT_VERSION);
+        let sealed = write_golden_with(dir.path(), crate::FORMAT_VERSION, crypto);
         let path = dir.path().join(format!("{}.pack", sealed.id));
         let good = std::fs::read(&path).unwrap();
         let damaged = dir.path().join("damaged.pack");
@@ -131,13 +164,14 @@ mod tests {
             bytes[i] ^= 0x04;
             std::fs::write(&damaged, &bytes).unwrap();
             // Either the trailer/footer is refused, or the blob covering byte i fails to verify.
-            let detected = match PackReader::open(&damaged, sealed.id) {
+            let detected = match PackReader::open(&damaged, sealed.id, crypto) {
                 Err(Error::Corrupt { .. }) => true,
                 Err(e) => panic!("byte {i}: unexpected error {e}"),
                 Ok(r) => {
                     let (mut frame, mut raw) = (Vec::new(), Vec::new());
                     r.entries().iter().any(|e| {
-                        read_blob(r.file(), &damaged, sealed.id, e, &mut frame, &mut raw).is_err()
+                        read_blob(crypto, r.file(), &damaged, sealed.id, e, &mut frame, &mut raw)
+                            .is_err()
                     })
                 }
             };
@@ -147,8 +181,9 @@ mod tests {
             let (mut raw, mut scratch) = (Vec::new(), Vec::new());
             for e in &sealed.entries {
                 let frame = &bytes[e.offset as usize..e.end() as usize];
-                let checked = reader::check_blob(frame, e, &mut scratch).is_ok();
-                assert_eq!(checked, reader::verify_blob(frame, e, &mut raw).is_ok(), "byte {i}");
+                let checked = reader::check_blob(crypto, frame, e, &mut scratch).is_ok();
+                let verified = reader::verify_blob(crypto, frame, e, &mut raw).is_ok();
+                assert_eq!(checked, verified, "byte {i}");
                 let inside = (e.offset as usize..e.end() as usize).contains(&i);
                 assert!(!(inside && checked), "byte {i} in blob {} ({:?}) passed", e.id, e.codec);
             }
@@ -164,11 +199,11 @@ mod tests {
         let cut = dir.path().join("cut.pack");
         for n in [0, 1, FOOTER_LEN - 1, FOOTER_LEN, good.len() / 2, good.len() - 1] {
             std::fs::write(&cut, &good[..n]).unwrap();
-            let err = PackReader::open(&cut, sealed.id).err().unwrap();
+            let err = PackReader::open(&cut, sealed.id, &Crypto::plain()).err().unwrap();
             assert!(matches!(err, Error::Corrupt { .. }), "{n} bytes: {err}");
         }
         std::fs::write(&cut, [good.clone(), b"garbage".to_vec()].concat()).unwrap();
-        let err = PackReader::open(&cut, sealed.id).err().unwrap();
+        let err = PackReader::open(&cut, sealed.id, &Crypto::plain()).err().unwrap();
         assert!(
             matches!(&err, Error::Corrupt { reason, .. } if matches!(**reason, Corruption::BadMagic { .. })),
             "{err}"

@@ -67,7 +67,7 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<Repair
     progress.set_total(packs.len() as u64, 0);
     for pack in packs {
         progress.add_items(1);
-        match PackReader::open(&repo.layout().pack(pack), pack) {
+        match PackReader::open(&repo.layout().pack(pack), pack, repo.crypto()) {
             Ok(reader) => {
                 report.packs += 1;
                 report.blobs += reader.entries().len() as u64;
@@ -145,16 +145,18 @@ struct RepairSink<'r> {
 
 impl BlobSink for RepairSink<'_> {
     fn put(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
-        let id = Id::hash(&raw);
+        let id = self.repo.blob_id(&raw);
         if self.dry_run || self.written.contains(&id) || self.repo.index()?.contains(&id)? {
             return Ok(id);
         }
-        let blob = EncodedBlob::encode(id, kind, &raw, &mut self.compressor);
+        let blob = EncodedBlob::encode(id, kind, &raw, &mut self.compressor, self.repo.crypto())?;
         let w = match self.writer.as_mut() {
             Some(w) => w,
-            None => self
-                .writer
-                .insert(PackWriter::create(&self.repo.layout().tmp_dir(), self.repo.version())?),
+            None => self.writer.insert(PackWriter::create(
+                &self.repo.layout().tmp_dir(),
+                self.repo.version(),
+                self.repo.crypto(),
+            )?),
         };
         w.add(&blob)?;
         self.written.insert(id);
@@ -496,12 +498,16 @@ mod tests {
             .into_iter()
             .max_by_key(|p| std::fs::metadata(repo.layout().pack(*p)).unwrap().len())
             .unwrap();
-        let blobs = PackReader::open(&repo.layout().pack(pack), pack).unwrap().entries().len();
+        let blobs = PackReader::open(&repo.layout().pack(pack), pack, repo.crypto())
+            .unwrap()
+            .entries()
+            .len();
         let len = std::fs::metadata(repo.layout().pack(pack)).unwrap().len();
         flip(&repo.layout().pack(pack), len - 64 - 10);
         let copies: Vec<crate::damage::DamagedCopy> =
-            PackReader::open(&repo.layout().pack(pack), pack).map(|_| Vec::new()).unwrap_or_else(
-                |_| {
+            PackReader::open(&repo.layout().pack(pack), pack, repo.crypto())
+                .map(|_| Vec::new())
+                .unwrap_or_else(|_| {
                     // The trailer is unreadable: record every blob, as check does.
                     let index = repo.list_index_files().unwrap();
                     let listed = index.iter().flat_map(|i| repo.load_index_file(*i).unwrap());
@@ -510,8 +516,7 @@ mod tests {
                         .flat_map(|p| p.entries)
                         .map(|e| crate::damage::DamagedCopy { pack, blob: e.id, offset: e.offset })
                         .collect()
-                },
-            );
+                });
         assert_eq!(copies.len(), blobs);
         repo.record_damage(&copies).unwrap();
         let opts = RepairPacksOptions { packs: Vec::new(), dry_run: false };

@@ -5,6 +5,7 @@
 
 mod damage;
 mod index_files;
+mod keys;
 mod layout;
 mod lock;
 mod reserve;
@@ -19,6 +20,7 @@ pub use crate::config::{IdHash, RepoConfig};
 pub use damage::DamageRecords;
 pub(crate) use index_files::IndexRewrite;
 pub use index_files::SkippedIndexFile;
+pub use keys::KeyEntry;
 pub use layout::Layout;
 pub use lock::{LockInfo, LockOptions, RepoLock, DEFAULT_STALE_AFTER};
 pub use reserve::{Reserve, RESERVE_LEN};
@@ -53,6 +55,18 @@ pub struct InitOptions {
     /// Format version of the new repository; [`crate::FORMAT_VERSION`] when `None`. An older
     /// one makes a repository older builds can read (and write), keeping less metadata.
     pub format_version: Option<u32>,
+    /// The first key of an encrypted repository (format version 3 or later); `None` makes an
+    /// unencrypted one.
+    pub encryption: Option<NewKey>,
+}
+
+/// The password and key derivation cost of a new key.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The password.
+    pub password: crate::crypto::Password,
+    /// Argon2id cost.
+    pub kdf: crate::crypto::KdfParams,
 }
 
 /// Choices made when opening.
@@ -63,6 +77,8 @@ pub struct OpenOptions {
     /// Open with `config.copy` when `config` is missing (for `repair config`, which then writes
     /// `config` again). Otherwise a missing `config` means "not a repository", copy or not.
     pub use_config_copy: bool,
+    /// The password of an encrypted repository (ignored for an unencrypted one).
+    pub password: Option<crate::crypto::Password>,
 }
 
 /// Open pack files kept for reading; beyond this many the set is emptied.
@@ -72,6 +88,10 @@ const OPEN_PACKS_MAX: usize = 64;
 pub struct Repository {
     layout: Layout,
     config: RepoConfig,
+    /// How ids are made and objects sealed.
+    crypto: crate::crypto::Crypto,
+    /// The key this process opened an encrypted repository with.
+    unlocked: Option<(Id, crate::crypto::Unlocked)>,
     /// Why `config` could not be used (its copy was), if it could not.
     config_damaged: Option<String>,
     cache_dir: PathBuf,
@@ -99,14 +119,7 @@ fn now_ns() -> i64 {
 /// chunker seed.
 fn random_id() -> Result<Id> {
     let mut bytes = [0u8; crate::id::ID_LEN];
-    let mut filled = 0;
-    while let Some(rest) = bytes.get_mut(filled..).filter(|r| !r.is_empty()) {
-        match rustix::rand::getrandom(rest, rustix::rand::GetRandomFlags::empty()) {
-            Ok(n) => filled += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e).at("getrandom"),
-        }
-    }
+    crate::crypto::random_bytes(&mut bytes)?;
     Ok(Id::from_bytes(bytes))
 }
 
@@ -138,6 +151,12 @@ impl Repository {
                     crate::SUPPORTED_VERSIONS.start(),
                     crate::SUPPORTED_VERSIONS.end()
                 ),
+            });
+        }
+        if opts.encryption.is_some() && version < 3 {
+            return Err(Error::InvalidOption {
+                option: "format version",
+                reason: format!("version {version} cannot be encrypted (3 and later can)"),
             });
         }
         let layout = Layout::new(path);
@@ -186,7 +205,7 @@ impl Repository {
                 reason: format!("{pack_target} bytes is not between 1 MiB and 1 GiB"),
             });
         }
-        let config = RepoConfig {
+        let mut config = RepoConfig {
             version,
             repo_id: random_id()?,
             created_ns: now_ns(),
@@ -195,6 +214,17 @@ impl Repository {
             compression_level,
             pack_target,
             features: 0,
+            encryption: crate::config::Encryption::None,
+        };
+        let master = match &opts.encryption {
+            Some(new) => {
+                // The gear seed comes from the key: the config holds none.
+                config.chunker.seed = 0;
+                config.id_hash = IdHash::KeyedBlake3;
+                config.encryption = crate::config::Encryption::XChaCha20Poly1305;
+                Some(crate::crypto::new_master(&new.password, new.kdf, version, config.repo_id)?)
+            }
+            None => None,
         };
         // Of several `init`s racing on one directory, the one that creates `tmp/` owns it; the
         // others stop here, before writing anything.
@@ -211,6 +241,12 @@ impl Repository {
             ensure_dir(&dir)?;
         }
         reserve::write_reserve(&layout.reserve());
+        // The key before the config: a repository exists once `config` does, and an encrypted
+        // one without a key could never be opened.
+        let unlocked = match master {
+            Some((key, unlocked)) => Some((keys::write_key(&layout, &key)?, unlocked)),
+            None => None,
+        };
         // The copy first: `config` is written last, as a repository exists once it does. Both
         // are created, never replaced, so `config.copy` always holds the bytes of `config`.
         let bytes = config.encode()?;
@@ -224,7 +260,12 @@ impl Repository {
                 other => other?,
             }
         }
-        Self::open(path, &OpenOptions::default())
+        match unlocked {
+            Some(u) => {
+                Ok(Self::with_config(layout, config, None, &OpenOptions::default(), Some(u)))
+            }
+            None => Self::open(path, &OpenOptions::default()),
+        }
     }
 
     /// Opens the repository at `path`.
@@ -259,12 +300,16 @@ impl Repository {
                 // with an intact copy, until `repair config` restores it from that copy.
                 let intact = std::fs::read(&copy).ok().map(|b| RepoConfig::decode(&b, &copy));
                 return match intact {
-                    Some(Ok(config)) if opts.use_config_copy => Ok(Self::with_config(
-                        layout,
-                        config,
-                        Some(format!("{} is missing", config_path.display())),
-                        opts,
-                    )),
+                    Some(Ok(config)) if opts.use_config_copy => {
+                        let unlocked = Self::open_key(&layout, &config, opts)?;
+                        Ok(Self::with_config(
+                            layout,
+                            config,
+                            Some(format!("{} is missing", config_path.display())),
+                            opts,
+                            unlocked,
+                        ))
+                    }
                     Some(Ok(_)) => Err(Error::ConfigMissing { path: path.to_path_buf(), copy }),
                     _ => Err(Error::NotARepository {
                         path: path.to_path_buf(),
@@ -287,7 +332,24 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        Ok(Self::with_config(layout, config, config_damaged, opts))
+        let unlocked = Self::open_key(&layout, &config, opts)?;
+        Ok(Self::with_config(layout, config, config_damaged, opts, unlocked))
+    }
+
+    /// Opens a key of an encrypted repository with the password of `opts`.
+    fn open_key(
+        layout: &Layout,
+        config: &RepoConfig,
+        opts: &OpenOptions,
+    ) -> Result<Option<(Id, crate::crypto::Unlocked)>> {
+        if !config.is_encrypted() {
+            return Ok(None);
+        }
+        let password = opts
+            .password
+            .as_ref()
+            .ok_or_else(|| Error::PasswordRequired { path: layout.root().to_path_buf() })?;
+        keys::unlock(layout, config.repo_id, password).map(Some)
     }
 
     fn with_config(
@@ -295,11 +357,16 @@ impl Repository {
         config: RepoConfig,
         config_damaged: Option<String>,
         opts: &OpenOptions,
+        unlocked: Option<(Id, crate::crypto::Unlocked)>,
     ) -> Self {
         let cache_dir = opts.cache_dir.clone().unwrap_or_else(|| layout.default_cache_dir());
+        let crypto =
+            unlocked.as_ref().map_or_else(crate::crypto::Crypto::plain, |(_, u)| u.crypto.clone());
         Repository {
             layout,
             config,
+            crypto,
+            unlocked,
             config_damaged,
             cache_dir,
             index: OnceLock::new(),
@@ -321,6 +388,37 @@ impl Repository {
     #[must_use]
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// How ids are made and objects sealed in this repository.
+    #[must_use]
+    pub fn crypto(&self) -> &crate::crypto::Crypto {
+        &self.crypto
+    }
+
+    /// The id of a blob whose raw bytes are `raw` (keyed BLAKE3 when encrypted).
+    #[must_use]
+    pub fn blob_id(&self, raw: &[u8]) -> Id {
+        self.crypto.id(raw)
+    }
+
+    /// The chunker's parameters: the config's, with the gear seed derived from the key when
+    /// encrypted (the config holds none then).
+    #[must_use]
+    pub fn chunker_params(&self) -> ChunkerParams {
+        ChunkerParams {
+            seed: self.crypto.gear_seed(self.config.chunker.seed),
+            ..self.config.chunker
+        }
+    }
+
+    /// `plain` (an object's encoding) as the file to write: sealed when encrypted.
+    pub(crate) fn seal_file(
+        &self,
+        kind: crate::crypto::FileKind,
+        plain: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        self.crypto.seal_file(kind, self.version(), plain)
     }
 
     /// The repository's format version: what every object written into it is written as.
@@ -457,7 +555,15 @@ impl Repository {
             ));
         }
         let file = self.open_pack(loc.pack)?;
-        read_blob(&file, &self.layout.pack(loc.pack), loc.pack, &loc.entry, frame, raw)
+        read_blob(
+            &self.crypto,
+            &file,
+            &self.layout.pack(loc.pack),
+            loc.pack,
+            &loc.entry,
+            frame,
+            raw,
+        )
     }
 
     /// Reads blob `id` of `kind` into a new buffer.

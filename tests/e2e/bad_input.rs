@@ -70,12 +70,12 @@ fn newer_format_version_is_refused_by_number() {
     env.init();
     let path = env.repo().join("config");
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::write(&path, &bytes).unwrap();
     assert_error(
         &env.run("snapshots", &[] as &[&str]),
-        "format version 3 is not supported (this build reads 1 to 2)",
+        "format version 4 is not supported (this build reads 1 to 3)",
     );
 }
 

@@ -87,8 +87,8 @@ fn help_shows_the_real_defaults_global_options_apart_and_the_format_versions() {
     assert!(
         version.contains(env!("CARGO_PKG_VERSION"))
             && version.contains(
-                "repository format: new repositories are version 2; reads and writes versions 1 \
-                 to 2"
+                "repository format: new repositories are version 3; reads and writes versions 1 \
+                 to 3"
             ),
         "{version}"
     );

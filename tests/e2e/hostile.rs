@@ -8,7 +8,7 @@ use std::path::Path;
 
 use store::{
     BlobKind, ChunkRefs, Component, ComponentKind, Compressor, Content, EncodedBlob, Id,
-    IndexedPack, Metadata, Node, OpenOptions, PackWriter, Repository, TreeBlob, TreeId,
+    IndexedPack, Metadata, Node, PackWriter, Repository, TreeBlob, TreeId,
 };
 
 use crate::support::{write, Env};
@@ -47,16 +47,25 @@ struct Crafter {
 
 impl Crafter {
     fn new(env: &Env) -> Self {
-        let repo = Repository::open(&env.repo(), &OpenOptions::default()).unwrap();
-        let pack = PackWriter::create(&repo.layout().tmp_dir(), repo.config().version).unwrap();
+        let repo = crate::support::open_repo(&env.repo());
+        let pack =
+            PackWriter::create(&repo.layout().tmp_dir(), repo.config().version, repo.crypto())
+                .unwrap();
         Crafter { repo, pack, compressor: Compressor::new(3).unwrap(), added: Vec::new() }
     }
 
     fn tree(&mut self, tree: &TreeBlob) -> TreeId {
         let raw = tree.encode(self.repo.config().version).unwrap();
-        let id = Id::hash(&raw);
+        let id = self.repo.blob_id(&raw);
         if !self.added.contains(&id) {
-            let blob = EncodedBlob::encode(id, BlobKind::Tree, &raw, &mut self.compressor);
+            let blob = EncodedBlob::encode(
+                id,
+                BlobKind::Tree,
+                &raw,
+                &mut self.compressor,
+                self.repo.crypto(),
+            )
+            .unwrap();
             self.pack.add(&blob).unwrap();
             self.added.push(id);
         }

@@ -16,22 +16,24 @@ pub(crate) struct Blob {
     pub(crate) kind: u8,
 }
 
-/// Reads the trailer of a pack (FORMAT.md §5) without the engine.
+/// The blobs of a pack (FORMAT.md §5), found without the engine by walking the blob headers
+/// (in the clear, sealed or not) from offset 0 up to the trailer the footer places.
 pub(crate) fn blobs_of(pack: &Path) -> Vec<Blob> {
     let bytes = std::fs::read(pack).unwrap();
     let footer = &bytes[bytes.len() - 64..];
     let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as usize;
-    let trailer = u64::from_le_bytes(footer[16..24].try_into().unwrap()) as usize;
-    (0..count)
-        .map(|i| {
-            let e = &bytes[trailer + 56 * i..trailer + 56 * (i + 1)];
-            Blob {
-                offset: u64::from_le_bytes(e[32..40].try_into().unwrap()),
-                stored_len: u64::from(u32::from_le_bytes(e[40..44].try_into().unwrap())),
-                kind: e[48],
-            }
-        })
-        .collect()
+    let trailer = u64::from_le_bytes(footer[16..24].try_into().unwrap());
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    while offset < trailer {
+        let h = &bytes[offset as usize..offset as usize + 48];
+        assert_eq!(&h[..2], b"sb", "blob header at {offset} of {}", pack.display());
+        let stored_len = u64::from(u32::from_le_bytes(h[4..8].try_into().unwrap()));
+        out.push(Blob { offset, stored_len, kind: h[2] });
+        offset += 48 + stored_len;
+    }
+    assert_eq!(out.len(), count, "the footer of {} counts its blobs", pack.display());
+    out
 }
 
 pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -644,7 +646,7 @@ fn a_lock_whose_temp_file_a_prune_clears_is_written_again() {
     use std::sync::Arc;
     let env = Env::new();
     env.init();
-    let repo = store::Repository::open(&env.repo(), &store::OpenOptions::default()).unwrap();
+    let repo = crate::support::open_repo(&env.repo());
     let (stop, caught) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let clearer = {
         let (stop, caught, tmp) = (stop.clone(), caught.clone(), env.repo().join("tmp"));
@@ -680,6 +682,8 @@ fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
     let locks = env.repo().join("locks");
     // A shared lock of a live process (this test) blocks the exclusive `repair index`.
     let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    let repo = crate::support::open_repo(&env.repo());
+    // A lock record as FORMAT.md §9 lays it out, sealed as the repository seals its locks.
     let record = |pid: u32, kind: u32| {
         let mut b = b"STORELCK".to_vec();
         b.extend_from_slice(&1u32.to_le_bytes());
@@ -690,7 +694,7 @@ fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
         b.extend_from_slice(&1_700_000_000_000_000_000i64.to_le_bytes());
         b.extend_from_slice(&8u64.to_le_bytes());
         b.extend_from_slice(b"snapshot");
-        b
+        repo.crypto().seal_file(store::crypto::FileKind::Lock, 1, b).unwrap()
     };
     write(&locks.join("live"), &record(std::process::id(), 0));
     let run = env.run("repair", &["index"]);

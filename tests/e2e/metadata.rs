@@ -231,10 +231,10 @@ fn a_version_1_repository_keeps_being_written_as_version_1() {
         other.as_os_str(),
         OsStr::new("init"),
         OsStr::new("--format-version"),
-        OsStr::new("3"),
+        OsStr::new("4"),
     ]);
     assert_eq!(bad.code, 1);
-    assert!(bad.stderr.contains("format version") && bad.stderr.contains('3'), "{}", bad.stderr);
+    assert!(bad.stderr.contains("format version") && bad.stderr.contains('4'), "{}", bad.stderr);
     assert!(!other.exists(), "nothing is created for a refused version");
 }
 

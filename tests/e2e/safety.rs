@@ -88,16 +88,19 @@ fn r12_prune_never_deletes_or_repacks_a_pack_whose_blobs_are_all_live() {
 /// Writes a second copy of every blob of every pack, in new packs with their own index files,
 /// as concurrent writers of the same data would.
 fn duplicate_every_blob(env: &Env) {
-    use store::{EncodedBlob, IndexedPack, OpenOptions, PackReader, PackWriter, Repository};
-    let repo = Repository::open(&env.repo(), &OpenOptions::default()).unwrap();
+    use store::{EncodedBlob, IndexedPack, PackReader, PackWriter};
+    let repo = crate::support::open_repo(&env.repo());
     for path in packs(env) {
         let id: store::PackId = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-        let reader = PackReader::open(&path, id).unwrap();
-        let mut w = PackWriter::create(&repo.layout().tmp_dir(), repo.config().version).unwrap();
+        let reader = PackReader::open(&path, id, repo.crypto()).unwrap();
+        let mut w =
+            PackWriter::create(&repo.layout().tmp_dir(), repo.config().version, repo.crypto())
+                .unwrap();
         let (mut frame, mut raw) = (Vec::new(), Vec::new());
         // Reversed, so the copy is a different pack file holding the same blobs.
         for e in reader.entries().iter().rev() {
-            store::read_blob(reader.file(), &path, id, e, &mut frame, &mut raw).unwrap();
+            store::read_blob(repo.crypto(), reader.file(), &path, id, e, &mut frame, &mut raw)
+                .unwrap();
             let stored = &frame[store::BLOB_HEADER_LEN..];
             w.add(&EncodedBlob::from_stored(e.id, e.kind, e.codec, e.raw_len, stored)).unwrap();
         }

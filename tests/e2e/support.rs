@@ -9,7 +9,33 @@ use std::process::{Command, Output};
 
 /// Path of the `store` binary under test.
 pub fn bin() -> PathBuf {
+    TEST_ENV.call_once(|| {
+        // Every repository the tests make is encrypted (the default) with this password, and
+        // with the cheapest key derivation a key file may ask for, so each command does not
+        // spend a quarter of a second on it. Children inherit these; a test about passwords
+        // removes them.
+        std::env::set_var("STORE_PASSWORD", PASSWORD);
+        std::env::set_var("STORE_KDF_MEMORY", "8");
+        std::env::set_var("STORE_KDF_ITERATIONS", "1");
+        for v in ["STORE_PASSWORD_FILE", "STORE_PASSWORD_COMMAND", "STORE_NEW_PASSWORD"] {
+            std::env::remove_var(v);
+        }
+    });
     PathBuf::from(env!("CARGO_BIN_EXE_store"))
+}
+
+static TEST_ENV: std::sync::Once = std::sync::Once::new();
+
+/// The password of every repository the tests make.
+pub const PASSWORD: &str = "test password of the e2e suite";
+
+/// Opens a repository the tests made, with [`PASSWORD`] when it is encrypted.
+pub fn open_repo(path: &Path) -> store::Repository {
+    let opts = store::OpenOptions {
+        password: Some(store::crypto::Password::new(PASSWORD.as_bytes().to_vec())),
+        ..Default::default()
+    };
+    store::Repository::open(path, &opts).expect("open the repository")
 }
 
 /// Result of one run of the binary.
@@ -20,7 +46,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Self {
+    pub fn from(out: Output) -> Self {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

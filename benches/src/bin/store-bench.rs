@@ -897,17 +897,26 @@ fn inflate(repo_path: &Path, cache: &Path, n: u64) {
     .unwrap();
     let mut compressor = store::Compressor::new(3).unwrap();
     let layout = repo.layout().clone();
-    let mut pack = store::PackWriter::create(&layout.tmp_dir(), repo.config().version).unwrap();
+    let crypto = repo.crypto().clone();
+    let mut pack =
+        store::PackWriter::create(&layout.tmp_dir(), repo.config().version, &crypto).unwrap();
     for i in 0..n {
         let raw = format!("synthetic blob {i:012} of the growth benchmark");
-        let id = store::Id::hash(raw.as_bytes());
-        let blob =
-            store::EncodedBlob::encode(id, store::BlobKind::Data, raw.as_bytes(), &mut compressor);
+        let id = repo.blob_id(raw.as_bytes());
+        let blob = store::EncodedBlob::encode(
+            id,
+            store::BlobKind::Data,
+            raw.as_bytes(),
+            &mut compressor,
+            &crypto,
+        )
+        .unwrap();
         pack.add(&blob).unwrap();
         if pack.len() > 16 << 20 || i + 1 == n {
             let full = std::mem::replace(
                 &mut pack,
-                store::PackWriter::create(&layout.tmp_dir(), repo.config().version).unwrap(),
+                store::PackWriter::create(&layout.tmp_dir(), repo.config().version, &crypto)
+                    .unwrap(),
             );
             let sealed = full.seal(|id| layout.pack(id)).unwrap();
             repo.save_index_file(&[store::IndexedPack {

@@ -28,11 +28,28 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
     let pack_target =
         u32::try_from(parse_size(s).with_context(|| format!("invalid --pack-size {s:?}"))?)
             .with_context(|| format!("--pack-size {s:?} is too large"))?;
+    let encrypt = match args.encryption.as_deref() {
+        Some(mode) => mode != "none",
+        None => args.format_version >= 3,
+    };
+    let encryption = if !encrypt {
+        None
+    } else {
+        if args.format_version < 3 {
+            bail!(
+                "format version {} cannot be encrypted: use --encryption none with it",
+                args.format_version
+            );
+        }
+        let password = crate::password::for_init(repo.password_file())?;
+        Some(store::NewKey { password, kdf: super::key::kdf_params(&args.kdf)? })
+    };
     let opts = store::InitOptions {
         chunk_sizes: Some(chunk_sizes),
         compression_level: Some(args.compression_level),
         pack_target: Some(pack_target),
         format_version: Some(args.format_version),
+        encryption,
     };
     let repo = store::Repository::init(path, &opts).context("cannot create the repository")?;
     let c = repo.config();
@@ -46,14 +63,27 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
             "chunk_max": c.chunker.max,
             "compression_level": c.compression_level,
             "pack_size": c.pack_target,
+            "encrypted": c.is_encrypted(),
         }))?;
     } else {
         summary!(
-            "created store repository {} at {} (format version {})",
+            "created store repository {} at {} (format version {}, {})",
             c.repo_id.short(),
             path.display(),
-            c.version
+            c.version,
+            if c.is_encrypted() { "encrypted" } else { "not encrypted" }
         );
+        if c.is_encrypted() {
+            summary!(
+                "keep the password safe: without it (or another key, `store key add`) no set in \
+                 this repository can be read"
+            );
+        } else {
+            summary!(
+                "this repository is not encrypted: anyone who can read its files can read every \
+                 set"
+            );
+        }
         if c.version < 2 {
             summary!(
                 "format version {} keeps no extended attributes, ACLs or hard links, and times \

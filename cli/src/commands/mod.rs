@@ -6,6 +6,7 @@ mod diff;
 mod find;
 mod forget;
 mod init;
+mod key;
 mod ls;
 mod mount;
 mod prune;
@@ -52,7 +53,13 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
     ) {
         crate::signals::install().context("installing the signal handlers")?;
     }
-    let repo = RepoArg { path: cli.repo, cache_dir: cli.cache_dir, lock_wait, stale_after };
+    let repo = RepoArg {
+        path: cli.repo,
+        cache_dir: cli.cache_dir,
+        lock_wait,
+        stale_after,
+        password_file: cli.password_file,
+    };
     match cli.command {
         Command::Init(a) => init::run(&repo, &a),
         Command::Snapshot(a) => {
@@ -68,6 +75,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Repair(crate::args::RepairCommand::Packs(a)) => repair::repair_packs(&repo, &a),
         Command::Repair(crate::args::RepairCommand::Config) => repair::repair_config(&repo),
         Command::Unlock(a) => unlock::unlock(&repo, &a),
+        Command::Key(a) => key::run(&repo, &a),
         Command::Forget(a) => forget::forget(&repo, &a),
         Command::Prune(a) => prune::prune(&repo, &a),
         Command::Stats(a) => stats::stats(&repo, &a),
@@ -91,11 +99,16 @@ pub struct RepoArg {
     cache_dir: Option<PathBuf>,
     lock_wait: std::time::Duration,
     stale_after: std::time::Duration,
+    password_file: Option<PathBuf>,
 }
 
 impl RepoArg {
     fn path(&self) -> Result<&std::path::Path> {
         self.path.as_deref().context("no repository given: use --repo REPO or set STORE_REPO")
+    }
+
+    fn password_file(&self) -> Option<&std::path::Path> {
+        self.password_file.as_deref()
     }
 
     fn lock_options(&self, command: &str) -> store::LockOptions {
@@ -114,8 +127,18 @@ impl RepoArg {
     /// Opens the repository; with `use_config_copy`, also when only `config.copy` is left.
     fn open_with(&self, use_config_copy: bool) -> Result<store::Repository> {
         let path = self.path()?;
-        let opts = store::OpenOptions { cache_dir: self.cache_dir.clone(), use_config_copy };
-        let repo = match store::Repository::open(path, &opts) {
+        let mut opts = store::OpenOptions {
+            cache_dir: self.cache_dir.clone(),
+            use_config_copy,
+            password: None,
+        };
+        let mut opened = store::Repository::open(path, &opts);
+        // The password is asked for only when the repository turns out to be encrypted.
+        if let Err(store::Error::PasswordRequired { .. }) = opened {
+            opts.password = Some(crate::password::existing(self.password_file.as_deref())?);
+            opened = store::Repository::open(path, &opts);
+        }
+        let repo = match opened {
             Ok(repo) => repo,
             Err(e @ store::Error::ConfigMissing { .. }) => {
                 return Err(anyhow::Error::new(e)

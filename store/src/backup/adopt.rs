@@ -58,7 +58,7 @@ pub(crate) fn adopt_packs(repo: &Repository, progress: &dyn Progress) -> Result<
         // Read whole, as `check --read-data` does: every blob and the pack's own hash.
         let verdict = std::fs::read(&path).ok().and_then(|bytes| {
             let len = bytes.len() as u64;
-            verify_pack(&bytes).ok().map(|v| (len, v))
+            verify_pack(&bytes, repo.crypto()).ok().map(|v| (len, v))
         });
         match verdict {
             Some((len, v)) if v.bad.is_empty() && v.hash == pack.0 => {

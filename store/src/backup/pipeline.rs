@@ -163,6 +163,7 @@ pub(crate) enum How {
 /// Compresses blobs until the input closes; counts stored bytes per component.
 pub(crate) fn compress_loop(
     level: i32,
+    crypto: &crate::crypto::Crypto,
     rx: &Receiver<RawBlob>,
     tx: &Sender<EncodedBlob>,
     added: &[AtomicU64],
@@ -182,10 +183,17 @@ pub(crate) fn compress_loop(
         }
         let blob = match raw.how {
             How::Compress(effort) => {
-                EncodedBlob::encode_at(raw.id, raw.kind, &raw.data, effort, &mut compressor)
+                EncodedBlob::encode_at(raw.id, raw.kind, &raw.data, effort, &mut compressor, crypto)
             }
             How::Stored { codec, raw_len } => {
-                EncodedBlob::from_stored(raw.id, raw.kind, codec, raw_len, &raw.data)
+                EncodedBlob::from_compressed(raw.id, raw.kind, codec, raw_len, &raw.data, crypto)
+            }
+        };
+        let blob = match blob {
+            Ok(b) => b,
+            Err(e) => {
+                shared.fail(e);
+                continue;
             }
         };
         if let Some(counter) = added.get(raw.component) {
@@ -223,7 +231,7 @@ pub(crate) fn pack_loop(
         }
         let w = match writer.as_mut() {
             Some(w) => w,
-            None => writer.insert(PackWriter::create(&tmp, repo.version())?),
+            None => writer.insert(PackWriter::create(&tmp, repo.version(), repo.crypto())?),
         };
         w.add(&blob)?;
         if w.len() >= target {

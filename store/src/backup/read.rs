@@ -68,14 +68,14 @@ pub(super) fn chunk_into(
     let mut lists: Vec<Id> = Vec::new();
     let flush_list = |ids: &mut Vec<ChunkId>, lists: &mut Vec<Id>| -> Result<(), ReadError> {
         let bytes = encode_chunk_list(ids).map_err(ReadError::Fatal)?;
-        let id = Id::hash(&bytes);
+        let id = ctx.repo.blob_id(&bytes);
         putter.put_hashed(id, BlobKind::ChunkList, &bytes).map_err(ReadError::Fatal)?;
         lists.push(id);
         ids.clear();
         Ok(())
     };
     let mut on_chunk = |chunk: &[u8]| -> Result<(), ReadError> {
-        let id = Id::hash(chunk);
+        let id = ctx.repo.blob_id(chunk);
         counter.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         ctx.progress.add_bytes(chunk.len() as u64);
         if putter.put_chunk(id, chunk, &mut levels).map_err(ReadError::Fatal)? {

@@ -1,6 +1,7 @@
 //! Byte layout of packs (FORMAT.md §5). Every offset and length here is normative.
 
 use crate::compress::Codec;
+use crate::crypto::Crypto;
 use crate::error::Corruption;
 use crate::format::{check_version, short_checksum, ByteReader};
 use crate::id::{Id, ID_LEN};
@@ -156,7 +157,9 @@ pub(crate) fn decode_entry(r: &mut ByteReader<'_>) -> Result<PackEntry, Corrupti
     if reserved.iter().any(|&b| b != 0) {
         return Err(Corruption::Invalid("reserved bytes of an entry are not zero".into()));
     }
-    if codec == Codec::Raw && stored_len != raw_len {
+    // A raw blob stores its raw bytes, sealed or not.
+    let sealed_len = u64::from(raw_len) + crate::crypto::SEAL_OVERHEAD as u64;
+    if codec == Codec::Raw && stored_len != raw_len && u64::from(stored_len) != sealed_len {
         return Err(Corruption::Invalid(format!(
             "raw blob {id} has stored length {stored_len} and raw length {raw_len}"
         )));
@@ -187,8 +190,13 @@ pub(crate) fn encode_footer(f: &Footer) -> [u8; FOOTER_LEN] {
     arr
 }
 
-/// Decodes a footer: the last [`FOOTER_LEN`] bytes of a pack of `pack_len` bytes.
-pub(crate) fn decode_footer(bytes: &[u8], pack_len: u64) -> Result<Footer, Corruption> {
+/// Decodes a footer: the last [`FOOTER_LEN`] bytes of a pack of `pack_len` bytes, whose trailer
+/// is `overhead` bytes longer than its entries (sealed: [`crate::crypto::SEAL_OVERHEAD`]).
+pub(crate) fn decode_footer(
+    bytes: &[u8],
+    pack_len: u64,
+    overhead: usize,
+) -> Result<Footer, Corruption> {
     let base = pack_len.saturating_sub(FOOTER_LEN as u64);
     let mut r = ByteReader::new(bytes, base);
     let body = r.take(FOOTER_LEN - 8)?;
@@ -203,7 +211,7 @@ pub(crate) fn decode_footer(bytes: &[u8], pack_len: u64) -> Result<Footer, Corru
     let blob_count = r.u32()?;
     let trailer_offset = r.u64()?;
     let trailer_hash = r.id()?;
-    let trailer_len = u64::from(blob_count) * TRAILER_ENTRY_LEN as u64;
+    let trailer_len = u64::from(blob_count) * TRAILER_ENTRY_LEN as u64 + overhead as u64;
     if trailer_offset.checked_add(trailer_len) != Some(base) {
         return Err(Corruption::Invalid(format!(
             "footer places {blob_count} trailer entries at offset {trailer_offset}, \
@@ -213,14 +221,31 @@ pub(crate) fn decode_footer(bytes: &[u8], pack_len: u64) -> Result<Footer, Corru
     Ok(Footer { version, blob_count, trailer_offset, trailer_hash })
 }
 
-/// Decodes and checks a trailer: entries in offset order, contiguous from offset 0 up to the
-/// trailer, so every blob lies inside the pack and no two overlap.
-pub(crate) fn decode_trailer(bytes: &[u8], footer: &Footer) -> Result<Vec<PackEntry>, Corruption> {
-    let actual = Id::hash(bytes);
+/// What a sealed trailer is bound to: the footer's version, blob count and trailer offset.
+pub(crate) fn trailer_aad(version: u32, blob_count: u32, trailer_offset: u64) -> [u8; 24] {
+    let mut aad = [0u8; 24];
+    aad[..8].copy_from_slice(&PACK_MAGIC);
+    aad[8..12].copy_from_slice(&version.to_le_bytes());
+    aad[12..16].copy_from_slice(&blob_count.to_le_bytes());
+    aad[16..].copy_from_slice(&trailer_offset.to_le_bytes());
+    aad
+}
+
+/// Decodes and checks a trailer (opened first when sealed): entries in offset order,
+/// contiguous from offset 0 up to the trailer, so every blob lies inside the pack and no two
+/// overlap.
+pub(crate) fn decode_trailer(
+    stored: &[u8],
+    footer: &Footer,
+    crypto: &Crypto,
+) -> Result<Vec<PackEntry>, Corruption> {
+    let actual = Id::hash(stored);
     if actual != footer.trailer_hash {
         return Err(Corruption::ChecksumMismatch { what: "pack trailer" });
     }
-    let mut r = ByteReader::new(bytes, footer.trailer_offset);
+    let aad = trailer_aad(footer.version, footer.blob_count, footer.trailer_offset);
+    let bytes = crypto.open_trailer(&aad, stored)?;
+    let mut r = ByteReader::new(&bytes, footer.trailer_offset);
     let mut entries = Vec::with_capacity(footer.blob_count.min(1 << 16) as usize);
     let mut next = 0u64;
     for _ in 0..footer.blob_count {

@@ -8,6 +8,7 @@ use super::format::{
     decode_blob_header, decode_footer, decode_trailer, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN,
 };
 use crate::compress::{decompress, Codec};
+use crate::crypto::Crypto;
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
 use crate::id::{Id, PackId};
 
@@ -37,18 +38,40 @@ fn stored_part<'f>(frame: &'f [u8], entry: &PackEntry) -> Result<&'f [u8], Corru
     Ok(stored)
 }
 
-/// Decompresses `stored` into `raw` and checks the result against `entry`'s id.
+thread_local! {
+    /// The opened (decrypted) bytes of the last sealed blob this thread read.
+    static OPENED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Opens `stored` (when sealed), decompresses it into `raw` and checks the result against
+/// `entry`'s id.
 fn decompressed_matches(
+    crypto: &Crypto,
     entry: &PackEntry,
     stored: &[u8],
     raw: &mut Vec<u8>,
 ) -> Result<(), Corruption> {
-    decompress(entry.codec, stored, entry.raw_len, raw)?;
-    hash_matches(entry, raw)
+    if crypto.is_encrypted() {
+        OPENED.with(|cell| {
+            let mut opened = cell.borrow_mut();
+            let compressed = crypto.open_blob(
+                entry.id,
+                entry.kind as u8,
+                entry.codec as u8,
+                entry.raw_len,
+                stored,
+                &mut opened,
+            )?;
+            decompress(entry.codec, compressed, entry.raw_len, raw)
+        })?;
+    } else {
+        decompress(entry.codec, stored, entry.raw_len, raw)?;
+    }
+    hash_matches(crypto, entry, raw)
 }
 
-fn hash_matches(entry: &PackEntry, raw: &[u8]) -> Result<(), Corruption> {
-    let actual = Id::hash(raw);
+fn hash_matches(crypto: &Crypto, entry: &PackEntry, raw: &[u8]) -> Result<(), Corruption> {
+    let actual = crypto.id(raw);
     if actual != entry.id {
         return Err(Corruption::HashMismatch { expected: entry.id, actual });
     }
@@ -58,35 +81,40 @@ fn hash_matches(entry: &PackEntry, raw: &[u8]) -> Result<(), Corruption> {
 /// Checks that `frame` (header + stored bytes) is the blob `entry` describes and that its raw
 /// bytes hash to its id; leaves the raw bytes in `raw`.
 pub(crate) fn verify_blob(
+    crypto: &Crypto,
     frame: &[u8],
     entry: &PackEntry,
     raw: &mut Vec<u8>,
 ) -> Result<(), Corruption> {
-    decompressed_matches(entry, stored_part(frame, entry)?, raw)
+    decompressed_matches(crypto, entry, stored_part(frame, entry)?, raw)
 }
 
 /// [`verify_blob`] for callers that do not need the raw bytes: a blob stored raw is hashed
 /// where it lies instead of being copied first (media, stored raw, is a third of a
 /// contentstore). `scratch` holds decompressed bytes.
 pub(crate) fn check_blob(
+    crypto: &Crypto,
     frame: &[u8],
     entry: &PackEntry,
     scratch: &mut Vec<u8>,
 ) -> Result<(), Corruption> {
     let stored = stored_part(frame, entry)?;
-    if entry.codec == Codec::Raw && stored.len() == entry.raw_len as usize {
-        return hash_matches(entry, stored);
+    if entry.codec == Codec::Raw && !crypto.is_encrypted() && stored.len() == entry.raw_len as usize
+    {
+        return hash_matches(crypto, entry, stored);
     }
-    decompressed_matches(entry, stored, scratch)
+    decompressed_matches(crypto, entry, stored, scratch)
 }
 
-/// Reads the blob `entry` from the open pack `file`, verifies it against its id, and leaves
-/// its raw bytes in `raw`. `frame` is a reusable read buffer.
+/// Reads the blob `entry` from the open pack `file`, opens it with `crypto` (when sealed),
+/// verifies it against its id, and leaves its raw bytes in `raw`. `frame` is a reusable read
+/// buffer.
 ///
 /// # Errors
 /// [`Error::Io`] when the read fails, [`Error::Corrupt`] naming the pack, blob and offset when
 /// the bytes are short or do not verify.
 pub fn read_blob(
+    crypto: &Crypto,
     file: &File,
     path: &Path,
     pack: PackId,
@@ -116,7 +144,7 @@ pub fn read_blob(
         }
         Err(e) => return Err(e).at(path),
     }
-    verify_blob(frame, entry, raw).map_err(corrupt)
+    verify_blob(crypto, frame, entry, raw).map_err(corrupt)
 }
 
 /// Window of a pack held in memory while salvaging: 4 MiB, or one whole blob when larger.
@@ -131,6 +159,7 @@ const SALVAGE_WINDOW: usize = 4 << 20;
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; what `found` returns.
 pub(crate) fn salvage_blobs(
+    crypto: &Crypto,
     file: &File,
     path: &Path,
     mut found: impl FnMut(&PackEntry, &[u8]) -> Result<()>,
@@ -176,7 +205,7 @@ pub(crate) fn salvage_blobs(
         let verified = match bytes_at(offset, frame_len, &mut window)? {
             Some((a, b)) => window
                 .get(a..b)
-                .filter(|f| verify_blob(f, &entry, &mut raw).is_ok())
+                .filter(|f| verify_blob(crypto, f, &entry, &mut raw).is_ok())
                 .map(|_| (a, b)),
             None => None,
         };
@@ -193,18 +222,18 @@ pub(crate) fn salvage_blobs(
 
 /// The blobs listed by the trailer of a whole pack held in `bytes` (footer and trailer decoded
 /// and checked as [`PackReader::open`] does).
-pub(crate) fn entries_in(bytes: &[u8]) -> Result<Vec<PackEntry>, Corruption> {
+pub(crate) fn entries_in(bytes: &[u8], crypto: &Crypto) -> Result<Vec<PackEntry>, Corruption> {
     let len = bytes.len() as u64;
     let tail = bytes
         .len()
         .checked_sub(FOOTER_LEN)
         .and_then(|n| bytes.get(n..))
         .ok_or(Corruption::Truncated { offset: 0, needed: FOOTER_LEN as u64, len })?;
-    let footer = decode_footer(tail, len)?;
+    let footer = decode_footer(tail, len, crypto.overhead())?;
     let trailer = bytes
         .get(footer.trailer_offset as usize..bytes.len() - FOOTER_LEN)
         .ok_or_else(|| Corruption::Invalid("trailer offset beyond the footer".into()))?;
-    decode_trailer(trailer, &footer)
+    decode_trailer(trailer, &footer, crypto)
 }
 
 /// What reading a whole pack found (see [`verify_pack`]).
@@ -219,8 +248,8 @@ pub(crate) struct PackVerdict {
 
 /// Verifies a whole pack held in `bytes`: footer and trailer, then every blob (raw blobs hashed
 /// where they lie). An error means the trailer cannot be read.
-pub(crate) fn verify_pack(bytes: &[u8]) -> Result<PackVerdict, Corruption> {
-    let entries = entries_in(bytes)?;
+pub(crate) fn verify_pack(bytes: &[u8], crypto: &Crypto) -> Result<PackVerdict, Corruption> {
+    let entries = entries_in(bytes, crypto)?;
     let mut bad = Vec::new();
     let mut scratch = Vec::new();
     for e in &entries {
@@ -229,7 +258,7 @@ pub(crate) fn verify_pack(bytes: &[u8]) -> Result<PackVerdict, Corruption> {
             .zip(usize::try_from(e.end()).ok())
             .and_then(|(a, b)| bytes.get(a..b))
             .unwrap_or_default();
-        if let Err(reason) = check_blob(frame, e, &mut scratch) {
+        if let Err(reason) = check_blob(crypto, frame, e, &mut scratch) {
             bad.push((*e, reason));
         }
     }
@@ -248,7 +277,7 @@ impl PackReader {
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming the pack for a bad footer or trailer; [`Error::Io`].
-    pub fn open(path: &Path, id: PackId) -> Result<Self> {
+    pub fn open(path: &Path, id: PackId, crypto: &Crypto) -> Result<Self> {
         let corrupt = |reason| Error::corrupt(ObjectRef::Pack(id), reason);
         let file = File::open(path).at(path)?;
         let len = file.metadata().at(path)?.len();
@@ -261,10 +290,10 @@ impl PackReader {
         }
         let mut footer_bytes = [0u8; FOOTER_LEN];
         file.read_exact_at(&mut footer_bytes, len - FOOTER_LEN as u64).at(path)?;
-        let footer = decode_footer(&footer_bytes, len).map_err(corrupt)?;
+        let footer = decode_footer(&footer_bytes, len, crypto.overhead()).map_err(corrupt)?;
         let mut trailer = vec![0u8; (len - FOOTER_LEN as u64 - footer.trailer_offset) as usize];
         file.read_exact_at(&mut trailer, footer.trailer_offset).at(path)?;
-        let entries = decode_trailer(&trailer, &footer).map_err(corrupt)?;
+        let entries = decode_trailer(&trailer, &footer, crypto).map_err(corrupt)?;
         Ok(PackReader { file, len, entries })
     }
 

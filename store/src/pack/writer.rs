@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    blob_header, encode_blob, encode_entry, encode_footer, BlobKind, Footer, PackEntry,
+    blob_header, encode_blob, encode_entry, encode_footer, trailer_aad, BlobKind, Footer, PackEntry,
 };
 use super::reader::check_blob;
 use crate::compress::{Codec, Compressor, Effort};
+use crate::crypto::Crypto;
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
 use crate::fs::{commit_temp, create_temp, ensure_dir};
 use crate::id::{Id, PackId};
@@ -28,34 +29,88 @@ pub struct EncodedBlob {
 }
 
 impl EncodedBlob {
-    /// Compresses `raw` (whose id is `id`) and frames it.
-    #[must_use]
-    pub fn encode(id: Id, kind: BlobKind, raw: &[u8], compressor: &mut Compressor) -> Self {
-        Self::encode_at(id, kind, raw, Effort::Configured, compressor)
+    /// Compresses `raw` (whose id is `id`), seals it with `crypto` (when encrypted) and frames
+    /// it.
+    ///
+    /// # Errors
+    /// No random nonce could be had.
+    pub fn encode(
+        id: Id,
+        kind: BlobKind,
+        raw: &[u8],
+        compressor: &mut Compressor,
+        crypto: &Crypto,
+    ) -> Result<Self> {
+        Self::encode_at(id, kind, raw, Effort::Configured, compressor, crypto)
     }
 
     /// [`EncodedBlob::encode`] at the level `effort` names. The compressor writes straight
-    /// after room left for the header, which is filled in last.
-    #[must_use]
+    /// after room left for the header (and the nonce), sealing works in place, and the header
+    /// is filled in last.
+    ///
+    /// # Errors
+    /// No random nonce could be had.
     pub fn encode_at(
         id: Id,
         kind: BlobKind,
         raw: &[u8],
         effort: Effort,
         compressor: &mut Compressor,
-    ) -> Self {
+        crypto: &Crypto,
+    ) -> Result<Self> {
         let mut bytes = Vec::new();
-        let codec = compressor.compress_after(effort, raw, &mut bytes, super::BLOB_HEADER_LEN);
+        let at = super::BLOB_HEADER_LEN + crypto.nonce_room();
+        let codec = compressor.compress_after(effort, raw, &mut bytes, at);
         let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
+        Self::finish_len(id, kind, codec, raw_len, bytes, crypto)
+    }
+
+    /// Seals (when encrypted) and frames bytes `compressed` with `codec` from `raw`.
+    ///
+    /// # Errors
+    /// No random nonce could be had.
+    pub fn from_compressed(
+        id: Id,
+        kind: BlobKind,
+        codec: Codec,
+        raw_len: u32,
+        compressed: &[u8],
+        crypto: &Crypto,
+    ) -> Result<Self> {
+        let at = super::BLOB_HEADER_LEN + crypto.nonce_room();
+        let mut bytes = Vec::with_capacity(at + compressed.len() + crypto.overhead());
+        bytes.resize(at, 0);
+        bytes.extend_from_slice(compressed);
+        Self::finish_len(id, kind, codec, raw_len, bytes, crypto)
+    }
+
+    /// `bytes`: room for the header and nonce, then the compressed bytes.
+    fn finish_len(
+        id: Id,
+        kind: BlobKind,
+        codec: Codec,
+        raw_len: u32,
+        mut bytes: Vec<u8>,
+        crypto: &Crypto,
+    ) -> Result<Self> {
+        crypto.seal_blob(
+            id,
+            kind as u8,
+            codec as u8,
+            raw_len,
+            &mut bytes,
+            super::BLOB_HEADER_LEN,
+        )?;
         let stored_len = bytes.len() - super::BLOB_HEADER_LEN;
         let header = blob_header(id, kind, codec, raw_len, stored_len);
         if let Some(room) = bytes.get_mut(..super::BLOB_HEADER_LEN) {
             room.copy_from_slice(&header);
         }
-        EncodedBlob { id, kind, codec, raw_len, bytes }
+        Ok(EncodedBlob { id, kind, codec, raw_len, bytes })
     }
 
-    /// Frames bytes already compressed with `codec` from `raw_len` raw bytes.
+    /// Frames stored bytes (compressed with `codec` from `raw_len` raw bytes, and sealed when
+    /// the repository is encrypted) as they are: what a repack copies from another pack.
     #[must_use]
     pub fn from_stored(id: Id, kind: BlobKind, codec: Codec, raw_len: u32, stored: &[u8]) -> Self {
         let bytes = encode_blob(id, kind, codec, raw_len, stored);
@@ -93,17 +148,21 @@ pub struct PackWriter {
     entries: Vec<PackEntry>,
     sealed: bool,
     version: u32,
+    crypto: Crypto,
 }
 
 impl PackWriter {
-    /// Starts a pack of format `version` (the repository's) in a new temp file in `tmp_dir`.
+    /// Starts a pack of format `version` (the repository's) in a new temp file in `tmp_dir`;
+    /// its blobs are sealed with `crypto` (its trailer is sealed, and every blob verified, with
+    /// it too).
     ///
     /// # Errors
     /// The temp file cannot be created.
-    pub fn create(tmp_dir: &Path, version: u32) -> Result<Self> {
+    pub fn create(tmp_dir: &Path, version: u32, crypto: &Crypto) -> Result<Self> {
         let (file, temp) = create_temp(tmp_dir, "pack")?;
         Ok(PackWriter {
             version,
+            crypto: crypto.clone(),
             file,
             temp,
             len: 0,
@@ -154,9 +213,12 @@ impl PackWriter {
         for e in &self.entries {
             encode_entry(e, &mut trailer);
         }
+        let blob_count = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        let aad = trailer_aad(self.version, blob_count, self.len);
+        let trailer = self.crypto.seal_trailer(&aad, trailer)?;
         let footer = encode_footer(&Footer {
             version: self.version,
-            blob_count: u32::try_from(self.entries.len()).unwrap_or(u32::MAX),
+            blob_count,
             trailer_offset: self.len,
             trailer_hash: Id::hash(&trailer),
         });
@@ -169,7 +231,7 @@ impl PackWriter {
 
         // Read back what the file holds (from the page cache) and verify every blob before
         // the pack gets a name anything can reference.
-        verify_written(&self.file, &self.temp, &self.entries, id)?;
+        verify_written(&self.crypto, &self.file, &self.temp, &self.entries, id)?;
 
         crate::crash::point("pack", "verified");
         let dest = dest(id);
@@ -189,7 +251,13 @@ const VERIFY_WINDOW: u64 = 4 << 20;
 /// Verifies every blob as the file holds it: decompressed and re-hashed against its id. The file
 /// is mapped a window at a time rather than copied out with `pread` (the copy cost 1.8% of a
 /// snapshot's CPU time).
-fn verify_written(file: &File, temp: &Path, entries: &[PackEntry], pack: PackId) -> Result<()> {
+fn verify_written(
+    crypto: &Crypto,
+    file: &File,
+    temp: &Path,
+    entries: &[PackEntry],
+    pack: PackId,
+) -> Result<()> {
     let page = rustix::param::page_size() as u64;
     let mut raw = Vec::new();
     let mut rest = entries;
@@ -208,7 +276,7 @@ fn verify_written(file: &File, temp: &Path, entries: &[PackEntry], pack: PackId)
             let frame = map
                 .get(at(e.offset)..at(e.end()))
                 .ok_or_else(|| bad(Corruption::Invalid("blob beyond the pack's end".into())))?;
-            check_blob(frame, e, &mut raw).map_err(bad)?;
+            check_blob(crypto, frame, e, &mut raw).map_err(bad)?;
         }
         rest = after;
     }
@@ -248,10 +316,12 @@ mod tests {
     }
 
     fn writer_with(dir: &Path, blobs: &[Vec<u8>]) -> PackWriter {
-        let mut w = PackWriter::create(dir, crate::FORMAT_VERSION).expect("temp pack");
+        let plain = Crypto::plain();
+        let mut w = PackWriter::create(dir, crate::FORMAT_VERSION, &plain).expect("temp pack");
         let mut c = Compressor::new(3).expect("level 3");
         for raw in blobs {
-            let blob = EncodedBlob::encode(Id::hash(raw), BlobKind::Data, raw, &mut c);
+            let blob = EncodedBlob::encode(Id::hash(raw), BlobKind::Data, raw, &mut c, &plain)
+                .expect("encode");
             w.add(&blob).expect("add");
         }
         w

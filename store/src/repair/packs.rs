@@ -95,7 +95,7 @@ pub fn repair_packs(
         let mut repaired =
             RepairedPack { pack: *pack, salvaged: 0, elsewhere: 0, lost: Vec::new() };
         let mut intact: HashSet<Id> = HashSet::new();
-        salvage_blobs(&file, &path, |entry, frame| {
+        salvage_blobs(repo.crypto(), &file, &path, |entry, frame| {
             intact.insert(entry.id);
             // Every intact blob is copied, even when the cache knows another copy: that copy's
             // pack may be damaged too, and a second copy is harmless (prune reclaims it).
@@ -111,9 +111,11 @@ pub fn repair_packs(
                 EncodedBlob::from_stored(entry.id, entry.kind, entry.codec, entry.raw_len, stored);
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => {
-                    writer.insert(PackWriter::create(&repo.layout().tmp_dir(), repo.version())?)
-                }
+                None => writer.insert(PackWriter::create(
+                    &repo.layout().tmp_dir(),
+                    repo.version(),
+                    repo.crypto(),
+                )?),
             };
             w.add(&blob)?;
             if w.len() >= u64::from(repo.config().pack_target) {

@@ -49,7 +49,9 @@ impl Repository {
         if actual != id.0 {
             return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
         }
-        decode_damage_file(&bytes).map_err(corrupt)
+        let plain =
+            self.crypto().open_file(crate::crypto::FileKind::Damage, &bytes).map_err(corrupt)?;
+        decode_damage_file(&plain).map_err(corrupt)
     }
 
     /// Every damaged copy the readable records name, and the ids of those records. A record
@@ -107,7 +109,10 @@ impl Repository {
     fn write_damage_file(&self, copies: &[DamagedCopy]) -> Result<DamageId> {
         let dir = self.layout().damage_dir();
         ensure_dir(&dir)?;
-        let bytes = encode_damage_file(copies, self.version());
+        let bytes = self.seal_file(
+            crate::crypto::FileKind::Damage,
+            encode_damage_file(copies, self.version()),
+        )?;
         let id = DamageId(Id::hash(&bytes));
         write_atomic(&self.layout().tmp_dir(), &self.layout().damage_file(id), &bytes, "damage")?;
         Ok(id)

@@ -247,7 +247,9 @@ impl Repository {
         if actual != id.0 {
             return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
         }
-        decode_index_file(&bytes).map_err(corrupt)
+        let plain =
+            self.crypto().open_file(crate::crypto::FileKind::Index, &bytes).map_err(corrupt)?;
+        decode_index_file(&plain).map_err(corrupt)
     }
 
     /// Writes an index file listing `packs` (which must be durable) and feeds it to the cache.
@@ -265,7 +267,8 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`].
     pub fn write_index_file(&self, packs: &[IndexedPack]) -> Result<IndexId> {
-        let bytes = encode_index_file(packs, self.version());
+        let bytes = self
+            .seal_file(crate::crypto::FileKind::Index, encode_index_file(packs, self.version()))?;
         let id = IndexId(Id::hash(&bytes));
         write_atomic(&self.layout.tmp_dir(), &self.layout.index_file(id), &bytes, "index")?;
         Ok(id)

@@ -96,6 +96,18 @@ impl Layout {
         self.root.join("locks")
     }
 
+    /// `keys/`: the key files of an encrypted repository.
+    #[must_use]
+    pub fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    /// `keys/<id>`: one key file.
+    #[must_use]
+    pub fn key(&self, id: crate::id::Id) -> PathBuf {
+        self.keys_dir().join(id.to_hex())
+    }
+
     /// `tmp/`: temp files, renamed into place when complete.
     #[must_use]
     pub fn tmp_dir(&self) -> PathBuf {

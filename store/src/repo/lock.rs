@@ -200,7 +200,8 @@ impl Repository {
                     continue;
                 }
             };
-            let info = LockRecord::decode(&bytes).map(|record| {
+            let opened = self.crypto().open_file(crate::crypto::FileKind::Lock, &bytes);
+            let info = opened.and_then(|b| LockRecord::decode(&b)).map(|record| {
                 let age = SystemTime::now().duration_since(modified).unwrap_or_default();
                 let dead = record.host == host && !process_exists(record.pid);
                 LockInfo { path: path.clone(), record, age, stale: age > stale_after, dead }
@@ -251,7 +252,7 @@ impl Repository {
             match write_atomic(
                 &self.layout().tmp_dir(),
                 &path,
-                &record.encode(self.version())?,
+                &self.seal_file(crate::crypto::FileKind::Lock, record.encode(self.version())?)?,
                 "lock",
             ) {
                 Ok(()) => {}

@@ -56,7 +56,9 @@ impl Repository {
         if actual != id.0 {
             return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
         }
-        Manifest::decode(&bytes).map_err(corrupt)
+        let plain =
+            self.crypto.open_file(crate::crypto::FileKind::Manifest, &bytes).map_err(corrupt)?;
+        Manifest::decode(&plain).map_err(corrupt)
     }
 
     /// Writes a manifest, last step of a snapshot: temp + fsync + rename + directory fsync.
@@ -65,7 +67,8 @@ impl Repository {
     /// [`Error::Io`].
     pub fn save_snapshot(&self, manifest: &Manifest) -> Result<SnapshotId> {
         self.check_lock()?;
-        let bytes = manifest.encode(self.version())?;
+        let bytes =
+            self.seal_file(crate::crypto::FileKind::Manifest, manifest.encode(self.version())?)?;
         let id = SnapshotId(Id::hash(&bytes));
         write_atomic(&self.layout.tmp_dir(), &self.layout.snapshot(id), &bytes, "manifest")?;
         Ok(id)

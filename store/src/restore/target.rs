@@ -458,7 +458,7 @@ pub(super) fn content_matches(
         let loc = repo.index()?.get(&id)?.ok_or(Error::BlobNotIndexed { id })?;
         buf.resize(loc.entry.raw_len as usize, 0);
         outcome = match reader.read_exact(buf) {
-            Ok(()) => Ok(Id::hash(buf) == id),
+            Ok(()) => Ok(repo.blob_id(buf) == id),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
             Err(e) => Err(e),
         };

@@ -1,0 +1,735 @@
+//! Encryption at rest (FORMAT.md §15): key files, subkeys, keyed ids, sealed blobs and files.
+//!
+//! A repository of format version 3 may be encrypted. A random 32-byte master secret is wrapped,
+//! once per password, in a key file (`keys/<id>`) with a key from Argon2id. From the master
+//! secret BLAKE3's key derivation makes one subkey per purpose: the keyed BLAKE3 that names
+//! chunks and trees, the chunker's gear seed, the AEAD key of blobs and the AEAD key of
+//! everything else (trailers, index files, manifests, locks, damage records).
+//!
+//! Everything sealed is XChaCha20-Poly1305 with a random 192-bit nonce: `nonce || ciphertext ||
+//! tag`, [`SEAL_OVERHEAD`] bytes longer than the plaintext. The associated data binds a sealed
+//! object to what it claims to be (a blob to its id, kind, codec and length; a file to its kind
+//! and version), so bytes moved to another place fail authentication.
+//!
+//! [`Crypto`] is what the rest of the engine sees: cheap to clone, and for an unencrypted
+//! repository ("plain") ids are unkeyed BLAKE3 and nothing is sealed.
+
+use std::sync::Arc;
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::{Corruption, Error, IoContext, Result};
+use crate::format::{check_version, ByteReader};
+use crate::id::{Id, ID_LEN};
+
+/// Bytes of a nonce.
+pub const NONCE_LEN: usize = 24;
+/// Bytes of an authentication tag.
+pub const TAG_LEN: usize = 16;
+/// What sealing adds to a plaintext: the nonce before it and the tag after it.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// Magic of a sealed file (index file, manifest, lock, damage record): `STOREENC`.
+const FILE_MAGIC: [u8; 8] = *b"STOREENC";
+/// Bytes before a sealed file's nonce: magic, version, kind, three zero bytes.
+const FILE_HEADER_LEN: usize = 16;
+/// Magic of a key file: `STOREKEY`.
+const KEY_MAGIC: [u8; 8] = *b"STOREKEY";
+/// Bytes of a key file.
+pub const KEY_FILE_LEN: usize = 8 + 4 + 4 + 12 + 32 + 8 + NONCE_LEN + ID_LEN + TAG_LEN;
+
+/// The kinds of sealed files; the kind is part of what is authenticated, so a manifest cannot be
+/// passed off as an index file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FileKind {
+    /// `index/<id>`.
+    Index = 1,
+    /// `snapshots/<id>`.
+    Manifest = 2,
+    /// `locks/<id>`.
+    Lock = 3,
+    /// `damage/<id>`.
+    Damage = 4,
+}
+
+/// A password, wiped from memory when dropped; its `Debug` shows nothing.
+#[derive(Clone)]
+pub struct Password(Zeroizing<Vec<u8>>);
+
+impl Password {
+    /// A password of these bytes (the caller's copy should be wiped).
+    #[must_use]
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Password(Zeroizing::new(bytes))
+    }
+
+    /// Whether it is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether it is the same password as `other`.
+    #[must_use]
+    pub fn same_as(&self, other: &Password) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// Argon2id cost of a key file. A key file asking for more than [`KdfParams::MAX`] or less than
+/// [`KdfParams::MIN`] is refused before any work is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over the memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl KdfParams {
+    /// The default: 64 MiB, 3 passes, one lane (RFC 9106's second recommendation); about a
+    /// quarter of a second here (docs/BENCHMARKS.md).
+    pub const DEFAULT: KdfParams =
+        KdfParams { memory_kib: 64 << 10, iterations: 3, parallelism: 1 };
+    /// The least a key file may ask for: 8 MiB, one pass, one lane.
+    pub const MIN: KdfParams = KdfParams { memory_kib: 8 << 10, iterations: 1, parallelism: 1 };
+    /// The most a key file may ask for: 2 GiB, 20 passes, 16 lanes.
+    pub const MAX: KdfParams = KdfParams { memory_kib: 2 << 20, iterations: 20, parallelism: 16 };
+
+    /// Checks the bounds.
+    ///
+    /// # Errors
+    /// A message naming the parameter out of bounds.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let (min, max) = (Self::MIN, Self::MAX);
+        for (name, v, lo, hi, unit) in [
+            ("memory", self.memory_kib, min.memory_kib, max.memory_kib, " KiB"),
+            ("iterations", self.iterations, min.iterations, max.iterations, ""),
+            ("parallelism", self.parallelism, min.parallelism, max.parallelism, ""),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!(
+                    "KDF {name} {v}{unit} is not between {lo}{unit} and {hi}{unit}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The repository's master secret.
+struct Master(Zeroizing<[u8; 32]>);
+
+/// The subkeys of one repository.
+struct Keys {
+    id_key: Zeroizing<[u8; 32]>,
+    blob_key: Zeroizing<[u8; 32]>,
+    file_key: Zeroizing<[u8; 32]>,
+    /// Keys the synthetic nonces of sealed files.
+    file_nonce_key: Zeroizing<[u8; 32]>,
+    gear_seed: u64,
+}
+
+impl Keys {
+    fn derive(master: &Master) -> Self {
+        let sub = |context: &str| Zeroizing::new(blake3::derive_key(context, master.0.as_slice()));
+        let mut gear = sub("store 2026-11-30 chunker gear seed");
+        let gear_seed = u64::from_le_bytes(gear[..8].try_into().unwrap_or([0; 8]));
+        gear.zeroize();
+        Keys {
+            id_key: sub("store 2026-11-30 blob id"),
+            blob_key: sub("store 2026-11-30 blob seal"),
+            file_key: sub("store 2026-11-30 file seal"),
+            file_nonce_key: sub("store 2026-11-30 file nonce"),
+            gear_seed,
+        }
+    }
+}
+
+/// How a repository names and stores bytes: plain (unkeyed ids, nothing sealed) or with the
+/// repository's keys. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Crypto(Option<Arc<Keys>>);
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Crypto(encrypted)" } else { "Crypto(plain)" })
+    }
+}
+
+/// The associated data of a blob: its id, kind, codec and raw length.
+fn blob_aad(id: Id, kind: u8, codec: u8, raw_len: u32) -> [u8; ID_LEN + 6] {
+    let mut aad = [0u8; ID_LEN + 6];
+    aad[..ID_LEN].copy_from_slice(id.as_bytes());
+    aad[ID_LEN] = kind;
+    aad[ID_LEN + 1] = codec;
+    aad[ID_LEN + 2..].copy_from_slice(&raw_len.to_le_bytes());
+    aad
+}
+
+/// Fills `buf` from the operating system's random source.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match rustix::rand::getrandom(rest, rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e).at("getrandom"),
+        }
+    }
+    Ok(())
+}
+
+/// Seals `buf[start + NONCE_LEN..]` in place with `key`: a random nonce goes into
+/// `buf[start..start + NONCE_LEN]`, the tag is appended.
+fn seal_in_place(key: &[u8; 32], aad: &[u8], buf: &mut Vec<u8>, start: usize) -> Result<()> {
+    let mut nonce = [0u8; NONCE_LEN];
+    random_bytes(&mut nonce)?;
+    seal_with_nonce(key, nonce, aad, buf, start)
+}
+
+/// [`seal_in_place`] with the nonce given.
+fn seal_with_nonce(
+    key: &[u8; 32],
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+    start: usize,
+) -> Result<()> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let (head, body) = buf.split_at_mut(start + NONCE_LEN);
+    head[start..].copy_from_slice(&nonce);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, body)
+        .map_err(|_| Error::Encode { what: "sealed object", reason: "too large to seal".into() })?;
+    buf.extend_from_slice(&tag);
+    Ok(())
+}
+
+/// Opens `sealed` (`nonce || ciphertext || tag`) with `key` into `out` (cleared first).
+fn open_into(
+    key: &[u8; 32],
+    aad: &[u8],
+    sealed: &[u8],
+    what: &'static str,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), Corruption> {
+    out.clear();
+    let body_len = sealed.len().checked_sub(SEAL_OVERHEAD).ok_or(Corruption::Truncated {
+        offset: 0,
+        needed: SEAL_OVERHEAD as u64,
+        len: sealed.len() as u64,
+    })?;
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (body, tag) = rest.split_at(body_len);
+    out.extend_from_slice(body);
+    XChaCha20Poly1305::new(key.into())
+        .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, out, Tag::from_slice(tag))
+        .map_err(|_| {
+            out.clear();
+            Corruption::AuthenticationFailed { what }
+        })
+}
+
+impl Crypto {
+    /// Plain: unkeyed ids, nothing sealed (format versions 1 and 2, and unencrypted version 3).
+    #[must_use]
+    pub fn plain() -> Self {
+        Crypto(None)
+    }
+
+    /// Keys from a fixed master secret made from `seed` (tests only).
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[must_use]
+    pub fn for_tests(seed: &[u8]) -> Self {
+        let master = Master(Zeroizing::new(*blake3::hash(seed).as_bytes()));
+        Crypto(Some(Arc::new(Keys::derive(&master))))
+    }
+
+    /// Whether things are sealed.
+    #[must_use]
+    pub fn is_encrypted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The id of a blob whose raw bytes are `raw`: BLAKE3, keyed when encrypted.
+    #[must_use]
+    pub fn id(&self, raw: &[u8]) -> Id {
+        match &self.0 {
+            None => Id::hash(raw),
+            Some(k) => Id::from_bytes(*blake3::keyed_hash(&k.id_key, raw).as_bytes()),
+        }
+    }
+
+    /// The chunker's gear seed: the config's, or one derived from the key.
+    #[must_use]
+    pub fn gear_seed(&self, configured: u64) -> u64 {
+        self.0.as_ref().map_or(configured, |k| k.gear_seed)
+    }
+
+    /// Bytes sealing adds to a blob or a trailer.
+    #[must_use]
+    pub fn overhead(&self) -> usize {
+        if self.is_encrypted() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        }
+    }
+
+    /// Room to leave before a blob's stored bytes (for the nonce).
+    pub(crate) fn nonce_room(&self) -> usize {
+        if self.is_encrypted() {
+            NONCE_LEN
+        } else {
+            0
+        }
+    }
+
+    /// Seals a blob's stored bytes in place: `buf[start..]` holds [`Crypto::nonce_room`] bytes
+    /// of room, then the compressed bytes; afterwards it holds what a pack stores.
+    pub(crate) fn seal_blob(
+        &self,
+        id: Id,
+        kind: u8,
+        codec: u8,
+        raw_len: u32,
+        buf: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<()> {
+        match &self.0 {
+            None => Ok(()),
+            Some(k) => seal_in_place(&k.blob_key, &blob_aad(id, kind, codec, raw_len), buf, start),
+        }
+    }
+
+    /// The compressed bytes of a blob from what a pack stores: `stored` itself when plain,
+    /// else opened into `out`.
+    pub(crate) fn open_blob<'a>(
+        &self,
+        id: Id,
+        kind: u8,
+        codec: u8,
+        raw_len: u32,
+        stored: &'a [u8],
+        out: &'a mut Vec<u8>,
+    ) -> std::result::Result<&'a [u8], Corruption> {
+        match &self.0 {
+            None => Ok(stored),
+            Some(k) => {
+                let aad = blob_aad(id, kind, codec, raw_len);
+                open_into(&k.blob_key, &aad, stored, "blob", out)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Seals a pack trailer (`aad`: the footer fields it belongs to); plain: as is.
+    pub(crate) fn seal_trailer(&self, aad: &[u8], trailer: Vec<u8>) -> Result<Vec<u8>> {
+        match &self.0 {
+            None => Ok(trailer),
+            Some(k) => {
+                let mut buf = vec![0u8; NONCE_LEN];
+                buf.extend_from_slice(&trailer);
+                seal_in_place(&k.file_key, aad, &mut buf, 0)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Opens a pack trailer sealed by [`Crypto::seal_trailer`].
+    pub(crate) fn open_trailer<'a>(
+        &self,
+        aad: &[u8],
+        stored: &'a [u8],
+    ) -> std::result::Result<std::borrow::Cow<'a, [u8]>, Corruption> {
+        match &self.0 {
+            None => Ok(std::borrow::Cow::Borrowed(stored)),
+            Some(k) => {
+                let mut out = Vec::new();
+                open_into(&k.file_key, aad, stored, "pack trailer", &mut out)?;
+                Ok(std::borrow::Cow::Owned(out))
+            }
+        }
+    }
+
+    /// The bytes of a file to write: `plain` (an object's own encoding, of format `version`)
+    /// sealed in an envelope when encrypted, as is otherwise.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when no random nonce can be had.
+    pub fn seal_file(&self, kind: FileKind, version: u32, plain: Vec<u8>) -> Result<Vec<u8>> {
+        let Some(k) = &self.0 else { return Ok(plain) };
+        let mut buf = Vec::with_capacity(FILE_HEADER_LEN + SEAL_OVERHEAD + plain.len());
+        buf.extend_from_slice(&file_header(kind, version));
+        buf.extend_from_slice(&[0u8; NONCE_LEN]);
+        buf.extend_from_slice(&plain);
+        let mut header = [0u8; FILE_HEADER_LEN];
+        header.copy_from_slice(&buf[..FILE_HEADER_LEN]);
+        // A synthetic nonce (keyed BLAKE3 of header and plaintext, SIV-style): the same object
+        // always seals to the same bytes, so its name stays a function of its content (a
+        // manifest written again after a crash is the same file, not a second set). It never
+        // repeats for two different plaintexts.
+        let mut mac = blake3::Hasher::new_keyed(&k.file_nonce_key);
+        mac.update(&header);
+        mac.update(&plain);
+        let mut nonce = [0u8; NONCE_LEN];
+        mac.finalize_xof().fill(&mut nonce);
+        seal_with_nonce(&k.file_key, nonce, &header, &mut buf, FILE_HEADER_LEN)?;
+        Ok(buf)
+    }
+
+    /// The plaintext of a file read from the repository: opened when encrypted (the envelope
+    /// must be of `kind`), as is otherwise. A sealed file in a plain repository, or a plain one in
+    /// an encrypted repository, is refused.
+    ///
+    /// # Errors
+    /// [`Corruption`] for a bad envelope or a failed authentication.
+    pub fn open_file<'a>(
+        &self,
+        kind: FileKind,
+        stored: &'a [u8],
+    ) -> std::result::Result<std::borrow::Cow<'a, [u8]>, Corruption> {
+        let sealed = stored.starts_with(&FILE_MAGIC);
+        match &self.0 {
+            None if sealed => {
+                Err(Corruption::Invalid("an encrypted object in an unencrypted repository".into()))
+            }
+            None => Ok(std::borrow::Cow::Borrowed(stored)),
+            Some(k) => {
+                let mut r = ByteReader::new(stored, 0);
+                r.magic(&FILE_MAGIC)?;
+                let version = r.u32()?;
+                check_version(version)?;
+                let found = r.u8()?;
+                if found != kind as u8 || r.take(3)? != [0u8; 3] {
+                    return Err(Corruption::Invalid(format!(
+                        "sealed object of kind {found}, expected {}",
+                        kind as u8
+                    )));
+                }
+                let (header, body) = stored.split_at(FILE_HEADER_LEN);
+                let mut out = Vec::new();
+                open_into(&k.file_key, header, body, "sealed file", &mut out)?;
+                Ok(std::borrow::Cow::Owned(out))
+            }
+        }
+    }
+}
+
+fn file_header(kind: FileKind, version: u32) -> [u8; FILE_HEADER_LEN] {
+    let mut h = [0u8; FILE_HEADER_LEN];
+    h[..8].copy_from_slice(&FILE_MAGIC);
+    h[8..12].copy_from_slice(&version.to_le_bytes());
+    h[12] = kind as u8;
+    h
+}
+
+/// One key file: the master secret wrapped with a key derived from a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    /// Format version.
+    pub version: u32,
+    /// Argon2id cost.
+    pub kdf: KdfParams,
+    /// Argon2 salt.
+    pub salt: [u8; 32],
+    /// When the key was made, nanoseconds since the epoch.
+    pub created_ns: i64,
+    /// `nonce || sealed master secret || tag`.
+    sealed: [u8; NONCE_LEN + ID_LEN + TAG_LEN],
+}
+
+/// Argon2id identifier in a key file.
+const KDF_ARGON2ID: u8 = 1;
+
+impl KeyFile {
+    /// Encodes the key file (FORMAT.md §15.2).
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.header().to_vec();
+        out.extend_from_slice(&self.sealed);
+        out
+    }
+
+    /// Everything before the nonce (authenticated with the repository id).
+    fn header(&self) -> [u8; KEY_FILE_LEN - NONCE_LEN - ID_LEN - TAG_LEN] {
+        let mut h = [0u8; KEY_FILE_LEN - NONCE_LEN - ID_LEN - TAG_LEN];
+        h[..8].copy_from_slice(&KEY_MAGIC);
+        h[8..12].copy_from_slice(&self.version.to_le_bytes());
+        h[12] = KDF_ARGON2ID;
+        h[16..20].copy_from_slice(&self.kdf.memory_kib.to_le_bytes());
+        h[20..24].copy_from_slice(&self.kdf.iterations.to_le_bytes());
+        h[24..28].copy_from_slice(&self.kdf.parallelism.to_le_bytes());
+        h[28..60].copy_from_slice(&self.salt);
+        h[60..68].copy_from_slice(&self.created_ns.to_le_bytes());
+        h
+    }
+
+    /// Decodes a key file; its KDF parameters must be within bounds.
+    ///
+    /// # Errors
+    /// [`Corruption`] naming what is wrong.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, Corruption> {
+        let mut r = ByteReader::new(bytes, 0);
+        r.magic(&KEY_MAGIC)?;
+        let version = r.u32()?;
+        check_version(version)?;
+        let kdf_id = r.u8()?;
+        if kdf_id != KDF_ARGON2ID {
+            return Err(Corruption::Invalid(format!("unknown key derivation function {kdf_id}")));
+        }
+        if r.take(3)? != [0u8; 3] {
+            return Err(Corruption::Invalid("reserved bytes of a key file are not zero".into()));
+        }
+        let kdf = KdfParams { memory_kib: r.u32()?, iterations: r.u32()?, parallelism: r.u32()? };
+        kdf.validate().map_err(Corruption::Invalid)?;
+        let salt = r.array()?;
+        let created_ns = i64::from_le_bytes(r.array()?);
+        let sealed = r.array()?;
+        if r.remaining() != 0 {
+            return Err(Corruption::Invalid(format!("{} bytes after the key", r.remaining())));
+        }
+        Ok(KeyFile { version, kdf, salt, created_ns, sealed })
+    }
+
+    /// The wrapping key for `password`.
+    fn wrapping_key(&self, password: &Password) -> Result<Zeroizing<[u8; 32]>> {
+        let params = argon2::Params::new(
+            self.kdf.memory_kib,
+            self.kdf.iterations,
+            self.kdf.parallelism,
+            Some(32),
+        )
+        .map_err(|e| Error::InvalidOption { option: "key derivation", reason: e.to_string() })?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = Zeroizing::new([0u8; 32]);
+        argon
+            .hash_password_into(&password.0, &self.salt, out.as_mut_slice())
+            .map_err(|e| Error::InvalidOption { option: "password", reason: e.to_string() })?;
+        Ok(out)
+    }
+
+    /// Wraps `master` for `password`.
+    fn wrap(
+        master: &Master,
+        password: &Password,
+        kdf: KdfParams,
+        version: u32,
+        repo_id: Id,
+    ) -> Result<Self> {
+        kdf.validate()
+            .map_err(|reason| Error::InvalidOption { option: "key derivation", reason })?;
+        let mut salt = [0u8; 32];
+        random_bytes(&mut salt)?;
+        let created_ns = crate::time::now_ns();
+        let mut key =
+            KeyFile { version, kdf, salt, created_ns, sealed: [0u8; NONCE_LEN + ID_LEN + TAG_LEN] };
+        let wrapping = key.wrapping_key(password)?;
+        let mut buf = vec![0u8; NONCE_LEN];
+        buf.extend_from_slice(master.0.as_slice());
+        let aad = key.aad(repo_id);
+        seal_in_place(&wrapping, &aad, &mut buf, 0)?;
+        key.sealed.copy_from_slice(&buf);
+        buf.zeroize();
+        Ok(key)
+    }
+
+    fn aad(&self, repo_id: Id) -> Vec<u8> {
+        let mut aad = self.header().to_vec();
+        aad.extend_from_slice(repo_id.as_bytes());
+        aad
+    }
+
+    /// The master secret, when `password` opens this key. `None`: another password.
+    fn unwrap_master(&self, password: &Password, repo_id: Id) -> Result<Option<Master>> {
+        let wrapping = self.wrapping_key(password)?;
+        let mut out = Vec::new();
+        match open_into(&wrapping, &self.aad(repo_id), &self.sealed, "key", &mut out) {
+            Ok(()) => {
+                let mut master = Zeroizing::new([0u8; 32]);
+                master.copy_from_slice(&out);
+                out.zeroize();
+                Ok(Some(Master(master)))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// A new master secret wrapped for `password`: the key file to write and the keys it opens.
+///
+/// # Errors
+/// Parameters out of bounds, no random source.
+pub fn new_master(
+    password: &Password,
+    kdf: KdfParams,
+    version: u32,
+    repo_id: Id,
+) -> Result<(KeyFile, Unlocked)> {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    random_bytes(secret.as_mut_slice())?;
+    let master = Master(secret);
+    let key = KeyFile::wrap(&master, password, kdf, version, repo_id)?;
+    let crypto = Crypto(Some(Arc::new(Keys::derive(&master))));
+    Ok((key, Unlocked { master, crypto }))
+}
+
+/// An opened key: the keys it gives, and what it takes to wrap them again for another password.
+pub struct Unlocked {
+    master: Master,
+    /// The keys.
+    pub crypto: Crypto,
+}
+
+impl Unlocked {
+    /// The master secret wrapped for another password (`key add`, `key passwd`).
+    ///
+    /// # Errors
+    /// Parameters out of bounds, no random source.
+    pub fn wrap_for(
+        &self,
+        password: &Password,
+        kdf: KdfParams,
+        version: u32,
+        repo_id: Id,
+    ) -> Result<KeyFile> {
+        KeyFile::wrap(&self.master, password, kdf, version, repo_id)
+    }
+}
+
+/// Tries `password` on `key`: `Some` when it opens it.
+///
+/// # Errors
+/// Parameters the KDF refuses.
+pub fn try_key(key: &KeyFile, password: &Password, repo_id: Id) -> Result<Option<Unlocked>> {
+    Ok(key.unwrap_master(password, repo_id)?.map(|master| {
+        let crypto = Crypto(Some(Arc::new(Keys::derive(&master))));
+        Unlocked { master, crypto }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> KdfParams {
+        KdfParams::MIN
+    }
+
+    fn keys() -> Crypto {
+        new_master(&Password::new(b"pw".to_vec()), fast(), 3, Id::hash(b"repo")).unwrap().1.crypto
+    }
+
+    #[test]
+    fn key_files_open_with_their_password_only() {
+        let repo = Id::hash(b"repo");
+        let pw = Password::new(b"correct horse".to_vec());
+        let (key, crypto) = new_master(&pw, fast(), 3, repo).unwrap();
+        let bytes = key.encode();
+        assert_eq!(bytes.len(), KEY_FILE_LEN);
+        let back = KeyFile::decode(&bytes).unwrap();
+        assert_eq!(back, key);
+        let opened = try_key(&back, &pw, repo).unwrap().unwrap();
+        assert_eq!(opened.crypto.id(b"x"), crypto.crypto.id(b"x"));
+        assert!(try_key(&back, &Password::new(b"wrong".to_vec()), repo).unwrap().is_none());
+        // Bound to its repository: the same file copied into another does not open.
+        assert!(try_key(&back, &pw, Id::hash(b"other")).unwrap().is_none());
+        // Every flipped bit: refused by the decoder or by authentication.
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            let opened = KeyFile::decode(&b).ok().map(|k| try_key(&k, &pw, repo));
+            assert!(
+                !matches!(opened, Some(Ok(Some(_)))),
+                "bit {i} flipped and the key still opened"
+            );
+        }
+    }
+
+    #[test]
+    fn absurd_kdf_parameters_are_refused_before_any_work() {
+        let (key, _) =
+            new_master(&Password::new(b"pw".to_vec()), fast(), 3, Id::hash(b"r")).unwrap();
+        for (at, value) in [(16, u32::MAX), (16, 1), (20, 1_000_000), (20, 0), (24, 0), (24, 4096)]
+        {
+            let mut b = key.encode();
+            b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            let err = KeyFile::decode(&b).unwrap_err();
+            assert!(err.to_string().contains("KDF"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ids_are_keyed_and_differ_between_repositories() {
+        let (a, b) = (keys(), keys());
+        assert_ne!(a.id(b"same"), b.id(b"same"));
+        assert_ne!(a.id(b"same"), Crypto::plain().id(b"same"));
+        assert_eq!(Crypto::plain().id(b"same"), Id::hash(b"same"));
+        assert_ne!(a.gear_seed(7), b.gear_seed(7));
+        assert_eq!(Crypto::plain().gear_seed(7), 7);
+    }
+
+    #[test]
+    fn blobs_open_only_with_their_id_kind_codec_and_length() {
+        let c = keys();
+        let id = c.id(b"raw");
+        let mut buf = vec![9u8; 5 + NONCE_LEN];
+        buf.extend_from_slice(b"compressed bytes");
+        c.seal_blob(id, 0, 1, 3, &mut buf, 5).unwrap();
+        assert_eq!(&buf[..5], &[9u8; 5]);
+        let stored = &buf[5..];
+        assert_eq!(stored.len(), 16 + SEAL_OVERHEAD);
+        let mut out = Vec::new();
+        assert_eq!(c.open_blob(id, 0, 1, 3, stored, &mut out).unwrap(), b"compressed bytes");
+        for (id2, kind, codec, len) in
+            [(c.id(b"other"), 0, 1, 3), (id, 1, 1, 3), (id, 0, 0, 3), (id, 0, 1, 4)]
+        {
+            assert!(c.open_blob(id2, kind, codec, len, stored, &mut out).is_err());
+        }
+        assert!(keys().open_blob(id, 0, 1, 3, stored, &mut out).is_err());
+        for i in 0..stored.len() {
+            let mut s = stored.to_vec();
+            s[i] ^= 0x40;
+            assert!(c.open_blob(id, 0, 1, 3, &s, &mut out).is_err(), "byte {i}");
+        }
+        assert!(c.open_blob(id, 0, 1, 3, &stored[..SEAL_OVERHEAD - 1], &mut out).is_err());
+    }
+
+    #[test]
+    fn files_open_only_as_their_kind_and_never_leak_plaintext() {
+        let c = keys();
+        let plain = b"STORESNP host name and /alf_data/contentstore".to_vec();
+        let sealed = c.seal_file(FileKind::Manifest, 3, plain.clone()).unwrap();
+        assert!(!sealed.windows(9).any(|w| w == b"alf_data/"));
+        assert_eq!(c.open_file(FileKind::Manifest, &sealed).unwrap().as_ref(), plain.as_slice());
+        assert!(c.open_file(FileKind::Index, &sealed).is_err());
+        assert!(keys().open_file(FileKind::Manifest, &sealed).is_err());
+        assert!(Crypto::plain().open_file(FileKind::Manifest, &sealed).is_err());
+        // A plain file where a sealed one belongs is refused, not read.
+        assert!(c.open_file(FileKind::Manifest, &plain).is_err());
+        for i in 0..sealed.len() {
+            let mut s = sealed.clone();
+            s[i] ^= 1;
+            assert!(c.open_file(FileKind::Manifest, &s).is_err(), "byte {i}");
+        }
+        // The same object seals to the same bytes (its name is its content's); another does not.
+        assert_eq!(c.seal_file(FileKind::Manifest, 3, plain.clone()).unwrap(), sealed);
+        assert_ne!(c.seal_file(FileKind::Index, 3, plain.clone()).unwrap()[16..], sealed[16..]);
+        // Plain repositories keep files as they are.
+        let p = Crypto::plain();
+        assert_eq!(p.seal_file(FileKind::Lock, 2, plain.clone()).unwrap(), plain);
+    }
+}

@@ -1,0 +1,440 @@
+//! Encryption at rest (issue 15): nothing readable leaks into the repository, tampering is
+//! named and never restored as wrong bytes, two repositories share nothing, and passwords and
+//! keys behave as an operator expects. Every other e2e test runs on an encrypted repository too
+//! (the default of `store init`, with the suite's password).
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use crate::integrity::{blobs_of, files_under, flip};
+use crate::support::{assert_same_tree, random_bytes, store, write, Env, Run, PASSWORD};
+
+/// Marker strings placed in contents, names, tags and commands: none may appear in an
+/// encrypted repository.
+const MARKERS: [&str; 5] = [
+    "CONTENTMARKER-7f3a9c",
+    "NAMEMARKER-51be0d",
+    "TAGMARKER-c28e4a",
+    "DUMPMARKER-9d0b17",
+    "XATTRMARKER-3e6f21",
+];
+
+/// A source tree holding every marker somewhere.
+fn marked_source(env: &Env) -> PathBuf {
+    let src = env.path("alf_data");
+    // Text (zstd keeps literals of it), and the marker inside incompressible bytes (stored raw).
+    let text = format!("{} quarterly report\n", MARKERS[0]).repeat(2000);
+    write(&src.join("contentstore/2026/11/30/doc.txt"), text.as_bytes());
+    let mut noise = random_bytes(1, 200_000);
+    noise[100_000..100_000 + MARKERS[0].len()].copy_from_slice(MARKERS[0].as_bytes());
+    write(&src.join("contentstore/2026/11/30/media.bin"), &noise);
+    write(&src.join(format!("contentstore/{}.bin", MARKERS[1])), b"small document");
+    let named = src.join("contentstore/2026/11/30/doc.txt");
+    rustix::fs::lsetxattr(
+        &named,
+        "user.note",
+        MARKERS[4].as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    src
+}
+
+/// The files of `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|f| std::fs::read(f).unwrap().windows(needle.len()).any(|w| w == needle))
+        .collect()
+}
+
+/// A set with every marker: a directory component, a command component and a tag.
+fn marked_set(env: &Env, src: &Path) {
+    let dump = format!("db=printf '{} row 1\\n%.0s' $(seq 1 500)", MARKERS[3]);
+    let comp = format!("content={}", src.display());
+    env.run("snapshot", &["--tag", MARKERS[2], "--component-cmd", &dump, "--component", &comp])
+        .ok();
+}
+
+#[test]
+fn nothing_readable_is_written_into_an_encrypted_repository() {
+    let env = Env::new();
+    env.init();
+    let src = marked_source(&env);
+    marked_set(&env, &src);
+    env.run("check", &["--read-data"]).ok();
+    // A lock while it is held holds the host name and the command.
+    let repo = crate::support::open_repo(&env.repo());
+    let opts = store::LockOptions {
+        wait: std::time::Duration::ZERO,
+        stale_after: std::time::Duration::from_secs(60),
+        command: format!("snapshot --tag {}", MARKERS[2]),
+        interrupt: None,
+    };
+    let lock = repo.lock(store::LockKind::Shared, &opts, &mut |_| {}).unwrap();
+    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    let locks = files_under(&env.repo().join("locks"));
+    assert_eq!(locks.len(), 1);
+    let lock_bytes = std::fs::read(&locks[0]).unwrap();
+    assert!(lock_bytes.starts_with(b"STOREENC"), "the lock is sealed");
+    assert!(!lock_bytes.windows(host.len()).any(|w| w == host.as_bytes()), "host name in the lock");
+    for m in MARKERS {
+        let found = files_containing(&env.repo(), m.as_bytes());
+        assert!(found.is_empty(), "{m} is readable in {found:?}");
+    }
+    // Every object kind is sealed: manifests, index files, locks in an envelope; pack trailers
+    // are not a plain list of ids (checked by the engine reading them only with the key).
+    for dir in ["snapshots", "index", "locks"] {
+        for f in files_under(&env.repo().join(dir)) {
+            assert!(
+                std::fs::read(&f).unwrap().starts_with(b"STOREENC"),
+                "{} is sealed",
+                f.display()
+            );
+        }
+    }
+    drop(lock);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &out.join("content"));
+
+    // The same set in an unencrypted repository shows the markers: the search above finds
+    // what is there.
+    let plain = Env::new();
+    plain.run("init", &["--encryption", "none"]).ok();
+    marked_set(&plain, &src);
+    for m in [MARKERS[0], MARKERS[1], MARKERS[2], MARKERS[4]] {
+        assert!(!files_containing(&plain.repo(), m.as_bytes()).is_empty(), "{m} in a plain repo");
+    }
+}
+
+/// A data blob of the largest pack: (pack, blob).
+fn largest_pack(env: &Env) -> PathBuf {
+    files_under(&env.repo().join("packs"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
+fn check_json(env: &Env, read_data: bool) -> (Run, String) {
+    let args: &[&str] = if read_data { &["--json", "--read-data"] } else { &["--json"] };
+    let run = env.run("check", args);
+    let text = run.stdout.clone();
+    (run, text)
+}
+
+/// Restores everything that can be restored and asserts that every file written has the bytes
+/// of the source: damage is an error, never wrong bytes.
+fn restore_never_wrong(env: &Env, src: &Path, name: &str) -> Run {
+    let out = env.path(name);
+    let run = env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]);
+    let written = if out.exists() { files_under(&out) } else { Vec::new() };
+    for f in written {
+        let rel = f.strip_prefix(out.join("content")).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(src.join(rel)).unwrap(), "{rel:?}");
+    }
+    run
+}
+
+#[test]
+fn tampering_is_named_by_check_and_never_restored_as_wrong_bytes() {
+    let setup = || {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        // Two files of the same size stored raw: blobs of the same length, to swap.
+        write(&src.join("a.bin"), &random_bytes(11, 20_000));
+        write(&src.join("b.bin"), &random_bytes(12, 20_000));
+        write(&src.join("big.bin"), &random_bytes(13, 3_000_000));
+        env.run(
+            "snapshot",
+            &[OsStr::new("--component"), OsStr::new(&format!("content={}", src.display()))],
+        )
+        .ok();
+        (env, src)
+    };
+
+    // A flipped byte inside a data blob: `check --read-data` names the blob; restore fails
+    // for that file (exit 1) and writes nothing wrong.
+    let (env, src) = setup();
+    let pack = largest_pack(&env);
+    let b = blobs_of(&pack).into_iter().find(|b| b.kind == 0 && b.stored_len > 100_000).unwrap();
+    flip(&pack, b.offset + 48 + b.stored_len / 2);
+    let (run, doc) = check_json(&env, true);
+    assert_eq!(run.code, 1, "{doc}");
+    assert!(doc.contains("authenticate"), "{doc}");
+    let run = restore_never_wrong(&env, &src, "out-blob");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("big.bin"), "the file is named: {}", run.stderr);
+
+    // Two blobs of the same length swapped: neither authenticates where it lies.
+    let (env, src) = setup();
+    let pack = largest_pack(&env);
+    let same: Vec<_> =
+        blobs_of(&pack).into_iter().filter(|b| b.kind == 0 && b.stored_len < 30_000).collect();
+    let (x, y) = (same[0], same[1]);
+    assert_eq!(x.stored_len, y.stored_len, "{same:?}");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let (xs, ys, n) = ((x.offset + 48) as usize, (y.offset + 48) as usize, x.stored_len as usize);
+    let xb = bytes[xs..xs + n].to_vec();
+    let yb = bytes[ys..ys + n].to_vec();
+    bytes[xs..xs + n].copy_from_slice(&yb);
+    bytes[ys..ys + n].copy_from_slice(&xb);
+    std::fs::set_permissions(&pack, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&pack, &bytes).unwrap();
+    let (run, doc) = check_json(&env, true);
+    assert_eq!(run.code, 1, "{doc}");
+    assert_eq!(doc.matches("authenticate").count(), 2, "both swapped blobs are named: {doc}");
+    let run = restore_never_wrong(&env, &src, "out-swap");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("a.bin") && run.stderr.contains("b.bin"), "{}", run.stderr);
+
+    // A flipped byte in a pack trailer: `check` names the pack.
+    let (env, _) = setup();
+    let pack = largest_pack(&env);
+    let len = std::fs::metadata(&pack).unwrap().len();
+    flip(&pack, len - 64 - 20);
+    let (run, doc) = check_json(&env, false);
+    assert_eq!(run.code, 1, "{doc}");
+    let name = pack.file_stem().unwrap().to_str().unwrap();
+    assert!(doc.contains(name), "the pack is named: {doc}");
+
+    // A flipped byte in an index file and in a manifest: each is named; the set whose manifest
+    // is damaged cannot be restored, and nothing is restored wrong.
+    for (dir, what) in [("index", "index file"), ("snapshots", "snapshot")] {
+        let (env, src) = setup();
+        let file = files_under(&env.repo().join(dir)).remove(0);
+        let len = std::fs::metadata(&file).unwrap().len();
+        flip(&file, len / 2);
+        let (run, doc) = check_json(&env, false);
+        assert_eq!(run.code, 1, "{dir}: {doc}");
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(doc.contains(&name[..8]) || doc.contains(name), "{what} is named: {doc}");
+        if dir == "snapshots" {
+            let run = restore_never_wrong(&env, &src, "out-manifest");
+            assert_ne!(run.code, 0, "{}", run.stderr);
+        }
+    }
+
+    // A flipped byte in the only key file: the repository does not open (exit 12), and the
+    // damaged key file is named.
+    let (env, _) = setup();
+    let key = files_under(&env.repo().join("keys")).remove(0);
+    flip(&key, 40);
+    let run = env.run("snapshots", &[] as &[&str]);
+    assert_eq!(run.code, 12, "{}", run.stderr);
+    let name = key.file_name().unwrap().to_str().unwrap();
+    assert!(run.stderr.contains(&name[..8]) && run.stderr.contains("damaged"), "{}", run.stderr);
+}
+
+/// The ids of every blob the index files of `repo` list.
+fn blob_ids(repo: &Path) -> BTreeSet<store::Id> {
+    let repo = crate::support::open_repo(repo);
+    let mut ids = BTreeSet::new();
+    for f in files_under(&repo.layout().index_dir()) {
+        let id: store::IndexId = f.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        for pack in repo.load_index_file(id).unwrap() {
+            ids.extend(pack.entries.iter().map(|e| e.id));
+        }
+    }
+    ids
+}
+
+#[test]
+fn two_repositories_given_the_same_data_share_no_id_and_no_pack_bytes() {
+    let src = Env::new();
+    let data = src.path("data");
+    write(&data.join("doc.txt"), &b"the same document in two repositories\n".repeat(5000));
+    write(&data.join("media.bin"), &random_bytes(5, 2_000_000));
+    let (a, b) = (Env::new(), Env::new());
+    for env in [&a, &b] {
+        env.init();
+        env.snapshot(&[&data]);
+    }
+    let (ia, ib) = (blob_ids(&a.repo()), blob_ids(&b.repo()));
+    assert!(ia.len() > 10 && ib.len() > 10, "{} {}", ia.len(), ib.len());
+    assert!(ia.is_disjoint(&ib), "chunk ids are keyed per repository");
+    let packs = |e: &Env| -> BTreeSet<Vec<u8>> {
+        files_under(&e.repo().join("packs")).iter().map(|p| std::fs::read(p).unwrap()).collect()
+    };
+    let (pa, pb) = (packs(&a), packs(&b));
+    assert!(pa.is_disjoint(&pb));
+    // Not one 64-byte stretch of stored data is shared between the two repositories.
+    let windows = |set: &BTreeSet<Vec<u8>>| -> BTreeSet<Vec<u8>> {
+        set.iter().flat_map(|p| p.chunks(64).map(<[u8]>::to_vec).collect::<Vec<_>>()).collect()
+    };
+    let shared: Vec<_> = windows(&pa).intersection(&windows(&pb)).take(3).cloned().collect();
+    assert!(shared.iter().all(|w| w.iter().all(|&b| b == 0)), "shared bytes: {shared:?}");
+    // Chunk boundaries differ too (the gear table is keyed): the sizes of the chunks cut from
+    // the same files are not the same list.
+    let sizes = |e: &Env| -> Vec<u64> {
+        let repo = crate::support::open_repo(&e.repo());
+        let mut s: Vec<u64> = blob_ids(&e.repo())
+            .iter()
+            .filter_map(|id| repo.index().unwrap().get(id).unwrap())
+            .filter(|l| l.entry.kind == store::BlobKind::Data)
+            .map(|l| u64::from(l.entry.raw_len))
+            .collect();
+        s.sort_unstable();
+        s
+    };
+    assert_ne!(sizes(&a), sizes(&b), "chunk boundaries are keyed");
+}
+
+/// Runs `store ARGS --repo REPO` with `vars` set and no password from the suite.
+fn run_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Run {
+    let mut cmd = std::process::Command::new(crate::support::bin());
+    cmd.args(args).arg("--repo").arg(env.repo()).env_remove("STORE_PASSWORD");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    Run::from(cmd.stdin(std::process::Stdio::null()).output().unwrap())
+}
+
+/// Every file of the repository with its bytes, but the index cache (a `snapshots` run may
+/// open it).
+fn repo_files(env: &Env) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(&env.repo())
+        .into_iter()
+        .filter(|p| !p.starts_with(env.repo().join("cache")))
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+#[test]
+fn passwords_keys_and_their_refusals() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("f"), b"kept");
+    env.snapshot(&[&src]);
+    let before = repo_files(&env);
+
+    // No password and no terminal: refused at once, naming the ways to give one.
+    let run = run_with(&env, &["snapshots"], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    for way in ["--password-file", "STORE_PASSWORD_COMMAND", "STORE_PASSWORD"] {
+        assert!(run.stderr.contains(way), "{way}: {}", run.stderr);
+    }
+    // A wrong password: exit 12, every key tried, nothing changed.
+    let run = run_with(&env, &["snapshot", src.to_str().unwrap()], &[("STORE_PASSWORD", "wrong")]);
+    assert_eq!(run.code, 12, "{}", run.stderr);
+    assert!(run.stderr.contains("wrong password or no key for it"), "{}", run.stderr);
+    assert_eq!(repo_files(&env), before, "a refused command changes nothing");
+    // The other sources: a file (first line) and a command.
+    let pwfile = env.path("pw");
+    write(&pwfile, format!("{PASSWORD}\nsecond line ignored\n").as_bytes());
+    run_with(&env, &["snapshots", "--password-file", pwfile.to_str().unwrap()], &[]).ok();
+    run_with(&env, &["snapshots"], &[("STORE_PASSWORD_FILE", pwfile.to_str().unwrap())]).ok();
+    let cmd = format!("cat {}", pwfile.display());
+    run_with(&env, &["snapshots"], &[("STORE_PASSWORD_COMMAND", &cmd)]).ok();
+    let run = run_with(&env, &["snapshots"], &[("STORE_PASSWORD_COMMAND", "exit 3")]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("STORE_PASSWORD_COMMAND"), "{}", run.stderr);
+
+    // Keys: add one for a cron job; both open the repository.
+    let cron = env.path("cron-pw");
+    write(&cron, b"cron password\n");
+    let added = env.run("key", &["add", "--new-password-file", cron.to_str().unwrap()]).ok();
+    assert!(added.stdout.contains("added key"), "{}", added.stdout);
+    let list = env.run("key", &["list", "--json"]).ok().json();
+    let keys = list.as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{list}");
+    assert_eq!(keys.iter().filter(|k| k["current"] == true).count(), 1, "{list}");
+    let mine =
+        keys.iter().find(|k| k["current"] == true).unwrap()["id"].as_str().unwrap().to_owned();
+    let theirs =
+        keys.iter().find(|k| k["current"] == false).unwrap()["id"].as_str().unwrap().to_owned();
+    run_with(&env, &["snapshots"], &[("STORE_PASSWORD", "cron password")]).ok();
+    // The key in use is not removed; the other one is; then the last one is not.
+    let run = env.run("key", &["remove", &mine[..12]]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("in use"), "{}", run.stderr);
+    env.run("key", &["remove", &theirs[..12]]).ok();
+    let run = run_with(&env, &["snapshots"], &[("STORE_PASSWORD", "cron password")]);
+    assert_eq!(run.code, 12, "the removed key opens nothing: {}", run.stderr);
+    let run =
+        run_with(&env, &["key", "remove", &mine[..12]], &[("STORE_PASSWORD", "cron password")]);
+    assert_eq!(run.code, 12);
+    assert_eq!(env.run("key", &["list", "--json"]).ok().json().as_array().unwrap().len(), 1);
+    // `key passwd`: the new password opens it, the old one no longer does.
+    let new = env.path("new-pw");
+    write(&new, b"new password\n");
+    env.run("key", &["passwd", "--new-password-file", new.to_str().unwrap()]).ok();
+    assert_eq!(env.run("snapshots", &[] as &[&str]).code, 12, "the old password is gone");
+    let out = env.path("out");
+    run_with(
+        &env,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+        &[("STORE_PASSWORD", "new password")],
+    )
+    .ok();
+    assert_eq!(std::fs::read(out.join("src/f")).unwrap(), b"kept");
+    // The last key cannot be removed, even by prefix from another process.
+    let only = files_under(&env.repo().join("keys")).remove(0);
+    let only = only.file_name().unwrap().to_str().unwrap().to_owned();
+    let run =
+        run_with(&env, &["key", "remove", &only[..10]], &[("STORE_PASSWORD", "new password")]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("in use"), "{}", run.stderr);
+    // An empty new password is refused.
+    write(&new, b"\n");
+    let add = ["key", "add", "--new-password-file", new.to_str().unwrap()];
+    let run = run_with(&env, &add, &[("STORE_PASSWORD", "new password")]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("empty"), "{}", run.stderr);
+}
+
+#[test]
+fn a_key_file_asking_for_absurd_work_is_refused_before_any_is_done() {
+    let env = Env::new();
+    env.init();
+    let key = files_under(&env.repo().join("keys")).remove(0);
+    let good = std::fs::read(&key).unwrap();
+    // 4 TiB of memory; then 2^32-1 passes. Each crafted file is named by its hash, as a key
+    // file is, so only its parameters are wrong.
+    for (at, value) in [(16usize, u32::MAX), (20, u32::MAX), (24, 1000)] {
+        let mut bytes = good.clone();
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        std::fs::remove_file(&key).ok();
+        for f in files_under(&env.repo().join("keys")) {
+            std::fs::remove_file(f).unwrap();
+        }
+        write(&env.repo().join("keys").join(&name), &bytes);
+        let run = env.run("snapshots", &[] as &[&str]);
+        assert_eq!(run.code, 12, "{}", run.stderr);
+        assert!(run.stderr.contains(&name[..8]) && run.stderr.contains("KDF"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn unencrypted_and_older_repositories_keep_working_without_a_password() {
+    for args in [&["--encryption", "none"][..], &["--format-version", "2"][..]] {
+        let env = Env::new();
+        let run = env.run("init", args).ok();
+        assert!(run.stdout.contains("not encrypted"), "{}", run.stdout);
+        assert!(!env.repo().join("keys").exists());
+        let src = env.path("src");
+        write(&src.join("f"), b"plain");
+        let no_password = |a: &[&str]| run_with(&env, a, &[]);
+        no_password(&["snapshot", src.to_str().unwrap()]).ok();
+        let out = env.path("out");
+        no_password(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
+        assert_same_tree(&src, &out.join("src"));
+        let run = no_password(&["key", "list"]);
+        assert_eq!(run.code, 1);
+        assert!(run.stderr.contains("not encrypted"), "{}", run.stderr);
+    }
+    // Version 2 cannot be encrypted: said so.
+    let env = Env::new();
+    let run = env.run("init", &["--format-version", "2", "--encryption", "xchacha20-poly1305"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("cannot be encrypted"), "{}", run.stderr);
+    let run = store(["--version"]).ok();
+    assert!(run.stdout.contains("version 3"), "{}", run.stdout);
+}
