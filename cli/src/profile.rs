@@ -28,6 +28,10 @@ struct File {
 pub struct Profile {
     /// The repository.
     pub repository: PathBuf,
+    /// The repository's password, from the first line of this file (`--password-file`).
+    pub password_file: Option<PathBuf>,
+    /// A command printing the repository's password (`STORE_PASSWORD_COMMAND`).
+    pub password_command: Option<String>,
     /// This host's index cache.
     pub cache_dir: Option<PathBuf>,
     /// The host name the sets are taken as (default: the machine's).
@@ -223,6 +227,19 @@ impl Config {
         };
         if p.components.is_empty() {
             bail!("{}: profile {name}: no components", self.path.display());
+        }
+        if p.password_file.is_some() && p.password_command.is_some() {
+            bail!(
+                "{}: profile {name}: give one of password_file and password_command",
+                self.path.display()
+            );
+        }
+        if let Some(f) = p.password_file.as_ref().filter(|f| !f.is_file()) {
+            bail!(
+                "{}: profile {name}: password_file {} is not a file",
+                self.path.display(),
+                f.display()
+            );
         }
         for (cname, source) in &p.components {
             let whence = at(source.span());

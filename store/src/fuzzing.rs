@@ -4,6 +4,7 @@
 
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::config::RepoConfig;
+use crate::crypto::{Crypto, FileKind, KeyFile, SEAL_OVERHEAD};
 use crate::index::decode_index_file;
 use crate::lock::LockRecord;
 use crate::pack::{check_blob, decode_blob_header, decode_footer, entries_in, verify_blob};
@@ -13,22 +14,57 @@ use crate::tree::{decode_chunk_list, TreeBlob};
 /// A whole pack file: footer, trailer, then every blob verified.
 #[must_use]
 pub fn pack(bytes: &[u8]) -> bool {
-    let Ok(entries) = entries_in(bytes) else { return false };
+    pack_with(bytes, &Crypto::plain())
+}
+
+fn pack_with(bytes: &[u8], crypto: &Crypto) -> bool {
+    let Ok(entries) = entries_in(bytes, crypto) else { return false };
     let (mut raw, mut scratch) = (Vec::new(), Vec::new());
     entries.iter().all(|e| {
         bytes.get(e.offset as usize..e.end() as usize).is_some_and(|f| {
-            let verified = verify_blob(f, e, &mut raw).is_ok();
+            let verified = verify_blob(crypto, f, e, &mut raw).is_ok();
             // The check that skips copying raw blobs must agree with the full one.
-            assert_eq!(verified, check_blob(f, e, &mut scratch).is_ok(), "check_blob disagrees");
+            let checked = check_blob(crypto, f, e, &mut scratch).is_ok();
+            assert_eq!(verified, checked, "check_blob disagrees");
             verified
         })
     })
 }
 
-/// The last 64 bytes of a pack.
+/// The last 64 bytes of a pack (with a plain and a sealed trailer).
 #[must_use]
 pub fn pack_footer(bytes: &[u8]) -> bool {
-    decode_footer(bytes, bytes.len() as u64 + 1_000_000).is_ok()
+    let len = bytes.len() as u64 + 1_000_000;
+    decode_footer(bytes, len, 0).is_ok() | decode_footer(bytes, len, SEAL_OVERHEAD).is_ok()
+}
+
+/// A key file (`keys/<id>`, FORMAT.md §15.2): decoded and its KDF parameters bounded. The KDF
+/// itself is not run (its cost is what the bounds limit).
+#[must_use]
+pub fn key_file(bytes: &[u8]) -> bool {
+    KeyFile::decode(bytes).is_ok()
+}
+
+/// Sealed objects of an encrypted repository (fixed test keys): the first byte picks a sealed
+/// file of kind 1 to 4, a sealed blob (5), or a whole sealed pack (6); the rest is the input.
+#[must_use]
+pub fn sealed(bytes: &[u8]) -> bool {
+    let crypto = Crypto::for_tests(b"fuzz");
+    let (head, rest) = bytes.split_at(bytes.len().min(1));
+    match head.first().copied().unwrap_or(0) % 7 {
+        k @ 1..=4 => {
+            let kind = [FileKind::Index, FileKind::Manifest, FileKind::Lock, FileKind::Damage]
+                [usize::from(k - 1)];
+            crypto.open_file(kind, rest).is_ok()
+        }
+        5 => {
+            let mut out = Vec::new();
+            let id = crypto.id(b"fuzz");
+            crypto.open_blob(id, 0, 1, 100, rest, &mut out).is_ok()
+        }
+        6 => pack_with(rest, &crypto),
+        _ => crypto.open_trailer(b"aad", rest).is_ok(),
+    }
 }
 
 /// One blob header.

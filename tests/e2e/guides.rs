@@ -118,7 +118,7 @@ fn alfresco_guide_runs_as_written() {
     write(&alf.join("contentstore.deleted/2026/11/20/0/dead.bin"), b"deleted document");
     let stdout = run_guide(
         "alfresco.md",
-        &["/alf_data", "/backup/", "/restore", "/usr/local/bin", "/var/"],
+        &["/alf_data", "/backup/", "/restore", "/usr/local/bin", "/var/", "/etc/store"],
         &env,
     );
     assert!(stdout.contains("content store matches"), "{stdout}");

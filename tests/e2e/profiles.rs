@@ -55,8 +55,17 @@ impl Job {
     }
 
     fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, true)
+    }
+
+    /// `store run ARGS`; without the suite's password in the environment unless `password`.
+    fn run_with(&self, args: &[&str], password: bool) -> Run {
         let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default());
-        let out = std::process::Command::new(crate::support::bin())
+        let mut cmd = std::process::Command::new(crate::support::bin());
+        if !password {
+            cmd.env_remove("STORE_PASSWORD");
+        }
+        let out = cmd
             .arg("run")
             .args(args)
             .arg("--config")
@@ -216,4 +225,41 @@ fn a_profile_with_an_unknown_key_or_a_missing_path_is_refused_with_its_line() {
     );
     assert_eq!(job.sets(), 0, "nothing ran");
     assert_eq!(job.outcomes(), "");
+}
+
+// See: issue 15 ("password source in profiles").
+#[test]
+fn a_profile_gives_the_password_by_file_or_by_command() {
+    let job = Job::new();
+    let root = job.env.dir.path().to_path_buf();
+    let pw = root.join("etc/store/alfresco.pw");
+    write(&pw, format!("{}\n", crate::support::PASSWORD).as_bytes());
+    let example = example_in(&root);
+    // Without a password the job fails at its first step, naming the ways to give one.
+    let run = job.run_with(&["alfresco"], false);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("STORE_PASSWORD_COMMAND"), "{}", run.stderr);
+    let by_command = example.replace(
+        "# password_command = \"vault kv get -field=pw secret/store\"",
+        &format!("password_command = \"cat {}\"", pw.display()),
+    );
+    for (how, text) in [
+        ("file", example.replace("# password_file = ", "password_file = ")),
+        ("command", by_command),
+    ] {
+        assert_ne!(text, example, "{how}: the example names the key");
+        write(&job.config, text.as_bytes());
+        let before = job.sets();
+        let run = job.run_with(&["alfresco"], false);
+        assert_eq!(run.code, 0, "{how}: {}{}", run.stdout, run.stderr);
+        assert_eq!(job.sets(), before + 1, "{how}");
+    }
+    // Both at once is refused before anything runs.
+    let both = example
+        .replace("# password_file = ", "password_file = ")
+        .replace("# password_command = ", "password_command = ");
+    write(&job.config, both.as_bytes());
+    let run = job.run_with(&["alfresco"], false);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("one of password_file and password_command"), "{}", run.stderr);
 }

@@ -25,6 +25,9 @@ fn os(s: impl AsRef<OsStr>) -> OsString {
 /// The arguments every step of `p` starts with, then `command`.
 fn base(p: &Profile, command: &str) -> Vec<OsString> {
     let mut a = vec![os("--repo"), os(&p.repository)];
+    if let Some(f) = &p.password_file {
+        a.extend([os("--password-file"), os(f)]);
+    }
     if let Some(d) = &p.cache_dir {
         a.extend([os("--cache-dir"), os(d)]);
     }
@@ -221,6 +224,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             crate::output::log(&format!("step {}: {}", step.name, shown(&step.args)));
             let mut child = Command::new(&exe);
             child.args(&step.args).env("STORE_PROFILE", name);
+            if let Some(cmd) = &p.password_command {
+                child.env("STORE_PASSWORD_COMMAND", cmd);
+            }
             let (code, result) = if args.json {
                 // The step's JSON document is its standard output; its stderr stays the job's.
                 match child.stderr(std::process::Stdio::inherit()).output() {
@@ -310,11 +316,12 @@ fn dry_run(p: &Profile, host: &str, exe: &std::path::Path) -> Result<ExitCode> {
             summary!("  (not run in a dry run)");
             continue;
         }
-        let code = Command::new(exe)
-            .args(&step.args)
-            .arg("--dry-run")
-            .status()
-            .map_or(crate::EXIT_ERROR, exit_of);
+        let mut child = Command::new(exe);
+        if let Some(cmd) = &p.password_command {
+            child.env("STORE_PASSWORD_COMMAND", cmd);
+        }
+        let code =
+            child.args(&step.args).arg("--dry-run").status().map_or(crate::EXIT_ERROR, exit_of);
         status = worse(status, code);
     }
     for (which, cmd) in [("after", &p.hooks.after), ("on_error", &p.hooks.on_error)] {
