@@ -54,7 +54,7 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Tools to compare (those not installed are left out, and said so).
-        #[arg(long, value_delimiter = ',', default_value = "store,restic,borg")]
+        #[arg(long, value_delimiter = ',', default_value = "store,store-plain,restic,borg")]
         tools: Vec<String>,
         /// Page cache before each step: warm (sources read just before) or cold (dropped).
         #[arg(long, value_enum, default_value = "warm")]
@@ -66,6 +66,13 @@ enum Scenario {
         files: u64,
         #[arg(long, value_delimiter = ',', default_value = "store,restic")]
         tools: Vec<String>,
+    },
+    /// The encryption choices on one core: XChaCha20-Poly1305 (what format 3 uses) against
+    /// AES-256-GCM-SIV, sealing and opening 128 KiB pieces, with keyed and unkeyed BLAKE3 and
+    /// zstd 3 as references measured in the same runs.
+    Aead {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     /// Peak RSS of a snapshot as the repository grows (N blobs already stored).
     Growth {
@@ -245,7 +252,11 @@ fn machine_limit(sources: &[PathBuf], scratch: &Path) -> f64 {
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Tool {
+    /// `store` as `init` makes it: encrypted.
     Store,
+    /// `store init --encryption none`: the cost of encryption, measured in the same runs.
+    #[serde(rename = "store-plain")]
+    StorePlain,
     Restic,
     Borg,
 }
@@ -254,6 +265,7 @@ impl Tool {
     fn parse(name: &str) -> Option<Tool> {
         match name {
             "store" => Some(Tool::Store),
+            "store-plain" => Some(Tool::StorePlain),
             "restic" => Some(Tool::Restic),
             "borg" => Some(Tool::Borg),
             _ => None,
@@ -263,6 +275,7 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Store => "store",
+            Tool::StorePlain => "store-plain",
             Tool::Restic => "restic",
             Tool::Borg => "borg",
         }
@@ -270,14 +283,14 @@ impl Tool {
 
     fn installed(self, store: &Path) -> bool {
         match self {
-            Tool::Store => store.is_file(),
+            Tool::Store | Tool::StorePlain => store.is_file(),
             Tool::Restic | Tool::Borg => !self.version(store).is_empty(),
         }
     }
 
     fn version(self, store: &Path) -> String {
         let out = match self {
-            Tool::Store => Command::new(store).arg("--version").output(),
+            Tool::Store | Tool::StorePlain => Command::new(store).arg("--version").output(),
             Tool::Restic => Command::new("restic").arg("version").output(),
             Tool::Borg => Command::new("borg").arg("--version").output(),
         };
@@ -297,7 +310,11 @@ struct Repo {
 impl Repo {
     fn with_env(&self, mut c: Cmd) -> Cmd {
         match self.tool {
-            Tool::Store => {}
+            Tool::Store | Tool::StorePlain => {
+                // As restic's: a password in the environment (an unencrypted repository
+                // ignores it); the cheapest is not used, the default KDF is part of the cost.
+                c.env.push(("STORE_PASSWORD".into(), "bench".into()));
+            }
             Tool::Restic => {
                 c.env.push(("RESTIC_PASSWORD".into(), "bench".into()));
                 c.env.push(("RESTIC_CACHE_DIR".into(), self.cache.clone().into()));
@@ -323,6 +340,9 @@ impl Repo {
     fn init(&self) -> Vec<Cmd> {
         let c = match self.tool {
             Tool::Store => self.store_cmd(&["init".into()]),
+            Tool::StorePlain => {
+                self.store_cmd(&["init".into(), "--encryption".into(), "none".into()])
+            }
             Tool::Restic => cmd([
                 "restic".into(),
                 "init".into(),
@@ -345,7 +365,7 @@ impl Repo {
     fn backup(&mut self, sources: &[(&str, PathBuf)]) -> Vec<Cmd> {
         self.sets += 1;
         let c = match self.tool {
-            Tool::Store => {
+            Tool::Store | Tool::StorePlain => {
                 let mut args: Vec<OsString> =
                     vec!["snapshot".into(), "--host".into(), "bench".into()];
                 for (name, path) in sources {
@@ -390,7 +410,7 @@ impl Repo {
     fn restore(&self, target: &Path) -> Vec<Cmd> {
         std::fs::create_dir_all(target).unwrap();
         let c = match self.tool {
-            Tool::Store => self.store_cmd(&[
+            Tool::Store | Tool::StorePlain => self.store_cmd(&[
                 "restore".into(),
                 "latest".into(),
                 "--target".into(),
@@ -418,7 +438,9 @@ impl Repo {
 
     fn check(&self) -> Vec<Cmd> {
         let c = match self.tool {
-            Tool::Store => self.store_cmd(&["check".into(), "--read-data".into()]),
+            Tool::Store | Tool::StorePlain => {
+                self.store_cmd(&["check".into(), "--read-data".into()])
+            }
             Tool::Restic => cmd([
                 "restic".into(),
                 "check".into(),
@@ -440,7 +462,7 @@ impl Repo {
     /// data: what the day of change added) and frees its space.
     fn forget_prune(&self) -> Vec<Cmd> {
         let cs = match self.tool {
-            Tool::Store => vec![
+            Tool::Store | Tool::StorePlain => vec![
                 self.store_cmd(&["forget".into(), "latest".into()]),
                 self.store_cmd(&["prune".into()]),
             ],
@@ -892,7 +914,11 @@ fn scenario_metadata(cli: &Cli, files: u64, tools: &[Tool]) -> Report {
 fn inflate(repo_path: &Path, cache: &Path, n: u64) {
     let repo = store::Repository::open(
         repo_path,
-        &store::OpenOptions { cache_dir: Some(cache.to_path_buf()), ..Default::default() },
+        &store::OpenOptions {
+            cache_dir: Some(cache.to_path_buf()),
+            password: Some(store::crypto::Password::new(b"bench".to_vec())),
+            ..Default::default()
+        },
     )
     .unwrap();
     let mut compressor = store::Compressor::new(3).unwrap();
@@ -929,6 +955,130 @@ fn inflate(repo_path: &Path, cache: &Path, n: u64) {
     }
     // As after a rebuilt cache: the bulk ingest's compaction is done before measuring.
     repo.index().unwrap().compact().unwrap();
+}
+
+/// Bytes per second of `f` over `data` (one pass).
+fn rate(data: &[u8], mut f: impl FnMut(&[u8])) -> f64 {
+    let t = std::time::Instant::now();
+    for piece in data.chunks(128 << 10) {
+        f(piece);
+    }
+    data.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+fn scenario_aead(runs: usize) -> Report {
+    use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
+    use rand::SeedableRng;
+    let mut report = Report { scenario: "aead".into(), machine: machine(), ..Report::default() };
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+    let media = store_benches::media_bytes(&mut rng, 256 << 20);
+    let docs = store_benches::document_bytes(&mut rng, 64 << 20);
+    report.source_bytes.insert("initial".into(), media.len() as u64);
+    let key = [7u8; 32];
+    let chacha = chacha20poly1305::XChaCha20Poly1305::new(&key.into());
+    let siv = aes_gcm_siv::Aes256GcmSiv::new(&key.into());
+    let xnonce = chacha20poly1305::XNonce::default();
+    let nonce = aes_gcm_siv::Nonce::default();
+    let mut buf = Vec::with_capacity((128 << 10) + 16);
+    let mut compressor = store::Compressor::new(3).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let mut add =
+            |name: &str, v: f64| report.references.entry(name.into()).or_default().push(v);
+        let mut seal_open = |seal: &dyn Fn(&mut Vec<u8>), open: &dyn Fn(&mut Vec<u8>)| {
+            let s = rate(&media, |p| {
+                buf.clear();
+                buf.extend_from_slice(p);
+                seal(&mut buf);
+            });
+            let o = rate(&media, |p| {
+                buf.clear();
+                buf.extend_from_slice(p);
+                seal(&mut buf);
+                open(&mut buf);
+            });
+            // Opening is measured as seal + open minus seal.
+            let open_rate = 1.0 / (1.0 / o - 1.0 / s).max(1e-12);
+            (s, open_rate)
+        };
+        let (s, o) = seal_open(
+            &|b| {
+                let tag = chacha.encrypt_in_place_detached(&xnonce, b"aad", b).unwrap();
+                b.extend_from_slice(&tag);
+            },
+            &|b| {
+                let tag = b.split_off(b.len() - 16);
+                chacha
+                    .decrypt_in_place_detached(&xnonce, b"aad", b, tag.as_slice().into())
+                    .unwrap();
+            },
+        );
+        add("seal XChaCha20-Poly1305 (format 3)", s);
+        add("open XChaCha20-Poly1305 (format 3)", o);
+        let (s, o) = seal_open(
+            &|b| {
+                let tag = siv.encrypt_in_place_detached(&nonce, b"aad", b).unwrap();
+                b.extend_from_slice(&tag);
+            },
+            &|b| {
+                let tag = b.split_off(b.len() - 16);
+                siv.decrypt_in_place_detached(&nonce, b"aad", b, tag.as_slice().into()).unwrap();
+            },
+        );
+        add("seal AES-256-GCM-SIV", s);
+        add("open AES-256-GCM-SIV", o);
+        // The same XChaCha20-Poly1305 bytes through ring's assembly: HChaCha20 for the subkey,
+        // then ChaCha20-Poly1305 with the nonce's last 8 bytes.
+        let ring_key = || {
+            let sub = chacha20::hchacha::<chacha20::cipher::consts::U10>(
+                &key.into(),
+                chacha20::cipher::generic_array::GenericArray::from_slice(&[0u8; 16]),
+            );
+            ring::aead::LessSafeKey::new(
+                ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &sub).unwrap(),
+            )
+        };
+        let (s, o) = seal_open(
+            &|b| {
+                let k = ring_key();
+                let n = ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
+                let tag =
+                    k.seal_in_place_separate_tag(n, ring::aead::Aad::from(b"aad"), b).unwrap();
+                b.extend_from_slice(tag.as_ref());
+            },
+            &|b| {
+                let k = ring_key();
+                let n = ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
+                k.open_in_place(n, ring::aead::Aad::from(b"aad"), b).unwrap();
+            },
+        );
+        add("seal XChaCha20-Poly1305 (ring)", s);
+        add("open XChaCha20-Poly1305 (ring)", o);
+        add(
+            "BLAKE3 keyed (format 3 ids)",
+            rate(&media, |p| {
+                std::hint::black_box(blake3::keyed_hash(&key, p));
+            }),
+        );
+        add(
+            "BLAKE3 unkeyed",
+            rate(&media, |p| {
+                std::hint::black_box(blake3::hash(p));
+            }),
+        );
+        add(
+            "zstd 3, documents",
+            rate(&docs, |p| {
+                std::hint::black_box(compressor.compress(p, &mut out));
+            }),
+        );
+    }
+    report.notes.push(
+        "one core, 128 KiB pieces (the average chunk), 256 MiB of incompressible bytes; open = \
+         (seal + open) - seal"
+            .into(),
+    );
+    report
 }
 
 fn scenario_growth(cli: &Cli, blobs: &[u64]) -> Report {
@@ -992,6 +1142,7 @@ fn main() {
             scenario_metadata(&cli, *files, &tools)
         }
         Scenario::Growth { blobs } => scenario_growth(&cli, blobs),
+        Scenario::Aead { runs } => scenario_aead(*runs),
     };
     let md = markdown(&report);
     print!("{md}");
