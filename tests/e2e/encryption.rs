@@ -12,12 +12,13 @@ use crate::support::{assert_same_tree, random_bytes, store, write, Env, Run, PAS
 
 /// Marker strings placed in contents, names, tags and commands: none may appear in an
 /// encrypted repository.
-const MARKERS: [&str; 5] = [
+const MARKERS: [&str; 6] = [
     "CONTENTMARKER-7f3a9c",
     "NAMEMARKER-51be0d",
     "TAGMARKER-c28e4a",
     "DUMPMARKER-9d0b17",
     "XATTRMARKER-3e6f21",
+    "HOSTMARKER-a4d802",
 ];
 
 /// A source tree holding every marker somewhere.
@@ -49,12 +50,14 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A set with every marker: a directory component, a command component and a tag.
+/// A set with every marker: a directory component, a command component, a tag and the host
+/// name the set is recorded under.
 fn marked_set(env: &Env, src: &Path) {
     let dump = format!("db=printf '{} row 1\\n%.0s' $(seq 1 500)", MARKERS[3]);
     let comp = format!("content={}", src.display());
-    env.run("snapshot", &["--tag", MARKERS[2], "--component-cmd", &dump, "--component", &comp])
-        .ok();
+    let args =
+        ["--tag", MARKERS[2], "--host", MARKERS[5], "--component-cmd", &dump, "--component", &comp];
+    env.run("snapshot", &args).ok();
 }
 
 #[test]
@@ -104,7 +107,7 @@ fn nothing_readable_is_written_into_an_encrypted_repository() {
     let plain = Env::new();
     plain.run("init", &["--encryption", "none"]).ok();
     marked_set(&plain, &src);
-    for m in [MARKERS[0], MARKERS[1], MARKERS[2], MARKERS[4]] {
+    for m in [MARKERS[0], MARKERS[1], MARKERS[2], MARKERS[4], MARKERS[5]] {
         assert!(!files_containing(&plain.repo(), m.as_bytes()).is_empty(), "{m} in a plain repo");
     }
 }
