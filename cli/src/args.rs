@@ -591,6 +591,10 @@ pub struct RunArgs {
     /// step its command line, exit status and JSON result (each also a line of the log file).
     #[arg(long, conflicts_with = "dry_run")]
     pub json: bool,
+    /// Write the job's Prometheus textfile-collector file here (instead of the profile's
+    /// `metrics_file`).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `store find`.

@@ -229,7 +229,7 @@ fn a_profile_with_an_unknown_key_or_a_missing_path_is_refused_with_its_line() {
 
 // See: issue 15 ("password source in profiles").
 #[test]
-fn a_profile_gives_the_password_by_file_or_by_command() {
+fn a_profile_gives_the_password_by_file_or_by_command_and_run_takes_a_metrics_file() {
     let job = Job::new();
     let root = job.env.dir.path().to_path_buf();
     let pw = root.join("etc/store/alfresco.pw");
@@ -254,6 +254,13 @@ fn a_profile_gives_the_password_by_file_or_by_command() {
         assert_eq!(run.code, 0, "{how}: {}{}", run.stdout, run.stderr);
         assert_eq!(job.sets(), before + 1, "{how}");
     }
+    // `--metrics-file` puts the job's metrics elsewhere for one run (issue 18).
+    let other = job.path("elsewhere.prom");
+    let run = job.run_with(&["alfresco", "--metrics-file", other.to_str().unwrap()], false);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let prom = std::fs::read_to_string(&other).unwrap();
+    assert!(prom.contains("store_last_exit_code{command=\"run\",profile=\"alfresco\""), "{prom}");
+    assert!(prom.contains("store_snapshot_files{"), "{prom}");
     // Both at once is refused before anything runs.
     let both = example
         .replace("# password_file = ", "password_file = ")

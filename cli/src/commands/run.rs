@@ -197,10 +197,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if args.dry_run {
         return dry_run(p, &host, &exe);
     }
-    if let Some(m) = &p.metrics_file {
+    let metrics_file = args.metrics_file.as_ref().or(p.metrics_file.as_ref());
+    if let Some(m) = metrics_file {
         crate::metrics::want(m, "run", &[("profile", name.to_owned()), ("host", host.clone())]);
     }
-    let metrics_tmp = p.metrics_file.as_ref().map(|m| {
+    let metrics_tmp = metrics_file.map(|m| {
         let mut t = m.as_os_str().to_os_string();
         t.push(format!(".snapshot.{}", std::process::id()));
         std::path::PathBuf::from(t)
