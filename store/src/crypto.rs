@@ -143,6 +143,20 @@ struct Keys {
 }
 
 impl Keys {
+    /// A synthetic nonce (SIV-style): the XOF of keyed BLAKE3 over `parts`, each preceded by
+    /// its length. The same input always gets the same nonce (and so the same sealed bytes);
+    /// two different inputs never share one.
+    fn synthetic_nonce(&self, parts: &[&[u8]]) -> [u8; NONCE_LEN] {
+        let mut mac = blake3::Hasher::new_keyed(&self.file_nonce_key);
+        for p in parts {
+            mac.update(&(p.len() as u64).to_le_bytes());
+            mac.update(p);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        mac.finalize_xof().fill(&mut nonce);
+        nonce
+    }
+
     fn derive(master: &Master) -> Self {
         let sub = |context: &str| Zeroizing::new(blake3::derive_key(context, master.0.as_slice()));
         let mut gear = sub("store 2026-11-30 chunker gear seed");
@@ -371,9 +385,10 @@ impl Crypto {
         match &self.0 {
             None => Ok(trailer),
             Some(k) => {
+                let nonce = k.synthetic_nonce(&[b"trailer", aad, &trailer]);
                 let mut buf = vec![0u8; NONCE_LEN];
                 buf.extend_from_slice(&trailer);
-                seal_in_place(&k.file_key, aad, &mut buf, 0)?;
+                seal_with_nonce(&k.file_key, nonce, aad, &mut buf, 0)?;
                 Ok(buf)
             }
         }
@@ -408,15 +423,10 @@ impl Crypto {
         buf.extend_from_slice(&plain);
         let mut header = [0u8; FILE_HEADER_LEN];
         header.copy_from_slice(&buf[..FILE_HEADER_LEN]);
-        // A synthetic nonce (keyed BLAKE3 of header and plaintext, SIV-style): the same object
-        // always seals to the same bytes, so its name stays a function of its content (a
-        // manifest written again after a crash is the same file, not a second set). It never
-        // repeats for two different plaintexts.
-        let mut mac = blake3::Hasher::new_keyed(&k.file_nonce_key);
-        mac.update(&header);
-        mac.update(&plain);
-        let mut nonce = [0u8; NONCE_LEN];
-        mac.finalize_xof().fill(&mut nonce);
+        // A synthetic nonce: the same object always seals to the same bytes, so its name stays
+        // a function of its content (a manifest written again after a crash is the same file,
+        // not a second set).
+        let nonce = k.synthetic_nonce(&[b"file", &header, &plain]);
         seal_with_nonce(&k.file_key, nonce, &header, &mut buf, FILE_HEADER_LEN)?;
         Ok(buf)
     }

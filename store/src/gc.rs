@@ -669,7 +669,7 @@ mod tests {
         assert_eq!(p.bytes_freed, p.bytes_deleted - p.bytes_written);
         assert_eq!(pack_bytes(&repo), once, "one copy of each blob is left: {p:?}");
         drop(repo);
-        let repo = Repository::open(&dir.path().join("repo"), &Default::default()).unwrap();
+        let repo = crate::testing::reopen(dir.path());
         restores_whole(&repo, dir.path(), "out");
     }
 
@@ -684,7 +684,7 @@ mod tests {
         let e = reader.entries()[0];
         repo.record_damage(&[DamagedCopy { pack, blob: e.id, offset: e.offset }]).unwrap();
         drop(repo);
-        let repo = Repository::open(&dir.path().join("repo"), &Default::default()).unwrap();
+        let repo = crate::testing::reopen(dir.path());
         let report = prune_at(&repo, 0.0);
         assert!(!report.plan.delete.contains(&pack) && !report.plan.repack.contains(&pack));
         assert!(repo.layout().pack(pack).exists());

@@ -22,9 +22,23 @@ pub(crate) fn repo_with(dir: &Path, files: &[(String, Vec<u8>)]) -> Repository {
         #[allow(clippy::disallowed_methods, reason = "a source tree, not the repository")]
         std::fs::write(p, data).unwrap();
     }
-    let repo = Repository::init(&dir.join("repo"), &InitOptions::default()).unwrap();
+    // Encrypted, as `store init` makes them, at the cheapest key derivation.
+    let opts = InitOptions {
+        encryption: Some(crate::repo::NewKey {
+            password: password(),
+            kdf: crate::crypto::KdfParams::MIN,
+        }),
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(&dir.join("repo"), &opts).unwrap();
+    assert!(repo.crypto().is_encrypted());
     snap(&repo, dir);
     repo
+}
+
+#[cfg(feature = "engine")]
+fn password() -> crate::crypto::Password {
+    crate::crypto::Password::new(b"engine tests".to_vec())
 }
 
 #[cfg(feature = "engine")]
@@ -42,7 +56,8 @@ pub(crate) fn snap(repo: &Repository, dir: &Path) {
 #[cfg(feature = "engine")]
 /// Reopens the repository at `dir/repo` (a fresh process's view: the cache is opened anew).
 pub(crate) fn reopen(dir: &Path) -> Repository {
-    Repository::open(&dir.join("repo"), &Default::default()).unwrap()
+    let opts = crate::repo::OpenOptions { password: Some(password()), ..Default::default() };
+    Repository::open(&dir.join("repo"), &opts).unwrap()
 }
 
 /// Pseudo-random bytes from splitmix64, incompressible, and stable across crate versions (the
