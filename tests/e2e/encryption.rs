@@ -441,3 +441,42 @@ fn unencrypted_and_older_repositories_keep_working_without_a_password() {
     let run = store(["--version"]).ok();
     assert!(run.stdout.contains("version 3"), "{}", run.stdout);
 }
+
+// A crash at any step of `key passwd` leaves a key that opens the repository: the old one until
+// the new key is durable, both after, never none.
+#[test]
+fn a_crash_during_key_passwd_never_leaves_the_repository_without_a_key() {
+    for point in ["key_synced", "key_renamed", "key_durable", "key_added"] {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        write(&src.join("f"), b"kept");
+        env.snapshot(&[&src]);
+        let new = env.path("new-pw");
+        write(&new, b"new password\n");
+        let crashed = std::process::Command::new(crate::support::bin())
+            .args(["key", "passwd", "--new-password-file", new.to_str().unwrap(), "--repo"])
+            .arg(env.repo())
+            .env("STORE_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(!crashed.status.success(), "{point}: the crash point was not reached");
+        let opens = |pw: &str| run_with(&env, &["snapshots"], &[("STORE_PASSWORD", pw)]).code == 0;
+        let (old, new_opens) = (opens(PASSWORD), opens("new password"));
+        assert!(old, "{point}: the old key is removed only after the new one is durable");
+        assert_eq!(new_opens, point != "key_synced", "{point}: the new key is there once renamed");
+        let keys = files_under(&env.repo().join("keys")).len();
+        assert_eq!(keys, if point == "key_synced" { 1 } else { 2 }, "{point}");
+        // Running it again finishes the job: the new password opens, the old one no longer.
+        env.run("key", &["passwd", "--new-password-file", new.to_str().unwrap()]).ok();
+        assert!(opens("new password") && !opens(PASSWORD), "{point}");
+        let out = env.path("out");
+        run_with(
+            &env,
+            &["restore", "latest", "--target", out.to_str().unwrap()],
+            &[("STORE_PASSWORD", "new password")],
+        )
+        .ok();
+        assert_eq!(std::fs::read(out.join("src/f")).unwrap(), b"kept", "{point}");
+    }
+}
