@@ -308,6 +308,15 @@ fn repo_files(env: &Env) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// Restores the latest set with `password` and checks the one file the password tests keep.
+fn restores_kept_with(env: &Env, password: &str) {
+    let out = env.path("out");
+    let _ = std::fs::remove_dir_all(&out);
+    let target = ["restore", "latest", "--target", out.to_str().unwrap()];
+    run_with(env, &target, &[("STORE_PASSWORD", password)]).ok();
+    assert_eq!(std::fs::read(out.join("src/f")).unwrap(), b"kept");
+}
+
 #[test]
 fn passwords_keys_and_their_refusals() {
     let env = Env::new();
@@ -369,14 +378,7 @@ fn passwords_keys_and_their_refusals() {
     write(&new, b"new password\n");
     env.run("key", &["passwd", "--new-password-file", new.to_str().unwrap()]).ok();
     assert_eq!(env.run("snapshots", &[] as &[&str]).code, 12, "the old password is gone");
-    let out = env.path("out");
-    run_with(
-        &env,
-        &["restore", "latest", "--target", out.to_str().unwrap()],
-        &[("STORE_PASSWORD", "new password")],
-    )
-    .ok();
-    assert_eq!(std::fs::read(out.join("src/f")).unwrap(), b"kept");
+    restores_kept_with(&env, "new password");
     // The last key cannot be removed, even by prefix from another process.
     let only = files_under(&env.repo().join("keys")).remove(0);
     let only = only.file_name().unwrap().to_str().unwrap().to_owned();
@@ -470,13 +472,6 @@ fn a_crash_during_key_passwd_never_leaves_the_repository_without_a_key() {
         // Running it again finishes the job: the new password opens, the old one no longer.
         env.run("key", &["passwd", "--new-password-file", new.to_str().unwrap()]).ok();
         assert!(opens("new password") && !opens(PASSWORD), "{point}");
-        let out = env.path("out");
-        run_with(
-            &env,
-            &["restore", "latest", "--target", out.to_str().unwrap()],
-            &[("STORE_PASSWORD", "new password")],
-        )
-        .ok();
-        assert_eq!(std::fs::read(out.join("src/f")).unwrap(), b"kept", "{point}");
+        restores_kept_with(&env, "new password");
     }
 }
