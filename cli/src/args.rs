@@ -412,13 +412,14 @@ pub struct InitArgs {
     /// Target size of pack files.
     #[arg(long, value_name = "SIZE", default_value = "16MiB")]
     pub pack_size: String,
-    /// Repository format version: 3 can be encrypted; 2 makes a repository that builds before
-    /// 3 can read and write, unencrypted; 1 one that builds before 2 can, without extended
-    /// attributes, ACLs, hard links and times outside 1677-2262.
+    /// Repository format version: 4 records a note on a set; 3 makes a repository that builds
+    /// before 4 can read and write; 3 and 4 can be encrypted; 2 one that builds before 3 can,
+    /// unencrypted; 1 one that builds before 2 can, without extended attributes, ACLs, hard
+    /// links and times outside 1677-2262.
     #[arg(long, value_name = "N", default_value_t = store::FORMAT_VERSION)]
     pub format_version: u32,
     /// `xchacha20-poly1305`: everything in the repository encrypted and authenticated with a
-    /// key from the password (the default from format version 3); `none`: not encrypted,
+    /// key from the password (the default from format version 3 on); `none`: not encrypted,
     /// readable by anyone who can read its files (the default, and only choice, before 3).
     #[arg(long, value_name = "MODE", value_parser = ["xchacha20-poly1305", "none"])]
     pub encryption: Option<String>,
@@ -476,6 +477,9 @@ pub struct SnapshotArgs {
     /// Tag the set (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// A note on the set (free text, up to 4 KiB; shown by `snapshots`, changed with `tag`).
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
     /// Host name to record (default: this machine's).
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
@@ -548,7 +552,8 @@ again with the old id to finish.
 
 Examples:
   store tag 20261120-050000 --add keep --add audit-2026
-  store tag latest --remove nightly --add monthly")]
+  store tag latest --remove nightly --add monthly
+  store tag 20261120-050000 --note 'last set before the 23.2 upgrade'")]
 pub struct TagArgs {
     /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
     #[arg(value_name = "SNAPSHOT")]
@@ -559,6 +564,10 @@ pub struct TagArgs {
     /// A tag to remove; may be repeated.
     #[arg(long, value_name = "TAG")]
     pub remove: Vec<String>,
+    /// Set the set's note (free text, up to 4 KiB; `--note ''` removes it). Format version 4
+    /// and later.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,

@@ -140,6 +140,18 @@ pub fn log(line: &str) {
     let _ = file.write_all(text.as_bytes());
 }
 
+/// `text` for one line of a terminal: control characters (newlines, escape sequences of a
+/// crafted note or host name) shown escaped, as `\n` or `\u{1b}`.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> =
+                if c.is_control() { c.escape_default().collect() } else { vec![c] };
+            escaped
+        })
+        .collect()
+}
+
 /// `n` bytes as a human size (binary units).
 pub fn size(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -128,6 +128,8 @@ pub struct SnapshotOptions {
     pub one_file_system: bool,
     /// Fail, committing nothing, when a standard-input or command component yields no bytes.
     pub require_data: bool,
+    /// The operator's note on the set (empty: none); format version 4 and later.
+    pub note: String,
 }
 
 /// The result of a committed snapshot.
@@ -377,9 +379,11 @@ fn resolve_parent(
     }
 }
 
-/// Checks the sources and tags of `opts`, and compiles its exclude patterns.
-fn check_options(opts: &SnapshotOptions) -> Result<Patterns> {
+/// Checks the sources, tags and note of `opts` (for `repo`), and compiles its exclude patterns.
+fn check_options(repo: &Repository, opts: &SnapshotOptions) -> Result<Patterns> {
     check_sources(&opts.sources)?;
+    crate::snapshot::validate_note(&opts.note)?;
+    crate::snapshot::check_note_supported(&opts.note, repo.version())?;
     // Tags name directories of the mount (`tags/<tag>/`): the rule of names applies.
     if let Some(bad) = opts.tags.iter().find(|t| !crate::tree::is_valid_name(t.as_bytes())) {
         return Err(Error::InvalidOption {
@@ -405,7 +409,7 @@ pub fn snapshot(
     progress: &dyn Progress,
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
-    let excludes = check_options(opts)?;
+    let excludes = check_options(repo, opts)?;
     repo.prepare_write()?;
     let parent = resolve_parent(repo, opts)?;
     let threads = if opts.threads == 0 {
@@ -530,6 +534,7 @@ pub fn snapshot(
         components,
         counts,
         issues,
+        note: opts.note.clone(),
     };
     // Every pack is durable and indexed (seal_loop returned). A prune that overtook a stale lock
     // may have deleted packs this set reuses, or one may have been cut short meanwhile: check

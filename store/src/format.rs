@@ -15,7 +15,7 @@ use crate::error::Corruption;
 use crate::id::{Id, ID_LEN};
 
 /// The repository format version this build writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The oldest repository format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
@@ -289,6 +289,7 @@ mod tests {
             components: vec![],
             counts: crate::snapshot::Counts::default(),
             issues: vec![],
+            note: String::new(),
         };
         let lock = crate::lock::LockRecord {
             kind: crate::lock::LockKind::Shared,

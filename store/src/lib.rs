@@ -153,6 +153,6 @@ pub use restore::{
 #[cfg(feature = "engine")]
 pub use stats::{stats, RepoStats, SetStats};
 #[cfg(feature = "engine")]
-pub use tag::{retag, TagReport};
+pub use tag::{retag, TagChange, TagReport};
 #[cfg(feature = "engine")]
 pub use vfs::{for_each_chunk, write_file_to};

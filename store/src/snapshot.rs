@@ -177,6 +177,52 @@ pub struct Manifest<M = Metadata> {
     pub counts: Counts,
     /// Paths that could not be read, or changed while read.
     pub issues: Vec<PathIssue>,
+    /// The operator's note on the set (`tag --note`, `snapshot --note`); empty when none. From
+    /// format version 4, a record of its own after the manifest's (FORMAT.md §7).
+    #[serde(skip)]
+    pub note: String,
+}
+
+/// Longest note a set may carry, in bytes.
+pub const MAX_NOTE_LEN: usize = 4096;
+
+/// The first format version that records a note on a set.
+pub const NOTE_VERSION: u32 = 4;
+
+/// Checks a note an operator gives a set: at most [`MAX_NOTE_LEN`] bytes, no control characters
+/// but newlines and tabs (a note is printed on terminals).
+///
+/// # Errors
+/// [`crate::Error::InvalidOption`] naming what is wrong.
+pub fn validate_note(note: &str) -> Result<(), crate::Error> {
+    let bad = |reason: String| crate::Error::InvalidOption { option: "note", reason };
+    if note.len() > MAX_NOTE_LEN {
+        return Err(bad(format!(
+            "{} bytes, more than the {MAX_NOTE_LEN} a note may have",
+            note.len()
+        )));
+    }
+    if let Some(c) = note.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
+        return Err(bad(format!("it holds the control character {c:?}")));
+    }
+    Ok(())
+}
+
+/// Refuses a note on a set of a repository whose format `version` cannot record one.
+///
+/// # Errors
+/// [`crate::Error::InvalidOption`] naming the versions.
+pub fn check_note_supported(note: &str, version: u32) -> Result<(), crate::Error> {
+    if note.is_empty() || version >= NOTE_VERSION {
+        return Ok(());
+    }
+    Err(crate::Error::InvalidOption {
+        option: "note",
+        reason: format!(
+            "this repository is format version {version}; a note on a set needs version \
+             {NOTE_VERSION} or later (a new repository made with `store init`)"
+        ),
+    })
 }
 
 /// The names of `sets`: each set's start time in UTC as `YYYYMMDD-HHMMSS`, and for the second,
@@ -227,6 +273,7 @@ impl<M> Manifest<M> {
             components,
             counts: self.counts,
             issues: self.issues,
+            note: self.note,
         }
     }
 }
@@ -240,12 +287,15 @@ impl Manifest {
         crate::time::sortable_name(self.time_ns)
     }
 
-    /// Encodes the manifest file: magic, format version, bincode record.
+    /// Encodes the manifest file: magic, format version, bincode record (from version 4 followed
+    /// by the note's).
     ///
     /// # Errors
     /// [`crate::Error::Encode`] when the manifest would be larger than a reader accepts (the
-    /// snapshot then commits nothing: a set that cannot be read must never be written).
+    /// snapshot then commits nothing: a set that cannot be read must never be written);
+    /// [`crate::Error::InvalidOption`] for a note that `version` cannot record.
     pub fn encode(&self, version: u32) -> Result<Vec<u8>, crate::Error> {
+        check_note_supported(&self.note, version)?;
         let mut out = Vec::new();
         out.extend_from_slice(&MANIFEST_MAGIC);
         out.extend_from_slice(&version.to_le_bytes());
@@ -257,8 +307,10 @@ impl Manifest {
                 }
             }
             out.extend_from_slice(&encode_record(&v1, "manifest")?);
-        } else {
+        } else if version < NOTE_VERSION {
             out.extend_from_slice(&encode_record(self, "manifest")?);
+        } else {
+            out.extend_from_slice(&encode_record(&(self, &self.note), "manifest")?);
         }
         Ok(out)
     }
@@ -269,10 +321,16 @@ impl Manifest {
     /// Bad magic, a format version this build does not read, truncated or malformed bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, Corruption> {
         let mut r = ByteReader::new(bytes, 0);
-        let m: Manifest = if read_header(&mut r, &MANIFEST_MAGIC)? < 2 {
+        let version = read_header(&mut r, &MANIFEST_MAGIC)?;
+        let m: Manifest = if version < 2 {
             decode_record::<Manifest<MetadataV1>>(r.rest(), "manifest")?.map_meta(Metadata::from)
         } else {
-            let m: Manifest = decode_record(r.rest(), "manifest")?;
+            let m: Manifest = if version < NOTE_VERSION {
+                decode_record(r.rest(), "manifest")?
+            } else {
+                let (m, note): (Manifest, String) = decode_record(r.rest(), "manifest")?;
+                Manifest { note, ..m }
+            };
             for c in &m.components {
                 c.meta.validate()?;
             }
@@ -318,6 +376,7 @@ mod tests {
             }],
             counts: Counts { files: 3, ..Counts::default() },
             issues: vec![],
+            note: String::new(),
         }
     }
 
@@ -346,6 +405,43 @@ mod tests {
         assert_eq!(Manifest::decode(&m.encode(FORMAT_VERSION).unwrap()).unwrap(), m);
     }
 
+    // See: issue 18 ("a `--note` text on a set").
+    #[test]
+    fn notes_round_trip_from_version_4_and_are_refused_before() {
+        let m = Manifest { note: "before the 23.2 upgrade\n\tticket OPS-1".into(), ..sample() };
+        let v4 = m.encode(NOTE_VERSION).unwrap();
+        assert_eq!(Manifest::decode(&v4).unwrap(), m);
+        // Without a note, version 4 adds only the empty note's length to version 3's bytes.
+        let plain = sample();
+        let (v3, v4_plain) = (plain.encode(3).unwrap(), plain.encode(NOTE_VERSION).unwrap());
+        assert_eq!(v4_plain.len(), v3.len() + 8);
+        assert_eq!(v4_plain[12..v3.len()], v3[12..]);
+        assert_eq!(Manifest::decode(&v3).unwrap(), plain);
+        for old in 1..NOTE_VERSION {
+            let err = m.encode(old).unwrap_err();
+            assert!(err.to_string().contains("needs version 4"), "{err}");
+        }
+        // A version-4 manifest without its note record, or a version-3 one with one, is damage.
+        let mut short = v4_plain[..v3.len()].to_vec();
+        assert!(Manifest::decode(&short).is_err());
+        short[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(Manifest::decode(&short).is_ok());
+        let mut long = v4.clone();
+        long[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(Manifest::decode(&long).is_err());
+    }
+
+    #[test]
+    fn notes_are_bounded_and_printable() {
+        assert!(validate_note("").is_ok());
+        assert!(validate_note("kept for the audit\n\tsee OPS-1 ✓").is_ok());
+        assert!(validate_note(&"x".repeat(MAX_NOTE_LEN)).is_ok());
+        assert!(validate_note(&"x".repeat(MAX_NOTE_LEN + 1)).is_err());
+        for bad in ["\u{1b}[2J", "a\rb", "nul\0", "\u{7f}"] {
+            assert!(validate_note(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn version_1_manifests_keep_their_bytes_and_read_back() {
         let mut m = sample();
@@ -368,6 +464,7 @@ mod tests {
             files: u64,
             source in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
             skipped in proptest::collection::vec((proptest::collection::vec(proptest::num::u8::ANY, 1..20), ".{0,10}"), 0..3),
+            note in ".{0,30}",
         ) {
             let mut m = sample();
             m.host = host;
@@ -376,6 +473,7 @@ mod tests {
             m.counts.files = files;
             m.components[0].source = source;
             m.parent = Some(SnapshotId(Id::hash(&time_ns.to_le_bytes())));
+            m.note = note;
             m.issues = skipped
                 .into_iter()
                 .map(|(path, reason)| PathIssue {

@@ -1,4 +1,4 @@
-//! `tag`: changes the tags of a set. Manifests are never modified (their name is their hash), so
+//! `tag`: changes the tags, and the note, of a set. Manifests are never modified (their name is their hash), so
 //! the set gets a new manifest with the new tags, written first; the old one is removed only
 //! after. Sets that chain to it (incrementals naming it as their parent, and theirs) get new
 //! manifests naming the new one, so chains, and `forget`'s keeping of whole chains, are
@@ -19,22 +19,35 @@ pub struct TagReport {
     pub new: Option<SnapshotId>,
     /// The tags it has now.
     pub tags: Vec<String>,
+    /// Its note now (empty: none).
+    pub note: String,
     /// Sets that chain to it, rewritten to name its new manifest: `(old, new)`.
     pub rechained: Vec<(SnapshotId, SnapshotId)>,
 }
 
-/// Adds `add` and removes `remove` from the tags of set `id` (the caller holds a shared lock,
-/// so a prune cannot look between the new manifests and the removal of the old ones).
+/// A change to the tags and note of a set.
+#[derive(Debug, Clone, Default)]
+pub struct TagChange {
+    /// Tags to add.
+    pub add: Vec<String>,
+    /// Tags to remove.
+    pub remove: Vec<String>,
+    /// The new note (empty: remove it); `None` keeps the note.
+    pub note: Option<String>,
+}
+
+/// Applies `change` to set `id` (the caller holds a shared lock, so a prune cannot look between
+/// the new manifests and the removal of the old ones).
 ///
 /// # Errors
-/// An invalid tag, an unreadable manifest, a failed write. Nothing is removed unless every new
-/// manifest was written.
-pub fn retag(
-    repo: &Repository,
-    id: SnapshotId,
-    add: &[String],
-    remove: &[String],
-) -> Result<TagReport> {
+/// An invalid tag or note (or a note the repository's format version cannot record), an
+/// unreadable manifest, a failed write. Nothing is removed unless every new manifest was written.
+pub fn retag(repo: &Repository, id: SnapshotId, change: &TagChange) -> Result<TagReport> {
+    let TagChange { add, remove, note } = change;
+    if let Some(note) = note {
+        crate::snapshot::validate_note(note)?;
+        crate::snapshot::check_note_supported(note, repo.version())?;
+    }
     if let Some(bad) = add.iter().find(|t| !crate::tree::is_valid_name(t.as_bytes())) {
         return Err(Error::InvalidOption {
             option: "tag",
@@ -49,8 +62,9 @@ pub fn retag(
             tags.push(t.clone());
         }
     }
-    if tags == manifest.tags {
-        return Ok(TagReport { old: Some(id), new: Some(id), tags, rechained: Vec::new() });
+    let note = note.clone().unwrap_or_else(|| manifest.note.clone());
+    if tags == manifest.tags && note == manifest.note {
+        return Ok(TagReport { old: Some(id), new: Some(id), tags, note, rechained: Vec::new() });
     }
     // Every set, to find those that chain to this one. One that cannot be read cannot be
     // rewritten: refuse before writing anything, as its chain would break.
@@ -58,7 +72,8 @@ pub fn retag(
     for s in repo.list_snapshots()? {
         all.push((s.id, s.manifest?));
     }
-    let new = repo.save_snapshot(&Manifest { tags: tags.clone(), ..manifest })?;
+    let new =
+        repo.save_snapshot(&Manifest { tags: tags.clone(), note: note.clone(), ..manifest })?;
     let mut renamed = vec![(id, new)];
     let mut next = 0;
     while let Some(&(old, replaced)) = renamed.get(next) {
@@ -76,5 +91,5 @@ pub fn retag(
     for (old, _) in renamed.iter().rev() {
         repo.remove_snapshot(*old)?;
     }
-    Ok(TagReport { old: Some(id), new: Some(new), tags, rechained: renamed[1..].to_vec() })
+    Ok(TagReport { old: Some(id), new: Some(new), tags, note, rechained: renamed[1..].to_vec() })
 }

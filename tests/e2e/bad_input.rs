@@ -70,12 +70,16 @@ fn newer_format_version_is_refused_by_number() {
     env.init();
     let path = env.repo().join("config");
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
+    let newer = store::FORMAT_VERSION + 1;
+    bytes[8..12].copy_from_slice(&newer.to_le_bytes());
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::write(&path, &bytes).unwrap();
     assert_error(
         &env.run("snapshots", &[] as &[&str]),
-        "format version 4 is not supported (this build reads 1 to 3)",
+        &format!(
+            "format version {newer} is not supported (this build reads 1 to {})",
+            store::FORMAT_VERSION
+        ),
     );
 }
 

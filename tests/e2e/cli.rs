@@ -86,10 +86,11 @@ fn help_shows_the_real_defaults_global_options_apart_and_the_format_versions() {
     let version = store(["--version"]).ok().stdout;
     assert!(
         version.contains(env!("CARGO_PKG_VERSION"))
-            && version.contains(
-                "repository format: new repositories are version 3; reads and writes versions 1 \
-                 to 3"
-            ),
+            && version.contains(&format!(
+                "repository format: new repositories are version {0}; reads and writes versions \
+                 1 to {0}",
+                store::FORMAT_VERSION
+            )),
         "{version}"
     );
 }

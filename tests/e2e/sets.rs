@@ -649,3 +649,112 @@ fn tag_replaces_the_manifest_keeps_the_chain_and_a_crash_in_between_loses_nothin
     assert!(bad.stderr.contains("\"a/b\""), "{}", bad.stderr);
     assert_eq!(chains(&env), done);
 }
+
+/// The note of each set, oldest first (`None` when it has none).
+fn notes(env: &Env) -> Vec<Option<String>> {
+    let doc = env.run("snapshots", &["--json"]).ok().json();
+    let mut sets: Vec<(String, Option<String>)> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["note"].as_str().map(str::to_owned)))
+        .collect();
+    sets.sort();
+    sets.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The format version in the header of every manifest of `env`'s repository: bytes 8..12, of
+/// the plain manifest or of the envelope that seals it (FORMAT.md §7, §15).
+fn manifest_versions(env: &Env) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(env.repo().join("snapshots")).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        out.push(u32::from_le_bytes(bytes[8..12].try_into().unwrap()));
+    }
+    out
+}
+
+// See: issue 18 ("`store tag SET --add T --remove T` and a `--note` text on a set: the manifest is
+// replaced atomically by a new one, the old one removed only after; a crash in between leaves one
+// of the two, never none").
+#[test]
+fn a_note_on_a_set_is_kept_through_retags_and_crashes_and_refused_where_it_cannot_be_written() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("docs");
+    write(&src.join("a.bin"), &random_bytes(5, 100_000));
+    let s = src.to_str().unwrap();
+    env.run("snapshot", &["--note", "first full set, before the 23.2 upgrade", s]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&src.join("b.txt"), b"day two");
+    env.run("snapshot", &[s]).ok();
+    assert_eq!(notes(&env), [Some("first full set, before the 23.2 upgrade".to_owned()), None]);
+
+    // A note on the incremental; the full set keeps its own, and the chain holds.
+    let doc = env.run("tag", &["latest", "--note", "ticket OPS-7\nrestored once", "--json"]).ok();
+    assert_eq!(doc.json()["note"], "ticket OPS-7\nrestored once");
+    // Changing the full set's note rewrites the incremental, which keeps its note.
+    let full = chains(&env)[0].0.clone();
+    env.run("tag", &[&full[..12], "--note", "audit hold", "--add", "keep"]).ok();
+    assert_eq!(
+        notes(&env),
+        [Some("audit hold".to_owned()), Some("ticket OPS-7\nrestored once".to_owned())]
+    );
+    let c = chains(&env);
+    assert_eq!(c[1].2.as_deref(), Some(c[0].0.as_str()), "the incremental names the new full set");
+    // The listing shows a note on one line, its newline escaped.
+    let listing = env.run("snapshots", &[] as &[&str]).ok().stdout;
+    assert!(listing.contains("note: ticket OPS-7\\nrestored once"), "{listing}");
+
+    // A crash between the new manifest and the removal of the old one: both are there, and the
+    // same command again finishes the job. (By id: after the crash `latest` is either of two
+    // manifests of one set.)
+    let latest = c[1].0.clone();
+    let crashed = Command::new(crate::support::bin())
+        .args(["tag", &latest, "--note", "", "--repo"])
+        .arg(env.repo())
+        .env("STORE_CRASH_AT", "tag_written")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the crash point was not reached");
+    assert_eq!(snapshot_count(&env), 3, "the old and the new manifest, never neither");
+    env.run("tag", &[&latest, "--note", ""]).ok();
+    assert_eq!(notes(&env), [Some("audit hold".to_owned()), None]);
+
+    // What a terminal or the format cannot take is refused, naming the note; nothing changes.
+    let before = chains(&env);
+    for bad in ["\u{1b}]0;owned\u{7}", &"x".repeat(4097)] {
+        let run = env.run("tag", &["latest", "--note", bad]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains("invalid note"), "{}", run.stderr);
+    }
+    assert_eq!(chains(&env), before);
+    assert_eq!(manifest_versions(&env), [4, 4]);
+    env.run("check", &["--read-data"]).ok();
+}
+
+// See: issue 18 and the format policy: a repository keeps the format version it was made with;
+// a note needs version 4, so one of version 3 refuses it clearly and still takes tags.
+#[test]
+fn a_version_3_repository_refuses_a_note_before_any_work_and_keeps_writing_version_3() {
+    let env = Env::new();
+    env.run("init", &["--format-version", "3"]).ok();
+    let src = env.path("docs");
+    write(&src.join("a.bin"), &random_bytes(6, 50_000));
+    let s = src.to_str().unwrap();
+    let refused = env.run("snapshot", &["--note", "hello", s]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("format version 3"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("needs version 4"), "{}", refused.stderr);
+    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(std::fs::read_dir(env.repo().join("packs")).unwrap().count(), 0, "nothing read");
+    env.run("snapshot", &[s]).ok();
+    let refused = env.run("tag", &["latest", "--note", "hello"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("needs version 4"), "{}", refused.stderr);
+    env.run("tag", &["latest", "--add", "keep"]).ok();
+    let doc = env.run("snapshots", &["--json"]).ok().json();
+    assert_eq!(doc[0]["tags"], serde_json::json!(["keep"]));
+    assert_eq!(doc[0]["note"], serde_json::Value::Null);
+    assert_eq!(manifest_versions(&env), [3], "a version-3 repository stays readable by 3's builds");
+}

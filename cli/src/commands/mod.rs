@@ -245,6 +245,15 @@ fn counts_json(c: &store::Counts) -> serde_json::Map<String, serde_json::Value> 
 }
 
 /// A manifest, named `name`, as the JSON object `snapshots --json` and `snapshot --json` share.
+/// A set's note in JSON: `null` when it has none.
+fn note_json(note: &str) -> serde_json::Value {
+    if note.is_empty() {
+        serde_json::Value::Null
+    } else {
+        note.into()
+    }
+}
+
 fn manifest_json(id: store::SnapshotId, name: &str, m: &store::Manifest) -> serde_json::Value {
     let components: Vec<serde_json::Value> = m
         .components
@@ -272,6 +281,7 @@ fn manifest_json(id: store::SnapshotId, name: &str, m: &store::Manifest) -> serd
         "end_time": crate::output::time_rfc3339(m.end_ns),
         "host": m.host,
         "tags": m.tags,
+        "note": note_json(&m.note),
         "kind": m.kind.as_str(),
         "parent": m.parent.map(|p| p.to_hex()),
         "components": components,

@@ -129,6 +129,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         scan_totals: false,
         one_file_system: args.one_file_system,
         require_data: args.require_data,
+        note: args.note.clone().unwrap_or_default(),
     };
     if args.dry_run {
         let result = Bar::run("dry run", |bar| store::preview(&repo, &opts, bar));

@@ -93,7 +93,11 @@ pub fn run(repo: &RepoArg, args: &SnapshotsArgs) -> Result<ExitCode> {
             m.tags.join(","),
             comps.join(" "),
             width = 10 - indent.chars().count(),
-        )
+        )?;
+        if !m.note.is_empty() {
+            writeln!(out, "{:10} note: {}", "", crate::output::printable(&m.note))?;
+        }
+        Ok::<(), std::io::Error>(())
     };
     // Chains ordered by their newest set; within a chain the root first, then the rest newest
     // first, indented.

@@ -238,6 +238,7 @@ mod tests {
             components: vec![],
             counts: Counts::default(),
             issues,
+            note: String::new(),
         }
     }
 

@@ -58,7 +58,7 @@ pub fn preview(
     opts: &SnapshotOptions,
     progress: &dyn Progress,
 ) -> Result<PreviewReport> {
-    let excludes = check_options(opts)?;
+    let excludes = check_options(repo, opts)?;
     let parent = resolve_parent(repo, opts)?;
     let ctx = Ctx::new(repo, opts, progress)?;
     let mut components = Vec::new();
