@@ -85,6 +85,8 @@ mod restore;
 #[cfg(feature = "engine")]
 mod stats;
 #[cfg(feature = "engine")]
+pub mod storage;
+#[cfg(feature = "engine")]
 mod tag;
 #[cfg(feature = "engine")]
 pub mod vfs;

@@ -36,6 +36,7 @@ use crate::index::{
 };
 use crate::pack::{read_blob, BlobKind};
 use crate::snapshot::Manifest;
+use crate::storage::{LocalStorage, ObjectDir, Storage, WriteMode};
 use crate::tree::TreeBlob;
 use std::os::unix::fs::DirBuilderExt;
 
@@ -87,6 +88,8 @@ const OPEN_PACKS_MAX: usize = 64;
 /// An open repository.
 pub struct Repository {
     layout: Layout,
+    /// Where its manifests, index files, damage records and keys are kept.
+    storage: Box<dyn Storage>,
     config: RepoConfig,
     /// How ids are made and objects sealed.
     crypto: crate::crypto::Crypto,
@@ -243,8 +246,9 @@ impl Repository {
         reserve::write_reserve(&layout.reserve());
         // The key before the config: a repository exists once `config` does, and an encrypted
         // one without a key could never be opened.
+        let storage = LocalStorage::new(layout.clone());
         let unlocked = match master {
-            Some((key, unlocked)) => Some((keys::write_key(&layout, &key)?, unlocked)),
+            Some((key, unlocked)) => Some((keys::write_key(&storage, &key)?, unlocked)),
             None => None,
         };
         // The copy first: `config` is written last, as a repository exists once it does. Both
@@ -261,9 +265,14 @@ impl Repository {
             }
         }
         match unlocked {
-            Some(u) => {
-                Ok(Self::with_config(layout, config, None, &OpenOptions::default(), Some(u)))
-            }
+            Some(u) => Ok(Self::with_config(
+                layout,
+                Box::new(storage),
+                config,
+                None,
+                &OpenOptions::default(),
+                Some(u),
+            )),
             None => Self::open(path, &OpenOptions::default()),
         }
     }
@@ -301,9 +310,11 @@ impl Repository {
                 let intact = std::fs::read(&copy).ok().map(|b| RepoConfig::decode(&b, &copy));
                 return match intact {
                     Some(Ok(config)) if opts.use_config_copy => {
-                        let unlocked = Self::open_key(&layout, &config, opts)?;
+                        let storage = Box::new(LocalStorage::new(layout.clone()));
+                        let unlocked = Self::open_key(storage.as_ref(), &config, opts)?;
                         Ok(Self::with_config(
                             layout,
+                            storage,
                             config,
                             Some(format!("{} is missing", config_path.display())),
                             opts,
@@ -332,13 +343,14 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let unlocked = Self::open_key(&layout, &config, opts)?;
-        Ok(Self::with_config(layout, config, config_damaged, opts, unlocked))
+        let storage = Box::new(LocalStorage::new(layout.clone()));
+        let unlocked = Self::open_key(storage.as_ref(), &config, opts)?;
+        Ok(Self::with_config(layout, storage, config, config_damaged, opts, unlocked))
     }
 
     /// Opens a key of an encrypted repository with the password of `opts`.
     fn open_key(
-        layout: &Layout,
+        storage: &dyn Storage,
         config: &RepoConfig,
         opts: &OpenOptions,
     ) -> Result<Option<(Id, crate::crypto::Unlocked)>> {
@@ -348,12 +360,13 @@ impl Repository {
         let password = opts
             .password
             .as_ref()
-            .ok_or_else(|| Error::PasswordRequired { path: layout.root().to_path_buf() })?;
-        keys::unlock(layout, config.repo_id, password).map(Some)
+            .ok_or_else(|| Error::PasswordRequired { path: storage.location().into() })?;
+        keys::unlock(storage, config.repo_id, password).map(Some)
     }
 
     fn with_config(
         layout: Layout,
+        storage: Box<dyn Storage>,
         config: RepoConfig,
         config_damaged: Option<String>,
         opts: &OpenOptions,
@@ -364,6 +377,7 @@ impl Repository {
             unlocked.as_ref().map_or_else(crate::crypto::Crypto::plain, |(_, u)| u.crypto.clone());
         Repository {
             layout,
+            storage,
             config,
             crypto,
             unlocked,
@@ -382,6 +396,48 @@ impl Repository {
     #[must_use]
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Where its manifests, index files, damage records and keys are kept.
+    #[must_use]
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    /// Reads object `id` of `dir` (at most `max_len` bytes, hashing to its name) and opens it
+    /// as a sealed file of `kind` when the repository is encrypted. Damage is named as `object`.
+    fn read_sealed(
+        &self,
+        dir: ObjectDir,
+        id: Id,
+        max_len: u64,
+        kind: crate::crypto::FileKind,
+        object: ObjectRef,
+    ) -> Result<Vec<u8>> {
+        let corrupt = |reason| Error::corrupt(object.clone(), reason);
+        let bytes =
+            crate::storage::read_checked(self.storage(), dir, id, max_len)?.map_err(corrupt)?;
+        // Unencrypted, the plaintext is the stored bytes themselves: no copy.
+        let opened = match self.crypto.open_file(kind, &bytes).map_err(corrupt)? {
+            std::borrow::Cow::Owned(plain) => Some(plain),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        Ok(opened.unwrap_or(bytes))
+    }
+
+    /// Seals `plain` as a file of `kind` (when encrypted) and writes it as object `dir/<hash>`;
+    /// returns the hash.
+    fn write_sealed(
+        &self,
+        dir: ObjectDir,
+        kind: crate::crypto::FileKind,
+        plain: Vec<u8>,
+        label: &str,
+    ) -> Result<Id> {
+        let bytes = self.seal_file(kind, plain)?;
+        let id = Id::hash(&bytes);
+        self.storage.write(dir, id, &bytes, WriteMode::Replace, label)?;
+        Ok(id)
     }
 
     /// Its config.

@@ -5,10 +5,10 @@
 //! packs they name are gone), new file first, then the old ones removed, as index files are.
 
 use crate::damage::{decode_damage_file, encode_damage_file, DamageSet, DamagedCopy};
-use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
-use crate::fs::{ensure_dir, write_atomic};
+use crate::error::{Error, ObjectRef, Result};
 use crate::id::{DamageId, Id};
 use crate::repo::Repository;
+use crate::storage::ObjectDir;
 
 impl Repository {
     /// The ids of every damage record (none when the repository has no `damage/` directory).
@@ -16,21 +16,7 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`] when the directory exists but cannot be listed.
     pub fn list_damage_files(&self) -> Result<Vec<DamageId>> {
-        let dir = self.layout().damage_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).at(&dir),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.at(&dir)?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<DamageId>().ok()) {
-                out.push(id);
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self.storage().list(ObjectDir::Damage)?.into_iter().map(DamageId).collect())
     }
 
     /// Reads and verifies one damage record.
@@ -38,20 +24,15 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`], [`Error::Corrupt`] naming the record.
     pub fn load_damage_file(&self, id: DamageId) -> Result<Vec<DamagedCopy>> {
-        let path = self.layout().damage_file(id);
-        let corrupt = |reason| Error::corrupt(ObjectRef::DamageFile(id), reason);
-        let len = std::fs::metadata(&path).at(&path)?.len();
-        if len > crate::damage::MAX_DAMAGE_FILE_LEN {
-            return Err(corrupt(Corruption::Invalid(format!("{len} bytes is too large"))));
-        }
-        let bytes = std::fs::read(&path).at(&path)?;
-        let actual = Id::hash(&bytes);
-        if actual != id.0 {
-            return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
-        }
-        let plain =
-            self.crypto().open_file(crate::crypto::FileKind::Damage, &bytes).map_err(corrupt)?;
-        decode_damage_file(&plain).map_err(corrupt)
+        let plain = self.read_sealed(
+            ObjectDir::Damage,
+            id.0,
+            crate::damage::MAX_DAMAGE_FILE_LEN,
+            crate::crypto::FileKind::Damage,
+            ObjectRef::DamageFile(id),
+        )?;
+        decode_damage_file(&plain)
+            .map_err(|reason| Error::corrupt(ObjectRef::DamageFile(id), reason))
     }
 
     /// Every damaged copy the readable records name, and the ids of those records. A record
@@ -107,15 +88,10 @@ impl Repository {
     }
 
     fn write_damage_file(&self, copies: &[DamagedCopy]) -> Result<DamageId> {
-        let dir = self.layout().damage_dir();
-        ensure_dir(&dir)?;
-        let bytes = self.seal_file(
-            crate::crypto::FileKind::Damage,
-            encode_damage_file(copies, self.version()),
-        )?;
-        let id = DamageId(Id::hash(&bytes));
-        write_atomic(&self.layout().tmp_dir(), &self.layout().damage_file(id), &bytes, "damage")?;
-        Ok(id)
+        let plain = encode_damage_file(copies, self.version());
+        let id =
+            self.write_sealed(ObjectDir::Damage, crate::crypto::FileKind::Damage, plain, "damage")?;
+        Ok(DamageId(id))
     }
 
     /// Replaces every damage record by one listing the recorded copies `keep` accepts (the
@@ -132,11 +108,9 @@ impl Repository {
             return Ok(0);
         }
         let written = if kept.is_empty() { None } else { Some(self.write_damage_file(&kept)?) };
-        for id in records.read.iter().filter(|id| Some(**id) != written) {
-            let path = self.layout().damage_file(*id);
-            std::fs::remove_file(&path).at(&path)?;
-        }
-        crate::fs::fsync_dir(&self.layout().damage_dir())?;
+        let gone: Vec<Id> =
+            records.read.iter().filter(|id| Some(**id) != written).map(|id| id.0).collect();
+        self.storage().remove(ObjectDir::Damage, &gone)?;
         Ok((all.len() - kept.len()) as u64)
     }
 }

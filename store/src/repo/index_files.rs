@@ -69,14 +69,10 @@ impl<'r> IndexRewrite<'r> {
 
     /// Removes the old index files (after [`IndexRewrite::write`]); returns how many.
     pub(crate) fn remove_old(self) -> Result<u64> {
-        let mut removed = 0;
-        for id in self.old.iter().filter(|id| !self.written.contains(id)) {
-            let path = self.repo.layout.index_file(*id);
-            std::fs::remove_file(&path).at(&path)?;
-            removed += 1;
-        }
-        crate::fs::fsync_dir(&self.repo.layout.index_dir())?;
-        Ok(removed)
+        let gone: Vec<Id> =
+            self.old.iter().filter(|id| !self.written.contains(id)).map(|id| id.0).collect();
+        self.repo.storage.remove(ObjectDir::Index, &gone)?;
+        Ok(gone.len() as u64)
     }
 }
 
@@ -218,15 +214,7 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`] when the directory cannot be listed.
     pub fn list_index_files(&self) -> Result<Vec<IndexId>> {
-        let dir = self.layout.index_dir();
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).at(&dir)? {
-            let entry = entry.at(&dir)?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<IndexId>().ok()) {
-                out.push(id);
-            }
-        }
-        Ok(out)
+        Ok(self.storage.list(ObjectDir::Index)?.into_iter().map(IndexId).collect())
     }
 
     /// Reads and verifies one index file.
@@ -234,22 +222,14 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`], [`Error::Corrupt`] naming the file, [`Error::UnsupportedVersion`].
     pub fn load_index_file(&self, id: IndexId) -> Result<Vec<IndexedPack>> {
-        let path = self.layout.index_file(id);
-        let corrupt = |reason| Error::corrupt(ObjectRef::IndexFile(id), reason);
-        let len = std::fs::metadata(&path).at(&path)?.len();
-        if len > MAX_INDEX_FILE_LEN {
-            return Err(corrupt(Corruption::Invalid(format!(
-                "index file of {len} bytes is too large"
-            ))));
-        }
-        let bytes = std::fs::read(&path).at(&path)?;
-        let actual = Id::hash(&bytes);
-        if actual != id.0 {
-            return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
-        }
-        let plain =
-            self.crypto().open_file(crate::crypto::FileKind::Index, &bytes).map_err(corrupt)?;
-        decode_index_file(&plain).map_err(corrupt)
+        let plain = self.read_sealed(
+            ObjectDir::Index,
+            id.0,
+            MAX_INDEX_FILE_LEN,
+            crate::crypto::FileKind::Index,
+            ObjectRef::IndexFile(id),
+        )?;
+        decode_index_file(&plain).map_err(|reason| Error::corrupt(ObjectRef::IndexFile(id), reason))
     }
 
     /// Writes an index file listing `packs` (which must be durable) and feeds it to the cache.
@@ -267,10 +247,9 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`].
     pub fn write_index_file(&self, packs: &[IndexedPack]) -> Result<IndexId> {
-        let bytes = self
-            .seal_file(crate::crypto::FileKind::Index, encode_index_file(packs, self.version()))?;
-        let id = IndexId(Id::hash(&bytes));
-        write_atomic(&self.layout.tmp_dir(), &self.layout.index_file(id), &bytes, "index")?;
-        Ok(id)
+        let plain = encode_index_file(packs, self.version());
+        let id =
+            self.write_sealed(ObjectDir::Index, crate::crypto::FileKind::Index, plain, "index")?;
+        Ok(IndexId(id))
     }
 }

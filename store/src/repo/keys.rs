@@ -17,42 +17,26 @@ pub struct KeyEntry {
     pub current: bool,
 }
 
-/// The key file ids in `keys/`, sorted; names that are not ids are ignored.
-fn key_ids(layout: &Layout) -> Result<Vec<Id>> {
-    let dir = layout.keys_dir();
-    let mut out = Vec::new();
-    match std::fs::read_dir(&dir) {
-        Ok(entries) => {
-            for entry in entries {
-                let name = entry.at(&dir)?.file_name();
-                out.extend(name.to_str().and_then(|n| n.parse::<Id>().ok()));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).at(dir),
-    }
-    out.sort_unstable();
-    Ok(out)
-}
+/// Largest key file a reader accepts (they are 140 bytes).
+const MAX_KEY_FILE_LEN: u64 = 4096;
 
 /// Reads and decodes key file `id`.
-fn read_key(layout: &Layout, id: Id) -> Result<std::result::Result<KeyFile, Corruption>> {
-    let path = layout.key(id);
-    let bytes = std::fs::read(&path).at(&path)?;
-    let actual = Id::hash(&bytes);
-    if actual != id {
-        return Ok(Err(Corruption::HashMismatch { expected: id, actual }));
-    }
-    Ok(KeyFile::decode(&bytes))
+fn read_key(storage: &dyn Storage, id: Id) -> Result<std::result::Result<KeyFile, Corruption>> {
+    Ok(crate::storage::read_checked(storage, ObjectDir::Keys, id, MAX_KEY_FILE_LEN)?
+        .and_then(|bytes| KeyFile::decode(&bytes)))
 }
 
 /// Tries `password` on every key file once, in name order. Key files that cannot be read are
 /// named in the error when none opens.
-pub(super) fn unlock(layout: &Layout, repo_id: Id, password: &Password) -> Result<(Id, Unlocked)> {
+pub(super) fn unlock(
+    storage: &dyn Storage,
+    repo_id: Id,
+    password: &Password,
+) -> Result<(Id, Unlocked)> {
     let mut damaged = Vec::new();
-    let ids = key_ids(layout)?;
+    let ids = storage.list(ObjectDir::Keys)?;
     for &id in &ids {
-        match read_key(layout, id)? {
+        match read_key(storage, id)? {
             Ok(key) => {
                 if let Some(unlocked) = try_key(&key, password, repo_id)? {
                     return Ok((id, unlocked));
@@ -61,15 +45,14 @@ pub(super) fn unlock(layout: &Layout, repo_id: Id, password: &Password) -> Resul
             Err(why) => damaged.push(format!("key file {} is damaged: {why}", id.short())),
         }
     }
-    Err(Error::WrongPassword { path: layout.root().to_path_buf(), tried: ids.len(), damaged })
+    Err(Error::WrongPassword { path: storage.location().into(), tried: ids.len(), damaged })
 }
 
 /// Writes key file `key` (create, never replace); returns its id.
-pub(super) fn write_key(layout: &Layout, key: &KeyFile) -> Result<Id> {
-    ensure_dir(&layout.keys_dir())?;
+pub(super) fn write_key(storage: &dyn Storage, key: &KeyFile) -> Result<Id> {
     let bytes = key.encode();
     let id = Id::hash(&bytes);
-    write_new(&layout.tmp_dir(), &layout.key(id), &bytes, "key")?;
+    storage.write(ObjectDir::Keys, id, &bytes, WriteMode::CreateNew, "key")?;
     Ok(id)
 }
 
@@ -88,10 +71,15 @@ impl Repository {
     /// [`Error::Io`].
     pub fn list_keys(&self) -> Result<Vec<KeyEntry>> {
         let current = self.unlocked.as_ref().map(|(id, _)| *id);
-        key_ids(&self.layout)?
+        self.storage
+            .list(ObjectDir::Keys)?
             .into_iter()
             .map(|id| {
-                Ok(KeyEntry { id, key: read_key(&self.layout, id)?, current: current == Some(id) })
+                Ok(KeyEntry {
+                    id,
+                    key: read_key(self.storage(), id)?,
+                    current: current == Some(id),
+                })
             })
             .collect()
     }
@@ -104,7 +92,7 @@ impl Repository {
     pub fn add_key(&self, password: &Password, kdf: KdfParams) -> Result<Id> {
         let (_, unlocked) = self.unlocked()?;
         let key = unlocked.wrap_for(password, kdf, self.version(), self.config.repo_id)?;
-        write_key(&self.layout, &key)
+        write_key(self.storage(), &key)
     }
 
     /// The id of the key file `reference` names: a full id or a unique prefix of at least 8 hex
@@ -118,7 +106,9 @@ impl Repository {
         if reference.len() < 8 {
             return Err(refused("give at least 8 hex characters of its id"));
         }
-        let ids: Vec<Id> = key_ids(&self.layout)?
+        let ids: Vec<Id> = self
+            .storage
+            .list(ObjectDir::Keys)?
             .into_iter()
             .filter(|id| id.to_hex().starts_with(reference))
             .collect();
@@ -143,10 +133,12 @@ impl Repository {
                  (or use `store key passwd`)",
             ));
         }
-        let others_intact = key_ids(&self.layout)?
+        let others_intact = self
+            .storage
+            .list(ObjectDir::Keys)?
             .into_iter()
             .filter(|&k| k != id)
-            .filter(|&k| read_key(&self.layout, k).is_ok_and(|r| r.is_ok()))
+            .filter(|&k| read_key(self.storage(), k).is_ok_and(|r| r.is_ok()))
             .count();
         if others_intact == 0 {
             return Err(refused("it is the last intact key; removing it would lose every set"));
@@ -155,9 +147,7 @@ impl Repository {
     }
 
     fn remove_key_file(&self, id: Id) -> Result<()> {
-        let path = self.layout.key(id);
-        std::fs::remove_file(&path).at(&path)?;
-        crate::fs::fsync_dir(&self.layout.keys_dir())
+        self.storage.remove(ObjectDir::Keys, &[id])
     }
 
     /// Replaces the key in use by one for `password`: the new key is durable before the old

@@ -1,8 +1,10 @@
-//! Paths inside a local repository (FORMAT.md §3). Only this module spells them.
+//! Paths inside a local repository (FORMAT.md §3). Only this module spells them, but for the
+//! objects named by their hash (manifests, index files, damage records, keys), which
+//! [`crate::storage::LocalStorage`] keeps.
 
 use std::path::{Path, PathBuf};
 
-use crate::id::{DamageId, IndexId, PackId, SnapshotId};
+use crate::id::PackId;
 
 /// The paths of one repository.
 #[derive(Debug, Clone)]
@@ -54,24 +56,6 @@ impl Layout {
         self.root.join("index")
     }
 
-    /// `index/<id>`.
-    #[must_use]
-    pub fn index_file(&self, id: IndexId) -> PathBuf {
-        self.index_dir().join(id.to_hex())
-    }
-
-    /// `damage/`: records of damaged blob copies (FORMAT.md §8.3). Older repositories lack it.
-    #[must_use]
-    pub fn damage_dir(&self) -> PathBuf {
-        self.root.join("damage")
-    }
-
-    /// `damage/<id>`.
-    #[must_use]
-    pub fn damage_file(&self, id: DamageId) -> PathBuf {
-        self.damage_dir().join(id.to_hex())
-    }
-
     /// `reserve`: space that prune and forget release first on a full disk.
     #[must_use]
     pub fn reserve(&self) -> PathBuf {
@@ -84,28 +68,10 @@ impl Layout {
         self.root.join("snapshots")
     }
 
-    /// `snapshots/<id>`.
-    #[must_use]
-    pub fn snapshot(&self, id: SnapshotId) -> PathBuf {
-        self.snapshots_dir().join(id.to_hex())
-    }
-
     /// `locks/`.
     #[must_use]
     pub fn locks_dir(&self) -> PathBuf {
         self.root.join("locks")
-    }
-
-    /// `keys/`: the key files of an encrypted repository.
-    #[must_use]
-    pub fn keys_dir(&self) -> PathBuf {
-        self.root.join("keys")
-    }
-
-    /// `keys/<id>`: one key file.
-    #[must_use]
-    pub fn key(&self, id: crate::id::Id) -> PathBuf {
-        self.keys_dir().join(id.to_hex())
     }
 
     /// `tmp/`: temp files, renamed into place when complete.

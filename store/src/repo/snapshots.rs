@@ -5,6 +5,10 @@
 #[allow(clippy::wildcard_imports, reason = "the parts of repo share its imports")]
 use super::*;
 
+/// Largest manifest file a reader accepts: a record of at most [`crate::format::MAX_RECORD_LEN`]
+/// and its headers; anything longer is damage, refused before it is read.
+const MAX_MANIFEST_FILE_LEN: u64 = crate::format::MAX_RECORD_LEN as u64 + 4096;
+
 /// A snapshot found in `snapshots/`, with its manifest or the reason it could not be loaded.
 #[derive(Debug)]
 pub struct ListedSnapshot {
@@ -32,16 +36,7 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`] when the directory cannot be listed.
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        let dir = self.layout.snapshots_dir();
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).at(&dir)? {
-            let entry = entry.at(&dir)?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<SnapshotId>().ok())
-            {
-                out.push(id);
-            }
-        }
-        Ok(out)
+        Ok(self.storage.list(ObjectDir::Snapshots)?.into_iter().map(SnapshotId).collect())
     }
 
     /// Loads and verifies one manifest.
@@ -49,16 +44,14 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`], [`Error::Corrupt`] naming the snapshot, [`Error::UnsupportedVersion`].
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Manifest> {
-        let path = self.layout.snapshot(id);
-        let corrupt = |reason| Error::corrupt(ObjectRef::Snapshot(id), reason);
-        let bytes = std::fs::read(&path).at(&path)?;
-        let actual = Id::hash(&bytes);
-        if actual != id.0 {
-            return Err(corrupt(Corruption::HashMismatch { expected: id.0, actual }));
-        }
-        let plain =
-            self.crypto.open_file(crate::crypto::FileKind::Manifest, &bytes).map_err(corrupt)?;
-        Manifest::decode(&plain).map_err(corrupt)
+        let plain = self.read_sealed(
+            ObjectDir::Snapshots,
+            id.0,
+            MAX_MANIFEST_FILE_LEN,
+            crate::crypto::FileKind::Manifest,
+            ObjectRef::Snapshot(id),
+        )?;
+        Manifest::decode(&plain).map_err(|reason| Error::corrupt(ObjectRef::Snapshot(id), reason))
     }
 
     /// Writes a manifest, last step of a snapshot: temp + fsync + rename + directory fsync.
@@ -67,11 +60,14 @@ impl Repository {
     /// [`Error::Io`].
     pub fn save_snapshot(&self, manifest: &Manifest) -> Result<SnapshotId> {
         self.check_lock()?;
-        let bytes =
-            self.seal_file(crate::crypto::FileKind::Manifest, manifest.encode(self.version())?)?;
-        let id = SnapshotId(Id::hash(&bytes));
-        write_atomic(&self.layout.tmp_dir(), &self.layout.snapshot(id), &bytes, "manifest")?;
-        Ok(id)
+        let plain = manifest.encode(self.version())?;
+        let id = self.write_sealed(
+            ObjectDir::Snapshots,
+            crate::crypto::FileKind::Manifest,
+            plain,
+            "manifest",
+        )?;
+        Ok(SnapshotId(id))
     }
 
     /// Removes a manifest (the set's data stays until prune). Durable when it returns.
@@ -79,9 +75,7 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`].
     pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
-        let path = self.layout.snapshot(id);
-        std::fs::remove_file(&path).at(&path)?;
-        crate::fs::fsync_dir(&self.layout.snapshots_dir())
+        self.storage.remove(ObjectDir::Snapshots, &[id.0])
     }
 
     /// Finds the snapshot `reference` names: `latest`, a set name (`YYYYMMDD-HHMMSS`, its start

@@ -1,0 +1,315 @@
+//! Where a repository's objects are kept: one interface for the engine ([`Storage`]), so the
+//! rest of the engine never spells a file system path or a request of an object store.
+//!
+//! Objects are named by the hash of their bytes and grouped in directories ([`ObjectDir`]):
+//! manifests, index files, damage records and key files (FORMAT.md §3). [`LocalStorage`] keeps
+//! them as files of a local directory with the discipline of FORMAT.md §13: written to `tmp/`,
+//! fsynced, renamed (or linked, for a write that must not replace) into place, and the directory
+//! fsynced before a write or removal returns.
+//!
+//! Not yet behind this interface: the config, locks and packs (still written through
+//! [`crate::repo::Layout`]); they follow, with an object-store implementation.
+
+use std::path::PathBuf;
+
+use crate::error::{IoContext, Result};
+use crate::id::Id;
+use crate::repo::Layout;
+
+/// A directory of objects named by their id (64 hex digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectDir {
+    /// `snapshots/`: manifests.
+    Snapshots,
+    /// `index/`: index files.
+    Index,
+    /// `damage/`: damage records (repositories older than them lack the directory).
+    Damage,
+    /// `keys/`: key files (unencrypted repositories lack the directory).
+    Keys,
+}
+
+impl ObjectDir {
+    /// Its name in the repository.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectDir::Snapshots => "snapshots",
+            ObjectDir::Index => "index",
+            ObjectDir::Damage => "damage",
+            ObjectDir::Keys => "keys",
+        }
+    }
+
+    /// Whether a repository may lack it: listing it is then empty, and the first write makes
+    /// it. The others are made by `init`; one that is gone is an error, never an empty list.
+    fn optional(self) -> bool {
+        matches!(self, ObjectDir::Damage | ObjectDir::Keys)
+    }
+}
+
+/// How an object is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Created, or replaced when it exists (its name is its hash: the same bytes).
+    Replace,
+    /// Created only when no object has the name; of several writers racing for one name
+    /// exactly one succeeds, the others get an [`std::io::ErrorKind::AlreadyExists`] error.
+    CreateNew,
+}
+
+/// The objects of one repository.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+
+    /// The ids of the objects in `dir`, sorted; names that are not ids are ignored.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `dir` cannot be listed (or is missing and not optional).
+    fn list(&self, dir: ObjectDir) -> Result<Vec<Id>>;
+
+    /// The length of object `id` of `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` when there is no such object).
+    fn size(&self, dir: ObjectDir, id: Id) -> Result<u64>;
+
+    /// The bytes of object `id` of `dir`, as stored (the caller verifies them).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` when there is no such object).
+    fn read(&self, dir: ObjectDir, id: Id) -> Result<Vec<u8>>;
+
+    /// Writes object `id` of `dir`: whole or not at all, durable when it returns. `label`
+    /// names the crash points of the write (`<label>_synced`, `_renamed`, `_durable`).
+    ///
+    /// # Errors
+    /// [`Error::Io`]; with [`WriteMode::CreateNew`], `AlreadyExists` when the name is taken.
+    fn write(
+        &self,
+        dir: ObjectDir,
+        id: Id,
+        bytes: &[u8],
+        mode: WriteMode,
+        label: &str,
+    ) -> Result<()>;
+
+    /// Removes objects `ids` of `dir`, durably when it returns.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` for an id that is not there).
+    fn remove(&self, dir: ObjectDir, ids: &[Id]) -> Result<()>;
+}
+
+/// A repository in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    layout: Layout,
+}
+
+impl LocalStorage {
+    /// The objects of the repository laid out as `layout`.
+    #[must_use]
+    pub fn new(layout: Layout) -> Self {
+        LocalStorage { layout }
+    }
+
+    fn dir(&self, dir: ObjectDir) -> PathBuf {
+        self.layout.root().join(dir.name())
+    }
+
+    fn path(&self, dir: ObjectDir, id: Id) -> PathBuf {
+        self.dir(dir).join(id.to_hex())
+    }
+}
+
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.layout.root().display().to_string()
+    }
+
+    fn list(&self, dir: ObjectDir) -> Result<Vec<Id>> {
+        let path = self.dir(dir);
+        let entries = match std::fs::read_dir(&path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.optional() => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e).at(&path),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry.at(&path)?.file_name();
+            out.extend(name.to_str().and_then(|n| n.parse::<Id>().ok()));
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn size(&self, dir: ObjectDir, id: Id) -> Result<u64> {
+        let path = self.path(dir, id);
+        Ok(std::fs::metadata(&path).at(&path)?.len())
+    }
+
+    fn read(&self, dir: ObjectDir, id: Id) -> Result<Vec<u8>> {
+        let path = self.path(dir, id);
+        std::fs::read(&path).at(&path)
+    }
+
+    fn write(
+        &self,
+        dir: ObjectDir,
+        id: Id,
+        bytes: &[u8],
+        mode: WriteMode,
+        label: &str,
+    ) -> Result<()> {
+        if dir.optional() {
+            crate::fs::ensure_dir(&self.dir(dir))?;
+        }
+        let (tmp, dest) = (self.layout.tmp_dir(), self.path(dir, id));
+        match mode {
+            WriteMode::Replace => crate::fs::write_atomic(&tmp, &dest, bytes, label),
+            WriteMode::CreateNew => crate::fs::write_new(&tmp, &dest, bytes, label),
+        }
+    }
+
+    fn remove(&self, dir: ObjectDir, ids: &[Id]) -> Result<()> {
+        for id in ids {
+            let path = self.path(dir, *id);
+            std::fs::remove_file(&path).at(&path)?;
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        crate::fs::fsync_dir(&self.dir(dir))
+    }
+}
+
+/// Reads object `id` of `dir` from `storage` and checks it: at most `max_len` bytes, and
+/// hashing to its name. `Ok(Err(_))` is damage, for the caller to name.
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be read.
+pub(crate) fn read_checked(
+    storage: &dyn Storage,
+    dir: ObjectDir,
+    id: Id,
+    max_len: u64,
+) -> Result<std::result::Result<Vec<u8>, crate::error::Corruption>> {
+    use crate::error::Corruption;
+    let len = storage.size(dir, id)?;
+    if len > max_len {
+        return Ok(Err(Corruption::Invalid(format!("{len} bytes is too large"))));
+    }
+    let bytes = storage.read(dir, id)?;
+    let actual = Id::hash(&bytes);
+    if actual != id {
+        return Ok(Err(Corruption::HashMismatch { expected: id, actual }));
+    }
+    Ok(Ok(bytes))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::error::{Corruption, Error};
+
+    /// What every [`Storage`] must do, whatever keeps the objects; `storage` starts empty, with
+    /// the directories `init` makes.
+    pub(crate) fn conformance(storage: &dyn Storage) {
+        let (a, b) = (b"object a".to_vec(), b"object b, longer".to_vec());
+        let (ida, idb) = (Id::hash(&a), Id::hash(&b));
+        assert!(storage.list(ObjectDir::Snapshots).unwrap().is_empty());
+        assert!(storage.list(ObjectDir::Damage).unwrap().is_empty(), "optional: empty when absent");
+        for (id, bytes) in [(idb, &b), (ida, &a)] {
+            storage.write(ObjectDir::Snapshots, id, bytes, WriteMode::Replace, "test").unwrap();
+        }
+        let mut both = vec![ida, idb];
+        both.sort_unstable();
+        assert_eq!(storage.list(ObjectDir::Snapshots).unwrap(), both, "sorted");
+        assert_eq!(storage.size(ObjectDir::Snapshots, idb).unwrap(), b.len() as u64);
+        assert_eq!(storage.read(ObjectDir::Snapshots, ida).unwrap(), a);
+        // Written again with the same bytes: still one object.
+        storage.write(ObjectDir::Snapshots, ida, &a, WriteMode::Replace, "test").unwrap();
+        assert_eq!(storage.list(ObjectDir::Snapshots).unwrap().len(), 2);
+        // Objects of one directory are not seen in another.
+        assert!(storage.list(ObjectDir::Index).unwrap().is_empty());
+        let missing = storage.read(ObjectDir::Index, ida).unwrap_err();
+        assert!(
+            matches!(&missing, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound),
+            "{missing}"
+        );
+
+        // A checked read names damage: a wrong hash, or more bytes than allowed.
+        assert_eq!(read_checked(storage, ObjectDir::Snapshots, ida, 100).unwrap().unwrap(), a);
+        let too_long = read_checked(storage, ObjectDir::Snapshots, idb, 4).unwrap();
+        assert!(matches!(too_long, Err(Corruption::Invalid(_))), "{too_long:?}");
+        let wrong = Id::hash(b"something else");
+        storage.write(ObjectDir::Snapshots, wrong, &a, WriteMode::Replace, "test").unwrap();
+        let mismatch = read_checked(storage, ObjectDir::Snapshots, wrong, 100).unwrap();
+        assert!(matches!(mismatch, Err(Corruption::HashMismatch { .. })), "{mismatch:?}");
+
+        // Of 16 writers racing to create one name, exactly one wins; the object is whole.
+        let key = b"a key file".to_vec();
+        let idk = Id::hash(&key);
+        let wins = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    match storage.write(ObjectDir::Keys, idk, &key, WriteMode::CreateNew, "key") {
+                        Ok(()) => {
+                            wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(Error::Io { cause, .. })
+                            if cause.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => panic!("a losing writer must see AlreadyExists: {e}"),
+                    }
+                });
+            }
+        });
+        assert_eq!(wins.into_inner(), 1);
+        assert_eq!(storage.read(ObjectDir::Keys, idk).unwrap(), key);
+
+        storage.remove(ObjectDir::Snapshots, &[ida, wrong]).unwrap();
+        assert_eq!(storage.list(ObjectDir::Snapshots).unwrap(), vec![idb]);
+        storage.remove(ObjectDir::Snapshots, &[]).unwrap();
+        assert!(storage.remove(ObjectDir::Snapshots, &[ida]).is_err(), "already gone");
+    }
+
+    fn local() -> (tempfile::TempDir, LocalStorage) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        for d in layout.skeleton() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        (dir, LocalStorage::new(layout))
+    }
+
+    #[test]
+    fn local_storage_conforms() {
+        let (_dir, storage) = local();
+        conformance(&storage);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods, reason = "stray files put there on purpose")]
+    fn local_storage_ignores_stray_names_and_refuses_a_missing_required_directory() {
+        let (dir, storage) = local();
+        std::fs::write(dir.path().join("snapshots/notes.txt"), b"x").unwrap();
+        std::fs::write(dir.path().join("snapshots").join(Id::hash(b"x").to_hex() + ".tmp"), b"x")
+            .unwrap();
+        assert!(storage.list(ObjectDir::Snapshots).unwrap().is_empty());
+        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+        assert!(storage.list(ObjectDir::Index).is_err(), "a lost index/ is not an empty one");
+        // Written objects are read-only files, and no temp file is left behind.
+        let id = Id::hash(b"m");
+        storage.write(ObjectDir::Snapshots, id, b"m", WriteMode::Replace, "manifest").unwrap();
+        let mode = std::fs::metadata(dir.path().join("snapshots").join(id.to_hex()))
+            .unwrap()
+            .permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o444);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}
