@@ -89,7 +89,7 @@ const OPEN_PACKS_MAX: usize = 64;
 pub struct Repository {
     layout: Layout,
     /// Where its manifests, index files, damage records and keys are kept.
-    storage: Box<dyn Storage>,
+    storage: Arc<dyn Storage>,
     config: RepoConfig,
     /// How ids are made and objects sealed.
     crypto: crate::crypto::Crypto,
@@ -267,7 +267,7 @@ impl Repository {
         match unlocked {
             Some(u) => Ok(Self::with_config(
                 layout,
-                Box::new(storage),
+                Arc::new(storage),
                 config,
                 None,
                 &OpenOptions::default(),
@@ -310,7 +310,7 @@ impl Repository {
                 let intact = std::fs::read(&copy).ok().map(|b| RepoConfig::decode(&b, &copy));
                 return match intact {
                     Some(Ok(config)) if opts.use_config_copy => {
-                        let storage = Box::new(LocalStorage::new(layout.clone()));
+                        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(layout.clone()));
                         let unlocked = Self::open_key(storage.as_ref(), &config, opts)?;
                         Ok(Self::with_config(
                             layout,
@@ -343,7 +343,7 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let storage = Box::new(LocalStorage::new(layout.clone()));
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(layout.clone()));
         let unlocked = Self::open_key(storage.as_ref(), &config, opts)?;
         Ok(Self::with_config(layout, storage, config, config_damaged, opts, unlocked))
     }
@@ -366,7 +366,7 @@ impl Repository {
 
     fn with_config(
         layout: Layout,
-        storage: Box<dyn Storage>,
+        storage: Arc<dyn Storage>,
         config: RepoConfig,
         config_damaged: Option<String>,
         opts: &OpenOptions,
@@ -398,7 +398,7 @@ impl Repository {
         &self.layout
     }
 
-    /// Where its manifests, index files, damage records and keys are kept.
+    /// Where its manifests, index files, damage records, keys and locks are kept.
     #[must_use]
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
@@ -553,7 +553,7 @@ impl Repository {
     /// [`Error::LockLost`].
     pub fn check_lock(&self) -> Result<()> {
         match self.held_lock.lock().map_err(|_| Error::WorkerPanicked)?.as_ref() {
-            Some(lock) => lock.check(),
+            Some(lock) => lock.check(self.storage()),
             None => Ok(()),
         }
     }

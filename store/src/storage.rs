@@ -1,13 +1,14 @@
 //! Where a repository's objects are kept: one interface for the engine ([`Storage`]), so the
 //! rest of the engine never spells a file system path or a request of an object store.
 //!
-//! Objects are named by the hash of their bytes and grouped in directories ([`ObjectDir`]):
-//! manifests, index files, damage records and key files (FORMAT.md §3). [`LocalStorage`] keeps
+//! Objects are named by an id (the hash of their bytes, or a random one for locks) and grouped
+//! in directories ([`ObjectDir`]): manifests, index files, damage records, key files and locks
+//! (FORMAT.md §3). [`LocalStorage`] keeps
 //! them as files of a local directory with the discipline of FORMAT.md §13: written to `tmp/`,
 //! fsynced, renamed (or linked, for a write that must not replace) into place, and the directory
 //! fsynced before a write or removal returns.
 //!
-//! Not yet behind this interface: the config, locks and packs (still written through
+//! Not yet behind this interface: the config and packs (still written through
 //! [`crate::repo::Layout`]); they follow, with an object-store implementation.
 
 use std::path::PathBuf;
@@ -27,6 +28,10 @@ pub enum ObjectDir {
     Damage,
     /// `keys/`: key files (unencrypted repositories lack the directory).
     Keys,
+    /// `locks/`: lock records, named by a random id; the one kind of object that changes (its
+    /// modification time is refreshed while held). A copy of a repository may lack the empty
+    /// directory.
+    Locks,
 }
 
 impl ObjectDir {
@@ -38,13 +43,14 @@ impl ObjectDir {
             ObjectDir::Index => "index",
             ObjectDir::Damage => "damage",
             ObjectDir::Keys => "keys",
+            ObjectDir::Locks => "locks",
         }
     }
 
     /// Whether a repository may lack it: listing it is then empty, and the first write makes
     /// it. The others are made by `init`; one that is gone is an error, never an empty list.
     fn optional(self) -> bool {
-        matches!(self, ObjectDir::Damage | ObjectDir::Keys)
+        matches!(self, ObjectDir::Damage | ObjectDir::Keys | ObjectDir::Locks)
     }
 }
 
@@ -62,6 +68,9 @@ pub enum WriteMode {
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Where the repository is, for messages.
     fn location(&self) -> String;
+
+    /// Where object `id` of `dir` is, for messages.
+    fn describe(&self, dir: ObjectDir, id: Id) -> PathBuf;
 
     /// The ids of the objects in `dir`, sorted; names that are not ids are ignored.
     ///
@@ -100,6 +109,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`Error::Io`] (`NotFound` for an id that is not there).
     fn remove(&self, dir: ObjectDir, ids: &[Id]) -> Result<()>;
+
+    /// Time since object `id` of `dir` was written or last [touched](Storage::touch), by the
+    /// clock of the storage (so hosts whose clocks differ agree on a lock's age).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` when there is no such object).
+    fn age(&self, dir: ObjectDir, id: Id) -> Result<std::time::Duration>;
+
+    /// Makes object `id` of `dir` new again (its age 0), bytes unchanged: a lock's refresh.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` when there is no such object).
+    fn touch(&self, dir: ObjectDir, id: Id) -> Result<()>;
 }
 
 /// A repository in a local directory.
@@ -127,6 +149,10 @@ impl LocalStorage {
 impl Storage for LocalStorage {
     fn location(&self) -> String {
         self.layout.root().display().to_string()
+    }
+
+    fn describe(&self, dir: ObjectDir, id: Id) -> PathBuf {
+        self.path(dir, id)
     }
 
     fn list(&self, dir: ObjectDir) -> Result<Vec<Id>> {
@@ -165,6 +191,8 @@ impl Storage for LocalStorage {
         mode: WriteMode,
         label: &str,
     ) -> Result<()> {
+        // A copied repository may lack the empty directories (git does not keep them).
+        crate::fs::ensure_dir(&self.layout.tmp_dir())?;
         if dir.optional() {
             crate::fs::ensure_dir(&self.dir(dir))?;
         }
@@ -184,6 +212,21 @@ impl Storage for LocalStorage {
             return Ok(());
         }
         crate::fs::fsync_dir(&self.dir(dir))
+    }
+
+    fn age(&self, dir: ObjectDir, id: Id) -> Result<std::time::Duration> {
+        let path = self.path(dir, id);
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).at(&path)?;
+        Ok(std::time::SystemTime::now().duration_since(modified).unwrap_or_default())
+    }
+
+    fn touch(&self, dir: ObjectDir, id: Id) -> Result<()> {
+        let path = self.path(dir, id);
+        let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
+        let ts = rustix::fs::Timestamps { last_access: now, last_modification: now };
+        rustix::fs::utimensat(rustix::fs::CWD, &path, &ts, rustix::fs::AtFlags::empty())
+            .map_err(std::io::Error::from)
+            .at(&path)
     }
 }
 
@@ -271,6 +314,18 @@ pub(crate) mod tests {
         });
         assert_eq!(wins.into_inner(), 1);
         assert_eq!(storage.read(ObjectDir::Keys, idk).unwrap(), key);
+
+        // A lock's age runs from its write, and a touch makes it new again.
+        let lock = Id::hash(b"a lock");
+        storage.write(ObjectDir::Locks, lock, b"held", WriteMode::Replace, "lock").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let old = storage.age(ObjectDir::Locks, lock).unwrap();
+        assert!(old >= std::time::Duration::from_secs(1), "{old:?}");
+        storage.touch(ObjectDir::Locks, lock).unwrap();
+        assert!(storage.age(ObjectDir::Locks, lock).unwrap() < old);
+        assert_eq!(storage.read(ObjectDir::Locks, lock).unwrap(), b"held");
+        storage.remove(ObjectDir::Locks, &[lock]).unwrap();
+        assert!(storage.touch(ObjectDir::Locks, lock).is_err(), "a removed lock is not refreshed");
 
         storage.remove(ObjectDir::Snapshots, &[ida, wrong]).unwrap();
         assert_eq!(storage.list(ObjectDir::Snapshots).unwrap(), vec![idb]);

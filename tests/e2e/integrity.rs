@@ -680,6 +680,8 @@ fn a_lock_whose_temp_file_a_prune_clears_is_written_again() {
 fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
     let (env, src) = healthy_repo();
     let locks = env.repo().join("locks");
+    // Lock objects are named by an id (64 hex digits); other names in `locks/` are not locks.
+    let name = |n: &str| store::Id::hash(n.as_bytes()).to_hex();
     // A shared lock of a live process (this test) blocks the exclusive `repair index`.
     let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
     let repo = crate::support::open_repo(&env.repo());
@@ -696,7 +698,7 @@ fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
         b.extend_from_slice(b"snapshot");
         repo.crypto().seal_file(store::crypto::FileKind::Lock, 1, b).unwrap()
     };
-    write(&locks.join("live"), &record(std::process::id(), 0));
+    write(&locks.join(name("live")), &record(std::process::id(), 0));
     let run = env.run("repair", &["index"]);
     assert_eq!(run.code, 11, "a live lock exits 11 (locked): {}", run.stderr);
     assert!(
@@ -719,22 +721,26 @@ fn locks_conflict_clear_when_dead_and_refuse_when_damaged() {
         .spawn()
         .unwrap();
     crate::support::wait_until_stopped(waiter.id());
-    assert!(locks.join("live").exists(), "the lock it waits for is still there");
-    std::fs::remove_file(locks.join("live")).unwrap();
+    assert!(locks.join(name("live")).exists(), "the lock it waits for is still there");
+    std::fs::remove_file(locks.join(name("live"))).unwrap();
     let pid = rustix::process::Pid::from_child(&waiter);
     rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
     let out = waiter.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // An exclusive lock of a dead process on this host is removed with a message.
-    write(&locks.join("dead"), &record(4_000_000, 1));
+    write(&locks.join(name("dead")), &record(4_000_000, 1));
     let run = env.run("snapshot", &[src.as_os_str()]).ok();
     assert!(run.stderr.contains("no longer runs"), "{}", run.stderr);
-    assert!(!locks.join("dead").exists());
+    assert!(!locks.join(name("dead")).exists());
     // A damaged lock file is refused with the way out, and `unlock` removes it.
-    write(&locks.join("junk"), b"not a lock");
+    write(&locks.join(name("junk")), b"not a lock");
     let run = env.run("snapshot", &[src.as_os_str()]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("junk") && run.stderr.contains("store unlock"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&name("junk")) && run.stderr.contains("store unlock"),
+        "{}",
+        run.stderr
+    );
     env.run("unlock", &[] as &[&str]).ok();
     assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
     env.run("snapshot", &[src.as_os_str()]).ok();

@@ -1,4 +1,4 @@
-//! Repository locks (FORMAT.md §9): files in `locks/` naming a holder.
+//! Repository locks (FORMAT.md §9): objects in `locks/` naming a holder.
 //!
 //! Writers and readers take **shared** locks; commands that delete (prune, repair) take the
 //! **exclusive** lock. Taking a lock is two-phase: write our lock file durably, then list the
@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
-use crate::fs::write_atomic;
+use crate::error::{Corruption, Error, ObjectRef, Result};
+use crate::id::Id;
 use crate::lock::{LockKind, LockRecord};
 use crate::repo::Repository;
+use crate::storage::{ObjectDir, Storage, WriteMode};
 
 /// A held lock's modification time is refreshed this often (or every eighth of the stale time,
 /// when that is shorter).
@@ -29,7 +30,9 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// A lock found in `locks/`.
 #[derive(Debug, Clone)]
 pub struct LockInfo {
-    /// Its file.
+    /// Its id.
+    pub id: Id,
+    /// Where it is.
     pub path: PathBuf,
     /// Its content.
     pub record: LockRecord,
@@ -89,6 +92,7 @@ impl Default for LockOptions {
 /// What a writer needs to know about its own lock: whether it could have gone stale.
 #[derive(Debug)]
 pub(crate) struct LockState {
+    id: Id,
     path: PathBuf,
     stale_after: Duration,
     /// Wall-clock time of the last refresh, ms since the epoch.
@@ -111,13 +115,14 @@ impl LockState {
 
     /// Whether the lock is still ours and was never left unrefreshed for half the stale time
     /// (after which another host's prune may have treated it as stale).
-    pub(crate) fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self, storage: &dyn Storage) -> Result<()> {
         let gap = self
             .max_gap_ms
             .load(Ordering::SeqCst)
             .max(now_ms().saturating_sub(self.last_refresh_ms.load(Ordering::SeqCst)));
         let limit = (self.stale_after / 2).as_millis() as u64;
-        if self.released.load(Ordering::SeqCst) || !self.path.exists() || gap >= limit {
+        let gone = || storage.size(ObjectDir::Locks, self.id).is_err();
+        if self.released.load(Ordering::SeqCst) || gap >= limit || gone() {
             return Err(Error::LockLost {
                 path: self.path.clone(),
                 reason: if gap >= limit {
@@ -133,7 +138,9 @@ impl LockState {
 
 /// A held lock: refreshed in the background, removed when dropped.
 pub struct RepoLock {
+    id: Id,
     path: PathBuf,
+    storage: Arc<dyn Storage>,
     stop: Arc<AtomicBool>,
     state: Arc<LockState>,
     refresher: Option<std::thread::JoinHandle<()>>,
@@ -155,7 +162,7 @@ impl Drop for RepoLock {
             t.thread().unpark();
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        let _ = self.storage.remove(ObjectDir::Locks, &[self.id]);
     }
 }
 
@@ -171,48 +178,51 @@ fn process_exists(pid: u32) -> bool {
     !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH))
 }
 
-fn touch(path: &Path) -> std::io::Result<()> {
-    let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
-    let ts = rustix::fs::Timestamps { last_access: now, last_modification: now };
-    rustix::fs::utimensat(rustix::fs::CWD, path, &ts, rustix::fs::AtFlags::empty())
-        .map_err(Into::into)
-}
-
 impl Repository {
     /// Every lock in `locks/`; a lock file that cannot be read is returned as an error naming it.
     ///
     /// # Errors
     /// [`Error::Io`] when `locks/` cannot be listed.
     pub fn list_locks(&self, stale_after: Duration) -> Result<Vec<Result<LockInfo>>> {
-        let dir = self.layout().locks_dir();
+        Ok(self.scan_locks(stale_after)?.into_iter().map(|(_, lock)| lock).collect())
+    }
+
+    /// [`Repository::list_locks`], each with its id.
+    fn scan_locks(&self, stale_after: Duration) -> Result<Vec<(Id, Result<LockInfo>)>> {
         let host = this_host();
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).at(&dir)? {
-            let path = entry.at(&dir)?.path();
-            let read =
-                std::fs::read(&path).and_then(|b| Ok((b, std::fs::metadata(&path)?.modified()?)));
-            let (bytes, modified) = match read {
+        for id in self.storage.list(ObjectDir::Locks)? {
+            let path = self.storage.describe(ObjectDir::Locks, id);
+            let read = self.storage.read(ObjectDir::Locks, id).and_then(|b| {
+                let age = self.storage.age(ObjectDir::Locks, id)?;
+                Ok((b, age))
+            });
+            let (bytes, age) = match read {
                 Ok(v) => v,
                 // Removed by its holder while we listed.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
+                    continue
+                }
                 Err(e) => {
-                    out.push(Err(Error::Io { path, cause: e }));
+                    out.push((id, Err(e)));
                     continue;
                 }
             };
             let opened = self.crypto().open_file(crate::crypto::FileKind::Lock, &bytes);
             let info = opened.and_then(|b| LockRecord::decode(&b)).map(|record| {
-                let age = SystemTime::now().duration_since(modified).unwrap_or_default();
                 let dead = record.host == host && !process_exists(record.pid);
-                LockInfo { path: path.clone(), record, age, stale: age > stale_after, dead }
+                LockInfo { id, path: path.clone(), record, age, stale: age > stale_after, dead }
             });
-            out.push(info.map_err(|reason| match reason {
-                // A lock of a newer build: named as such, never taken for damage.
-                Corruption::UnsupportedVersion { .. } => {
-                    Error::corrupt(ObjectRef::Lock(path), reason)
-                }
-                reason => Error::LockDamaged { path, reason: reason.to_string() },
-            }));
+            out.push((
+                id,
+                info.map_err(|reason| match reason {
+                    // A lock of a newer build: named as such, never taken for damage.
+                    Corruption::UnsupportedVersion { .. } => {
+                        Error::corrupt(ObjectRef::Lock(path), reason)
+                    }
+                    reason => Error::LockDamaged { path, reason: reason.to_string() },
+                }),
+            ));
         }
         Ok(out)
     }
@@ -229,10 +239,6 @@ impl Repository {
         opts: &LockOptions,
         removed: &mut dyn FnMut(&LockInfo),
     ) -> Result<RepoLock> {
-        let dir = self.layout().locks_dir();
-        // A copied repository may lack the empty directories (git does not keep them).
-        crate::fs::ensure_dir(&self.layout().tmp_dir())?;
-        crate::fs::ensure_dir(&dir)?;
         let record = LockRecord {
             kind,
             host: this_host(),
@@ -244,17 +250,10 @@ impl Repository {
         let mut attempt = 0u32;
         let mut vanished = 0u32;
         loop {
-            let name = crate::id::Id::hash(
-                format!("{record:?}{attempt}{:?}", SystemTime::now()).as_bytes(),
-            )
-            .to_hex();
-            let path = dir.join(name);
-            match write_atomic(
-                &self.layout().tmp_dir(),
-                &path,
-                &self.seal_file(crate::crypto::FileKind::Lock, record.encode(self.version())?)?,
-                "lock",
-            ) {
+            let id = Id::hash(format!("{record:?}{attempt}{:?}", SystemTime::now()).as_bytes());
+            let sealed =
+                self.seal_file(crate::crypto::FileKind::Lock, record.encode(self.version())?)?;
+            match self.storage.write(ObjectDir::Locks, id, &sealed, WriteMode::Replace, "lock") {
                 Ok(()) => {}
                 // Our temp file went before it became the lock: a prune, under the exclusive
                 // lock, clears `tmp/`. Try again; the next listing meets that lock if it is
@@ -274,15 +273,15 @@ impl Repository {
                 let other = match other {
                     Ok(o) => o,
                     Err(e) => {
-                        let _ = std::fs::remove_file(&path);
+                        let _ = self.storage.remove(ObjectDir::Locks, &[id]);
                         return Err(e);
                     }
                 };
-                if other.path == path {
+                if other.id == id {
                     continue;
                 }
                 if other.dead {
-                    if std::fs::remove_file(&other.path).is_ok() {
+                    if self.storage.remove(ObjectDir::Locks, &[other.id]).is_ok() {
                         removed(&other);
                     }
                     continue;
@@ -295,9 +294,9 @@ impl Repository {
                 }
             }
             let Some(holder) = blocker else {
-                return Ok(self.hold(path, opts.stale_after));
+                return Ok(self.hold(id, opts.stale_after));
             };
-            let _ = std::fs::remove_file(&path);
+            let _ = self.storage.remove(ObjectDir::Locks, &[id]);
             let now = std::time::Instant::now();
             if now >= deadline {
                 return Err(Error::Locked { holder: holder.to_string() });
@@ -315,9 +314,11 @@ impl Repository {
         }
     }
 
-    fn hold(&self, path: PathBuf, stale_after: Duration) -> RepoLock {
+    fn hold(&self, id: Id, stale_after: Duration) -> RepoLock {
+        let path = self.storage.describe(ObjectDir::Locks, id);
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(LockState {
+            id,
             path: path.clone(),
             stale_after,
             last_refresh_ms: AtomicU64::new(now_ms()),
@@ -325,13 +326,13 @@ impl Repository {
             released: AtomicBool::new(false),
         });
         let every = REFRESH.min(stale_after / 8).max(Duration::from_millis(50));
-        let (p, s, st) = (path.clone(), Arc::clone(&stop), Arc::clone(&state));
+        let (storage, s, st) = (Arc::clone(&self.storage), Arc::clone(&stop), Arc::clone(&state));
         let refresher = std::thread::Builder::new()
             .name("lock-refresh".into())
             .spawn(move || {
                 while !s.load(Ordering::SeqCst) {
                     std::thread::park_timeout(every);
-                    if !s.load(Ordering::SeqCst) && touch(&p).is_ok() {
+                    if !s.load(Ordering::SeqCst) && storage.touch(ObjectDir::Locks, id).is_ok() {
                         st.refreshed();
                     }
                 }
@@ -340,7 +341,7 @@ impl Repository {
         if let Ok(mut held) = self.held_lock.lock() {
             *held = Some(Arc::clone(&state));
         }
-        RepoLock { path, stop, state, refresher }
+        RepoLock { id, path, storage: Arc::clone(&self.storage), stop, state, refresher }
     }
 
     /// Whether a process other than this one holds a lock that is neither stale nor dead (an
@@ -351,13 +352,13 @@ impl Repository {
     pub(crate) fn others_hold_locks(&self) -> Result<bool> {
         let (own, stale_after) = match self.held_lock.lock().ok().and_then(|h| h.clone()) {
             Some(state) if !state.released.load(Ordering::SeqCst) => {
-                (Some(state.path.clone()), state.stale_after)
+                (Some(state.id), state.stale_after)
             }
             _ => (None, DEFAULT_STALE_AFTER),
         };
         for lock in self.list_locks(stale_after)? {
             match lock {
-                Ok(info) if Some(&info.path) == own.as_ref() || info.stale || info.dead => {}
+                Ok(info) if Some(info.id) == own || info.stale || info.dead => {}
                 _ => return Ok(true),
             }
         }
@@ -371,26 +372,23 @@ impl Repository {
     /// [`Error::Io`] when `locks/` cannot be listed or a lock not removed.
     pub fn unlock(&self, stale_after: Duration, all: bool) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for lock in self.list_locks(stale_after)? {
-            match lock {
-                Ok(info) if all || info.stale || info.dead => {
-                    std::fs::remove_file(&info.path).at(&info.path)?;
-                    removed.push(info.to_string());
-                }
-                Ok(_) => {}
+        for (id, lock) in self.scan_locks(stale_after)? {
+            let note = match lock {
+                Ok(info) if all || info.stale || info.dead => info.to_string(),
+                Ok(_) => continue,
                 Err(Error::LockDamaged { path, reason }) => {
-                    std::fs::remove_file(&path).at(&path)?;
-                    removed.push(format!("damaged lock file {} ({reason})", path.display()));
+                    format!("damaged lock file {} ({reason})", path.display())
                 }
                 // A newer build's lock cannot be judged stale: removed only with `all`.
                 Err(Error::UnsupportedVersion { object: ObjectRef::Lock(path), found, .. })
                     if all =>
                 {
-                    std::fs::remove_file(&path).at(&path)?;
-                    removed.push(format!("lock file {} of format version {found}", path.display()));
+                    format!("lock file {} of format version {found}", path.display())
                 }
                 Err(e) => return Err(e),
-            }
+            };
+            self.storage.remove(ObjectDir::Locks, &[id])?;
+            removed.push(note);
         }
         Ok(removed)
     }
@@ -444,30 +442,23 @@ mod tests {
             start_ns: 1,
             command: "prune".into(),
         };
-        let locks = repo.layout().locks_dir();
-        write_atomic(
-            &repo.layout().tmp_dir(),
-            &locks.join("dead"),
-            &dead.encode(repo.version()).unwrap(),
-            "t",
-        )
-        .unwrap();
+        let put = |name: &[u8], record: &LockRecord| {
+            let id = Id::hash(name);
+            let bytes = record.encode(repo.version()).unwrap();
+            repo.storage().write(ObjectDir::Locks, id, &bytes, WriteMode::Replace, "t").unwrap();
+            (id, repo.storage().describe(ObjectDir::Locks, id))
+        };
+        let (_, dead_path) = put(b"dead", &dead);
         let mut removed = Vec::new();
         let held = repo
             .lock(LockKind::Shared, &opts("snapshot"), &mut |i| removed.push(i.record.pid))
             .unwrap();
         assert_eq!(removed, vec![4_000_000]);
-        assert!(!locks.join("dead").exists());
+        assert!(!dead_path.exists());
         drop(held);
         // Another host's exclusive lock not refreshed for longer than the stale time.
         let other = LockRecord { host: "elsewhere".into(), pid: 1, ..dead };
-        write_atomic(
-            &repo.layout().tmp_dir(),
-            &locks.join("old"),
-            &other.encode(repo.version()).unwrap(),
-            "t",
-        )
-        .unwrap();
+        let (_, old) = put(b"old", &other);
         let blocked = repo.lock(LockKind::Shared, &opts("snapshot"), &mut |_| {});
         assert!(matches!(blocked, Err(Error::Locked { .. })), "fresh, it blocks");
         // Not refreshed for an hour: stale.
@@ -476,15 +467,9 @@ mod tests {
             tv_nsec: 0,
         };
         let times = rustix::fs::Timestamps { last_access: hour_ago, last_modification: hour_ago };
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            locks.join("old"),
-            &times,
-            rustix::fs::AtFlags::empty(),
-        )
-        .unwrap();
+        rustix::fs::utimensat(rustix::fs::CWD, &old, &times, rustix::fs::AtFlags::empty()).unwrap();
         let held = repo.lock(LockKind::Shared, &opts("snapshot"), &mut |_| {}).unwrap();
-        assert!(locks.join("old").exists(), "stale locks are only removed by unlock");
+        assert!(old.exists(), "stale locks are only removed by unlock");
         drop(held);
         assert_eq!(repo.unlock(DEFAULT_STALE_AFTER, false).unwrap().len(), 1);
     }
