@@ -540,14 +540,13 @@ pub fn snapshot(
     // may have deleted packs this set reuses, or one may have been cut short meanwhile: check
     // that each is still there with its length, then (and only then) write the manifest.
     for (pack, len) in ctx.dedup.packs() {
-        match std::fs::metadata(repo.layout().pack(pack)) {
+        match repo.pack_len(pack) {
             Err(_) => return Err(Error::PackVanished { pack }),
-            Ok(m) if m.len() != len => {
+            Ok(actual) if actual != len => {
                 return Err(Error::corrupt(
                     crate::error::ObjectRef::Pack(pack),
                     crate::error::Corruption::Invalid(format!(
-                        "{} bytes, it had {len} when this set began to use it",
-                        m.len()
+                        "{actual} bytes, it had {len} when this set began to use it"
                     )),
                 ))
             }

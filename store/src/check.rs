@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::damage::{DamageSet, DamagedCopy};
 use crate::error::{Error, Result};
 use crate::id::{DamageId, Id, IndexId, PackId, SnapshotId, TreeId};
-use crate::pack::{verify_pack, PackReader};
+use crate::pack::verify_pack;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::Manifest;
@@ -478,8 +478,9 @@ struct PackRead {
     findings: Vec<Finding>,
 }
 
-/// Reads pack `pack` at `path` and verifies every blob its trailer lists, and its content hash.
-fn read_pack(crypto: &crate::crypto::Crypto, path: &std::path::Path, pack: PackId) -> PackRead {
+/// Reads pack `pack` whole and verifies every blob its trailer lists, and its content hash.
+fn read_pack(repo: &Repository, pack: PackId) -> PackRead {
+    let crypto = repo.crypto();
     let mut r = PackRead {
         pack,
         read: false,
@@ -492,7 +493,7 @@ fn read_pack(crypto: &crate::crypto::Crypto, path: &std::path::Path, pack: PackI
         r.damaged = true;
         r.findings.push(Finding::DamagedPack { pack, error });
     };
-    let bytes = match std::fs::read(path) {
+    let bytes = match repo.read_pack(pack) {
         Ok(b) => b,
         Err(e) => {
             damaged(&mut r, e.to_string());
@@ -587,9 +588,8 @@ pub fn check(
                 continue;
             }
             c.report.packs += 1;
-            let path = layout.pack(pack.id);
-            let actual = match std::fs::metadata(&path) {
-                Ok(m) => m.len(),
+            let actual = match repo.pack_len(pack.id) {
+                Ok(len) => len,
                 Err(_) => {
                     c.bad_packs.insert(pack.id);
                     c.find(Finding::MissingPack { pack: pack.id, index: id });
@@ -601,7 +601,7 @@ pub fn check(
                 c.find(Finding::PackSize { pack: pack.id, expected: pack.len, actual });
                 continue;
             }
-            match PackReader::open(&path, pack.id, repo.crypto()) {
+            match repo.pack_reader(pack.id) {
                 Ok(reader) if reader.entries() == pack.entries.as_slice() => {}
                 Ok(_) => {
                     c.bad_packs.insert(pack.id);
@@ -651,7 +651,7 @@ pub fn check(
                 batch
                     .par_iter()
                     .map(|&(pack, len)| {
-                        let r = read_pack(repo.crypto(), &layout.pack(pack), pack);
+                        let r = read_pack(repo, pack);
                         progress.add_items(1);
                         progress.add_bytes(len);
                         r
@@ -784,7 +784,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = repo_with(dir.path(), &files());
         let pack = repo.list_packs().unwrap()[0];
-        let reader = PackReader::open(&repo.layout().pack(pack), pack, repo.crypto()).unwrap();
+        let reader = repo.pack_reader(pack).unwrap();
         let e = reader.entries().iter().find(|e| e.stored_len > 1000).copied().unwrap();
         flip(&repo.layout().pack(pack), e.offset + 100);
         let r = run(&repo, DataCheck::All);

@@ -35,8 +35,7 @@ use crate::id::{Id, PackId, SnapshotId};
 use crate::index::IndexedPack;
 use crate::lock::LockKind;
 use crate::pack::{
-    read_blob, EncodedBlob, PackEntry, PackReader, PackWriter, BLOB_HEADER_LEN, FOOTER_LEN,
-    TRAILER_ENTRY_LEN,
+    read_blob, EncodedBlob, PackEntry, PackWriter, BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN,
 };
 use crate::progress::Progress;
 use crate::repo::{IndexRewrite, LockOptions, Repository};
@@ -369,8 +368,7 @@ fn plan_packs(
     }
     for pack in on_disk.difference(&indexed) {
         plan.unindexed.push(*pack);
-        plan.bytes_deleted +=
-            std::fs::metadata(repo.layout().pack(*pack)).map(|m| m.len()).unwrap_or(0);
+        plan.bytes_deleted += repo.pack_len(*pack).unwrap_or(0);
     }
     plan.unindexed.sort();
     // New packs hold the copied footprints, plus a footer per pack target (or part of one).
@@ -454,13 +452,12 @@ pub fn prune(
     for id in &plan.repack {
         if let Err(e) = stop() {
             // The packs repacked so far are listed nowhere and used by no one: remove them.
-            for p in &new_packs {
-                let _ = std::fs::remove_file(repo.layout().pack(p.id));
-            }
+            let ids: Vec<PackId> = new_packs.iter().map(|p| p.id).collect();
+            let _ = repo.remove_packs(&ids);
             return Err(e);
         }
-        let path = repo.layout().pack(*id);
-        let reader = PackReader::open(&path, *id, repo.crypto())?;
+        let path = repo.pack_path(*id);
+        let reader = repo.pack_reader(*id)?;
         progress.phase(&format!("repacking {}", id.short()));
         let mut copied = HashSet::new();
         for e in reader.entries() {
@@ -542,32 +539,22 @@ pub fn prune(
             listed.extend(repo.load_index_file(index)?.into_iter().map(|p| p.id));
         }
     }
-    let mut dirs: HashSet<PathBuf> = HashSet::new();
     let doomed = plan.delete.iter().chain(&plan.repack).chain(&plan.unindexed);
-    let (mut deleted, mut bytes_deleted) = (0u64, 0u64);
+    let (mut doomed_present, mut bytes_deleted) = (Vec::new(), 0u64);
     for id in doomed.filter(|id| !listed.contains(id)) {
-        let path = repo.layout().pack(*id);
-        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-        if deleted == 0 {
-            crate::crash::point("prune", "deleting");
-        }
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                deleted += 1;
-                bytes_deleted += len;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Io { path, cause: e }),
-        }
-        if let Some(d) = path.parent() {
-            dirs.insert(d.to_path_buf());
+        // One that is gone already (a prune before this one died midway) is not counted.
+        if let Ok(len) = repo.pack_len(*id) {
+            doomed_present.push(*id);
+            bytes_deleted += len;
         }
     }
-    for d in dirs {
-        crate::fs::fsync_dir(&d)?;
+    let deleted = doomed_present.len() as u64;
+    if deleted > 0 {
+        crate::crash::point("prune", "deleting");
+        repo.remove_packs(&doomed_present)?;
     }
     // Damage records of packs that are gone say nothing any more.
-    repo.rewrite_damage(|c| repo.layout().pack(c.pack).exists())?;
+    repo.rewrite_damage(|c| repo.pack_len(c.pack).is_ok())?;
     for t in &plan.temp_files {
         let _ = if t.is_dir() { std::fs::remove_dir_all(t) } else { std::fs::remove_file(t) };
     }
@@ -583,7 +570,7 @@ pub fn prune(
 
 /// Seals a pack of repacked blobs (verified, durable) and returns its index entry.
 fn seal(repo: &Repository, w: PackWriter) -> Result<IndexedPack> {
-    let sealed = w.seal(|p| repo.layout().pack(p))?;
+    let sealed = repo.seal_pack(w)?;
     Ok(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries })
 }
 
@@ -641,7 +628,7 @@ mod tests {
     fn duplicate_every_blob(repo: &Repository) {
         for id in repo.list_packs().unwrap() {
             let path = repo.layout().pack(id);
-            let reader = PackReader::open(&path, id, repo.crypto()).unwrap();
+            let reader = repo.pack_reader(id).unwrap();
             let mut w = PackWriter::create(&repo.layout().tmp_dir(), repo.version(), repo.crypto())
                 .unwrap();
             let (mut frame, mut raw) = (Vec::new(), Vec::new());
@@ -680,7 +667,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = repo_of_tiny_files(dir.path(), 50);
         let pack = repo.list_packs().unwrap()[0];
-        let reader = PackReader::open(&repo.layout().pack(pack), pack, repo.crypto()).unwrap();
+        let reader = repo.pack_reader(pack).unwrap();
         let e = reader.entries()[0];
         repo.record_damage(&[DamagedCopy { pack, blob: e.id, offset: e.offset }]).unwrap();
         drop(repo);

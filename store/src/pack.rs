@@ -17,7 +17,7 @@ pub(crate) use format::{decode_entry, encode_entry};
 pub use format::{BlobKind, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN};
 #[cfg(feature = "fuzzing")]
 pub(crate) use reader::{check_blob, entries_in, verify_blob};
-pub use reader::{read_blob, PackReader};
+pub use reader::{read_blob, LocalPack, PackReader, PackSource};
 pub(crate) use reader::{salvage_blobs, verify_pack};
 pub use writer::{EncodedBlob, PackWriter, SealedPack};
 

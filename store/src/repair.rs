@@ -16,7 +16,7 @@ use crate::compress::Compressor;
 use crate::error::{IoContext, Result};
 use crate::id::{Id, PackId, SnapshotId, TreeId};
 use crate::index::IndexedPack;
-use crate::pack::{BlobKind, EncodedBlob, PackReader, PackWriter};
+use crate::pack::{BlobKind, EncodedBlob, PackWriter};
 use crate::progress::Progress;
 use crate::repo::{IndexRewrite, Repository};
 use crate::snapshot::{IssueKind, Manifest, PathIssue};
@@ -67,7 +67,7 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<Repair
     progress.set_total(packs.len() as u64, 0);
     for pack in packs {
         progress.add_items(1);
-        match PackReader::open(&repo.layout().pack(pack), pack, repo.crypto()) {
+        match repo.pack_reader(pack) {
             Ok(reader) => {
                 report.packs += 1;
                 report.blobs += reader.entries().len() as u64;
@@ -168,7 +168,7 @@ impl RepairSink<'_> {
     /// Seals the pack and writes its index file: the new trees are durable and indexed.
     fn flush(&mut self) -> Result<()> {
         if let Some(w) = self.writer.take() {
-            let sealed = w.seal(|id| self.repo.layout().pack(id))?;
+            let sealed = self.repo.seal_pack(w)?;
             self.repo.save_index_file(&[IndexedPack {
                 id: sealed.id,
                 len: sealed.len,
@@ -498,25 +498,20 @@ mod tests {
             .into_iter()
             .max_by_key(|p| std::fs::metadata(repo.layout().pack(*p)).unwrap().len())
             .unwrap();
-        let blobs = PackReader::open(&repo.layout().pack(pack), pack, repo.crypto())
-            .unwrap()
-            .entries()
-            .len();
+        let blobs = repo.pack_reader(pack).unwrap().entries().len();
         let len = std::fs::metadata(repo.layout().pack(pack)).unwrap().len();
         flip(&repo.layout().pack(pack), len - 64 - 10);
         let copies: Vec<crate::damage::DamagedCopy> =
-            PackReader::open(&repo.layout().pack(pack), pack, repo.crypto())
-                .map(|_| Vec::new())
-                .unwrap_or_else(|_| {
-                    // The trailer is unreadable: record every blob, as check does.
-                    let index = repo.list_index_files().unwrap();
-                    let listed = index.iter().flat_map(|i| repo.load_index_file(*i).unwrap());
-                    listed
-                        .filter(|p| p.id == pack)
-                        .flat_map(|p| p.entries)
-                        .map(|e| crate::damage::DamagedCopy { pack, blob: e.id, offset: e.offset })
-                        .collect()
-                });
+            repo.pack_reader(pack).map(|_| Vec::new()).unwrap_or_else(|_| {
+                // The trailer is unreadable: record every blob, as check does.
+                let index = repo.list_index_files().unwrap();
+                let listed = index.iter().flat_map(|i| repo.load_index_file(*i).unwrap());
+                listed
+                    .filter(|p| p.id == pack)
+                    .flat_map(|p| p.entries)
+                    .map(|e| crate::damage::DamagedCopy { pack, blob: e.id, offset: e.offset })
+                    .collect()
+            });
         assert_eq!(copies.len(), blobs);
         repo.record_damage(&copies).unwrap();
         let opts = RepairPacksOptions { packs: Vec::new(), dry_run: false };

@@ -12,7 +12,6 @@ mod reserve;
 mod snapshots;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -99,7 +98,7 @@ pub struct Repository {
     config_damaged: Option<String>,
     cache_dir: PathBuf,
     index: OnceLock<ChunkIndex>,
-    open_packs: Mutex<HashMap<crate::id::PackId, Arc<File>>>,
+    open_packs: Mutex<HashMap<crate::id::PackId, Arc<dyn crate::pack::PackSource>>>,
     /// The lock this process took last, checked before a manifest is written.
     held_lock: Mutex<Option<Arc<lock::LockState>>>,
     /// Index files left out of the cache because they cannot be read.
@@ -515,28 +514,67 @@ impl Repository {
         self.layout.skeleton().iter().try_for_each(|d| ensure_dir(d))
     }
 
-    /// The ids of every pack file in `packs/`.
+    /// The ids of every pack, sorted.
     ///
     /// # Errors
-    /// [`Error::Io`] when a directory cannot be listed.
+    /// [`Error::Io`] when the packs cannot be listed.
     pub fn list_packs(&self) -> Result<Vec<crate::id::PackId>> {
-        let dir = self.layout.packs_dir();
-        let mut out = Vec::new();
-        for shard in std::fs::read_dir(&dir).at(&dir)? {
-            let shard = shard.at(&dir)?.path();
-            if !shard.is_dir() {
-                continue;
-            }
-            for entry in std::fs::read_dir(&shard).at(&shard)? {
-                let name = entry.at(&shard)?.file_name();
-                let id = name
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".pack"))
-                    .and_then(|n| n.parse::<crate::id::PackId>().ok());
-                out.extend(id);
-            }
-        }
-        Ok(out)
+        Ok(self.storage.list(ObjectDir::Packs)?.into_iter().map(crate::id::PackId).collect())
+    }
+
+    /// The length of pack `id`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` when it is not there).
+    pub fn pack_len(&self, id: crate::id::PackId) -> Result<u64> {
+        self.storage.size(ObjectDir::Packs, id.0)
+    }
+
+    /// Where pack `id` is, for messages.
+    #[must_use]
+    pub fn pack_path(&self, id: crate::id::PackId) -> PathBuf {
+        self.storage.describe(ObjectDir::Packs, id.0)
+    }
+
+    /// Opens pack `id` and reads its trailer.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Corrupt`] for a bad footer or trailer.
+    pub fn pack_reader(&self, id: crate::id::PackId) -> Result<crate::pack::PackReader> {
+        let source = self.storage.open_pack(id.0)?;
+        crate::pack::PackReader::new(source, &self.pack_path(id), id, &self.crypto)
+    }
+
+    /// The whole of pack `id` (at most the largest pack target, 1 GiB), for checks that hash
+    /// it.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn read_pack(&self, id: crate::id::PackId) -> Result<Vec<u8>> {
+        let source = self.storage.open_pack(id.0)?;
+        let len = usize::try_from(source.size()).unwrap_or(usize::MAX);
+        let mut bytes = vec![0u8; len];
+        source.read_exact_at(&mut bytes, 0).at(self.pack_path(id))?;
+        Ok(bytes)
+    }
+
+    /// Seals `writer`'s pack (verifying every blob) and puts it in place, durably.
+    ///
+    /// # Errors
+    /// As [`crate::pack::PackWriter::seal_with`].
+    pub fn seal_pack(&self, writer: crate::pack::PackWriter) -> Result<crate::pack::SealedPack> {
+        writer.seal_with(|id, file, temp| {
+            self.storage.put_file(ObjectDir::Packs, id.0, file, temp, "pack")
+        })
+    }
+
+    /// Removes packs `ids`, durably when it returns.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn remove_packs(&self, ids: &[crate::id::PackId]) -> Result<()> {
+        let ids: Vec<Id> = ids.iter().map(|p| p.0).collect();
+        self.storage.remove(ObjectDir::Packs, &ids)
     }
 
     /// Where this host's index cache is.
@@ -558,13 +596,12 @@ impl Repository {
         }
     }
 
-    fn open_pack(&self, id: crate::id::PackId) -> Result<Arc<File>> {
+    fn open_pack(&self, id: crate::id::PackId) -> Result<Arc<dyn crate::pack::PackSource>> {
         let mut packs = self.open_packs.lock().map_err(|_| Error::WorkerPanicked)?;
         if let Some(f) = packs.get(&id) {
             return Ok(Arc::clone(f));
         }
-        let path = self.layout.pack(id);
-        let file = Arc::new(File::open(&path).at(&path)?);
+        let file = self.storage.open_pack(id.0)?;
         if packs.len() >= OPEN_PACKS_MAX {
             packs.clear();
         }
@@ -613,8 +650,8 @@ impl Repository {
         let file = self.open_pack(loc.pack)?;
         read_blob(
             &self.crypto,
-            &file,
-            &self.layout.pack(loc.pack),
+            file.as_ref(),
+            &self.pack_path(loc.pack),
             loc.pack,
             &loc.entry,
             frame,

@@ -2,24 +2,28 @@
 //! rest of the engine never spells a file system path or a request of an object store.
 //!
 //! Objects are named by an id (the hash of their bytes, or a random one for locks) and grouped
-//! in directories ([`ObjectDir`]): manifests, index files, damage records, key files and locks
-//! (FORMAT.md §3). [`LocalStorage`] keeps
+//! in directories ([`ObjectDir`]): packs, manifests, index files, damage records, key files and
+//! locks (FORMAT.md §3). Packs are written in a local staging directory, verified, then put in
+//! place whole ([`Storage::put_file`]), and read at offsets ([`Storage::open_pack`]). [`LocalStorage`] keeps
 //! them as files of a local directory with the discipline of FORMAT.md §13: written to `tmp/`,
 //! fsynced, renamed (or linked, for a write that must not replace) into place, and the directory
 //! fsynced before a write or removal returns.
 //!
-//! Not yet behind this interface: the config and packs (still written through
-//! [`crate::repo::Layout`]); they follow, with an object-store implementation.
+//! Not yet behind this interface: the config (still written through [`crate::repo::Layout`]);
+//! it follows, with an object-store implementation.
 
 use std::path::PathBuf;
 
 use crate::error::{IoContext, Result};
 use crate::id::Id;
+use crate::pack::{LocalPack, PackSource};
 use crate::repo::Layout;
 
 /// A directory of objects named by their id (64 hex digits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectDir {
+    /// `packs/`: pack files (locally `packs/<first two hex digits>/<id>.pack`).
+    Packs,
     /// `snapshots/`: manifests.
     Snapshots,
     /// `index/`: index files.
@@ -39,6 +43,7 @@ impl ObjectDir {
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
+            ObjectDir::Packs => "packs",
             ObjectDir::Snapshots => "snapshots",
             ObjectDir::Index => "index",
             ObjectDir::Damage => "damage",
@@ -104,10 +109,32 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         label: &str,
     ) -> Result<()>;
 
-    /// Removes objects `ids` of `dir`, durably when it returns.
+    /// Puts the complete local file `temp` (open as `file`, in the staging directory) in place
+    /// as object `id` of `dir`, durably; the temp file is gone afterwards (renamed, or uploaded
+    /// and removed). `label` names the crash points, as for [`Storage::write`].
     ///
     /// # Errors
-    /// [`Error::Io`] (`NotFound` for an id that is not there).
+    /// [`Error::Io`]; the temp file is then the caller's to remove.
+    fn put_file(
+        &self,
+        dir: ObjectDir,
+        id: Id,
+        file: &std::fs::File,
+        temp: &std::path::Path,
+        label: &str,
+    ) -> Result<()>;
+
+    /// Opens pack `id` for reading at offsets.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` when there is no such pack).
+    fn open_pack(&self, id: Id) -> Result<std::sync::Arc<dyn PackSource>>;
+
+    /// Removes objects `ids` of `dir`, durably when it returns. An id that is not there is no
+    /// error (as object stores do not tell).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
     fn remove(&self, dir: ObjectDir, ids: &[Id]) -> Result<()>;
 
     /// Time since object `id` of `dir` was written or last [touched](Storage::touch), by the
@@ -142,7 +169,45 @@ impl LocalStorage {
     }
 
     fn path(&self, dir: ObjectDir, id: Id) -> PathBuf {
-        self.dir(dir).join(id.to_hex())
+        match dir {
+            ObjectDir::Packs => self.layout.pack(crate::id::PackId(id)),
+            _ => self.dir(dir).join(id.to_hex()),
+        }
+    }
+
+    /// Makes the directory object `id` of `dir` goes in, when it may be missing.
+    fn ensure_parent(&self, dir: ObjectDir, id: Id) -> Result<()> {
+        if dir.optional() {
+            crate::fs::ensure_dir(&self.dir(dir))?;
+        }
+        if dir == ObjectDir::Packs {
+            if let Some(shard) = self.path(dir, id).parent() {
+                crate::fs::ensure_dir(shard)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pack ids in `packs/<shard>/`.
+    fn list_packs(&self) -> Result<Vec<Id>> {
+        let dir = self.dir(ObjectDir::Packs);
+        let mut out = Vec::new();
+        for shard in std::fs::read_dir(&dir).at(&dir)? {
+            let shard = shard.at(&dir)?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(&shard).at(&shard)? {
+                let name = entry.at(&shard)?.file_name();
+                let id = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".pack"))
+                    .and_then(|n| n.parse::<Id>().ok());
+                out.extend(id);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
     }
 }
 
@@ -156,6 +221,9 @@ impl Storage for LocalStorage {
     }
 
     fn list(&self, dir: ObjectDir) -> Result<Vec<Id>> {
+        if dir == ObjectDir::Packs {
+            return self.list_packs();
+        }
         let path = self.dir(dir);
         let entries = match std::fs::read_dir(&path) {
             Ok(e) => e,
@@ -193,9 +261,7 @@ impl Storage for LocalStorage {
     ) -> Result<()> {
         // A copied repository may lack the empty directories (git does not keep them).
         crate::fs::ensure_dir(&self.layout.tmp_dir())?;
-        if dir.optional() {
-            crate::fs::ensure_dir(&self.dir(dir))?;
-        }
+        self.ensure_parent(dir, id)?;
         let (tmp, dest) = (self.layout.tmp_dir(), self.path(dir, id));
         match mode {
             WriteMode::Replace => crate::fs::write_atomic(&tmp, &dest, bytes, label),
@@ -203,15 +269,36 @@ impl Storage for LocalStorage {
         }
     }
 
+    fn put_file(
+        &self,
+        dir: ObjectDir,
+        id: Id,
+        file: &std::fs::File,
+        temp: &std::path::Path,
+        label: &str,
+    ) -> Result<()> {
+        self.ensure_parent(dir, id)?;
+        crate::fs::commit_temp(file, temp, &self.path(dir, id), label)
+    }
+
+    fn open_pack(&self, id: Id) -> Result<std::sync::Arc<dyn PackSource>> {
+        Ok(std::sync::Arc::new(LocalPack::open(&self.path(ObjectDir::Packs, id))?))
+    }
+
     fn remove(&self, dir: ObjectDir, ids: &[Id]) -> Result<()> {
+        let mut parents: Vec<PathBuf> = Vec::new();
         for id in ids {
             let path = self.path(dir, *id);
-            std::fs::remove_file(&path).at(&path)?;
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).at(&path),
+            }
+            if let Some(parent) = path.parent().filter(|p| !parents.iter().any(|q| q == p)) {
+                parents.push(parent.to_path_buf());
+            }
         }
-        if ids.is_empty() {
-            return Ok(());
-        }
-        crate::fs::fsync_dir(&self.dir(dir))
+        parents.iter().try_for_each(|p| crate::fs::fsync_dir(p))
     }
 
     fn age(&self, dir: ObjectDir, id: Id) -> Result<std::time::Duration> {
@@ -260,8 +347,8 @@ pub(crate) mod tests {
     use crate::error::{Corruption, Error};
 
     /// What every [`Storage`] must do, whatever keeps the objects; `storage` starts empty, with
-    /// the directories `init` makes.
-    pub(crate) fn conformance(storage: &dyn Storage) {
+    /// the directories `init` makes; packs are staged in `staging`.
+    pub(crate) fn conformance(storage: &dyn Storage, staging: &std::path::Path) {
         let (a, b) = (b"object a".to_vec(), b"object b, longer".to_vec());
         let (ida, idb) = (Id::hash(&a), Id::hash(&b));
         assert!(storage.list(ObjectDir::Snapshots).unwrap().is_empty());
@@ -315,6 +402,26 @@ pub(crate) mod tests {
         assert_eq!(wins.into_inner(), 1);
         assert_eq!(storage.read(ObjectDir::Keys, idk).unwrap(), key);
 
+        // A pack is put from a complete local file, listed, and read at offsets.
+        let pack: Vec<u8> = (0..100_000u32).flat_map(u32::to_le_bytes).collect();
+        let idp = Id::hash(&pack);
+        let (mut file, temp) = crate::fs::create_temp(staging, "pack").unwrap();
+        std::io::Write::write_all(&mut file, &pack).unwrap();
+        storage.put_file(ObjectDir::Packs, idp, &file, &temp, "pack").unwrap();
+        assert!(!temp.exists(), "the staged file is taken away");
+        assert_eq!(storage.list(ObjectDir::Packs).unwrap(), vec![idp]);
+        assert_eq!(storage.size(ObjectDir::Packs, idp).unwrap(), pack.len() as u64);
+        let source = storage.open_pack(idp).unwrap();
+        assert_eq!(source.size(), pack.len() as u64);
+        let mut buf = [0u8; 8];
+        source.read_exact_at(&mut buf, 399_992).unwrap();
+        assert_eq!(buf, pack[399_992..]);
+        let past = source.read_exact_at(&mut buf, 399_996).unwrap_err();
+        assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof);
+        storage.remove(ObjectDir::Packs, &[idp]).unwrap();
+        assert!(storage.list(ObjectDir::Packs).unwrap().is_empty());
+        assert!(storage.open_pack(idp).is_err());
+
         // A lock's age runs from its write, and a touch makes it new again.
         let lock = Id::hash(b"a lock");
         storage.write(ObjectDir::Locks, lock, b"held", WriteMode::Replace, "lock").unwrap();
@@ -330,7 +437,12 @@ pub(crate) mod tests {
         storage.remove(ObjectDir::Snapshots, &[ida, wrong]).unwrap();
         assert_eq!(storage.list(ObjectDir::Snapshots).unwrap(), vec![idb]);
         storage.remove(ObjectDir::Snapshots, &[]).unwrap();
-        assert!(storage.remove(ObjectDir::Snapshots, &[ida]).is_err(), "already gone");
+        storage.remove(ObjectDir::Snapshots, &[ida]).unwrap();
+        assert_eq!(
+            storage.list(ObjectDir::Snapshots).unwrap(),
+            vec![idb],
+            "removing twice is no error"
+        );
     }
 
     fn local() -> (tempfile::TempDir, LocalStorage) {
@@ -344,8 +456,8 @@ pub(crate) mod tests {
 
     #[test]
     fn local_storage_conforms() {
-        let (_dir, storage) = local();
-        conformance(&storage);
+        let (dir, storage) = local();
+        conformance(&storage, &dir.path().join("tmp"));
     }
 
     #[test]

@@ -54,9 +54,8 @@ pub(crate) fn adopt_packs(repo: &Repository, progress: &dyn Progress) -> Result<
         if progress.interrupted() {
             return Err(crate::error::Error::Interrupted);
         }
-        let path = repo.layout().pack(pack);
         // Read whole, as `check --read-data` does: every blob and the pack's own hash.
-        let verdict = std::fs::read(&path).ok().and_then(|bytes| {
+        let verdict = repo.read_pack(pack).ok().and_then(|bytes| {
             let len = bytes.len() as u64;
             verify_pack(&bytes, repo.crypto()).ok().map(|v| (len, v))
         });

@@ -90,7 +90,7 @@ impl<'a> Dedup<'a> {
         if let Some(state) = self.packs.lock().map_err(|_| Error::WorkerPanicked)?.get(&pack) {
             return Ok(state.is_some());
         }
-        let actual = std::fs::metadata(self.repo.layout().pack(pack)).ok().map(|m| m.len());
+        let actual = self.repo.pack_len(pack).ok();
         let usable = match (actual, self.index.pack_len(&pack)?) {
             (Some(actual), Some(expected)) => (actual == expected).then_some(actual),
             (actual, None) => actual,
@@ -296,7 +296,7 @@ fn seal_all(
         }
         crate::crash::point("pack", "written");
         repo.check_lock()?;
-        let sealed = writer.seal(|id: PackId| repo.layout().pack(id))?;
+        let sealed = repo.seal_pack(writer)?;
         dedup.note_pack(sealed.id, sealed.len);
         stats.packs += 1;
         pending_blobs += sealed.entries.len();
@@ -329,16 +329,7 @@ fn index_pending(repo: &Repository, pending: &mut Vec<IndexedPack>) -> Result<Ve
 /// Removes packs this process sealed and no index file lists (best effort: what is left is an
 /// unindexed pack, which `check` notes and prune removes).
 fn discard_packs(repo: &Repository, packs: &[IndexedPack]) {
-    let mut dirs = HashSet::new();
     for p in packs {
-        let path = repo.layout().pack(p.id);
-        if std::fs::remove_file(&path).is_ok() {
-            if let Some(d) = path.parent() {
-                dirs.insert(d.to_path_buf());
-            }
-        }
-    }
-    for d in dirs {
-        let _ = crate::fs::fsync_dir(&d);
+        let _ = repo.remove_packs(&[p.id]);
     }
 }

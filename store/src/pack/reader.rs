@@ -12,6 +12,47 @@ use crate::crypto::Crypto;
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
 use crate::id::{Id, PackId};
 
+/// A pack open for reading at offsets, wherever it is kept.
+pub trait PackSource: Send + Sync {
+    /// Its length in bytes.
+    fn size(&self) -> u64;
+
+    /// Fills `buf` with the bytes from `offset` (`UnexpectedEof` past the end).
+    ///
+    /// # Errors
+    /// The read fails, or the pack is shorter.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+/// A pack in a local file.
+#[derive(Debug)]
+pub struct LocalPack {
+    file: File,
+    size: u64,
+}
+
+impl LocalPack {
+    /// Opens the pack file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).at(path)?;
+        let size = file.metadata().at(path)?.len();
+        Ok(LocalPack { file, size })
+    }
+}
+
+impl PackSource for LocalPack {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+}
+
 /// The stored bytes of `frame` (header + stored bytes), once its header is the one `entry`
 /// describes.
 fn stored_part<'f>(frame: &'f [u8], entry: &PackEntry) -> Result<&'f [u8], Corruption> {
@@ -115,7 +156,7 @@ pub(crate) fn check_blob(
 /// the bytes are short or do not verify.
 pub fn read_blob(
     crypto: &Crypto,
-    file: &File,
+    file: &dyn PackSource,
     path: &Path,
     pack: PackId,
     entry: &PackEntry,
@@ -135,7 +176,7 @@ pub fn read_blob(
     match file.read_exact_at(frame, entry.offset) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let file_len = file.size();
             return Err(corrupt(Corruption::Truncated {
                 offset: entry.offset,
                 needed: len as u64,
@@ -160,11 +201,11 @@ const SALVAGE_WINDOW: usize = 4 << 20;
 /// [`Error::Io`] when the file cannot be read; what `found` returns.
 pub(crate) fn salvage_blobs(
     crypto: &Crypto,
-    file: &File,
+    file: &dyn PackSource,
     path: &Path,
     mut found: impl FnMut(&PackEntry, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    let len = file.metadata().at(path)?.len();
+    let len = file.size();
     let mut window: Vec<u8> = Vec::new();
     let mut window_start = 0u64;
     let mut raw = Vec::new();
@@ -267,20 +308,31 @@ pub(crate) fn verify_pack(bytes: &[u8], crypto: &Crypto) -> Result<PackVerdict, 
 
 /// An open pack whose footer and trailer have been read and checked.
 pub struct PackReader {
-    file: File,
-    len: u64,
+    source: std::sync::Arc<dyn PackSource>,
     entries: Vec<PackEntry>,
 }
 
 impl PackReader {
-    /// Opens the pack at `path`, expected to have id `id`, and reads its trailer.
+    /// Opens the pack file at `path`, expected to have id `id`, and reads its trailer.
+    ///
+    /// # Errors
+    /// As [`PackReader::new`].
+    pub fn open(path: &Path, id: PackId, crypto: &Crypto) -> Result<Self> {
+        Self::new(std::sync::Arc::new(LocalPack::open(path)?), path, id, crypto)
+    }
+
+    /// Reads and checks the footer and trailer of `source`, pack `id` (at `path`, for errors).
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming the pack for a bad footer or trailer; [`Error::Io`].
-    pub fn open(path: &Path, id: PackId, crypto: &Crypto) -> Result<Self> {
+    pub fn new(
+        source: std::sync::Arc<dyn PackSource>,
+        path: &Path,
+        id: PackId,
+        crypto: &Crypto,
+    ) -> Result<Self> {
         let corrupt = |reason| Error::corrupt(ObjectRef::Pack(id), reason);
-        let file = File::open(path).at(path)?;
-        let len = file.metadata().at(path)?.len();
+        let len = source.size();
         if len < FOOTER_LEN as u64 {
             return Err(corrupt(Corruption::Truncated {
                 offset: 0,
@@ -289,12 +341,12 @@ impl PackReader {
             }));
         }
         let mut footer_bytes = [0u8; FOOTER_LEN];
-        file.read_exact_at(&mut footer_bytes, len - FOOTER_LEN as u64).at(path)?;
+        source.read_exact_at(&mut footer_bytes, len - FOOTER_LEN as u64).at(path)?;
         let footer = decode_footer(&footer_bytes, len, crypto.overhead()).map_err(corrupt)?;
         let mut trailer = vec![0u8; (len - FOOTER_LEN as u64 - footer.trailer_offset) as usize];
-        file.read_exact_at(&mut trailer, footer.trailer_offset).at(path)?;
+        source.read_exact_at(&mut trailer, footer.trailer_offset).at(path)?;
         let entries = decode_trailer(&trailer, &footer, crypto).map_err(corrupt)?;
-        Ok(PackReader { file, len, entries })
+        Ok(PackReader { source, entries })
     }
 
     /// The blobs in the pack, in offset order.
@@ -303,10 +355,10 @@ impl PackReader {
         &self.entries
     }
 
-    /// Length of the pack file.
+    /// Length of the pack.
     #[must_use]
     pub fn len(&self) -> u64 {
-        self.len
+        self.source.size()
     }
 
     /// Whether the pack holds no blobs.
@@ -315,9 +367,9 @@ impl PackReader {
         self.entries.is_empty()
     }
 
-    /// The open file.
+    /// The open pack.
     #[must_use]
-    pub fn file(&self) -> &File {
-        &self.file
+    pub fn file(&self) -> &dyn PackSource {
+        self.source.as_ref()
     }
 }

@@ -208,7 +208,25 @@ impl PackWriter {
     ///
     /// # Errors
     /// A failed write, fsync or rename, or a blob that does not verify.
-    pub fn seal(mut self, dest: impl FnOnce(PackId) -> PathBuf) -> Result<SealedPack> {
+    pub fn seal(self, dest: impl FnOnce(PackId) -> PathBuf) -> Result<SealedPack> {
+        self.seal_with(|id, file, temp| {
+            let dest = dest(id);
+            if let Some(dir) = dest.parent() {
+                ensure_dir(dir)?;
+            }
+            commit_temp(file, temp, &dest, "pack")
+        })
+    }
+
+    /// As [`PackWriter::seal`], but the verified pack is put in place by `put(id, file, temp)`,
+    /// which must make it durable (and take the temp file away) before it returns.
+    ///
+    /// # Errors
+    /// A failed write, a blob that does not verify, or what `put` returns.
+    pub fn seal_with(
+        mut self,
+        put: impl FnOnce(PackId, &File, &Path) -> Result<()>,
+    ) -> Result<SealedPack> {
         let mut trailer = Vec::with_capacity(self.entries.len() * super::TRAILER_ENTRY_LEN);
         for e in &self.entries {
             encode_entry(e, &mut trailer);
@@ -234,11 +252,7 @@ impl PackWriter {
         verify_written(&self.crypto, &self.file, &self.temp, &self.entries, id)?;
 
         crate::crash::point("pack", "verified");
-        let dest = dest(id);
-        if let Some(dir) = dest.parent() {
-            ensure_dir(dir)?;
-        }
-        commit_temp(&self.file, &self.temp, &dest, "pack")?;
+        put(id, &self.file, &self.temp)?;
         self.sealed = true;
         Ok(SealedPack { id, len, entries: std::mem::take(&mut self.entries) })
     }

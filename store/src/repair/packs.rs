@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::id::{Id, PackId};
 use crate::index::IndexedPack;
 use crate::pack::{salvage_blobs, EncodedBlob, PackEntry, PackWriter, BLOB_HEADER_LEN};
@@ -66,13 +66,13 @@ pub fn repair_packs(
     };
     targets.sort();
     targets.dedup();
-    if let Some(missing) = opts.packs.iter().find(|p| !repo.layout().pack(**p).exists()) {
+    if let Some(missing) = opts.packs.iter().find(|p| repo.pack_len(**p).is_err()) {
         return Err(Error::InvalidOption {
             option: "pack",
             reason: format!("pack {missing} is not in the repository"),
         });
     }
-    targets.retain(|p| repo.layout().pack(*p).exists());
+    targets.retain(|p| repo.pack_len(*p).is_ok());
     let target_set: HashSet<PackId> = targets.iter().copied().collect();
     // What the index says each damaged pack holds (its trailer may be what is damaged).
     let mut listed: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
@@ -90,12 +90,12 @@ pub fn repair_packs(
     let mut copied: HashSet<Id> = HashSet::new();
     for pack in &targets {
         progress.phase(&format!("salvaging {}", pack.short()));
-        let path = repo.layout().pack(*pack);
-        let file = std::fs::File::open(&path).at(&path)?;
+        let path = repo.pack_path(*pack);
+        let file = repo.storage().open_pack(pack.0)?;
         let mut repaired =
             RepairedPack { pack: *pack, salvaged: 0, elsewhere: 0, lost: Vec::new() };
         let mut intact: HashSet<Id> = HashSet::new();
-        salvage_blobs(repo.crypto(), &file, &path, |entry, frame| {
+        salvage_blobs(repo.crypto(), file.as_ref(), &path, |entry, frame| {
             intact.insert(entry.id);
             // Every intact blob is copied, even when the cache knows another copy: that copy's
             // pack may be damaged too, and a second copy is harmless (prune reclaims it).
@@ -132,7 +132,7 @@ pub fn repair_packs(
             // Not salvaged here: lost, unless an intact copy lies in a pack that stays.
             let elsewhere = match index.get(&e.id)? {
                 Some(l) if !target_set.contains(&l.pack) => {
-                    let actual = std::fs::metadata(repo.layout().pack(l.pack)).map(|m| m.len());
+                    let actual = repo.pack_len(l.pack);
                     actual.ok().is_some_and(|a| index.pack_len(&l.pack).ok().flatten() == Some(a))
                 }
                 _ => false,
@@ -170,17 +170,8 @@ pub fn repair_packs(
     rewrite.write()?;
     crate::crash::point("repair_packs", "index_written");
     rewrite.remove_old()?;
-    let mut dirs = HashSet::new();
-    for pack in targets.iter().filter(|p| !kept.contains(p)) {
-        let path = repo.layout().pack(*pack);
-        std::fs::remove_file(&path).at(&path)?;
-        if let Some(d) = path.parent() {
-            dirs.insert(d.to_path_buf());
-        }
-    }
-    for d in dirs {
-        crate::fs::fsync_dir(&d)?;
-    }
+    let gone: Vec<PackId> = targets.iter().copied().filter(|p| !kept.contains(p)).collect();
+    repo.remove_packs(&gone)?;
     // The records of the repaired packs go, whether a pack is gone or was written again intact
     // under its own name (a pack whose trailer alone was damaged comes out byte for byte as it
     // was written).
@@ -189,6 +180,6 @@ pub fn repair_packs(
 }
 
 fn seal(repo: &Repository, w: PackWriter) -> Result<IndexedPack> {
-    let sealed = w.seal(|p| repo.layout().pack(p))?;
+    let sealed = repo.seal_pack(w)?;
     Ok(IndexedPack { id: sealed.id, len: sealed.len, entries: sealed.entries })
 }
