@@ -560,7 +560,9 @@ pub fn check(
 
     if let Some(error) = repo.config_damage() {
         c.find(Finding::DamagedConfig { error: error.to_owned() });
-    } else if std::fs::read(layout.config_copy()).ok() != std::fs::read(layout.config()).ok() {
+    } else if repo.storage().read_named(crate::storage::Named::ConfigCopy).ok()
+        != repo.storage().read_named(crate::storage::Named::Config).ok()
+    {
         c.find(Finding::ConfigCopyMissing);
     }
     progress.phase("temp files");

@@ -28,14 +28,14 @@ pub use snapshots::ListedSnapshot;
 use crate::chunker::{ChunkSizes, ChunkerParams};
 use crate::compress::DEFAULT_LEVEL;
 use crate::error::{Corruption, Error, IoContext, ObjectRef, Result};
-use crate::fs::{ensure_dir, write_atomic, write_new};
+use crate::fs::ensure_dir;
 use crate::id::{Id, IndexId, SnapshotId, TreeId};
 use crate::index::{
     decode_index_file, encode_index_file, ChunkIndex, IndexedPack, MAX_INDEX_FILE_LEN,
 };
 use crate::pack::{read_blob, BlobKind};
 use crate::snapshot::Manifest;
-use crate::storage::{LocalStorage, ObjectDir, Storage, WriteMode};
+use crate::storage::{LocalStorage, Named, ObjectDir, Storage, WriteMode};
 use crate::tree::TreeBlob;
 use std::os::unix::fs::DirBuilderExt;
 
@@ -253,8 +253,8 @@ impl Repository {
         // The copy first: `config` is written last, as a repository exists once it does. Both
         // are created, never replaced, so `config.copy` always holds the bytes of `config`.
         let bytes = config.encode()?;
-        for (dest, label) in [(layout.config_copy(), "config_copy"), (layout.config(), "config")] {
-            match write_new(&layout.tmp_dir(), &dest, &bytes, label) {
+        for (name, label) in [(Named::ConfigCopy, "config_copy"), (Named::Config, "config")] {
+            match storage.write_named(name, &bytes, WriteMode::CreateNew, label) {
                 Err(Error::Io { cause, .. })
                     if cause.kind() == std::io::ErrorKind::AlreadyExists =>
                 {
@@ -299,17 +299,18 @@ impl Repository {
             }
             Err(e) => return Err(e).at(path),
         }
-        let config_path = layout.config();
-        let copy = layout.config_copy();
-        let bytes = match std::fs::read(&config_path) {
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(layout.clone()));
+        let config_path = storage.describe_named(Named::Config);
+        let copy = storage.describe_named(Named::ConfigCopy);
+        let read_copy =
+            || storage.read_named(Named::ConfigCopy).map(|b| RepoConfig::decode(&b, &copy));
+        let bytes = match storage.read_named(Named::Config) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
                 // `config` is written last by `init`: without it there is no repository, even
                 // with an intact copy, until `repair config` restores it from that copy.
-                let intact = std::fs::read(&copy).ok().map(|b| RepoConfig::decode(&b, &copy));
-                return match intact {
+                return match read_copy().ok() {
                     Some(Ok(config)) if opts.use_config_copy => {
-                        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(layout.clone()));
                         let unlocked = Self::open_key(storage.as_ref(), &config, opts)?;
                         Ok(Self::with_config(
                             layout,
@@ -327,22 +328,18 @@ impl Repository {
                     }),
                 };
             }
-            Err(e) => return Err(e).at(config_path),
+            Err(e) => return Err(e),
         };
         // A damaged config is replaced by its copy when the copy verifies (`store repair
         // config` then rewrites it); a newer version or a foreign file is never second-guessed.
         let (config, config_damaged) = match RepoConfig::decode(&bytes, &config_path) {
             Ok(c) => (c, None),
-            Err(e @ Error::Corrupt { .. }) => {
-                let copy = layout.config_copy();
-                match std::fs::read(&copy).map(|b| RepoConfig::decode(&b, &copy)) {
-                    Ok(Ok(c)) => (c, Some(e.to_string())),
-                    _ => return Err(e),
-                }
-            }
+            Err(e @ Error::Corrupt { .. }) => match read_copy() {
+                Ok(Ok(c)) => (c, Some(e.to_string())),
+                _ => return Err(e),
+            },
             Err(e) => return Err(e),
         };
-        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(layout.clone()));
         let unlocked = Self::open_key(storage.as_ref(), &config, opts)?;
         Ok(Self::with_config(layout, storage, config, config_damaged, opts, unlocked))
     }
@@ -496,10 +493,10 @@ impl Repository {
     pub fn repair_config(&self) -> Result<Vec<PathBuf>> {
         let bytes = self.config.encode()?;
         let mut rewritten = Vec::new();
-        for path in [self.layout.config_copy(), self.layout.config()] {
-            if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
-                write_atomic(&self.layout.tmp_dir(), &path, &bytes, "config")?;
-                rewritten.push(path);
+        for name in [Named::ConfigCopy, Named::Config] {
+            if self.storage.read_named(name).ok().as_deref() != Some(bytes.as_slice()) {
+                self.storage.write_named(name, &bytes, WriteMode::Replace, "config")?;
+                rewritten.push(self.storage.describe_named(name));
             }
         }
         Ok(rewritten)

@@ -9,8 +9,7 @@
 //! fsynced, renamed (or linked, for a write that must not replace) into place, and the directory
 //! fsynced before a write or removal returns.
 //!
-//! Not yet behind this interface: the config (still written through [`crate::repo::Layout`]);
-//! it follows, with an object-store implementation.
+//! Two objects have names of their own ([`Named`]): the config and its copy.
 
 use std::path::PathBuf;
 
@@ -59,6 +58,26 @@ impl ObjectDir {
     }
 }
 
+/// An object with a name of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    /// `config`: a repository exists once it does (written last by `init`).
+    Config,
+    /// `config.copy`: the same bytes, read when `config` is damaged.
+    ConfigCopy,
+}
+
+impl Named {
+    /// Its name in the repository.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Named::Config => "config",
+            Named::ConfigCopy => "config.copy",
+        }
+    }
+}
+
 /// How an object is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -76,6 +95,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Where object `id` of `dir` is, for messages.
     fn describe(&self, dir: ObjectDir, id: Id) -> PathBuf;
+
+    /// Where `name` is, for messages.
+    fn describe_named(&self, name: Named) -> PathBuf;
+
+    /// The bytes of `name`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` when it is not there).
+    fn read_named(&self, name: Named) -> Result<Vec<u8>>;
+
+    /// Writes `name` whole or not at all, durably, as [`Storage::write`] does.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; with [`WriteMode::CreateNew`], `AlreadyExists` when it exists.
+    fn write_named(&self, name: Named, bytes: &[u8], mode: WriteMode, label: &str) -> Result<()>;
 
     /// The ids of the objects in `dir`, sorted; names that are not ids are ignored.
     ///
@@ -175,6 +209,23 @@ impl LocalStorage {
         }
     }
 
+    /// Writes `dest` through a temp file in `tmp/` (FORMAT.md §13).
+    fn write_path(
+        &self,
+        dest: &std::path::Path,
+        bytes: &[u8],
+        mode: WriteMode,
+        label: &str,
+    ) -> Result<()> {
+        // A copied repository may lack the empty directories (git does not keep them).
+        let tmp = self.layout.tmp_dir();
+        crate::fs::ensure_dir(&tmp)?;
+        match mode {
+            WriteMode::Replace => crate::fs::write_atomic(&tmp, dest, bytes, label),
+            WriteMode::CreateNew => crate::fs::write_new(&tmp, dest, bytes, label),
+        }
+    }
+
     /// Makes the directory object `id` of `dir` goes in, when it may be missing.
     fn ensure_parent(&self, dir: ObjectDir, id: Id) -> Result<()> {
         if dir.optional() {
@@ -220,6 +271,19 @@ impl Storage for LocalStorage {
         self.path(dir, id)
     }
 
+    fn describe_named(&self, name: Named) -> PathBuf {
+        self.layout.root().join(name.name())
+    }
+
+    fn read_named(&self, name: Named) -> Result<Vec<u8>> {
+        let path = self.describe_named(name);
+        std::fs::read(&path).at(&path)
+    }
+
+    fn write_named(&self, name: Named, bytes: &[u8], mode: WriteMode, label: &str) -> Result<()> {
+        self.write_path(&self.describe_named(name), bytes, mode, label)
+    }
+
     fn list(&self, dir: ObjectDir) -> Result<Vec<Id>> {
         if dir == ObjectDir::Packs {
             return self.list_packs();
@@ -259,14 +323,8 @@ impl Storage for LocalStorage {
         mode: WriteMode,
         label: &str,
     ) -> Result<()> {
-        // A copied repository may lack the empty directories (git does not keep them).
-        crate::fs::ensure_dir(&self.layout.tmp_dir())?;
         self.ensure_parent(dir, id)?;
-        let (tmp, dest) = (self.layout.tmp_dir(), self.path(dir, id));
-        match mode {
-            WriteMode::Replace => crate::fs::write_atomic(&tmp, &dest, bytes, label),
-            WriteMode::CreateNew => crate::fs::write_new(&tmp, &dest, bytes, label),
-        }
+        self.write_path(&self.path(dir, id), bytes, mode, label)
     }
 
     fn put_file(
@@ -401,6 +459,23 @@ pub(crate) mod tests {
         });
         assert_eq!(wins.into_inner(), 1);
         assert_eq!(storage.read(ObjectDir::Keys, idk).unwrap(), key);
+
+        // The config is created once, never twice; replaced only when asked to.
+        let missing = storage.read_named(Named::Config).unwrap_err();
+        assert!(
+            matches!(&missing, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound),
+            "{missing}"
+        );
+        storage.write_named(Named::Config, b"one", WriteMode::CreateNew, "config").unwrap();
+        let taken = storage.write_named(Named::Config, b"two", WriteMode::CreateNew, "config");
+        assert!(
+            matches!(&taken, Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::AlreadyExists),
+            "{taken:?}"
+        );
+        assert_eq!(storage.read_named(Named::Config).unwrap(), b"one");
+        storage.write_named(Named::Config, b"three", WriteMode::Replace, "config").unwrap();
+        assert_eq!(storage.read_named(Named::Config).unwrap(), b"three");
+        assert!(storage.read_named(Named::ConfigCopy).is_err());
 
         // A pack is put from a complete local file, listed, and read at offsets.
         let pack: Vec<u8> = (0..100_000u32).flat_map(u32::to_le_bytes).collect();

@@ -141,7 +141,7 @@ pub fn repair_config(repo_arg: &RepoArg) -> Result<ExitCode> {
     let repo = repo_arg.open_with(true)?;
     let _lock = lock(repo_arg, &repo, store::LockKind::Exclusive, "repair config", false)?;
     let rewritten = repo.repair_config().context("repair config failed")?;
-    let copy = repo.layout().config_copy();
+    let copy = repo.storage().describe_named(store::storage::Named::ConfigCopy);
     for p in &rewritten {
         out!("rewrote {} from {}", p.display(), if *p == copy { "config" } else { "config.copy" });
     }
