@@ -474,11 +474,7 @@ pub fn prune(
             };
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => writer.insert(PackWriter::create(
-                    &repo.layout().tmp_dir(),
-                    repo.version(),
-                    repo.crypto(),
-                )?),
+                None => writer.insert(repo.new_pack()?),
             };
             w.add(&blob)?;
             progress.add_bytes(blob.bytes.len() as u64);

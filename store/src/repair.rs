@@ -152,11 +152,7 @@ impl BlobSink for RepairSink<'_> {
         let blob = EncodedBlob::encode(id, kind, &raw, &mut self.compressor, self.repo.crypto())?;
         let w = match self.writer.as_mut() {
             Some(w) => w,
-            None => self.writer.insert(PackWriter::create(
-                &self.repo.layout().tmp_dir(),
-                self.repo.version(),
-                self.repo.crypto(),
-            )?),
+            None => self.writer.insert(self.repo.new_pack()?),
         };
         w.add(&blob)?;
         self.written.insert(id);

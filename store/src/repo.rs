@@ -555,6 +555,16 @@ impl Repository {
         Ok(bytes)
     }
 
+    /// Starts a pack of this repository (its format version, sealed with its keys) in the
+    /// staging directory, `tmp/`, where packs are written and verified before they are put in
+    /// place by [`Repository::seal_pack`].
+    ///
+    /// # Errors
+    /// The temp file cannot be created.
+    pub fn new_pack(&self) -> Result<crate::pack::PackWriter> {
+        crate::pack::PackWriter::create(&self.layout.tmp_dir(), self.version(), &self.crypto)
+    }
+
     /// Seals `writer`'s pack (verifying every blob) and puts it in place, durably.
     ///
     /// # Errors

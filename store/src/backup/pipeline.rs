@@ -222,7 +222,6 @@ pub(crate) fn pack_loop(
 ) -> Result<()> {
     let mut writer: Option<PackWriter> = None;
     let target = u64::from(repo.config().pack_target);
-    let tmp = repo.layout().tmp_dir();
     for blob in rx {
         if shared.is_cancelled() {
             // Drop the unsealed pack (its temp file goes with it) and drain.
@@ -231,7 +230,7 @@ pub(crate) fn pack_loop(
         }
         let w = match writer.as_mut() {
             Some(w) => w,
-            None => writer.insert(PackWriter::create(&tmp, repo.version(), repo.crypto())?),
+            None => writer.insert(repo.new_pack()?),
         };
         w.add(&blob)?;
         if w.len() >= target {

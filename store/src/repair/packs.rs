@@ -111,11 +111,7 @@ pub fn repair_packs(
                 EncodedBlob::from_stored(entry.id, entry.kind, entry.codec, entry.raw_len, stored);
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => writer.insert(PackWriter::create(
-                    &repo.layout().tmp_dir(),
-                    repo.version(),
-                    repo.crypto(),
-                )?),
+                None => writer.insert(repo.new_pack()?),
             };
             w.add(&blob)?;
             if w.len() >= u64::from(repo.config().pack_target) {
