@@ -97,6 +97,10 @@ pub enum Command {
     /// Manage the keys (passwords) of an encrypted repository.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Check that a set is restorable as a whole (Alfresco: every content URL the database
+    /// references is in the content store, with its size).
+    #[command(subcommand)]
+    Verify(VerifyCommand),
     /// Remove sets by id or by a retention policy (their data stays until prune).
     Forget(ForgetArgs),
     /// Delete the data no set references any more.
@@ -480,6 +484,11 @@ pub struct SnapshotArgs {
     /// A note on the set (free text, up to 4 KiB; shown by `snapshots`, changed with `tag`).
     #[arg(long, value_name = "TEXT")]
     pub note: Option<String>,
+    /// After the set is committed, check that it is restorable as a whole: `alfresco` runs
+    /// `store verify alfresco` on it (components `db` and `content`); an inconsistent set stays
+    /// committed and the command exits 3, naming each missing document.
+    #[arg(long, value_name = "KIND", value_parser = ["alfresco"])]
+    pub verify: Option<String>,
     /// Host name to record (default: this machine's).
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
@@ -604,6 +613,43 @@ pub struct RunArgs {
     /// `metrics_file`).
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+}
+
+/// `store verify`.
+#[derive(Debug, Subcommand)]
+pub enum VerifyCommand {
+    /// Every `store://` content URL of the set's database (`alf_content_url`) must be a file of
+    /// its content store with the recorded size.
+    Alfresco(VerifyAlfrescoArgs),
+}
+
+/// `store verify alfresco`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The database component is a pg_dump: plain SQL is read as it is; a custom-format dump (-Fc) is
+read through `pg_restore --data-only --table=alf_content_url -f -` (pg_restore must be on the
+PATH). Nothing is restored to disk, and neither the dump nor the URLs are held in memory.
+
+Exit status: 0 when every URL is found with its size (content files no row references are
+counted, not an error: Alfresco's orphans), 1 when some are missing or of another size (each
+named), 1 for a set without the components.
+
+Examples:
+  store verify alfresco latest
+  store verify alfresco 20261121-020000 --db db --content content --json")]
+pub struct VerifyAlfrescoArgs {
+    /// The set: `latest`, its name (YYYYMMDD-HHMMSS), an id, or a unique id prefix (8+ chars).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// The component holding the pg_dump of the Alfresco database.
+    #[arg(long, value_name = "COMPONENT", default_value = "db")]
+    pub db: String,
+    /// The component holding the content store.
+    #[arg(long, value_name = "COMPONENT", default_value = "content")]
+    pub content: String,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `store find`.

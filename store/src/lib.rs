@@ -89,6 +89,8 @@ pub mod storage;
 #[cfg(feature = "engine")]
 mod tag;
 #[cfg(feature = "engine")]
+mod verify;
+#[cfg(feature = "engine")]
 pub mod vfs;
 
 #[cfg(feature = "fuzzing")]
@@ -156,5 +158,7 @@ pub use restore::{
 pub use stats::{stats, RepoStats, SetStats};
 #[cfg(feature = "engine")]
 pub use tag::{retag, TagChange, TagReport};
+#[cfg(feature = "engine")]
+pub use verify::{verify_alfresco, AlfrescoOptions, AlfrescoReport, UrlProblem};
 #[cfg(feature = "engine")]
 pub use vfs::{for_each_chunk, write_file_to};

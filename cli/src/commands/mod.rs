@@ -19,6 +19,7 @@ mod snapshots;
 mod stats;
 mod tag;
 mod unlock;
+pub(crate) mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Repair(crate::args::RepairCommand::Config) => repair::repair_config(&repo),
         Command::Unlock(a) => unlock::unlock(&repo, &a),
         Command::Key(a) => key::run(&repo, &a),
+        Command::Verify(crate::args::VerifyCommand::Alfresco(a)) => verify::alfresco(&repo, &a),
         Command::Forget(a) => forget::forget(&repo, &a),
         Command::Prune(a) => prune::prune(&repo, &a),
         Command::Stats(a) => stats::stats(&repo, &a),

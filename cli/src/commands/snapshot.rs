@@ -99,6 +99,18 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         crate::metrics::want(path, "snapshot", &[("host", host), ("tags", args.tags.join(","))]);
     }
     let sources = ordered_sources(args, matches)?;
+    let verify = args.verify.as_ref().map(|_| store::AlfrescoOptions::default());
+    if let Some(v) = &verify {
+        for (name, what) in [(&v.db, "the pg_dump"), (&v.content, "the content store")] {
+            if !sources.iter().any(|s| s.name == *name) {
+                bail!(
+                    "--verify alfresco needs a component named {name:?} holding {what} (e.g. \
+                     --component-cmd db='pg_dump -Fc alfresco' --component \
+                     content=/alf_data/contentstore)"
+                );
+            }
+        }
+    }
     let excludes = exclude_patterns(args)?;
     let repo_arg = repo;
     let repo = repo.open()?;
@@ -215,9 +227,26 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             store::unique_names(sets.iter().map(|(id, m)| (*id, m))).remove(&report.id)
         })
         .unwrap_or_else(|| m.name());
+    // The set is committed: a verification that cannot run, or finds documents missing, is
+    // reported and makes the exit status 3, and the set stays.
+    let verified = verify.as_ref().map(|v| {
+        store::verify_alfresco(&repo, report.id, m, v)
+            .with_context(|| format!("verifying set {} as an Alfresco backup", report.id.short()))
+    });
+    let verified_ok = match &verified {
+        None => true,
+        Some(Ok(r)) => r.is_consistent(),
+        Some(Err(e)) => {
+            warning!("{e:#}");
+            false
+        }
+    };
     if args.json {
         let mut doc = manifest_json(report.id, &name, m);
         if let Some(o) = doc.as_object_mut() {
+            if let Some(Ok(r)) = &verified {
+                o.insert("verify".into(), super::verify::report_json(report.id, m, r));
+            }
             o.insert("duration_s".into(), serde_json::json!(secs));
             o.insert("packs".into(), serde_json::json!(report.packs));
             o.insert("issues_reported".into(), serde_json::json!(issues));
@@ -256,6 +285,16 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             m.counts.chunks_new,
             report.packs,
         );
+    }
+    if let (Some(Ok(r)), false) = (&verified, args.json) {
+        super::verify::print_report(report.id, m, r, false)?;
+    }
+    if !verified_ok {
+        crate::output::stderr!(
+            "store: set {} was committed, but it is not restorable as a whole (see above)",
+            report.id.short()
+        );
+        return Ok(ExitCode::from(crate::EXIT_PARTIAL));
     }
     if issues == 0 && m.issues.is_empty() {
         Ok(ExitCode::SUCCESS)
