@@ -48,6 +48,8 @@ pub struct Profile {
     /// A stream component that yields nothing fails the set.
     #[serde(default)]
     pub require_data: bool,
+    /// Checked right after the snapshot commits it (`snapshot --verify`): `alfresco`.
+    pub verify: Option<VerifyKind>,
     /// How long to wait for another process's lock.
     pub lock_wait: Option<String>,
     /// Components, in capture order: `name = "/path"`, `name = { path = "/path" }` or
@@ -67,6 +69,14 @@ pub struct Profile {
     pub log_file: Option<PathBuf>,
     /// The Prometheus textfile of the job.
     pub metrics_file: Option<PathBuf>,
+}
+
+/// What `snapshot --verify` checks.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyKind {
+    /// `store verify alfresco`: every content URL of the `db` component is in `content`.
+    Alfresco,
 }
 
 /// Where a component comes from.

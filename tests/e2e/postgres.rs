@@ -163,19 +163,20 @@ fn alfresco_set_with_a_real_pg_dump_restores_into_an_identical_database() {
     assert_eq!(cluster.psql("restored", CHECKSUM), expected);
 }
 
-/// `store snapshot` of an Alfresco-shaped set: the database dumped by `dump` (a `pg_dump`
-/// command line) and the content store at `content`; returns the `verify alfresco` run of it.
+/// `store snapshot FLAGS...` of an Alfresco-shaped set: the database dumped by `dump` (a
+/// `pg_dump` command line) and the content store at `content`.
+fn alfresco_snapshot(env: &Env, flags: &[&str], dump: &str, content: &Path) -> crate::support::Run {
+    let mut args: Vec<std::ffi::OsString> = flags.iter().map(Into::into).collect();
+    args.push("--component-cmd".into());
+    args.push(format!("db={dump}").into());
+    args.push("--component".into());
+    args.push(format!("content={}", content.display()).into());
+    env.run("snapshot", &args)
+}
+
+/// [`alfresco_snapshot`], then `verify alfresco` of that set.
 fn snapshot_and_verify(env: &Env, dump: &str, content: &Path) -> crate::support::Run {
-    env.run(
-        "snapshot",
-        &[
-            OsStr::new("--component-cmd"),
-            OsStr::new(&format!("db={dump}")),
-            OsStr::new("--component"),
-            OsStr::new(&format!("content={}", content.display())),
-        ],
-    )
-    .ok();
+    alfresco_snapshot(env, &[], dump, content).ok();
     env.run("verify", &["alfresco", "latest", "--json"])
 }
 
@@ -220,17 +221,7 @@ fn verify_alfresco_finds_every_content_url_and_names_the_missing_and_the_truncat
     assert_eq!(doc["unreferenced"], 2);
     // `snapshot --verify alfresco` checks the set it has just committed.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let verified = env.run(
-        "snapshot",
-        &[
-            OsStr::new("--verify"),
-            OsStr::new("alfresco"),
-            OsStr::new("--component-cmd"),
-            OsStr::new(&format!("db={custom}")),
-            OsStr::new("--component"),
-            OsStr::new(&format!("content={}", content.display())),
-        ],
-    );
+    let verified = alfresco_snapshot(&env, &["--verify", "alfresco"], &custom, &content);
     assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
     assert!(verified.stdout.contains("the set is consistent"), "{}", verified.stdout);
 
@@ -242,8 +233,9 @@ fn verify_alfresco_finds_every_content_url_and_names_the_missing_and_the_truncat
     f.set_len(10).unwrap();
     drop(f);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    for dump in [custom, format!("pg_dump -U postgres -h {sock} alfresco")] {
-        let run = snapshot_and_verify(&env, &dump, &content);
+    let plain = format!("pg_dump -U postgres -h {sock} alfresco");
+    for dump in [&custom, &plain] {
+        let run = snapshot_and_verify(&env, dump, &content);
         assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
         let doc = run.json();
         assert_eq!(doc["consistent"], false);
@@ -257,19 +249,7 @@ fn verify_alfresco_finds_every_content_url_and_names_the_missing_and_the_truncat
     }
     // Checked by the snapshot itself: the set stays committed, and the exit status is 3.
     let sets = std::fs::read_dir(env.repo().join("snapshots")).unwrap().count();
-    let plain = format!("pg_dump -U postgres -h {sock} alfresco");
-    let run = env.run(
-        "snapshot",
-        &[
-            OsStr::new("--verify"),
-            OsStr::new("alfresco"),
-            OsStr::new("--json"),
-            OsStr::new("--component-cmd"),
-            OsStr::new(&format!("db={plain}")),
-            OsStr::new("--component"),
-            OsStr::new(&format!("content={}", content.display())),
-        ],
-    );
+    let run = alfresco_snapshot(&env, &["--verify", "alfresco", "--json"], &plain, &content);
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
     assert_eq!(run.json()["verify"]["missing"][0]["url"], format!("store://{gone}"));
     assert!(run.stderr.contains("not restorable as a whole"), "{}", run.stderr);

@@ -270,3 +270,48 @@ fn a_profile_gives_the_password_by_file_or_by_command_and_run_takes_a_metrics_fi
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("one of password_file and password_command"), "{}", run.stderr);
 }
+
+// See: issue 20 ("`snapshot --verify alfresco` runs it right after the set is committed"), in
+// profiles as `verify = "alfresco"`.
+#[test]
+fn a_profile_that_verifies_runs_verify_alfresco_on_each_set_and_exits_3_when_documents_are_missing()
+{
+    let job = Job::new();
+    let root = job.env.dir.path().to_path_buf();
+    let example = example_in(&root);
+    let verifying = example.replace("# verify = \"alfresco\"", "verify = \"alfresco\"");
+    assert_ne!(verifying, example, "the example names the key");
+    job.set_config(&verifying);
+    // A stand-in `pg_restore` printing the rows this test puts in `rows`.
+    let rows = job.path("rows");
+    let script = format!(
+        "#!/bin/sh\ncat > /dev/null\n\
+         echo 'COPY public.alf_content_url (id, content_url, content_size) FROM stdin;'\n\
+         cat '{}'\nprintf '\\\\.\\n'\n",
+        rows.display()
+    );
+    write(&job.bin.join("pg_restore"), script.as_bytes());
+    std::fs::set_permissions(
+        job.bin.join("pg_restore"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    write(&rows, b"1\tstore://2026/11/21/a.bin\t8\n");
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("1 content URLs, 1 found with their size"), "{}", run.stdout);
+    // A document the database references is not in the content store: named, exit 3, and the
+    // set stays committed.
+    write(&rows, b"1\tstore://2026/11/21/a.bin\t8\n2\tstore://2026/11/21/gone.bin\t5\n");
+    let before = job.sets();
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("missing: store://2026/11/21/gone.bin"), "{}", run.stdout);
+    assert_eq!(job.sets(), before + 1);
+    // Anything but a kind `store` knows is refused with its line, before anything runs.
+    job.set_config(&verifying.replace("verify = \"alfresco\"", "verify = \"oracle\""));
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("line") && run.stderr.contains("oracle"), "{}", run.stderr);
+    assert_eq!(job.sets(), before + 1);
+}

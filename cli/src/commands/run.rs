@@ -63,6 +63,9 @@ fn steps(p: &Profile, host: &str, metrics_tmp: Option<&std::path::Path>) -> Resu
     if p.require_data {
         snapshot.push(os("--require-data"));
     }
+    if let Some(crate::profile::VerifyKind::Alfresco) = p.verify {
+        snapshot.extend([os("--verify"), os("alfresco")]);
+    }
     if let Some(m) = metrics_tmp {
         snapshot.extend([os("--metrics-file"), os(m)]);
     }
