@@ -139,17 +139,54 @@ fn write_solr_snapshot(dir: &Path, seed: u64, bytes: u64) -> std::io::Result<Gen
     Ok(done)
 }
 
+/// What the documents of a generated content store are like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corpus {
+    /// The project's first generator: text from a 26-word list (zstd compresses it at some
+    /// 540 MB/s a core) and random bytes for media ([`generate_contentstore`]).
+    Synthetic,
+    /// Large-vocabulary text in real containers: office zips, PDFs, JPEG, PNG
+    /// ([`crate::realistic`]).
+    Realistic,
+}
+
+impl Corpus {
+    /// Writes about `bytes` of content store of this kind under `root`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn contentstore(self, root: &Path, seed: u64, bytes: u64) -> std::io::Result<Generated> {
+        match self {
+            Corpus::Synthetic => generate_contentstore(root, seed, bytes),
+            Corpus::Realistic => crate::realistic::generate_contentstore(root, seed, bytes),
+        }
+    }
+}
+
 /// Writes an Alfresco installation of about 2.26 GB × `scale` under `root`.
 ///
 /// # Errors
 /// I/O errors.
 pub fn generate_alfresco(root: &Path, seed: u64, scale: f64) -> std::io::Result<Generated> {
+    generate_alfresco_of(root, seed, scale, Corpus::Synthetic)
+}
+
+/// [`generate_alfresco`] with a content store of `corpus`.
+///
+/// # Errors
+/// I/O errors.
+pub fn generate_alfresco_of(
+    root: &Path,
+    seed: u64,
+    scale: f64,
+    corpus: Corpus,
+) -> std::io::Result<Generated> {
     let mut total = Generated::default();
     let alf = root.join("alf_data");
-    add(&mut total, generate_contentstore(&alf.join("contentstore"), seed, mb(scale, 1450.0))?);
+    add(&mut total, corpus.contentstore(&alf.join("contentstore"), seed, mb(scale, 1450.0))?);
     add(
         &mut total,
-        generate_contentstore(&alf.join("contentstore.deleted"), seed + 1, mb(scale, 120.0))?,
+        corpus.contentstore(&alf.join("contentstore.deleted"), seed + 1, mb(scale, 120.0))?,
     );
     let solr = alf.join("solr4Backup/alfresco/snapshot.20261121");
     add(&mut total, write_solr_snapshot(&solr, seed + 2, mb(scale, 200.0))?);
@@ -193,6 +230,20 @@ pub struct Mutation {
 /// # Errors
 /// I/O errors.
 pub fn mutate_alfresco(root: &Path, seed: u64, scale: f64, day: u32) -> std::io::Result<Mutation> {
+    mutate_alfresco_of(root, seed, scale, day, Corpus::Synthetic)
+}
+
+/// [`mutate_alfresco`], the day's new documents of `corpus`.
+///
+/// # Errors
+/// I/O errors.
+pub fn mutate_alfresco_of(
+    root: &Path,
+    seed: u64,
+    scale: f64,
+    day: u32,
+    corpus: Corpus,
+) -> std::io::Result<Mutation> {
     let mut rng = SmallRng::seed_from_u64(seed ^ (u64::from(day) << 32));
     let mut m = Mutation::default();
     let content = root.join("alf_data/contentstore");
@@ -200,7 +251,7 @@ pub fn mutate_alfresco(root: &Path, seed: u64, scale: f64, day: u32) -> std::io:
     let existing = files_below(&content)?;
     // New documents, in a new date directory (2027/1/<day>/...).
     let new_dir = content.join(format!("2027/1/{day}"));
-    let g = generate_contentstore(&new_dir, seed ^ 0xd0c ^ u64::from(day), mb(scale, 15.0))?;
+    let g = corpus.contentstore(&new_dir, seed ^ 0xd0c ^ u64::from(day), mb(scale, 15.0))?;
     m.files_new += g.files;
     m.bytes_written += g.bytes;
     // New versions of existing documents: a copy with a small edit, under a new name.

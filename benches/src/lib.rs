@@ -8,6 +8,7 @@
 //! of change to them.
 
 pub mod datasets;
+pub mod realistic;
 
 use std::path::Path;
 
@@ -75,7 +76,7 @@ pub fn media_bytes(rng: &mut SmallRng, len: usize) -> Vec<u8> {
 }
 
 /// A lognormal size with the given median, capped.
-fn lognormal(rng: &mut SmallRng, median: f64, sigma: f64, cap: u64) -> u64 {
+pub(crate) fn lognormal(rng: &mut SmallRng, median: f64, sigma: f64, cap: u64) -> u64 {
     // Box-Muller
     let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
     let u2: f64 = rng.gen();

@@ -59,6 +59,19 @@ enum Scenario {
         /// Page cache before each step: warm (sources read just before) or cold (dropped).
         #[arg(long, value_enum, default_value = "warm")]
         cache: Cache,
+        /// Documents of the Alfresco content store: synthetic (a 26-word list, random media)
+        /// or realistic (large-vocabulary text in office zips and PDFs, JPEG, PNG).
+        #[arg(long, value_enum, default_value = "synthetic")]
+        corpus: CorpusArg,
+    },
+    /// Each document class of the realistic corpus: zstd level 3's speed (MB/s a core, median
+    /// of runs) and ratio, as `zstd -b3` reports them, beside the synthetic corpus's.
+    Corpus {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Megabytes generated per class.
+        #[arg(long, default_value_t = 32)]
+        mb: usize,
     },
     /// A million small files: full set, then no-change incremental.
     Metadata {
@@ -86,6 +99,22 @@ enum Scenario {
 enum Dataset {
     Alfresco,
     Marklogic,
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum CorpusArg {
+    Synthetic,
+    Realistic,
+}
+
+impl CorpusArg {
+    fn corpus(self) -> datasets::Corpus {
+        match self {
+            CorpusArg::Synthetic => datasets::Corpus::Synthetic,
+            CorpusArg::Realistic => datasets::Corpus::Realistic,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, Serialize, PartialEq, Eq)]
@@ -600,19 +629,22 @@ fn scenario_run(
     runs: usize,
     tools: &[Tool],
     cache: Cache,
+    corpus: datasets::Corpus,
 ) -> Report {
     let mut report = Report {
         scenario: format!(
-            "{}-{scale}",
+            "{}-{scale}{}",
             match dataset {
                 Dataset::Alfresco => "alfresco",
                 Dataset::Marklogic => "marklogic",
-            }
+            },
+            if corpus == datasets::Corpus::Realistic { "-realistic" } else { "" }
         ),
         machine: machine(),
         ..Report::default()
     };
     report.settings.insert("scale".into(), scale.to_string());
+    report.settings.insert("corpus".into(), format!("{corpus:?}").to_lowercase());
     report.settings.insert("runs".into(), runs.to_string());
     report.settings.insert(
         "page cache".into(),
@@ -635,7 +667,7 @@ fn scenario_run(
         std::fs::create_dir_all(&data).unwrap();
         let sources = match dataset {
             Dataset::Alfresco => {
-                datasets::generate_alfresco(&data, 42, scale).unwrap();
+                datasets::generate_alfresco_of(&data, 42, scale, corpus).unwrap();
                 datasets::alfresco_sources(&data)
             }
             Dataset::Marklogic => {
@@ -683,7 +715,7 @@ fn scenario_run(
             run_step(&mut report, "incremental, no change", r, cmds, &log, &warm);
         }
         match dataset {
-            Dataset::Alfresco => datasets::mutate_alfresco(&data, 42, scale, 1).unwrap(),
+            Dataset::Alfresco => datasets::mutate_alfresco_of(&data, 42, scale, 1, corpus).unwrap(),
             Dataset::Marklogic => datasets::mutate_marklogic(&data, 42, scale, 1).unwrap(),
         };
         let size = paths.iter().map(|p| bytes_of(p)).sum::<u64>();
@@ -742,6 +774,9 @@ fn scenario_run(
 
 fn write_rows(md: &mut String, report: &Report, bytes_for: &dyn Fn(&str) -> u64) {
     use std::fmt::Write;
+    if report.steps.is_empty() {
+        return;
+    }
     let tools: Vec<String> = {
         let mut t: Vec<String> = report.steps.iter().flat_map(|(_, m)| m.keys().cloned()).collect();
         t.sort_by_key(|n| (n != "store", n.clone()));
@@ -966,6 +1001,50 @@ fn rate(data: &[u8], mut f: impl FnMut(&[u8])) -> f64 {
     data.len() as f64 / t.elapsed().as_secs_f64()
 }
 
+/// zstd level 3 on each document class, in 128 KiB pieces as `store` compresses blobs: speed
+/// (bytes per second, one core) in the report's references, ratio in its notes.
+fn scenario_corpus(runs: usize, mb: usize) -> Report {
+    use rand::SeedableRng;
+    use store_benches::realistic::{sample, Class, Vocabulary};
+    let mut report = Report { scenario: "corpus".into(), machine: machine(), ..Report::default() };
+    let bytes = mb << 20;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    let vocabulary = Vocabulary::new(11);
+    let mut classes: Vec<(String, Vec<u8>)> = vec![
+        ("synthetic: text of 26 words".into(), store_benches::document_bytes(&mut rng, bytes)),
+        ("synthetic: media (random)".into(), store_benches::media_bytes(&mut rng, bytes)),
+    ];
+    for class in Class::ALL {
+        let mut data = Vec::with_capacity(bytes + (1 << 20));
+        while data.len() < bytes {
+            data.extend(sample(&mut rng, &vocabulary, class, 300_000));
+        }
+        data.truncate(bytes);
+        classes.push((format!("realistic: {}", class.name()), data));
+    }
+    report.source_bytes.insert("per class".into(), bytes as u64);
+    report.settings.insert("runs".into(), runs.to_string());
+    for (name, data) in &classes {
+        let packed: usize = data
+            .chunks(128 << 10)
+            .map(|p| zstd::bulk::compress(p, 3).map_or(p.len(), |c| c.len().min(p.len())))
+            .sum();
+        report.notes.push(format!(
+            "{name}: zstd -3 ratio {:.2} (stored/raw {:.1}%)",
+            data.len() as f64 / packed as f64,
+            100.0 * packed as f64 / data.len() as f64
+        ));
+        let mut ctx = zstd::bulk::Compressor::new(3).unwrap();
+        for _ in 0..runs {
+            let speed = rate(data, |p| {
+                let _ = ctx.compress(p);
+            });
+            report.references.entry(format!("zstd -3 on {name}")).or_default().push(speed);
+        }
+    }
+    report
+}
+
 fn scenario_aead(runs: usize) -> Report {
     use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
     use rand::SeedableRng;
@@ -1133,10 +1212,11 @@ fn scenario_growth(cli: &Cli, blobs: &[u64]) -> Report {
 fn main() {
     let cli = Cli::parse();
     let report = match &cli.command {
-        Scenario::Run { dataset, scale, runs, tools, cache } => {
+        Scenario::Run { dataset, scale, runs, tools, cache, corpus } => {
             let tools = usable(&cli, tools);
-            scenario_run(&cli, *dataset, *scale, *runs, &tools, *cache)
+            scenario_run(&cli, *dataset, *scale, *runs, &tools, *cache, corpus.corpus())
         }
+        Scenario::Corpus { runs, mb } => scenario_corpus(*runs, *mb),
         Scenario::Metadata { files, tools } => {
             let tools = usable(&cli, tools);
             scenario_metadata(&cli, *files, &tools)
