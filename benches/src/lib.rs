@@ -84,6 +84,30 @@ pub(crate) fn lognormal(rng: &mut SmallRng, median: f64, sigma: f64, cap: u64) -
     ((median.ln() + sigma * z).exp() as u64).clamp(1, cap)
 }
 
+/// The per-minute directory of Alfresco's content store for the `minute`-th minute (created):
+/// `2026/M/D/H/M` below `root`.
+pub(crate) fn minute_dir(root: &Path, minute: u32) -> std::io::Result<std::path::PathBuf> {
+    let dir = root.join(format!(
+        "2026/{}/{}/{}/{}",
+        1 + (minute / 40_000) % 12,
+        1 + (minute / 1440) % 28,
+        (minute / 60) % 24,
+        minute % 60
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Keeps `item` among the (at most 64) earlier documents that may get new versions, replacing
+/// one at random when full.
+pub(crate) fn remember<T>(rng: &mut SmallRng, previous: &mut Vec<T>, item: T) {
+    if previous.len() >= 64 {
+        let i = rng.gen_range(0..previous.len());
+        previous.swap_remove(i);
+    }
+    previous.push(item);
+}
+
 /// Writes about `total_bytes` of contentstore under `root` (created); returns what it wrote.
 ///
 /// # Errors
@@ -98,14 +122,7 @@ pub fn generate_contentstore(
     let mut previous: Vec<Vec<u8>> = Vec::new();
     let mut minute = 0u32;
     while done.bytes < total_bytes {
-        let dir = root.join(format!(
-            "2026/{}/{}/{}/{}",
-            1 + (minute / 40_000) % 12,
-            1 + (minute / 1440) % 28,
-            (minute / 60) % 24,
-            minute % 60
-        ));
-        std::fs::create_dir_all(&dir)?;
+        let dir = minute_dir(root, minute)?;
         for _ in 0..rng.gen_range(1..12) {
             let size = lognormal(&mut rng, 40_000.0, 1.6, 40 << 20) as usize;
             let roll = rng.gen_range(0..10);
@@ -126,11 +143,7 @@ pub fn generate_contentstore(
             done.files += 1;
             done.bytes += data.len() as u64;
             if roll < 7 && data.len() < 1 << 20 {
-                if previous.len() >= 64 {
-                    let i = rng.gen_range(0..previous.len());
-                    previous.swap_remove(i);
-                }
-                previous.push(data);
+                remember(&mut rng, &mut previous, data);
             }
         }
         minute += 1;

@@ -363,14 +363,7 @@ pub fn generate_contentstore(
     let mut previous: Vec<(Class, Vec<u8>)> = Vec::new();
     let mut minute = 0u32;
     while done.bytes < total_bytes {
-        let dir = root.join(format!(
-            "2026/{}/{}/{}/{}",
-            1 + (minute / 40_000) % 12,
-            1 + (minute / 1440) % 28,
-            (minute / 60) % 24,
-            minute % 60
-        ));
-        std::fs::create_dir_all(&dir)?;
+        let dir = crate::minute_dir(root, minute)?;
         for _ in 0..rng.gen_range(1..12) {
             let len = crate::lognormal(&mut rng, 60_000.0, 1.5, 40 << 20) as usize;
             let (class, text) = if rng.gen_ratio(1, 5) && !previous.is_empty() {
@@ -391,11 +384,7 @@ pub fn generate_contentstore(
             done.files += 1;
             done.bytes += data.len() as u64;
             if !matches!(class, Class::Jpeg | Class::Png) && text.len() < 4 << 20 {
-                if previous.len() >= 64 {
-                    let i = rng.gen_range(0..previous.len());
-                    previous.swap_remove(i);
-                }
-                previous.push((class, text));
+                crate::remember(&mut rng, &mut previous, (class, text));
             }
         }
         minute += 1;
