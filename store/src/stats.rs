@@ -4,7 +4,7 @@
 //! Every set is walked once; for each blob a temporary RocksDB records how many sets reference
 //! it and which one last did, so memory stays bounded whatever the number of blobs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rocksdb::{Options, DB};
 
@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::id::{Id, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::storage::ObjectDir;
 use crate::vfs::{walk_blobs, BlobSize};
 
 /// Statistics of one set.
@@ -46,20 +47,16 @@ pub struct RepoStats {
     pub per_set: Vec<SetStats>,
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
+/// The bytes of the objects of `dirs`, as the storage lists them (an object gone meanwhile
+/// counts nothing).
+fn stored_bytes(repo: &Repository, dirs: &[ObjectDir]) -> Result<u64> {
     let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
+    for &dir in dirs {
+        for id in repo.storage().list(dir)? {
+            total += repo.storage().size(dir, id).unwrap_or(0);
         }
     }
-    total
+    Ok(total)
 }
 
 /// Reference counts per blob: `count u32 (saturating at 2) || last set u32 || stored u64 ||
@@ -125,9 +122,10 @@ impl Drop for Counts {
 pub fn stats(repo: &Repository, progress: &dyn Progress) -> Result<RepoStats> {
     let layout = repo.layout();
     let mut st = RepoStats {
-        bytes_on_disk: dir_bytes(&layout.packs_dir())
-            + dir_bytes(&layout.index_dir())
-            + dir_bytes(&layout.snapshots_dir()),
+        bytes_on_disk: stored_bytes(
+            repo,
+            &[ObjectDir::Packs, ObjectDir::Index, ObjectDir::Snapshots],
+        )?,
         packs: repo.list_packs()?.len() as u64,
         ..RepoStats::default()
     };

@@ -9,8 +9,13 @@ use std::process::{Command, Stdio};
 use crate::support::{assert_same_tree, random_bytes, write, Env};
 
 fn pack_bytes(repo: &Path) -> u64 {
+    bytes_under(&repo.join("packs"))
+}
+
+/// The bytes of the files below `dir`.
+fn bytes_under(dir: &Path) -> u64 {
     let mut total = 0;
-    let mut stack = vec![repo.join("packs")];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
@@ -64,6 +69,10 @@ fn forget_and_prune_free_exactly_what_no_set_references() {
     // `stats` says what each set alone holds: what forgetting it frees.
     let stats = env.run("stats", &["--json"]).ok().json();
     assert_eq!(stats["sets"], 3);
+    // What the repository takes: its packs, index files and manifests, as the storage lists them.
+    let stored: u64 =
+        ["packs", "index", "snapshots"].iter().map(|d| bytes_under(&env.repo().join(d))).sum();
+    assert_eq!(stats["bytes_on_disk"], stored, "{stats}");
     assert!((stats["dedup_ratio"].as_f64().unwrap() - 1.0).abs() < 0.1, "{stats}");
     let per_set = stats["per_set"].as_array().unwrap();
     let unique_of_removed: u64 =
