@@ -168,14 +168,18 @@ fn is_custom_format(repo: &Repository, dump: &Node) -> Result<bool> {
             reason: "it is a directory, not a pg_dump".into(),
         });
     };
-    let mut first = None;
-    crate::vfs::for_each_chunk(repo, chunks, |chunk| {
-        if first.is_none() {
-            first = Some(repo.read_blob(chunk, crate::pack::BlobKind::Data)?);
+    // Only the first chunk is read: its id is in the node, or first in the first chunk list.
+    let first = match crate::vfs::chunk_batches(chunks).first() {
+        None => return Ok(false),
+        Some(crate::vfs::ChunkBatch::Inline(ids)) => ids.first().map(|c| c.0),
+        Some(crate::vfs::ChunkBatch::List(list)) => {
+            crate::vfs::load_chunk_list(repo, *list)?.first().map(|c| c.0)
         }
-        Ok(())
-    })?;
-    Ok(first.is_some_and(|b| b.starts_with(b"PGDMP")))
+    };
+    match first {
+        Some(id) => Ok(repo.read_blob(id, crate::pack::BlobKind::Data)?.starts_with(b"PGDMP")),
+        None => Ok(false),
+    }
 }
 
 /// Streams the custom-format `dump` through `pg_restore` into `parser`.
