@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/store/fuzz-target}"
 fixture=tests/fixtures/v1/repo
 z7='\x00\x00\x00\x00\x00\x00\x00'
 seeds=fuzz/seeds
-mkdir -p "$seeds"/{pack,pack_footer,blob_header,index_file,tree,manifest,config,lock,chunker,damage_file,key_file,sealed}
+mkdir -p "$seeds"/{pack,pack_footer,blob_header,index_file,tree,manifest,config,lock,chunker,damage_file,coverage_file,key_file,sealed}
 for p in "$fixture"/packs/*/*.pack; do
   cp "$p" "$seeds/pack/"
   tail -c 64 "$p" > "$seeds/pack_footer/$(basename "$p")"
@@ -30,6 +30,8 @@ printf '\000\000\000\000\000\000\000\000\000\000\000\000' > "$seeds/tree/empty-l
   printf '\x02\x00\x00\x00\x01%bt' "$z7"; } > "$seeds/tree/v2-leaf"
 # A damage record naming one copy (pack id, blob id, offset 48).
 { printf 'STOREDMG\001\000\000\000\001\000\000\000'; head -c 64 /dev/zero | tr '\000' '\252'; printf '\060\000\000\000\000\000\000\000'; } > "$seeds/damage_file/one-copy"
+# A verification record naming one pack, verified at 1,700,000,000 s.
+{ printf 'STOREVFY\001\000\000\000\001\000\000\000'; head -c 32 /dev/zero | tr '\000' '\252'; printf '\000\361\123\145\000\000\000\000'; } > "$seeds/coverage_file/one-pack"
 # A key file (FORMAT.md §15.2): Argon2id at the least cost, random salt and sealed secret.
 { printf 'STOREKEY\003\000\000\000\001\000\000\000\000\040\000\000\001\000\000\000\001\000\000\000'
   head -c 112 /dev/urandom; } > "$seeds/key_file/seed"
@@ -37,7 +39,7 @@ printf '\000\000\000\000\000\000\000\000\000\000\000\000' > "$seeds/tree/empty-l
 { printf '\002STOREENC\003\000\000\000\002\000\000\000'; head -c 100 /dev/urandom; } > "$seeds/sealed/manifest"
 { printf '\005'; head -c 140 /dev/urandom; } > "$seeds/sealed/blob"
 log="$(mktemp)"
-for target in pack pack_footer blob_header index_file tree manifest config lock chunker damage_file key_file sealed; do
+for target in pack pack_footer blob_header index_file tree manifest config lock chunker damage_file coverage_file key_file sealed; do
   mkdir -p "fuzz/corpus/$target" "fuzz/regressions/$target"
   # Crashers found earlier stay in fuzz/regressions/ and are replayed first.
   if ! cargo fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "$seeds/$target" \

@@ -281,6 +281,15 @@ pub struct CheckArgs {
     /// Read the N-th of M slices of the packs (a week of nightly `1/7` … `7/7` covers all).
     #[arg(long, value_name = "N/M")]
     pub read_data_subset: Option<String>,
+    /// With --read-data: read only the packs no check (of any host) verified within this long
+    /// (`30d`, `2w`), the least recently verified first. Every check that reads data records
+    /// what it verified in the repository.
+    #[arg(long, value_name = "DURATION", requires = "read_data")]
+    pub max_age: Option<String>,
+    /// With --read-data: read at most this many bytes of packs (`50G`), the least recently
+    /// verified first (at least one pack), so that nightly runs cover the repository in turn.
+    #[arg(long, value_name = "SIZE", requires = "read_data")]
+    pub max_bytes: Option<String>,
     /// Write a Prometheus textfile-collector file (node_exporter) when the command ends,
     /// whatever its outcome: last run and last success time, duration, exit status and figures.
     #[arg(long, value_name = "FILE")]

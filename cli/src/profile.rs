@@ -131,12 +131,16 @@ fn yes() -> bool {
 
 /// The check after the job: structure only, every blob (`read_data = true`), or a slice:
 /// `read_data_subset = "1/7"`, or `"auto/7"`, the slice of the day (all packs every 7 days).
+/// With `read_data = true`, `max_age = "30d"` reads only the packs not verified within 30 days
+/// and `max_bytes = "50G"` bounds each run (as `check --max-age` and `--max-bytes`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     #[serde(default)]
     pub read_data: bool,
     pub read_data_subset: Option<String>,
+    pub max_age: Option<String>,
+    pub max_bytes: Option<String>,
 }
 
 /// Commands (`sh -c`) run before the job (a failure aborts it, nothing committed), after it
@@ -270,10 +274,20 @@ impl Config {
             }
         }
         if let Some(c) = &p.check {
+            let key = |k: &str| format!("{}: profile {name}: check.{k}", self.path.display());
             if let Some(s) = &c.read_data_subset {
-                subset(s, 0).with_context(|| {
-                    format!("{}: profile {name}: check.read_data_subset", self.path.display())
-                })?;
+                subset(s, 0).with_context(|| key("read_data_subset"))?;
+            }
+            for (k, given) in [("max_age", &c.max_age), ("max_bytes", &c.max_bytes)] {
+                if given.is_some() && !c.read_data {
+                    bail!("{} needs read_data = true", key(k));
+                }
+            }
+            if let Some(s) = &c.max_age {
+                crate::output::parse_duration(s).with_context(|| key("max_age"))?;
+            }
+            if let Some(s) = &c.max_bytes {
+                crate::output::parse_size(s).with_context(|| key("max_bytes"))?;
             }
         }
         Ok(p)

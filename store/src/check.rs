@@ -43,6 +43,15 @@ pub enum DataCheck {
         /// How many slices.
         m: u32,
     },
+    /// The packs the verification records (FORMAT.md §8.4) do not show verified within
+    /// `max_age`, least recently verified first (never verified before all), up to `max_bytes`
+    /// (at least one pack).
+    Due {
+        /// How recent a verification must be for a pack to be skipped (zero: every pack).
+        max_age: std::time::Duration,
+        /// How many bytes of packs to read at most.
+        max_bytes: Option<u64>,
+    },
 }
 
 /// What to check.
@@ -50,9 +59,10 @@ pub enum DataCheck {
 pub struct CheckOptions {
     /// Data reading.
     pub read_data: DataCheck,
-    /// Record the damaged blobs found in the repository (FORMAT.md §8.3), so that no writer
-    /// builds on them again and the next snapshot of the same data stores it anew.
-    pub record_damage: bool,
+    /// Record in the repository what the check found: the damaged blobs (FORMAT.md §8.3), so
+    /// that no writer builds on them again and the next snapshot of the same data stores it
+    /// anew, and the packs read and found intact (§8.4), so that [`DataCheck::Due`] skips them.
+    pub record: bool,
 }
 
 /// One thing `check` found.
@@ -90,6 +100,8 @@ pub enum Finding {
     UnusedDamagedBlob { pack: PackId, blob: Id, error: String },
     /// A damage record cannot be read: the copies it names may be used again.
     DamagedDamageRecord { record: DamageId, error: String },
+    /// A verification record cannot be read: its packs count as never verified (a notice).
+    UnreadableVerificationRecord { record: Id, error: String },
     /// A pack no index file lists (left by an interrupted snapshot): a notice, not damage.
     UnindexedPack { pack: PackId },
     /// A leftover temp file: a notice.
@@ -105,6 +117,7 @@ impl Finding {
             Finding::UnindexedPack { .. }
                 | Finding::TempFile { .. }
                 | Finding::UnusedDamagedBlob { .. }
+                | Finding::UnreadableVerificationRecord { .. }
                 | Finding::ConfigCopyMissing
         )
     }
@@ -145,6 +158,10 @@ impl Finding {
             }
             Finding::UnusedDamagedBlob { .. } => {
                 "nothing to do: no set needs this copy; prune or `store repair packs` removes it"
+            }
+            Finding::UnreadableVerificationRecord { .. } => {
+                "remove the record; the packs it names are read by the next \
+                 `store check --read-data --max-age`"
             }
         }
     }
@@ -188,6 +205,9 @@ impl std::fmt::Display for Finding {
             Finding::DamagedDamageRecord { record, error } => {
                 write!(f, "damage record {record}: {error}")
             }
+            Finding::UnreadableVerificationRecord { record, error } => {
+                write!(f, "verification record {record}: {error}")
+            }
             Finding::TempFile { path } => write!(f, "temp file {}", path.display()),
         }
     }
@@ -208,10 +228,17 @@ pub struct CheckReport {
     pub packs_read: u64,
     /// Blobs read and re-hashed.
     pub blobs_read: u64,
-    /// Damaged copies newly recorded (with [`CheckOptions::record_damage`]).
+    /// Damaged copies newly recorded (with [`CheckOptions::record`]).
     pub damage_recorded: u64,
     /// Why recording the damage failed (a read-only repository), if it did.
     pub record_error: Option<String>,
+    /// With [`DataCheck::Due`]: the packs that were due, and their bytes (the packs read are
+    /// the first of them, up to the byte bound).
+    pub due: (u64, u64),
+    /// Packs read and found intact, recorded as verified now (with [`CheckOptions::record`]).
+    pub verified_recorded: u64,
+    /// Why recording the verified packs failed, if it did.
+    pub coverage_error: Option<String>,
 }
 
 impl CheckReport {
@@ -225,7 +252,8 @@ impl CheckReport {
 fn in_slice(pack: &PackId, data: DataCheck) -> bool {
     match data {
         DataCheck::None => false,
-        DataCheck::All => true,
+        // Chosen after every pack is listed, by the verification records.
+        DataCheck::All | DataCheck::Due { .. } => true,
         DataCheck::Subset { n, m } => {
             let mut b = [0u8; 8];
             b.copy_from_slice(&pack.0.as_bytes()[..8]);
@@ -555,6 +583,11 @@ pub fn check(
         c.find(Finding::DamagedDamageRecord { record, error });
     }
     c.damage = records.set;
+    let coverage = repo.coverage_records()?;
+    for (record, error) in coverage.unreadable {
+        c.find(Finding::UnreadableVerificationRecord { record, error });
+    }
+    let now = crate::time::now_ns().div_euclid(1_000_000_000);
     // Damaged copies found by this check, to record.
     let mut found: Vec<DamagedCopy> = Vec::new();
 
@@ -633,8 +666,17 @@ pub fn check(
         }
     }
     c.indexed = indexed;
+    if let DataCheck::Due { max_age, max_bytes } = opts.read_data {
+        let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        let due = coverage.coverage.due(&to_read, now, max_age, None);
+        c.report.due = (due.len() as u64, due.iter().map(|p| p.1).sum());
+        to_read = coverage.coverage.due(&to_read, now, max_age, max_bytes);
+    }
+    drop(coverage.coverage);
 
     let mut read_packs: HashSet<PackId> = HashSet::new();
+    // Packs read whole and found intact: recorded as verified (also when interrupted).
+    let mut verified: Vec<PackId> = Vec::new();
     if opts.read_data != DataCheck::None {
         progress.phase("reading data");
         progress.set_total(to_read.len() as u64, to_read.iter().map(|p| p.1).sum());
@@ -647,6 +689,10 @@ pub fn check(
             .map_err(|e| Error::InvalidOption { option: "threads", reason: e.to_string() })?;
         for batch in to_read.chunks(READ_BATCH) {
             if progress.interrupted() {
+                if opts.record && !verified.is_empty() {
+                    // What was read stays read: the next run goes on from there.
+                    let _ = repo.record_verified(&verified, now);
+                }
                 return Err(Error::Interrupted);
             }
             let read: Vec<PackRead> = pool.install(|| {
@@ -664,6 +710,9 @@ pub fn check(
                 c.report.blobs_read += r.blobs;
                 c.report.packs_read += u64::from(r.read);
                 read_packs.insert(r.pack);
+                if r.read && !r.damaged && r.findings.is_empty() {
+                    verified.push(r.pack);
+                }
                 found.extend(r.bad_blobs);
                 if r.damaged {
                     c.bad_packs.insert(r.pack);
@@ -690,10 +739,16 @@ pub fn check(
     for copy in &found {
         c.damage.insert(*copy);
     }
-    if opts.record_damage && !found.is_empty() {
+    if opts.record && !found.is_empty() {
         match repo.record_damage(&found) {
             Ok(n) => c.report.damage_recorded = n,
             Err(e) => c.report.record_error = Some(e.to_string()),
+        }
+    }
+    if opts.record && !verified.is_empty() {
+        match repo.record_verified(&verified, now) {
+            Ok(_) => c.report.verified_recorded = verified.len() as u64,
+            Err(e) => c.report.coverage_error = Some(e.to_string()),
         }
     }
 
@@ -751,7 +806,7 @@ mod tests {
     }
 
     fn run(repo: &Repository, read_data: DataCheck) -> CheckReport {
-        check(repo, &CheckOptions { read_data, record_damage: true }, &NoProgress).unwrap()
+        check(repo, &CheckOptions { read_data, record: true }, &NoProgress).unwrap()
     }
 
     fn kinds(r: &CheckReport) -> Vec<&'static str> {
@@ -813,6 +868,87 @@ mod tests {
         let r = run(&repo, DataCheck::All);
         assert!(!r.is_damaged(), "{:?}", r.findings);
         assert!(kinds(&r).contains(&"unused_damaged_blob"));
+    }
+
+    // See: issue 20 ("verified coverage").
+    #[test]
+    fn checks_record_what_they_verified_and_a_due_check_reads_the_rest_oldest_first() {
+        use crate::storage::ObjectDir;
+        const DAY: u64 = 86_400;
+        let due = |days: u64, max_bytes: Option<u64>| DataCheck::Due {
+            max_age: std::time::Duration::from_secs(days * DAY),
+            max_bytes,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with(dir.path(), &files());
+        for seed in 2..4 {
+            #[allow(clippy::disallowed_methods, reason = "a source file")]
+            std::fs::write(dir.path().join(format!("src/more{seed}.bin")), noise(seed, 300_000))
+                .unwrap();
+            snap(&repo, dir.path());
+        }
+        let mut packs = repo.list_packs().unwrap();
+        packs.sort();
+        let n = packs.len() as u64;
+        assert!(n >= 3, "a pack per set");
+        // Nothing recorded: every pack is due, and is recorded once read.
+        let r = run(&repo, due(30, None));
+        assert_eq!((r.due.0, r.packs_read, r.verified_recorded), (n, n, n));
+        let r = run(&repo, due(30, None));
+        assert_eq!((r.due, r.packs_read), ((0, 0), 0), "verified within 30 days: none due");
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!(run(&repo, due(0, None)).packs_read, n, "a max age of 0: every pack");
+        assert_eq!(repo.storage().list(ObjectDir::Verified).unwrap().len(), 1, "merged");
+
+        // Older records: packs[0] 40 days ago, packs[1] 60 days ago, the rest yesterday.
+        let now = crate::time::now_ns() / 1_000_000_000;
+        let ids = repo.storage().list(ObjectDir::Verified).unwrap();
+        repo.storage().remove(ObjectDir::Verified, &ids).unwrap();
+        let day = DAY as i64;
+        repo.record_verified(&packs[2..], now - day).unwrap();
+        repo.record_verified(&packs[..1], now - 40 * day).unwrap();
+        repo.record_verified(&packs[1..2], now - 60 * day).unwrap();
+        let at = |p: &PackId| repo.coverage_records().unwrap().coverage.get(p).unwrap();
+        // A bound of one byte reads one pack: the least recently verified.
+        let r = run(&repo, due(30, Some(1)));
+        assert_eq!((r.due.0, r.packs_read), (2, 1));
+        assert!(at(&packs[1]) >= now, "the 60-day-old pack is read first");
+        assert_eq!(at(&packs[0]), now - 40 * day);
+        assert_eq!(run(&repo, due(30, None)).packs_read, 1);
+        assert!(at(&packs[0]) >= now);
+        assert_eq!(run(&repo, due(30, None)).packs_read, 0);
+
+        // A pack found damaged is not recorded as verified.
+        let ids = repo.storage().list(ObjectDir::Verified).unwrap();
+        repo.storage().remove(ObjectDir::Verified, &ids).unwrap();
+        repo.record_verified(&packs, now - 10 * day).unwrap();
+        let bad = packs
+            .iter()
+            .copied()
+            .find(|p| repo.pack_reader(*p).unwrap().entries().iter().any(|e| e.stored_len > 1000))
+            .unwrap();
+        let e =
+            repo.pack_reader(bad).unwrap().entries().iter().find(|e| e.stored_len > 1000).copied();
+        flip(&repo.layout().pack(bad), e.unwrap().offset + 100);
+        let r = run(&repo, due(0, None));
+        assert!(r.is_damaged());
+        assert_eq!(r.verified_recorded, n - 1);
+        assert_eq!(at(&bad), now - 10 * day, "the damaged pack keeps its old time");
+        assert!(packs.iter().filter(|p| **p != bad).all(|p| at(p) >= now));
+
+        // An unreadable record is a notice; its packs count as never verified.
+        let junk = Id::hash(b"junk");
+        repo.storage()
+            .write(ObjectDir::Verified, junk, b"junk", crate::storage::WriteMode::Replace, "t")
+            .unwrap();
+        let r = run(&repo, DataCheck::None);
+        let notice = r
+            .findings
+            .iter()
+            .find(|f| matches!(f, Finding::UnreadableVerificationRecord { .. }))
+            .unwrap();
+        assert!(!notice.is_damage());
+        assert!(notice.to_string().contains(&junk.to_string()), "{notice}");
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub enum FileKind {
     Lock = 3,
     /// `damage/<id>`.
     Damage = 4,
+    /// `verified/<id>`.
+    Verified = 5,
 }
 
 /// A password, wiped from memory when dropped; its `Debug` shows nothing.

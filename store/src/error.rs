@@ -33,6 +33,8 @@ pub enum ObjectRef {
     IndexFile(IndexId),
     /// A damage record.
     DamageFile(DamageId),
+    /// A verification record (`verified/<id>`).
+    VerificationRecord(Id),
     /// A chunk-list blob of a large file.
     ChunkList(Id),
     /// The local index cache.
@@ -53,6 +55,7 @@ impl fmt::Display for ObjectRef {
             ObjectRef::Snapshot(id) => write!(f, "snapshot {id}"),
             ObjectRef::IndexFile(id) => write!(f, "index file {id}"),
             ObjectRef::DamageFile(id) => write!(f, "damage record {id}"),
+            ObjectRef::VerificationRecord(id) => write!(f, "verification record {id}"),
             ObjectRef::ChunkList(id) => write!(f, "chunk list {id}"),
             ObjectRef::Cache => write!(f, "index cache"),
             ObjectRef::Lock(path) => write!(f, "lock file {}", path.display()),

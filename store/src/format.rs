@@ -299,6 +299,8 @@ mod tests {
             command: "snapshot".into(),
         };
         let copy = crate::damage::DamagedCopy { pack: pack.id, blob: Id::hash(b"b"), offset: 0 };
+        let mut verified = crate::coverage::Coverage::default();
+        verified.insert(pack.id, 1_700_000_000);
         vec![
             (
                 "config",
@@ -342,6 +344,17 @@ mod tests {
                 8,
                 Box::new(|b: &[u8]| {
                     crate::damage::decode_damage_file(b).map(drop).map_err(|e| refused(&e))
+                }),
+            ),
+            (
+                "verification record",
+                crate::coverage::encode_coverage_file(&verified, 1),
+                8,
+                Box::new(|b: &[u8]| {
+                    let mut into = crate::coverage::Coverage::default();
+                    crate::coverage::decode_coverage_file(b, &mut into)
+                        .map(drop)
+                        .map_err(|e| refused(&e))
                 }),
             ),
         ]

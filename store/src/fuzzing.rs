@@ -85,6 +85,12 @@ pub fn damage_file(bytes: &[u8]) -> bool {
     crate::damage::decode_damage_file(bytes).is_ok()
 }
 
+/// Decodes a verification record (`verified/<id>`, FORMAT.md §8.4); true when it decodes.
+#[must_use]
+pub fn coverage_file(bytes: &[u8]) -> bool {
+    crate::coverage::decode_coverage_file(bytes, &mut crate::coverage::Coverage::default()).is_ok()
+}
+
 /// A tree blob, and the same bytes as a chunk list.
 #[must_use]
 pub fn tree(bytes: &[u8]) -> bool {

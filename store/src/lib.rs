@@ -41,6 +41,7 @@
 mod chunker;
 mod compress;
 mod config;
+mod coverage;
 mod crash;
 pub mod crypto;
 mod damage;
@@ -102,6 +103,7 @@ mod testing;
 pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
 pub use compress::{decompress, Codec, Compressor, Effort, DEFAULT_LEVEL, FAST_LEVEL};
 pub use config::{IdHash, RepoConfig};
+pub use coverage::{Coverage, CoverageSummary};
 pub use damage::{DamageSet, DamagedCopy};
 pub use error::{Corruption, Error, ObjectRef, Result};
 pub use forget::{plan_explicit, plan_policy, ForgetPlan, KeepPolicy, KeepReason, Kept, SetInfo};
@@ -147,8 +149,9 @@ pub use repair::{
 };
 #[cfg(feature = "engine")]
 pub use repo::{
-    DamageRecords, InitOptions, KeyEntry, Layout, ListedSnapshot, LockInfo, LockOptions, NewKey,
-    OpenOptions, RepoLock, Repository, Reserve, SkippedIndexFile, DEFAULT_STALE_AFTER, RESERVE_LEN,
+    CoverageRecords, DamageRecords, InitOptions, KeyEntry, Layout, ListedSnapshot, LockInfo,
+    LockOptions, NewKey, OpenOptions, RepoLock, Repository, Reserve, SkippedIndexFile,
+    DEFAULT_STALE_AFTER, RESERVE_LEN,
 };
 #[cfg(feature = "engine")]
 pub use restore::{

@@ -522,10 +522,7 @@ mod tests {
         let repo = reopen(dir.path());
         let r = crate::check::check(
             &repo,
-            &crate::check::CheckOptions {
-                read_data: crate::check::DataCheck::All,
-                record_damage: false,
-            },
+            &crate::check::CheckOptions { read_data: crate::check::DataCheck::All, record: false },
             &NoProgress,
         )
         .unwrap();

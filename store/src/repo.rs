@@ -3,6 +3,7 @@
 //! [`Repository`] owns the layout, the config and (opened on first use) the index cache.
 //! Operations live in their own modules (`backup`, `restore`) and take `&Repository`.
 
+mod coverage;
 mod damage;
 mod index_files;
 mod keys;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use crate::config::{IdHash, RepoConfig};
+pub use coverage::CoverageRecords;
 pub use damage::DamageRecords;
 pub(crate) use index_files::IndexRewrite;
 pub use index_files::SkippedIndexFile;

@@ -45,6 +45,8 @@ pub struct RepoStats {
     pub bytes_unique_raw: u64,
     /// Per set, newest first.
     pub per_set: Vec<SetStats>,
+    /// Bytes of packs by when `check` last read and verified them (FORMAT.md §8.4).
+    pub coverage: crate::coverage::CoverageSummary,
 }
 
 /// The bytes of the objects of `dirs`, as the storage lists them (an object gone meanwhile
@@ -122,13 +124,19 @@ impl Drop for Counts {
 pub fn stats(repo: &Repository, progress: &dyn Progress) -> Result<RepoStats> {
     let layout = repo.layout();
     let mut st = RepoStats {
-        bytes_on_disk: stored_bytes(
-            repo,
-            &[ObjectDir::Packs, ObjectDir::Index, ObjectDir::Snapshots],
-        )?,
-        packs: repo.list_packs()?.len() as u64,
+        bytes_on_disk: stored_bytes(repo, &[ObjectDir::Index, ObjectDir::Snapshots])?,
         ..RepoStats::default()
     };
+    let verified = repo.coverage_records()?.coverage;
+    let now = crate::time::now_ns().div_euclid(1_000_000_000);
+    for pack in repo.list_packs()? {
+        // A pack gone meanwhile counts nothing.
+        let len = repo.pack_len(pack).unwrap_or(0);
+        st.packs += 1;
+        st.bytes_on_disk += len;
+        st.coverage.add(len, verified.get(&pack), now);
+    }
+    drop(verified);
     // Fails only on a read-only repository, whose scratch goes elsewhere (below).
     let _ = repo.prepare_write();
     // A read-only repository keeps its scratch database in the system's temp directory.

@@ -29,6 +29,8 @@ pub enum ObjectDir {
     Index,
     /// `damage/`: damage records (repositories older than them lack the directory).
     Damage,
+    /// `verified/`: verification records (absent until a check records one).
+    Verified,
     /// `keys/`: key files (unencrypted repositories lack the directory).
     Keys,
     /// `locks/`: lock records, named by a random id; the one kind of object that changes (its
@@ -46,6 +48,7 @@ impl ObjectDir {
             ObjectDir::Snapshots => "snapshots",
             ObjectDir::Index => "index",
             ObjectDir::Damage => "damage",
+            ObjectDir::Verified => "verified",
             ObjectDir::Keys => "keys",
             ObjectDir::Locks => "locks",
         }
@@ -54,7 +57,7 @@ impl ObjectDir {
     /// Whether a repository may lack it: listing it is then empty, and the first write makes
     /// it. The others are made by `init`; one that is gone is an error, never an empty list.
     fn optional(self) -> bool {
-        matches!(self, ObjectDir::Damage | ObjectDir::Keys | ObjectDir::Locks)
+        matches!(self, ObjectDir::Damage | ObjectDir::Verified | ObjectDir::Keys | ObjectDir::Locks)
     }
 }
 

@@ -146,6 +146,13 @@ fn v1_fixture_checks_clean_and_mounts_byte_for_byte() {
     let kinds: Vec<&str> =
         doc["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, vec!["config_copy_missing"], "{}", check.stdout);
+    // Verification records are an addition to every version (FORMAT.md §8.4): the check above
+    // recorded every pack of this version-1 repository, as a version-1 record.
+    let due = env.run("check", &["--read-data", "--max-age", "30d", "--json"]).ok().json();
+    assert_eq!((due["packs_due"].as_u64(), due["packs_read"].as_u64()), (Some(0), Some(0)));
+    let record = std::fs::read_dir(env.repo().join("verified")).unwrap().next().unwrap().unwrap();
+    let record = std::fs::read(record.path()).unwrap();
+    assert_eq!((&record[..8], &record[8..12]), (&b"STOREVFY"[..], &1u32.to_le_bytes()[..]));
     let expected = env.path("expected");
     fixture_source(&expected);
     let m = crate::mount::Mounted::new(&env, "mount");

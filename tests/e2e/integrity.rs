@@ -146,6 +146,61 @@ fn healthy_repository_checks_clean_with_and_without_data() {
     assert_eq!(env.run("check", &["--read-data-subset", "4/3"]).code, 1);
 }
 
+// See: issue 20 ("verified coverage"): nightly bounded checks cover the repository in turn, and
+// every check's verification counts (it is recorded in the repository).
+#[test]
+fn bounded_checks_cover_every_pack_in_turn_and_stats_shows_the_coverage() {
+    let (env, _) = healthy_repo();
+    let packs = files_under(&env.repo().join("packs"));
+    let n = packs.len() as u64;
+    let pack_bytes: u64 = packs.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(n >= 3, "a pack per set");
+    let verified = |env: &Env| env.run("stats", &["--json"]).ok().json()["verified"].clone();
+    let v = verified(&env);
+    assert_eq!((v["never"].as_u64(), v["within_90_days"].as_u64()), (Some(pack_bytes), Some(0)));
+
+    for night in 0..n {
+        let (run, doc) = check(&env, &["--read-data", "--max-age", "30d", "--max-bytes", "1"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(doc["packs_due"], n - night, "night {night}");
+        assert_eq!(doc["packs_read"], 1, "a bound below a pack still reads one");
+        assert_eq!(doc["verified_recorded"], 1);
+    }
+    let (_, doc) = check(&env, &["--read-data", "--max-age", "30d"]);
+    assert_eq!((doc["packs_due"].as_u64(), doc["packs_read"].as_u64()), (Some(0), Some(0)));
+    let human = env.run("check", &["--read-data", "--max-age", "30d"]).ok();
+    assert!(
+        human.stdout.contains("0 packs (0 B) were due for verification; 0 read"),
+        "{}",
+        human.stdout
+    );
+    let v = verified(&env);
+    assert_eq!((v["within_7_days"].as_u64(), v["never"].as_u64()), (Some(pack_bytes), Some(0)));
+    assert!(env.run("stats", &[] as &[&str]).ok().stdout.contains("data verified by check:"));
+    // The checks merged their records into one, sealed like every other object.
+    let records = files_under(&env.repo().join("verified"));
+    assert_eq!(records.len(), 1, "{records:?}");
+    let bytes = std::fs::read(&records[0]).unwrap();
+    assert_eq!(&bytes[..8], b"STOREENC");
+
+    // Whole-repository and subset reads record too: a new pack is the only one due.
+    write(&env.path("contentstore/2026/11/22/x.bin"), &random_bytes(9, 300_000));
+    env.snapshot(&[&env.path("contentstore")]);
+    let (_, doc) = check(&env, &["--read-data", "--max-age", "30d"]);
+    assert_eq!((doc["packs_due"].as_u64(), doc["packs_read"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(check(&env, &["--read-data-subset", "1/1"]).1["verified_recorded"], n + 1);
+
+    // The options need --read-data, and bad values are named.
+    let run = env.run("check", &["--max-age", "30d"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--read-data"), "{}", run.stderr);
+    for (opt, bad) in [("--max-age", "3mo"), ("--max-bytes", "12 parsecs")] {
+        let run = env.run("check", &["--read-data", opt, bad]);
+        assert_ne!(run.code, 0);
+        assert!(run.stderr.contains(&format!("invalid {opt}")), "{}", run.stderr);
+    }
+}
+
 #[test]
 fn every_kind_of_damage_is_found_and_named() {
     type Damage = fn(&Env, &Path) -> String;

@@ -227,6 +227,36 @@ fn a_profile_with_an_unknown_key_or_a_missing_path_is_refused_with_its_line() {
     assert_eq!(job.outcomes(), "");
 }
 
+// See: issue 20 ("a nightly run covers the whole repository within a month").
+#[test]
+fn a_profile_check_reads_the_packs_due_and_max_age_needs_read_data() {
+    let job = Job::new();
+    let good = std::fs::read_to_string(&job.config).unwrap();
+    let subset = "read_data_subset = \"auto/7\"\n";
+    assert!(good.contains(subset));
+    job.set_config(&good.replacen(subset, "max_age = \"30d\"\n", 1));
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("profile alfresco: check.max_age needs read_data = true"),
+        "{}",
+        run.stderr
+    );
+    job.set_config(&good.replacen(subset, "read_data = true\nmax_bytes = \"2 parsecs\"\n", 1));
+    let run = job.run(&["alfresco"]);
+    assert!(run.code == 1 && run.stderr.contains("check.max_bytes"), "{}", run.stderr);
+    assert_eq!(job.sets(), 0, "nothing ran");
+
+    let due = "read_data = true\nmax_age = \"30d\"\nmax_bytes = \"1\"\n";
+    job.set_config(&good.replacen(subset, due, 1));
+    let dry = job.run(&["alfresco", "--dry-run"]);
+    assert!(dry.stdout.contains("check --read-data --max-age 30d --max-bytes 1"), "{}", dry.stdout);
+    let run = job.run(&["alfresco"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // The one set's packs were read by the check (one, the bound) and recorded.
+    assert_eq!(std::fs::read_dir(job.path("backup/alfresco/verified")).unwrap().count(), 1);
+}
+
 // See: issue 15 ("password source in profiles").
 #[test]
 fn a_profile_gives_the_password_by_file_or_by_command_and_run_takes_a_metrics_file() {

@@ -27,6 +27,7 @@ fn finding_kind(f: &store::Finding) -> &'static str {
         store::Finding::UnusedDamagedBlob { .. } => "unused_damaged_blob",
         store::Finding::TempFile { .. } => "temp_file",
         store::Finding::DamagedDamageRecord { .. } => "damaged_damage_record",
+        store::Finding::UnreadableVerificationRecord { .. } => "unreadable_verification_record",
     }
 }
 
@@ -39,33 +40,62 @@ fn parse_subset(s: &str) -> Result<store::DataCheck> {
     Ok(store::DataCheck::Subset { n, m })
 }
 
+/// Which packs to read, from the options.
+fn data_check(args: &CheckArgs) -> Result<store::DataCheck> {
+    if let Some(s) = &args.read_data_subset {
+        return parse_subset(s).with_context(|| format!("invalid --read-data-subset {s:?}"));
+    }
+    if !args.read_data {
+        return Ok(store::DataCheck::None);
+    }
+    if args.max_age.is_none() && args.max_bytes.is_none() {
+        return Ok(store::DataCheck::All);
+    }
+    let max_age = match &args.max_age {
+        Some(s) => crate::output::parse_duration(s).context("invalid --max-age")?,
+        None => std::time::Duration::ZERO,
+    };
+    let max_bytes = match &args.max_bytes {
+        Some(s) => Some(crate::output::parse_size(s).context("invalid --max-bytes")?),
+        None => None,
+    };
+    Ok(store::DataCheck::Due { max_age, max_bytes })
+}
+
 pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
     if let Some(path) = &args.metrics_file {
         let data = match (&args.read_data_subset, args.read_data) {
             (Some(s), _) => s.clone(),
+            (None, true) if args.max_age.is_some() || args.max_bytes.is_some() => "due".into(),
             (None, true) => "all".into(),
             (None, false) => "none".into(),
         };
         crate::metrics::want(path, "check", &[("read_data", data)]);
     }
-    let read_data = match (&args.read_data_subset, args.read_data) {
-        (Some(s), _) => {
-            parse_subset(s).with_context(|| format!("invalid --read-data-subset {s:?}"))?
-        }
-        (None, true) => store::DataCheck::All,
-        (None, false) => store::DataCheck::None,
-    };
+    let read_data = data_check(args)?;
     let repo = repo_arg.open()?;
     let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "check", true)?;
     let report = Bar::run("check", |bar| {
-        store::check(&repo, &store::CheckOptions { read_data, record_damage: true }, bar)
+        store::check(&repo, &store::CheckOptions { read_data, record: true }, bar)
     });
     super::report_notes(&repo);
     let report = report.context("the check could not run")?;
     if let Some(e) = &report.record_error {
         crate::output::stderr!("store: warning: the damage found could not be recorded ({e}); writers may build on it until it is");
     }
+    if let Some(e) = &report.coverage_error {
+        crate::output::warning!(
+            "the packs verified could not be recorded ({e}); the next `check --max-age` reads \
+             them again"
+        );
+    }
     let damaged = report.is_damaged();
+    let due = matches!(read_data, store::DataCheck::Due { .. });
+    let (due_packs, due_bytes) = if due {
+        (serde_json::json!(report.due.0), serde_json::json!(report.due.1))
+    } else {
+        (serde_json::Value::Null, serde_json::Value::Null)
+    };
     let damage = report.findings.iter().filter(|f| f.is_damage()).count();
     crate::metrics::value("check_damage_findings", "Findings of damage.", damage as f64);
     crate::metrics::value("check_blobs_read", "Blobs read and verified.", report.blobs_read as f64);
@@ -90,6 +120,9 @@ pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
             "packs_read": report.packs_read,
             "blobs_read": report.blobs_read,
             "damage_recorded": report.damage_recorded,
+            "packs_due": due_packs,
+            "bytes_due": due_bytes,
+            "verified_recorded": report.verified_recorded,
             "findings": findings,
         }))?;
     } else {
@@ -117,6 +150,14 @@ pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
             out!("{line}");
         } else {
             summary!("{line}");
+        }
+        if due {
+            summary!(
+                "{} packs ({}) were due for verification; {} read",
+                report.due.0,
+                crate::output::size(report.due.1),
+                report.packs_read
+            );
         }
         if report.damage_recorded > 0 {
             out!(

@@ -115,6 +115,12 @@ fn steps(p: &Profile, host: &str, metrics_tmp: Option<&std::path::Path>) -> Resu
         let mut a = base(p, "check");
         if c.read_data {
             a.push(os("--read-data"));
+            if let Some(age) = &c.max_age {
+                a.extend([os("--max-age"), os(age)]);
+            }
+            if let Some(bytes) = &c.max_bytes {
+                a.extend([os("--max-bytes"), os(bytes)]);
+            }
         } else if let Some(s) = &c.read_data_subset {
             let day = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -29,6 +29,13 @@ pub fn stats(repo_arg: &RepoArg, args: &StatsArgs) -> Result<ExitCode> {
             "bytes_stored": st.bytes_stored,
             "dedup_ratio": dedup,
             "compression_ratio": compression,
+            "verified": {
+                "within_7_days": st.coverage.within_7_days,
+                "within_30_days": st.coverage.within_30_days,
+                "within_90_days": st.coverage.within_90_days,
+                "older": st.coverage.older,
+                "never": st.coverage.never,
+            },
             "per_set": st.per_set.iter().map(|s| serde_json::json!({
                 "id": s.id.to_hex(), "bytes_source": s.bytes_source, "bytes_unique": s.bytes_unique,
             })).collect::<Vec<_>>(),
@@ -42,6 +49,16 @@ pub fn stats(repo_arg: &RepoArg, args: &StatsArgs) -> Result<ExitCode> {
             st.blobs
         );
         out!("dedup {dedup:.2}x, compression {compression:.2}x (stored {})", size(st.bytes_stored));
+        let c = &st.coverage;
+        out!(
+            "data verified by check: {} within 7 days, {} within 30, {} within 90; {} longer \
+             ago, {} never",
+            size(c.within_7_days),
+            size(c.within_30_days),
+            size(c.within_90_days),
+            size(c.older),
+            size(c.never)
+        );
         for s in &st.per_set {
             out!(
                 "  set {}: {} of files, {} held by this set alone",
