@@ -480,6 +480,12 @@ pub struct SnapshotArgs {
     /// Read exclude patterns from FILE, one per line (`#` starts a comment).
     #[arg(long = "exclude-file", value_name = "FILE")]
     pub exclude_files: Vec<PathBuf>,
+    /// Files matching GLOB (the rules of --exclude) are only ever appended to, like MarkLogic
+    /// journals: one that grew since the parent set keeps the parent's chunks and is read from
+    /// its last chunk on, when the parent's last two chunks still read the same. A change
+    /// before them is missed: promise it only for such files (--full reads all) (repeatable).
+    #[arg(long = "append-only", value_name = "GLOB")]
+    pub append_only: Vec<String>,
     /// Build on this set (default: the newest set of this host with the same component names
     /// and tags).
     #[arg(long, value_name = "SNAPSHOT", conflicts_with = "full")]

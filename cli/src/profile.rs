@@ -42,6 +42,9 @@ pub struct Profile {
     /// Exclude patterns.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Patterns of files only ever appended to (MarkLogic journals).
+    #[serde(default)]
+    pub append_only: Vec<String>,
     /// Stay on each source's file system.
     #[serde(default)]
     pub one_file_system: bool,

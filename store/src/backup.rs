@@ -119,6 +119,12 @@ pub struct SnapshotOptions {
     pub parent: ParentChoice,
     /// Glob patterns of paths to leave out (see `backup/exclude.rs` for the rules).
     pub excludes: Vec<String>,
+    /// Glob patterns (the rules of `excludes`) of files only ever appended to, such as
+    /// MarkLogic journals: one that grew since the parent set (same inode), whose parent's last
+    /// two chunks still read the same, keeps the parent's chunks and is read only from its
+    /// last chunk on. A file of these patterns changed before its end is the operator's promise
+    /// broken: the change is missed unless it reaches those last chunks (`--full` reads all).
+    pub append_only: Vec<String>,
     /// Worker threads per CPU-bound stage; the number of CPUs when 0.
     pub threads: usize,
     /// Walk the sources once more, metadata only, to report totals to the progress.
@@ -310,12 +316,15 @@ struct Ctx<'a> {
     current: std::sync::atomic::AtomicUsize,
     /// Where walks stop.
     bounds: walk::Bounds,
+    /// Files only ever appended to ([`SnapshotOptions::append_only`]).
+    append_only: Patterns,
 }
 
 impl<'a> Ctx<'a> {
     fn new(
         repo: &'a Repository,
         opts: &SnapshotOptions,
+        append_only: Patterns,
         progress: &'a dyn Progress,
     ) -> Result<Self> {
         Ok(Ctx {
@@ -332,6 +341,7 @@ impl<'a> Ctx<'a> {
                 opts.one_file_system,
                 &[repo.layout().root(), repo.cache_dir()],
             ),
+            append_only,
         })
     }
 }
@@ -379,8 +389,9 @@ fn resolve_parent(
     }
 }
 
-/// Checks the sources, tags and note of `opts` (for `repo`), and compiles its exclude patterns.
-fn check_options(repo: &Repository, opts: &SnapshotOptions) -> Result<Patterns> {
+/// Checks the sources, tags and note of `opts` (for `repo`), and compiles its exclude and its
+/// append-only patterns.
+fn check_options(repo: &Repository, opts: &SnapshotOptions) -> Result<(Patterns, Patterns)> {
     check_sources(&opts.sources)?;
     crate::snapshot::validate_note(&opts.note)?;
     crate::snapshot::check_note_supported(&opts.note, repo.version())?;
@@ -391,7 +402,10 @@ fn check_options(repo: &Repository, opts: &SnapshotOptions) -> Result<Patterns> 
             reason: format!("{bad:?} is not a valid tag (empty, `.`, `..`, or has `/` or NUL)"),
         });
     }
-    Patterns::new(&opts.excludes, "exclude")
+    Ok((
+        Patterns::new(&opts.excludes, "exclude")?,
+        Patterns::new(&opts.append_only, "append-only")?,
+    ))
 }
 
 /// Snapshots `opts.sources` into `repo` as one set, and commits its manifest.
@@ -409,7 +423,7 @@ pub fn snapshot(
     progress: &dyn Progress,
 ) -> Result<SnapshotReport> {
     let started = Instant::now();
-    let excludes = check_options(repo, opts)?;
+    let (excludes, append_only) = check_options(repo, opts)?;
     repo.prepare_write()?;
     let parent = resolve_parent(repo, opts)?;
     let threads = if opts.threads == 0 {
@@ -419,7 +433,7 @@ pub fn snapshot(
     };
     let adopted = adopt::adopt_packs(repo, progress)?;
     let running = AtomicBool::new(true);
-    let ctx = Ctx::new(repo, opts, progress)?;
+    let ctx = Ctx::new(repo, opts, append_only, progress)?;
     let added: Vec<AtomicU64> = opts.sources.iter().map(|_| AtomicU64::new(0)).collect();
     let time_ns = now_ns();
 

@@ -158,6 +158,8 @@ fn marklogic_guide_runs_as_written() {
     );
     assert!(stdout.contains("backup directory matches"), "{stdout}");
     assert!(stdout.contains("incremental"), "{stdout}");
+    // The second cold set, with the journals append-only: nothing grew, nothing was read.
+    assert!(stdout.contains("read 0 bytes"), "{stdout}");
 }
 
 fn alfresco_guide() -> String {

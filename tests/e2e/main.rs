@@ -19,6 +19,7 @@ mod guides;
 mod hostile;
 mod integrity;
 mod interrupt;
+mod journals;
 mod json;
 mod metadata;
 mod model;

@@ -253,6 +253,11 @@ impl World {
         if self.rng.chance(20) {
             args.push("--full".into());
         }
+        // Every file of the model only grows at its end or is written anew (its end differs):
+        // an append-only file that grew must give exactly the bytes a full reading would.
+        if self.rng.chance(50) {
+            args.extend(["--append-only".to_owned(), "f*".to_owned()]);
+        }
         args.push(self.src(host).to_str().unwrap().to_owned());
         args
     }

@@ -227,7 +227,7 @@ fn a_profile_with_an_unknown_key_or_a_missing_path_is_refused_with_its_line() {
     assert_eq!(job.outcomes(), "");
 }
 
-// See: issue 20 ("a nightly run covers the whole repository within a month").
+// See: issue 20 ("a nightly run covers the whole repository within a month"; append-only files).
 #[test]
 fn a_profile_check_reads_the_packs_due_and_max_age_needs_read_data() {
     let job = Job::new();
@@ -248,9 +248,21 @@ fn a_profile_check_reads_the_packs_due_and_max_age_needs_read_data() {
     assert_eq!(job.sets(), 0, "nothing ran");
 
     let due = "read_data = true\nmax_age = \"30d\"\nmax_bytes = \"1\"\n";
-    job.set_config(&good.replacen(subset, due, 1));
+    let exclude = "exclude = [\"*.tmp\"]";
+    let config = good.replacen(subset, due, 1).replacen(
+        exclude,
+        &format!("{exclude}\nappend_only = [\"Journal*\"]"),
+        1,
+    );
+    job.set_config(&config);
     let dry = job.run(&["alfresco", "--dry-run"]);
     assert!(dry.stdout.contains("check --read-data --max-age 30d --max-bytes 1"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("--append-only 'Journal*'")
+            || dry.stdout.contains("--append-only Journal*"),
+        "{}",
+        dry.stdout
+    );
     let run = job.run(&["alfresco"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     // The one set's packs were read by the check (one, the bound) and recorded.

@@ -57,6 +57,9 @@ fn steps(p: &Profile, host: &str, metrics_tmp: Option<&std::path::Path>) -> Resu
     for e in &p.exclude {
         snapshot.extend([os("--exclude"), os(e)]);
     }
+    for a in &p.append_only {
+        snapshot.extend([os("--append-only"), os(a)]);
+    }
     if p.one_file_system {
         snapshot.push(os("--one-file-system"));
     }

@@ -137,6 +137,7 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         host: args.host.clone().unwrap_or_else(host_name),
         parent,
         excludes,
+        append_only: args.append_only.clone(),
         threads: args.threads.unwrap_or(0),
         scan_totals: false,
         one_file_system: args.one_file_system,

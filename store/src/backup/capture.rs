@@ -2,7 +2,7 @@
 //! the parent set), standard input, or a command's output streamed in; each component is complete
 //! (every file read, its root tree built) before the next one starts.
 
-use super::read::{chunk_into, ReadError};
+use super::read::{chunk_into, KeptChunks, ReadError};
 #[allow(clippy::wildcard_imports, reason = "the parts of this module share its imports")]
 use super::*;
 
@@ -120,6 +120,7 @@ pub(super) fn capture_path(
         component: index,
         root: path,
         excludes,
+        append_only: &ctx.append_only,
         repo: ctx.repo,
         dedup: &ctx.dedup,
         progress: ctx.progress,
@@ -191,9 +192,15 @@ pub(super) fn capture_stream(
     let putter = Putter::new(ctx, sinks.raw, index);
     let counter = &ctx.counters[index];
     let mut buf = Vec::new();
-    let read = chunk_into(ctx, &putter, counter, &mut buf, None, |chunker, buf, f| {
-        chunker.chunk_reader(&mut *reader, buf, f)
-    });
+    let read = chunk_into(
+        ctx,
+        &putter,
+        counter,
+        &mut buf,
+        None,
+        KeptChunks::default(),
+        |chunker, buf, f| chunker.chunk_reader(&mut *reader, buf, f),
+    );
     let (size, chunks) = match read {
         Ok(v) => v,
         Err(ReadError::Fatal(e)) => return Err(e),

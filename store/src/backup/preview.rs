@@ -58,9 +58,9 @@ pub fn preview(
     opts: &SnapshotOptions,
     progress: &dyn Progress,
 ) -> Result<PreviewReport> {
-    let excludes = check_options(repo, opts)?;
+    let (excludes, append_only) = check_options(repo, opts)?;
     let parent = resolve_parent(repo, opts)?;
-    let ctx = Ctx::new(repo, opts, progress)?;
+    let ctx = Ctx::new(repo, opts, append_only, progress)?;
     let mut components = Vec::new();
     for (i, src) in opts.sources.iter().enumerate() {
         let SourceKind::Path(path) = &src.kind else {

@@ -53,19 +53,29 @@ pub(super) fn open_source(job: &FileJob) -> std::io::Result<std::fs::File> {
 
 pub(super) type ChunkSink<'f> = &'f mut dyn FnMut(&[u8]) -> Result<(), ReadError>;
 
-/// Feeds the chunks that `feed` produces through hashing and dedup, collecting the file's
-/// chunk refs (moving long lists into chunk-list blobs). Returns the bytes read.
+/// The chunks a file starts with, kept from the parent set (an append-only file that grew):
+/// whole chunk-list blobs, then the ids of the list not yet full. Exactly the state a reading
+/// of the whole file would be in after those chunks.
+#[derive(Default)]
+pub(super) struct KeptChunks {
+    lists: Vec<Id>,
+    ids: Vec<ChunkId>,
+}
+
+/// Feeds the chunks that `feed` produces through hashing and dedup, after the chunks `kept`,
+/// collecting the file's chunk refs (moving long lists into chunk-list blobs). Returns what
+/// `feed` returns (the bytes read).
 pub(super) fn chunk_into(
     ctx: &Ctx<'_>,
     putter: &Putter<'_>,
     counter: &ComponentCounters,
     buf: &mut Vec<u8>,
     size: Option<u64>,
+    kept: KeptChunks,
     feed: impl FnOnce(&Chunker, &mut Vec<u8>, ChunkSink<'_>) -> Result<u64, ReadError>,
 ) -> Result<(u64, ChunkRefs), ReadError> {
     let mut levels = LevelProbe::for_input(size, putter.level);
-    let mut ids: Vec<ChunkId> = Vec::new();
-    let mut lists: Vec<Id> = Vec::new();
+    let KeptChunks { mut lists, mut ids } = kept;
     let flush_list = |ids: &mut Vec<ChunkId>, lists: &mut Vec<Id>| -> Result<(), ReadError> {
         let bytes = encode_chunk_list(ids).map_err(ReadError::Fatal)?;
         let id = ctx.repo.blob_id(&bytes);
@@ -105,6 +115,102 @@ pub(super) fn changed_since(before: &Metadata, before_len: u64, after: &Lstat) -
     after.len() != before_len || a.mtime != before.mtime
 }
 
+/// Largest end of a file read to check an append-only file's last two chunks: 256 MiB (two
+/// chunks of the largest size a repository allows, 64 MiB, fit many times).
+const MAX_APPEND_CHECK: u64 = 256 << 20;
+
+/// For a file that grew from `before` bytes (chunked as `refs` in the parent set) to `now`:
+/// where to read from (the start of the parent's last chunk) and the chunks kept before it.
+/// `None` (read it all) unless the file had at least two chunks, every one still stored, and
+/// the parent's last two chunks read the same from the file now. The last was cut by the end
+/// of the file and may grow; the one before ends at a content-defined cut that a reading of
+/// the whole file finds again, so the chunks are those a full read would give.
+fn appended_from(
+    ctx: &Ctx<'_>,
+    counter: &ComponentCounters,
+    file: &std::fs::File,
+    before: u64,
+    refs: &ChunkRefs,
+    now: u64,
+) -> Result<Option<(u64, KeptChunks)>, ReadError> {
+    use std::os::unix::fs::FileExt;
+    if now <= before {
+        return Ok(None);
+    }
+    let repo = ctx.repo;
+    let fatal = ReadError::Fatal;
+    // Every chunk (and chunk list) must still be stored, as for a file reused whole.
+    let mut stored = true;
+    let listed = crate::vfs::for_each_chunk(repo, refs, |id| {
+        stored &= ctx.dedup.indexed(&id)?;
+        Ok(())
+    });
+    match listed {
+        Ok(()) => {}
+        Err(Error::BlobNotIndexed { .. } | Error::Corrupt { .. } | Error::Io { .. }) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(fatal(e)),
+    }
+    if let ChunkRefs::Lists(lists) = refs {
+        for list in lists {
+            stored &= ctx.dedup.indexed(list).map_err(fatal)?;
+        }
+    }
+    if !stored {
+        return Ok(None);
+    }
+    // The chunks kept (all but the last) and the last two.
+    let (kept, last_two) = match refs {
+        ChunkRefs::Inline(ids) => match ids.as_slice() {
+            [.., prev, last] => (
+                KeptChunks { lists: Vec::new(), ids: ids[..ids.len() - 1].to_vec() },
+                [*prev, *last],
+            ),
+            _ => return Ok(None),
+        },
+        ChunkRefs::Lists(lists) => {
+            let load = |id: &Id| crate::vfs::load_chunk_list(repo, *id).ok();
+            let Some((last_list, full)) = lists.split_last() else { return Ok(None) };
+            let Some(ids) = load(last_list) else { return Ok(None) };
+            match ids.as_slice() {
+                [.., prev, last] => (
+                    KeptChunks { lists: full.to_vec(), ids: ids[..ids.len() - 1].to_vec() },
+                    [*prev, *last],
+                ),
+                [last] => {
+                    // The one before ends the previous list, which is full: kept whole.
+                    let prev = full.last().and_then(load).and_then(|l| l.last().copied());
+                    let Some(prev) = prev else { return Ok(None) };
+                    (KeptChunks { lists: full.to_vec(), ids: Vec::new() }, [prev, *last])
+                }
+                [] => return Ok(None),
+            }
+        }
+    };
+    let index = repo.index().map_err(fatal)?;
+    let raw_len = |c: &ChunkId| -> Result<Option<u64>, ReadError> {
+        Ok(index.get(&c.0).map_err(fatal)?.map(|loc| u64::from(loc.entry.raw_len)))
+    };
+    let (Some(prev_len), Some(last_len)) = (raw_len(&last_two[0])?, raw_len(&last_two[1])?) else {
+        return Ok(None);
+    };
+    let Some(from) = before.checked_sub(last_len) else { return Ok(None) };
+    let Some(start) = from.checked_sub(prev_len) else { return Ok(None) };
+    let Ok(len) = usize::try_from(before - start) else { return Ok(None) };
+    if before - start > MAX_APPEND_CHECK {
+        return Ok(None);
+    }
+    let mut tail = vec![0u8; len];
+    file.read_exact_at(&mut tail, start)?;
+    counter.bytes_read.fetch_add(before - start, Ordering::Relaxed);
+    let (prev, last) = tail.split_at(usize::try_from(prev_len).unwrap_or(len).min(len));
+    if repo.blob_id(prev) != last_two[0].0 || repo.blob_id(last) != last_two[1].0 {
+        return Ok(None);
+    }
+    Ok(Some((from, kept)))
+}
+
 pub(super) fn read_file(
     ctx: &Ctx<'_>,
     job: &FileJob,
@@ -136,8 +242,26 @@ pub(super) fn read_file(
                 return skipped(format!("cannot read again: {e}"));
             }
         }
-        let read = chunk_into(ctx, putter, counter, buf, Some(m.len()), |chunker, buf, f| {
-            chunker.chunk_reader(&mut file, buf, f)
+        // A grown append-only file: the parent's chunks but its last, when the end of them
+        // still reads the same, and the rest read from there (the first attempt only).
+        let append = job.append.as_ref().filter(|_| attempt == 0);
+        let (from, kept) = match append {
+            Some((before, refs)) => {
+                match appended_from(ctx, counter, &file, *before, refs, m.len()) {
+                    Ok(found) => found.unwrap_or_default(),
+                    Err(ReadError::Source(e)) => return skipped(format!("read failed: {e}")),
+                    Err(ReadError::Fatal(e)) => return Err(e),
+                }
+            }
+            None => (0, KeptChunks::default()),
+        };
+        if from > 0 {
+            if let Err(e) = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from)) {
+                return skipped(format!("cannot read: {e}"));
+            }
+        }
+        let read = chunk_into(ctx, putter, counter, buf, Some(m.len()), kept, |chunker, buf, f| {
+            chunker.chunk_reader(&mut file, buf, f).map(|n| from + n)
         });
         let (size, chunks) = match read {
             Ok(v) => v,

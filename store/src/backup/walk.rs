@@ -113,6 +113,9 @@ pub(crate) struct FileJob {
     pub(crate) meta: Metadata,
     pub(crate) component: usize,
     pub(crate) reply: Sender<FileOutcome>,
+    /// For a file of an append-only pattern that grew since the parent set: the parent's
+    /// size and chunks, which the reader keeps when their end still reads the same.
+    pub(crate) append: Option<(u64, ChunkRefs)>,
 }
 
 /// What reading a file gave.
@@ -227,6 +230,8 @@ pub(crate) struct WalkSinks<'a> {
     /// The component's source path; skipped paths are reported relative to it.
     pub(crate) root: &'a Path,
     pub(crate) excludes: &'a Patterns,
+    /// Files only ever appended to: a grown one is read from its parent's last chunk on.
+    pub(crate) append_only: &'a Patterns,
     pub(crate) repo: &'a Repository,
     pub(crate) dedup: &'a super::pipeline::Dedup<'a>,
     /// Told of each excluded path when it wants files (`-v`).
@@ -473,6 +478,16 @@ impl WalkSinks<'_> {
                 EntryKind::Reused { size: m.len(), chunks }
             } else {
                 let (reply, rx) = bounded(1);
+                let append = match parent.map(|p| (&p.meta, &p.content)) {
+                    Some((p, Content::File { size, chunks }))
+                        if p.ino == meta.ino
+                            && m.len() > *size
+                            && self.append_only.matches(shown, on_disk) =>
+                    {
+                        Some((*size, chunks.clone()))
+                    }
+                    _ => None,
+                };
                 let job = FileJob {
                     dir: Arc::clone(dir),
                     name: on_disk.to_vec(),
@@ -480,6 +495,7 @@ impl WalkSinks<'_> {
                     meta: meta.clone(),
                     component: self.component,
                     reply,
+                    append,
                 };
                 if self.jobs.send(job).is_err() {
                     return Ok(false);
