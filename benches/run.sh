@@ -4,6 +4,7 @@
 #   bash benches/run.sh                          # Alfresco, 2.26 GB, 3 runs, warm cache
 #   bash benches/run.sh run --dataset marklogic  # MarkLogic forests and journals
 #   bash benches/run.sh metadata                 # 1,000,000 small files
+#   bash benches/run.sh small-files              # restoring 200,000 small files against cp -r
 #   bash benches/run.sh growth                   # snapshot RSS with 100,000 and 5,000,000 blobs
 # Reports go to benches/results/<scenario>.md and .json; scratch space is /tmp/store-bench
 # (about 4x the data size; change it with --work DIR before the scenario name).

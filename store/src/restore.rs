@@ -7,9 +7,11 @@
 //! - directories are created with `mkdirat` relative to an open parent and entered with
 //!   `openat(O_DIRECTORY | O_NOFOLLOW)`, so a symlink, planted by the snapshot or already in the
 //!   target, is never traversed;
-//! - files are written under a temporary name (`O_CREAT | O_EXCL | O_NOFOLLOW`) and renamed
-//!   over the final name when complete, so an interrupted restore never leaves a partial file
-//!   under a real name, and an existing symlink is replaced, never written through;
+//! - files are written unnamed (`O_TMPFILE` in their directory) and linked to their name when
+//!   complete, where the target allows it and nothing is at the name; otherwise under a
+//!   temporary name (`O_CREAT | O_EXCL | O_NOFOLLOW`) renamed over the final name when
+//!   complete. Either way an interrupted restore never leaves a partial file under a real name
+//!   (unnamed, it leaves nothing), and an existing symlink is replaced, never written through;
 //! - metadata is applied last, on the open descriptor: ownership (as root only), then mode
 //!   (setuid/setgid only as root), then times; a directory's when everything in it is done.
 //!
@@ -91,6 +93,9 @@ pub struct RestoreOptions {
     pub overwrite: Option<Overwrite>,
     /// Read every written file back and check it against the snapshot.
     pub verify: bool,
+    /// Write every file under a temporary name and rename it, also where the target allows
+    /// unnamed files (`O_TMPFILE`, linked to their name when complete: the default there).
+    pub named_temporaries: bool,
 }
 
 /// A path that could not be restored.
@@ -261,6 +266,7 @@ pub fn restore(
         decoders: &decoders,
         busy,
         full: Mutex::default(),
+        unnamed: (!opts.named_temporaries && target::unnamed_files_work(&target_fd)).into(),
     };
     std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = bounded::<Vec<FileJob<'_>>>(1);
@@ -316,6 +322,9 @@ struct Ctx<'a> {
     busy: std::sync::atomic::AtomicUsize,
     /// Where the target's file system ran out of space, if it did: the restore stops there.
     full: Mutex<Option<String>>,
+    /// Files are written unnamed (`O_TMPFILE`) and linked to their name when complete, where
+    /// the target allows it; else under a temporary name, renamed.
+    unnamed: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx<'_> {

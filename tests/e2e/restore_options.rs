@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 
-use crate::support::{assert_same_tree, random_bytes, write, Env};
+use crate::support::{assert_same_tree, random_bytes, write, Env, Run};
 
 fn repo_with_components(env: &Env) -> (std::path::PathBuf, Vec<u8>) {
     env.init();
@@ -192,10 +192,21 @@ fn partial_restore_by_glob_restores_exactly_the_selected_paths() {
     assert!(!env.path("bad").exists());
 }
 
-fn crash_restore(env: &Env, target: &std::path::Path, nth: u32) -> std::process::Output {
-    std::process::Command::new(crate::support::bin())
-        .args(["restore", "--repo"])
-        .arg(env.repo())
+/// `store restore`, under temporary names when `named`, unnamed files otherwise.
+fn restore_command(env: &Env, named: bool) -> std::process::Command {
+    let mut cmd = std::process::Command::new(crate::support::bin());
+    cmd.args(["restore", "--repo"]).arg(env.repo());
+    cmd.env("STORE_RESTORE_NAMED_TEMPORARIES", if named { "1" } else { "0" });
+    cmd
+}
+
+fn crash_restore(
+    env: &Env,
+    target: &std::path::Path,
+    nth: u32,
+    named: bool,
+) -> std::process::Output {
+    restore_command(env, named)
         .args(["latest", "--threads", "1", "--target"])
         .arg(target)
         .env("STORE_CRASH_AT", format!("restore_chunk@{nth}"))
@@ -203,8 +214,25 @@ fn crash_restore(env: &Env, target: &std::path::Path, nth: u32) -> std::process:
         .unwrap()
 }
 
+fn store_with(env: &Env, named: bool, args: &[&OsStr]) -> Run {
+    Run::from(restore_command(env, named).args(args).output().unwrap())
+}
+
+// Written under temporary names (where unnamed files are not available): a partial file of the
+// batch killed stays under its temporary name, and the next restore replaces it.
 #[test]
 fn interrupted_restore_completes_with_overwrite_if_changed() {
+    interrupted_restore_completes(true);
+}
+
+// Written unnamed (`O_TMPFILE`, the default where the target allows it): the batch killed
+// leaves nothing at all.
+#[test]
+fn interrupted_restore_of_unnamed_files_leaves_nothing_partial_and_completes() {
+    interrupted_restore_completes(false);
+}
+
+fn interrupted_restore_completes(named: bool) {
     let env = Env::new();
     env.init();
     let src = env.path("src");
@@ -220,7 +248,7 @@ fn interrupted_restore_completes_with_overwrite_if_changed() {
     let out = env.path("out");
     // Killed in the middle of the fourth batch: the first three batches' files are complete,
     // the fourth's are partial, under their temporary names.
-    let crashed = crash_restore(&env, &out, 200);
+    let crashed = crash_restore(&env, &out, 200, named);
     assert!(
         !crashed.status.success(),
         "the binary under test has no crash points: run the tests through `bash .ci/run` (it \
@@ -232,14 +260,18 @@ fn interrupted_restore_completes_with_overwrite_if_changed() {
         .filter(|p| p.ends_with(".bin") && !p.contains(".store-restore-"))
         .count();
     assert_eq!(complete, 192, "the first three batches are complete");
-    assert!(temps > 0, "the fourth batch is partial");
+    if named {
+        assert!(temps > 0, "the fourth batch is partial, under temporary names");
+    } else {
+        assert_eq!(temps, 0, "unnamed files of the fourth batch vanish with the process");
+    }
     let link_done = std::fs::symlink_metadata(out.join("src/link")).is_ok();
     // A plain re-run refuses the non-empty target and says how to go on.
     let refused = env.run("restore", &restore_args(&out, &[]));
     assert_eq!(refused.code, 1);
     assert!(refused.stderr.contains("--overwrite"), "{}", refused.stderr);
     let resumed =
-        env.run("restore", &restore_args(&out, &["--overwrite", "if-changed", "--json"])).ok();
+        store_with(&env, named, &restore_args(&out, &["--overwrite", "if-changed", "--json"])).ok();
     let report = resumed.json();
     let kept = complete as u64 + u64::from(link_done);
     assert_eq!(report["unchanged"].as_u64(), Some(kept), "complete entries are kept: {report}");

@@ -87,6 +87,15 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Restoring many small files into one directory: `store restore` writing unnamed files
+    /// (`O_TMPFILE`, linked when complete) and under temporary names (renamed), against
+    /// `cp -r` of the same files, in the same runs.
+    SmallFiles {
+        #[arg(long, default_value_t = 200_000)]
+        files: u64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Peak RSS of a snapshot as the repository grows (N blobs already stored).
     Growth {
         #[arg(long, value_delimiter = ',', default_value = "100000,5000000")]
@@ -944,6 +953,102 @@ fn scenario_metadata(cli: &Cli, files: u64, tools: &[Tool]) -> Report {
     report
 }
 
+fn scenario_small_files(cli: &Cli, files: u64, runs: usize) -> Report {
+    let mut report = Report {
+        scenario: format!("small-files-{files}"),
+        machine: machine(),
+        ..Report::default()
+    };
+    let work = &cli.work;
+    let _ = std::fs::remove_dir_all(work);
+    let data = work.join("docs");
+    std::fs::create_dir_all(&data).unwrap();
+    eprintln!("generating {files} files in one directory");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..files {
+        // 200 to 3,000 bytes of incompressible bytes each.
+        let len = 200 + (i.wrapping_mul(7919) % 2800) as usize;
+        let mut bytes = Vec::with_capacity(len + 8);
+        while bytes.len() < len {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            bytes.extend_from_slice(&(state >> 17).to_le_bytes());
+        }
+        bytes.truncate(len);
+        std::fs::write(data.join(format!("{i:07}.bin")), bytes).unwrap();
+    }
+    let size = bytes_of(&data);
+    report.source_bytes.insert("initial".into(), size);
+    report.settings.insert("files".into(), files.to_string());
+    report.settings.insert("work".into(), work.display().to_string());
+    let log = work.join("log.txt");
+    let paths = vec![data.clone()];
+    let warm = || {
+        read_all(&paths);
+    };
+    let mut r = Repo {
+        tool: Tool::Store,
+        path: work.join("repo-store"),
+        cache: work.join("cache-store"),
+        store: cli.store.clone(),
+        sets: 0,
+    };
+    for c in r.init() {
+        timed(&c, &log);
+    }
+    for c in r.backup(&[("docs", data.clone())]) {
+        timed(&c, &log);
+    }
+    let mut ratios: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for run in 0..runs {
+        eprintln!("run {}", run + 1);
+        let target = work.join("cp");
+        warm();
+        let cp = timed(
+            &cmd([
+                "cp".into(),
+                "-r".into(),
+                data.clone().into_os_string(),
+                target.clone().into_os_string(),
+            ]),
+            &log,
+        );
+        report.references.entry("cp -r".into()).or_default().push(size as f64 / cp.wall_s);
+        std::fs::remove_dir_all(&target).unwrap();
+        for (step, named) in [("restore, unnamed files", false), ("restore, temporary names", true)]
+        {
+            let target = work.join("restored");
+            let mut cmds = r.restore(&target);
+            if named {
+                for c in &mut cmds {
+                    c.env.push(("STORE_RESTORE_NAMED_TEMPORARIES".into(), "1".into()));
+                }
+            }
+            run_step(&mut report, step, &r, cmds, &log, &warm);
+            let wall = report
+                .steps
+                .iter()
+                .find(|(s, _)| s == step)
+                .and_then(|(_, t)| t.get(Tool::Store.name())?.last())
+                .map_or(f64::NAN, |s| s.measured.wall_s);
+            ratios.entry(step).or_default().push(wall / cp.wall_s);
+            let restored = bytes_of(&target);
+            assert_eq!(restored, size, "restored {restored} bytes, not {size}");
+            std::fs::remove_dir_all(&target).unwrap();
+        }
+    }
+    for (step, r) in ratios {
+        let each: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+        report.notes.push(format!(
+            "{step}: {:.2}x the time of `cp -r` (median; per run {})",
+            median(r.clone()),
+            each.join(", ")
+        ));
+    }
+    report
+}
+
 /// Fills a repository with `n` small unique data blobs, as packs and index files written by
 /// the engine itself.
 fn inflate(repo_path: &Path, cache: &Path, n: u64) {
@@ -1222,6 +1327,7 @@ fn main() {
             scenario_metadata(&cli, *files, &tools)
         }
         Scenario::Growth { blobs } => scenario_growth(&cli, blobs),
+        Scenario::SmallFiles { files, runs } => scenario_small_files(&cli, *files, *runs),
         Scenario::Aead { runs } => scenario_aead(*runs),
     };
     let md = markdown(&report);

@@ -25,6 +25,11 @@ pub fn run(repo: &RepoArg, args: &RestoreArgs) -> Result<ExitCode> {
         exclude: args.exclude.clone(),
         overwrite: args.overwrite.map(Into::into),
         verify: args.verify,
+        // Unnamed files (`O_TMPFILE`) where the target allows them; this variable keeps the
+        // temporary names (a file system that misreports its support, and the tests of that
+        // path).
+        named_temporaries: std::env::var_os("STORE_RESTORE_NAMED_TEMPORARIES")
+            .is_some_and(|v| v == "1"),
     };
     if args.dry_run {
         return dry_run(&repo, id, &manifest, &opts, args.json);

@@ -4,8 +4,8 @@
 //! `restore`).
 
 use super::target::{
-    existing, finish, make_dir, open_temp, prepare, restore_special, restore_symlink, temp_name,
-    write_sparse, Special,
+    existing, finish, make_dir, open_staged, prepare, restore_special, restore_symlink, temp_name,
+    write_sparse, Prepared, Special, Staging,
 };
 #[allow(clippy::wildcard_imports, reason = "the parts of restore share its imports")]
 use super::*;
@@ -279,7 +279,7 @@ pub(super) struct Target<'j, 'a> {
     pub(super) job: &'j FileJob<'a>,
     pub(super) size: u64,
     pub(super) chunks: &'j ChunkRefs,
-    pub(super) temp: Vec<u8>,
+    pub(super) staging: Staging,
     pub(super) file: File,
     pub(super) error: Option<String>,
 }
@@ -306,16 +306,13 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
             report(ctx, job, outcome.map_err(|e| e.to_string()));
             continue;
         }
-        let prepared = prepare(ctx, job, *size, chunks, bufs).and_then(|keep| match keep {
-            Some(outcome) => Ok(Err(outcome)),
-            None => {
-                let temp = temp_name(&job.node.name);
-                open_temp(job, &temp).map(|file| Ok((temp, file)))
-            }
+        let prepared = prepare(ctx, job, *size, chunks, bufs).and_then(|p| match p {
+            Prepared::Keep(outcome) => Ok(Err(outcome)),
+            Prepared::Write { exists } => open_staged(ctx, job, exists).map(Ok),
         });
         match prepared {
-            Ok(Ok((temp, file))) => {
-                targets.push(Target { job, size: *size, chunks, temp, file, error: None });
+            Ok(Ok((staging, file))) => {
+                targets.push(Target { job, size: *size, chunks, staging, file, error: None });
             }
             Ok(Err(outcome)) => report(ctx, job, Ok(outcome)),
             Err(e) => {
@@ -410,13 +407,13 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
         let dir = &t.job.dir;
         let outcome = match t.error {
             Some(e) => Err(e),
-            None => finish(ctx, t.job, &t.file, &t.temp, t.size, t.chunks, bufs).map_err(|e| {
+            None => finish(ctx, t.job, &t.file, &t.staging, t.size, t.chunks, bufs).map_err(|e| {
                 ctx.note_if_full(&e, &t.job.path);
                 e.to_string()
             }),
         };
         if outcome.is_err() {
-            let _ = rustix::fs::unlinkat(&dir.fd, t.temp.as_slice(), AtFlags::empty());
+            t.staging.discard(dir);
         }
         report(ctx, t.job, outcome);
     }
@@ -432,16 +429,15 @@ pub(super) fn restore_file(
     let Content::File { size, chunks } = &job.node.content else {
         return Ok(FileOutcome::Written(0));
     };
-    if let Some(kept) = prepare(ctx, job, *size, chunks, bufs)? {
-        return Ok(kept);
-    }
-    let temp = temp_name(&job.node.name);
-    let written = open_temp(job, &temp).and_then(|file| {
-        write_in_order(ctx, job, &file, *size, chunks, bufs)?;
-        finish(ctx, job, &file, &temp, *size, chunks, bufs)
-    });
+    let exists = match prepare(ctx, job, *size, chunks, bufs)? {
+        Prepared::Keep(kept) => return Ok(kept),
+        Prepared::Write { exists } => exists,
+    };
+    let (staging, file) = open_staged(ctx, job, exists)?;
+    let written = write_in_order(ctx, job, &file, *size, chunks, bufs)
+        .and_then(|()| finish(ctx, job, &file, &staging, *size, chunks, bufs));
     if written.is_err() {
-        let _ = rustix::fs::unlinkat(&job.dir.fd, temp.as_slice(), AtFlags::empty());
+        staging.discard(&job.dir);
     }
     written
 }

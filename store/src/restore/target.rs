@@ -305,22 +305,33 @@ pub(super) fn restore_special(
     Ok(Special::Created)
 }
 
-/// Decides what to do with an entry already at the file's name: `Some` when it is kept.
+/// What to do with a file of the set.
+pub(super) enum Prepared {
+    /// What is at its name stays (`--overwrite never`, or the same content): done.
+    Keep(FileOutcome),
+    /// Write it; `exists` when something is at its name now (to be replaced).
+    Write { exists: bool },
+}
+
+/// Decides what to do with an entry already at the file's name.
 pub(super) fn prepare(
     ctx: &Ctx<'_>,
     job: &FileJob<'_>,
     size: u64,
     chunks: &ChunkRefs,
     bufs: &mut Buffers,
-) -> Result<Option<FileOutcome>> {
+) -> Result<Prepared> {
     let (dir, name) = (&job.dir, job.node.name.as_slice());
-    let Some(st) = existing(dir, name).at(&job.path)? else { return Ok(None) };
+    let Some(st) = existing(dir, name).at(&job.path)? else {
+        return Ok(Prepared::Write { exists: false });
+    };
+    let write = Ok(Prepared::Write { exists: true });
     match ctx.opts.overwrite {
         None => Err(Error::Target {
             path: ctx.opts.target.join(&job.path),
             reason: "already exists".into(),
         }),
-        Some(Overwrite::Never) => Ok(Some(FileOutcome::Unchanged(0))),
+        Some(Overwrite::Never) => Ok(Prepared::Keep(FileOutcome::Unchanged(0))),
         Some(Overwrite::IfChanged)
             if file_type(&st) == rustix::fs::FileType::RegularFile
                 && u64::try_from(st.st_size).ok() == Some(size) =>
@@ -329,12 +340,89 @@ pub(super) fn prepare(
             if content_matches(ctx.repo, &file, chunks, &mut bufs.check).at_path(&job.path)? {
                 apply_meta(&file, &job.node.meta, ctx.as_root, (ctx.shared, &job.path))
                     .at(&job.path)?;
-                return Ok(Some(FileOutcome::Unchanged(size)));
+                return Ok(Prepared::Keep(FileOutcome::Unchanged(size)));
             }
-            Ok(None)
+            write
         }
-        Some(_) => Ok(None),
+        Some(_) => write,
     }
+}
+
+/// Where a file is written before it gets its name.
+pub(super) enum Staging {
+    /// An unnamed file (`O_TMPFILE`), linked to its name when complete: one directory
+    /// insertion, and nothing left behind by an interrupted restore.
+    Unnamed,
+    /// A temporary name, renamed over the name when complete.
+    Named(Vec<u8>),
+}
+
+impl Staging {
+    /// Removes what a file that failed left behind (its temporary name, if it has one).
+    pub(super) fn discard(&self, dir: &DirHandle<'_>) {
+        if let Staging::Named(temp) = self {
+            let _ = rustix::fs::unlinkat(&dir.fd, temp.as_slice(), AtFlags::empty());
+        }
+    }
+}
+
+/// Creates the file `job` is written into: unnamed where nothing is at its name (`exists`
+/// false) and the target allows it, else under its temporary name.
+pub(super) fn open_staged(
+    ctx: &Ctx<'_>,
+    job: &FileJob<'_>,
+    exists: bool,
+) -> Result<(Staging, File)> {
+    use std::sync::atomic::Ordering;
+    if !exists && ctx.unnamed.load(Ordering::Relaxed) {
+        // A target restored into again may hold the leftover of an interrupted restore that
+        // wrote under temporary names.
+        if ctx.opts.overwrite.is_some() {
+            let temp = temp_name(&job.node.name);
+            match rustix::fs::unlinkat(&job.dir.fd, temp.as_slice(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e).at(&job.path),
+            }
+        }
+        let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+        match rustix::fs::openat(&job.dir.fd, c".", flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => return Ok((Staging::Unnamed, File::from(fd))),
+            // A file system without unnamed files (a directory below may be another mount).
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {}
+            Err(e) => return Err(e).at(&job.path),
+        }
+    }
+    let temp = temp_name(&job.node.name);
+    open_temp(job, &temp).map(|file| (Staging::Named(temp), file))
+}
+
+/// Gives the unnamed file `file` the name `name` in `dir`: by its descriptor, or through
+/// `/proc/self/fd` without the capability that needs.
+fn link_unnamed(file: &File, dir: impl AsFd, name: &[u8]) -> rustix::io::Result<()> {
+    match rustix::fs::linkat(file, c"", &dir, name, AtFlags::EMPTY_PATH) {
+        Err(Errno::NOENT | Errno::PERM | Errno::ACCESS) => {
+            let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file));
+            let follow = AtFlags::SYMLINK_FOLLOW;
+            rustix::fs::linkat(rustix::fs::CWD, proc.as_str(), &dir, name, follow)
+        }
+        other => other,
+    }
+}
+
+/// Whether unnamed files can be created and named in `target` (probed once per restore,
+/// with a name of its own, removed at once).
+pub(super) fn unnamed_files_work(target: &OwnedFd) -> bool {
+    let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+    let Ok(fd) = rustix::fs::openat(target, c".", flags, Mode::from_raw_mode(0o600)) else {
+        return false;
+    };
+    let file = File::from(fd);
+    let probe = format!(".store-restore-probe-{}", std::process::id());
+    let linked = link_unnamed(&file, target, probe.as_bytes()).is_ok();
+    if linked {
+        let _ = rustix::fs::unlinkat(target, probe.as_str(), AtFlags::empty());
+    }
+    linked
 }
 
 /// Creates the file's temporary, replacing the leftover of an interrupted restore.
@@ -353,13 +441,13 @@ pub(super) fn open_temp(job: &FileJob<'_>, temp: &[u8]) -> Result<File> {
     Ok(File::from(fd))
 }
 
-/// Completes a written temporary: length (a trailing hole), metadata, rename over the name,
-/// and with `--verify` a read back.
+/// Completes a written file: length (a trailing hole), metadata, its name (linked, or renamed
+/// over it), and with `--verify` a read back.
 pub(super) fn finish(
     ctx: &Ctx<'_>,
     job: &FileJob<'_>,
     file: &File,
-    temp: &[u8],
+    staging: &Staging,
     size: u64,
     chunks: &ChunkRefs,
     bufs: &mut Buffers,
@@ -367,6 +455,35 @@ pub(super) fn finish(
     let (dir, name) = (&job.dir, job.node.name.as_slice());
     file.set_len(size).at(&job.path)?;
     apply_meta(file, &job.node.meta, ctx.as_root, (ctx.shared, &job.path)).at(&job.path)?;
+    let temp = match staging {
+        Staging::Named(temp) => temp.clone(),
+        Staging::Unnamed => match link_unnamed(file, &dir.fd, name) {
+            Ok(()) => return verified(ctx, job, size, chunks, bufs),
+            // Something took the name since it was looked at: replace it as if it had been
+            // there, through the temporary name.
+            Err(Errno::EXIST) => {
+                let temp = temp_name(name);
+                match rustix::fs::unlinkat(&dir.fd, temp.as_slice(), AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(e).at(&job.path),
+                }
+                link_unnamed(file, &dir.fd, &temp).at(&job.path)?;
+                temp
+            }
+            Err(e) => return Err(e).at(&job.path),
+        },
+    };
+    let placed = place(ctx, job, &temp);
+    if placed.is_err() && matches!(staging, Staging::Unnamed) {
+        let _ = rustix::fs::unlinkat(&dir.fd, temp.as_slice(), AtFlags::empty());
+    }
+    placed?;
+    verified(ctx, job, size, chunks, bufs)
+}
+
+/// Renames the complete file `temp` over the file's name.
+fn place(ctx: &Ctx<'_>, job: &FileJob<'_>, temp: &[u8]) -> Result<()> {
+    let (dir, name) = (&job.dir, job.node.name.as_slice());
     let rename = || rustix::fs::renameat(&dir.fd, temp, &dir.fd, name);
     let renamed = match rename() {
         // A directory where the set has a file: with `always` or `if-changed` an empty one is
@@ -386,7 +503,18 @@ pub(super) fn finish(
             reason: "exists and is a directory that is not empty".into(),
         },
         e => Error::Io { path: job.path.clone().into(), cause: e.into() },
-    })?;
+    })
+}
+
+/// A file now under its name: with `--verify`, read back and compared with the set.
+fn verified(
+    ctx: &Ctx<'_>,
+    job: &FileJob<'_>,
+    size: u64,
+    chunks: &ChunkRefs,
+    bufs: &mut Buffers,
+) -> Result<FileOutcome> {
+    let (dir, name) = (&job.dir, job.node.name.as_slice());
     if ctx.opts.verify {
         let file = open_file_at(dir, name).at(&job.path)?;
         if !content_matches(ctx.repo, &file, chunks, &mut bufs.check).at_path(&job.path)? {
