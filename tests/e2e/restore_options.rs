@@ -539,3 +539,37 @@ fn includes_that_match_nothing_are_named_and_restoring_nothing_fails() {
     assert_eq!(std::fs::read(out.join("src/docs/a.pdf")).unwrap(), b"pdf");
     assert!(!out.join("src/docs/b.txt").exists());
 }
+
+// Files end where the set says whatever their last block holds: a whole last block of zeros is
+// left as a hole and the length set; every other last block is written (the length follows).
+#[test]
+fn files_ending_in_zero_blocks_or_not_restore_with_their_length_unnamed_or_named() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let mut zero_tail = random_bytes(1, 4096);
+    zero_tail.extend_from_slice(&[0u8; 8192]);
+    let mut byte_after_zeros = vec![0u8; 4096];
+    byte_after_zeros.push(7);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("one-zero-block", vec![0u8; 4096]),
+        ("zero-tail", zero_tail),
+        ("byte-after-zeros", byte_after_zeros),
+        ("partial-zero-block", vec![0u8; 5000]),
+        ("plain", random_bytes(2, 4096 * 3)),
+    ];
+    for (name, data) in &cases {
+        write(&src.join(name), data);
+    }
+    env.snapshot(&[&src]);
+    for named in [false, true] {
+        let out = env.path(if named { "out-named" } else { "out-unnamed" });
+        store_with(&env, named, &restore_args(&out, &[])).ok();
+        for (name, data) in &cases {
+            let restored = std::fs::read(out.join("src").join(name)).unwrap();
+            assert!(restored == *data, "{name} (named temporaries: {named})");
+        }
+        assert_same_tree(&src, &out.join("src"));
+    }
+}

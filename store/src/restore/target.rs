@@ -322,6 +322,11 @@ pub(super) fn prepare(
     bufs: &mut Buffers,
 ) -> Result<Prepared> {
     let (dir, name) = (&job.dir, job.node.name.as_slice());
+    // Into an empty target (every directory in it made by this restore), unnamed files are
+    // linked to their name, which fails on an entry there (`finish`): no need to look first.
+    if ctx.opts.overwrite.is_none() && ctx.unnamed.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(Prepared::Write { exists: false });
+    }
     let Some(st) = existing(dir, name).at(&job.path)? else {
         return Ok(Prepared::Write { exists: false });
     };
@@ -453,12 +458,26 @@ pub(super) fn finish(
     bufs: &mut Buffers,
 ) -> Result<FileOutcome> {
     let (dir, name) = (&job.dir, job.node.name.as_slice());
-    file.set_len(size).at(&job.path)?;
+    // The file was made empty and written from its start: its last byte was written unless
+    // its last block is a whole 4 KiB block of zeros, left as a hole (`write_sparse`).
+    if size.is_multiple_of(HOLE_BLOCK) && size > 0 {
+        file.set_len(size).at(&job.path)?;
+    }
     apply_meta(file, &job.node.meta, ctx.as_root, (ctx.shared, &job.path)).at(&job.path)?;
     let temp = match staging {
         Staging::Named(temp) => temp.clone(),
         Staging::Unnamed => match link_unnamed(file, &dir.fd, name) {
             Ok(()) => return verified(ctx, job, size, chunks, bufs),
+            // An entry at the name (into an empty target: put there by someone else since).
+            Err(Errno::EXIST) if ctx.opts.overwrite.is_none() => {
+                return Err(Error::Target {
+                    path: ctx.opts.target.join(&job.path),
+                    reason: "already exists".into(),
+                });
+            }
+            Err(Errno::EXIST) if ctx.opts.overwrite == Some(Overwrite::Never) => {
+                return Ok(FileOutcome::Unchanged(0));
+            }
             // Something took the name since it was looked at: replace it as if it had been
             // there, through the temporary name.
             Err(Errno::EXIST) => {
