@@ -87,6 +87,15 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// CPU-seconds per GB of each stage of a snapshot (chunk, keyed id, zstd 3, seal, pre-seal
+    /// verification), one core, on a generated content store of each corpus.
+    Stages {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Megabytes of content store generated per corpus.
+        #[arg(long, default_value_t = 128)]
+        mb: u64,
+    },
     /// Restoring many small files into one directory: `store restore` writing unnamed files
     /// (`O_TMPFILE`, linked when complete) and under temporary names (renamed), against
     /// `cp -r` of the same files, in the same runs.
@@ -600,6 +609,20 @@ fn machine() -> BTreeMap<String, String> {
     if let Some(l) = meminfo.lines().next() {
         m.insert("memory".into(), l.trim_start_matches("MemTotal:").trim().to_owned());
     }
+    // The instructions the stages' libraries use when present: SHA-NI (restic's SHA-256),
+    // AVX2 and AVX-512 (BLAKE3, ChaCha20), AES-NI and VAES (AES-GCM-SIV).
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|f| f.split_whitespace().collect())
+        .unwrap_or_default();
+    let wanted = ["sha_ni", "avx2", "avx512f", "avx512vl", "aes", "vaes"];
+    let have: Vec<String> = wanted
+        .iter()
+        .map(|w| format!("{w} {}", if flags.contains(w) { "yes" } else { "no" }))
+        .collect();
+    m.insert("cpu features".into(), have.join(", "));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     m.insert("kernel".into(), kernel.trim().to_owned());
     m
@@ -951,6 +974,111 @@ fn scenario_metadata(cli: &Cli, files: u64, tools: &[Tool]) -> Report {
         run_step(&mut report, "incremental, no change", &r, cmds, &log, &warm);
     }
     report
+}
+
+fn scenario_stages(cli: &Cli, runs: usize, mb: u64) -> Report {
+    use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+    let mut report = Report { scenario: "stages".into(), machine: machine(), ..Report::default() };
+    report.settings.insert("runs".into(), runs.to_string());
+    let key = [7u8; 32];
+    let aead = chacha20poly1305::XChaCha20Poly1305::new(&key.into());
+    let nonce = chacha20poly1305::XNonce::default();
+    let chunker = store::Chunker::new(&store::ChunkerParams::default_with_seed(7));
+    for corpus in [datasets::Corpus::Synthetic, datasets::Corpus::Realistic] {
+        let name = format!("{corpus:?}").to_lowercase();
+        let root = cli.work.join(format!("stages-{name}"));
+        let _ = std::fs::remove_dir_all(&root);
+        eprintln!("generating {mb} MB of {name} content store");
+        corpus.contentstore(&root, 5, mb << 20).unwrap();
+        let mut files = Vec::new();
+        files_of(&root, &mut files);
+        files.sort();
+        let mut data = Vec::new();
+        for f in &files {
+            data.extend(std::fs::read(f).unwrap());
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+        report.source_bytes.insert(name.clone(), data.len() as u64);
+        let mut cuts = Vec::new();
+        let mut at = 0usize;
+        chunker
+            .cut_all(&data, true, |c| {
+                cuts.push(at..at + c.len());
+                at += c.len();
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        let chunks: Vec<&[u8]> = cuts.iter().map(|r| &data[r.clone()]).collect();
+        let mut compressor = store::Compressor::new(3).unwrap();
+        let mut stored: Vec<(store::Codec, Vec<u8>)> = Vec::with_capacity(chunks.len());
+        let mut per_stage: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let gb = data.len() as f64 / 1e9;
+        for _ in 0..runs {
+            let mut time = |stage: &'static str, f: &mut dyn FnMut()| {
+                let t = Instant::now();
+                f();
+                per_stage.entry(stage).or_default().push(t.elapsed().as_secs_f64() / gb);
+            };
+            time("1 chunk (FastCDC)", &mut || {
+                chunker.cut_all(&data, true, black_box_len).unwrap();
+            });
+            time("2 id (keyed BLAKE3)", &mut || {
+                for c in &chunks {
+                    black_box_len(blake3::keyed_hash(&key, c).as_bytes()).unwrap();
+                }
+            });
+            stored.clear();
+            time("3 compress (zstd 3)", &mut || {
+                for c in &chunks {
+                    let mut out = Vec::new();
+                    let codec = compressor.compress(c, &mut out);
+                    stored.push((codec, out));
+                }
+            });
+            time("4 seal (XChaCha20-Poly1305)", &mut || {
+                for (_, s) in &mut stored {
+                    let tag = aead.encrypt_in_place_detached(&nonce, b"aad", s).unwrap();
+                    s.extend_from_slice(&tag);
+                }
+            });
+            let mut raw = Vec::new();
+            time("5 verify (open, decompress, id)", &mut || {
+                for ((codec, s), c) in stored.iter_mut().zip(&chunks) {
+                    let tag = s.split_off(s.len() - 16);
+                    aead.decrypt_in_place_detached(&nonce, b"aad", s, tag.as_slice().into())
+                        .unwrap();
+                    let len = u32::try_from(c.len()).unwrap();
+                    store::decompress(*codec, s, len, &mut raw).unwrap();
+                    black_box_len(blake3::keyed_hash(&key, &raw).as_bytes()).unwrap();
+                }
+            });
+        }
+        let stored_bytes: usize = stored.iter().map(|(_, s)| s.len()).sum();
+        let mut total = 0.0;
+        let mut parts = Vec::new();
+        for (stage, v) in &per_stage {
+            let m = median(v.clone());
+            total += m;
+            let each: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+            parts.push(format!("{stage} {m:.2} ({})", each.join(", ")));
+            report.references.entry(format!("{name}: {stage}")).or_default().push(1e9 / m);
+        }
+        report.notes.push(format!(
+            "{name} ({:.0} MB, {} chunks, zstd 3 stores {:.1}%): CPU-seconds per GB, one core \
+             (median; per run): {}; all stages {total:.2}",
+            data.len() as f64 / 1e6,
+            chunks.len(),
+            100.0 * stored_bytes as f64 / data.len() as f64,
+            parts.join("; ")
+        ));
+    }
+    report
+}
+
+/// Keeps the optimizer from dropping a computed value.
+fn black_box_len(v: &[u8]) -> Result<(), ()> {
+    std::hint::black_box(v.len());
+    Ok(())
 }
 
 fn scenario_small_files(cli: &Cli, files: u64, runs: usize) -> Report {
@@ -1328,6 +1456,7 @@ fn main() {
         }
         Scenario::Growth { blobs } => scenario_growth(&cli, blobs),
         Scenario::SmallFiles { files, runs } => scenario_small_files(&cli, *files, *runs),
+        Scenario::Stages { runs, mb } => scenario_stages(&cli, *runs, *mb),
         Scenario::Aead { runs } => scenario_aead(*runs),
     };
     let md = markdown(&report);
