@@ -481,6 +481,8 @@ impl WalkSinks<'_> {
                 let append = match parent.map(|p| (&p.meta, &p.content)) {
                     Some((p, Content::File { size, chunks }))
                         if p.ino == meta.ino
+                            // The same file system (`dev` is 0 in version-1 sets).
+                            && (p.dev == meta.dev || p.dev == 0)
                             && m.len() > *size
                             && self.append_only.matches(shown, on_disk) =>
                     {
