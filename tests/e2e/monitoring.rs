@@ -111,6 +111,22 @@ fn log_and_metrics_files_tell_what_each_unattended_run_did() {
     assert_eq!(m["store_check_damage_findings"].0, 0.0);
     assert!(m["store_check_blobs_read"].0 >= 3.0);
     assert_eq!(m["store_last_exit_code"].1["read_data"], "all");
+    assert!(m["store_check_packs_verified"].0 >= 1.0);
+    // A check of what is due: everything was verified just now.
+    env.run(
+        "check",
+        &[
+            OsStr::new("--read-data"),
+            OsStr::new("--max-age"),
+            OsStr::new("30d"),
+            OsStr::new("--metrics-file"),
+            check_prom.as_os_str(),
+        ],
+    )
+    .ok();
+    let m = metrics(&check_prom);
+    assert_eq!(m["store_last_exit_code"].1["read_data"], "due");
+    assert_eq!((m["store_check_bytes_due"].0, m["store_check_packs_verified"].0), (0.0, 0.0));
     let prune_prom = env.path("textfile/prune.prom");
     env.run("prune", &[OsStr::new("--metrics-file"), prune_prom.as_os_str()]).ok();
     assert_eq!(metrics(&prune_prom)["store_last_exit_code"].0, 0.0);

@@ -99,6 +99,18 @@ pub fn run(repo_arg: &RepoArg, args: &CheckArgs) -> Result<ExitCode> {
     let damage = report.findings.iter().filter(|f| f.is_damage()).count();
     crate::metrics::value("check_damage_findings", "Findings of damage.", damage as f64);
     crate::metrics::value("check_blobs_read", "Blobs read and verified.", report.blobs_read as f64);
+    crate::metrics::value(
+        "check_packs_verified",
+        "Packs read whole and found intact by this check (recorded in the repository).",
+        report.verified_recorded as f64,
+    );
+    if matches!(read_data, store::DataCheck::Due { .. }) {
+        crate::metrics::value(
+            "check_bytes_due",
+            "Bytes of packs not verified within --max-age when the check started.",
+            report.due.1 as f64,
+        );
+    }
     if args.json {
         let findings: Vec<serde_json::Value> = report
             .findings
