@@ -87,6 +87,20 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// A real PostgreSQL database (a throwaway cluster: `initdb`, `pg_ctl`), dumped with
+    /// `pg_dump` (plain SQL), backed up; then per run 4,000 scattered rows updated, dumped again
+    /// over the same file, and backed up: the bytes each tool adds.
+    PgDump {
+        /// Rows of `alf_node` (about 330 bytes of dump each).
+        #[arg(long, default_value_t = 1_400_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 4_000)]
+        updates: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, value_delimiter = ',', default_value = "store,restic,borg")]
+        tools: Vec<String>,
+    },
     /// CPU-seconds per GB of each stage of a snapshot (chunk, keyed id, zstd 3, seal, pre-seal
     /// verification), one core, on a generated content store of each corpus.
     Stages {
@@ -976,6 +990,199 @@ fn scenario_metadata(cli: &Cli, files: u64, tools: &[Tool]) -> Report {
     report
 }
 
+/// A throwaway PostgreSQL cluster on a Unix socket (server tools run as `postgres` when this
+/// runs as root, which the server refuses); stopped on drop.
+struct PgCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    sock: PathBuf,
+    as_root: bool,
+}
+
+impl PgCluster {
+    fn start(dir: &Path) -> Self {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries not found: apt-get install postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("pg_ctl").exists())
+            .collect();
+        versions.sort();
+        let bin = versions.pop().expect("no PostgreSQL server version installed");
+        let as_root = Command::new("id").arg("-u").output().unwrap().stdout.starts_with(b"0\n");
+        let (data, sock) = (dir.join("pgdata"), dir.join("sock"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&sock).unwrap();
+        let cluster = PgCluster { bin, data, sock, as_root };
+        if as_root {
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            let chown = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&cluster.data)
+                .arg(&cluster.sock)
+                .status()
+                .unwrap();
+            assert!(chown.success());
+        }
+        let ok = cluster
+            .server("initdb")
+            .args(["-U", "postgres", "--auth=trust", "-D"])
+            .arg(&cluster.data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "initdb failed");
+        let opts = format!("-c listen_addresses='' -k {}", cluster.sock.display());
+        let ok = cluster
+            .server("pg_ctl")
+            .args(["-w", "-D"])
+            .arg(&cluster.data)
+            .args(["-o", &opts, "-l"])
+            .arg(cluster.data.join("log"))
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "pg_ctl start failed");
+        cluster
+    }
+
+    fn server(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn psql(&self, sql: &str) {
+        let ok = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
+            .arg(&self.sock)
+            .args(["-d", "postgres", "-c", sql])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "psql {sql}");
+    }
+
+    /// `pg_dump` (plain SQL) of the database into `file`.
+    fn dump(&self, file: &Path) {
+        let ok = Command::new(self.bin.join("pg_dump"))
+            .args(["-U", "postgres", "-h"])
+            .arg(&self.sock)
+            .args(["-d", "postgres", "-f"])
+            .arg(file)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "pg_dump");
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .server("pg_ctl")
+            .args(["-w", "-m", "fast", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn scenario_pg_dump(cli: &Cli, rows: u64, updates: u64, runs: usize, tools: &[Tool]) -> Report {
+    let mut report = Report { scenario: "pg-dump".into(), machine: machine(), ..Report::default() };
+    let work = &cli.work;
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).unwrap();
+    let pg = PgCluster::start(&work.join("pg"));
+    // Alfresco-shaped rows: a node table with properties and a content URL table.
+    pg.psql(&format!(
+        "CREATE TABLE alf_node (id bigint PRIMARY KEY, uuid text, type_qname text, \
+         props text, modified timestamptz); \
+         INSERT INTO alf_node SELECT g, md5(g::text), 'cm:content', \
+         'name=' || md5((g * 7)::text) || '.pdf title=' || md5((g * 13)::text) || \
+         ' description=' || repeat(md5((g * 31)::text), 2), \
+         timestamptz '2026-11-21' + g * interval '1 second' FROM generate_series(1, {rows}) g; \
+         CREATE TABLE alf_content_url (id bigint PRIMARY KEY, content_url text, \
+         content_size bigint); INSERT INTO alf_content_url SELECT g, \
+         'store://2026/11/21/' || (g % 24) || '/' || (g % 60) || '/' || md5(g::text) || '.bin', \
+         1000 + g * 37 % 5000000 FROM generate_series(1, {rows}) g;"
+    ));
+    let dumps = work.join("dump");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let file = dumps.join("alfresco.sql");
+    pg.dump(&file);
+    let size = bytes_of(&file);
+    report.source_bytes.insert("initial".into(), size);
+    report.settings.insert("rows".into(), rows.to_string());
+    report.settings.insert("updates per run".into(), updates.to_string());
+    let log = work.join("log.txt");
+    let paths = vec![dumps.clone()];
+    let warm = || {
+        read_all(&paths);
+    };
+    let sources = vec![("db", dumps.clone())];
+    let mut repos: Vec<Repo> = tools
+        .iter()
+        .map(|&tool| Repo {
+            tool,
+            path: work.join(format!("repo-{}", tool.name())),
+            cache: work.join(format!("cache-{}", tool.name())),
+            store: cli.store.clone(),
+            sets: 0,
+        })
+        .collect();
+    for r in &mut repos {
+        for c in r.init() {
+            timed(&c, &log);
+        }
+        let cmds = r.backup(&sources);
+        run_step(&mut report, "full set", r, cmds, &log, &warm);
+    }
+    let step = format!("second dump, {updates} scattered rows updated");
+    let stride = (rows / updates.max(1)).max(1);
+    for run in 0..runs {
+        pg.psql(&format!(
+            "UPDATE alf_node SET props = props || ' v{run}', \
+             modified = modified + interval '1 day' WHERE id % {stride} = {}",
+            run as u64 % stride
+        ));
+        pg.dump(&file);
+        for r in &mut repos {
+            let cmds = r.backup(&sources);
+            run_step(&mut report, &step, r, cmds, &log, &warm);
+        }
+    }
+    let added = |tool: Tool| -> Vec<f64> {
+        report
+            .steps
+            .iter()
+            .find(|(s, _)| *s == step)
+            .and_then(|(_, t)| t.get(tool.name()))
+            .map(|runs| runs.iter().map(|r| r.repo_delta as f64).collect())
+            .unwrap_or_default()
+    };
+    let store_added = added(Tool::Store);
+    for peer in [Tool::Restic, Tool::Borg] {
+        let theirs = added(peer);
+        if theirs.is_empty() {
+            continue;
+        }
+        let each: Vec<String> =
+            store_added.iter().zip(&theirs).map(|(s, t)| format!("{:.2}", s / t)).collect();
+        report.notes.push(format!(
+            "{step}: store adds {} the bytes {} adds (per run)",
+            each.join(", "),
+            peer.name()
+        ));
+    }
+    report
+}
+
 fn scenario_stages(cli: &Cli, runs: usize, mb: u64) -> Report {
     use chacha20poly1305::aead::{AeadInPlace, KeyInit};
     let mut report = Report { scenario: "stages".into(), machine: machine(), ..Report::default() };
@@ -1457,6 +1664,10 @@ fn main() {
         Scenario::Growth { blobs } => scenario_growth(&cli, blobs),
         Scenario::SmallFiles { files, runs } => scenario_small_files(&cli, *files, *runs),
         Scenario::Stages { runs, mb } => scenario_stages(&cli, *runs, *mb),
+        Scenario::PgDump { rows, updates, runs, tools } => {
+            let tools = usable(&cli, tools);
+            scenario_pg_dump(&cli, *rows, *updates, *runs, &tools)
+        }
         Scenario::Aead { runs } => scenario_aead(*runs),
     };
     let md = markdown(&report);
