@@ -8,6 +8,7 @@
 //! of change to them.
 
 pub mod datasets;
+pub mod pg;
 pub mod realistic;
 
 use std::path::Path;

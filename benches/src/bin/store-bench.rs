@@ -369,6 +369,17 @@ struct Repo {
 }
 
 impl Repo {
+    /// `tool`'s repository (and cache) in `work`, run with the `store` binary `store`.
+    fn new(tool: Tool, work: &Path, store: &Path) -> Self {
+        Repo {
+            tool,
+            path: work.join(format!("repo-{}", tool.name())),
+            cache: work.join(format!("cache-{}", tool.name())),
+            store: store.to_path_buf(),
+            sets: 0,
+        }
+    }
+
     fn with_env(&self, mut c: Cmd) -> Cmd {
         match self.tool {
             Tool::Store | Tool::StorePlain => {
@@ -733,16 +744,8 @@ fn scenario_run(
         };
         let size = paths.iter().map(|p| bytes_of(p)).sum::<u64>();
         report.source_bytes.insert("initial".into(), size);
-        let mut repos: Vec<Repo> = tools
-            .iter()
-            .map(|&tool| Repo {
-                tool,
-                path: work.join(format!("repo-{}", tool.name())),
-                cache: work.join(format!("cache-{}", tool.name())),
-                store: cli.store.clone(),
-                sets: 0,
-            })
-            .collect();
+        let mut repos: Vec<Repo> =
+            tools.iter().map(|&tool| Repo::new(tool, work, &cli.store)).collect();
         // Each run starts with another tool, so no tool always follows the same one (the file
         // system's state after a tool's deletions affects the next one's restore).
         let first = run % repos.len();
@@ -972,13 +975,7 @@ fn scenario_metadata(cli: &Cli, files: u64, tools: &[Tool]) -> Report {
         read_all(&paths);
     };
     for &tool in tools {
-        let mut r = Repo {
-            tool,
-            path: work.join(format!("repo-{}", tool.name())),
-            cache: work.join(format!("cache-{}", tool.name())),
-            store: cli.store.clone(),
-            sets: 0,
-        };
+        let mut r = Repo::new(tool, work, &cli.store);
         for c in r.init() {
             timed(&c, &log);
         }
@@ -990,118 +987,17 @@ fn scenario_metadata(cli: &Cli, files: u64, tools: &[Tool]) -> Report {
     report
 }
 
-/// A throwaway PostgreSQL cluster on a Unix socket (server tools run as `postgres` when this
-/// runs as root, which the server refuses); stopped on drop.
-struct PgCluster {
-    bin: PathBuf,
-    data: PathBuf,
-    sock: PathBuf,
-    as_root: bool,
-}
-
-impl PgCluster {
-    fn start(dir: &Path) -> Self {
-        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries not found: apt-get install postgresql")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|p| p.join("pg_ctl").exists())
-            .collect();
-        versions.sort();
-        let bin = versions.pop().expect("no PostgreSQL server version installed");
-        let as_root = Command::new("id").arg("-u").output().unwrap().stdout.starts_with(b"0\n");
-        let (data, sock) = (dir.join("pgdata"), dir.join("sock"));
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::create_dir_all(&sock).unwrap();
-        let cluster = PgCluster { bin, data, sock, as_root };
-        if as_root {
-            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
-            let chown = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&cluster.data)
-                .arg(&cluster.sock)
-                .status()
-                .unwrap();
-            assert!(chown.success());
-        }
-        let ok = cluster
-            .server("initdb")
-            .args(["-U", "postgres", "--auth=trust", "-D"])
-            .arg(&cluster.data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "initdb failed");
-        let opts = format!("-c listen_addresses='' -k {}", cluster.sock.display());
-        let ok = cluster
-            .server("pg_ctl")
-            .args(["-w", "-D"])
-            .arg(&cluster.data)
-            .args(["-o", &opts, "-l"])
-            .arg(cluster.data.join("log"))
-            .arg("start")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "pg_ctl start failed");
-        cluster
-    }
-
-    fn server(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
-        if self.as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn psql(&self, sql: &str) {
-        let ok = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
-            .arg(&self.sock)
-            .args(["-d", "postgres", "-c", sql])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "psql {sql}");
-    }
-
-    /// `pg_dump` (plain SQL) of the database into `file`.
-    fn dump(&self, file: &Path) {
-        let ok = Command::new(self.bin.join("pg_dump"))
-            .args(["-U", "postgres", "-h"])
-            .arg(&self.sock)
-            .args(["-d", "postgres", "-f"])
-            .arg(file)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "pg_dump");
-    }
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        let _ = self
-            .server("pg_ctl")
-            .args(["-w", "-m", "fast", "-D"])
-            .arg(&self.data)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .status();
-    }
-}
-
 fn scenario_pg_dump(cli: &Cli, rows: u64, updates: u64, runs: usize, tools: &[Tool]) -> Report {
     let mut report = Report { scenario: "pg-dump".into(), machine: machine(), ..Report::default() };
     let work = &cli.work;
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).unwrap();
-    let pg = PgCluster::start(&work.join("pg"));
+    let pg = store_benches::pg::Cluster::start(&work.join("pg"));
     // Alfresco-shaped rows: a node table with properties and a content URL table.
-    pg.psql(&format!(
-        "CREATE TABLE alf_node (id bigint PRIMARY KEY, uuid text, type_qname text, \
+    let _ = pg.psql(
+        "postgres",
+        &format!(
+            "CREATE TABLE alf_node (id bigint PRIMARY KEY, uuid text, type_qname text, \
          props text, modified timestamptz); \
          INSERT INTO alf_node SELECT g, md5(g::text), 'cm:content', \
          'name=' || md5((g * 7)::text) || '.pdf title=' || md5((g * 13)::text) || \
@@ -1111,11 +1007,12 @@ fn scenario_pg_dump(cli: &Cli, rows: u64, updates: u64, runs: usize, tools: &[To
          content_size bigint); INSERT INTO alf_content_url SELECT g, \
          'store://2026/11/21/' || (g % 24) || '/' || (g % 60) || '/' || md5(g::text) || '.bin', \
          1000 + g * 37 % 5000000 FROM generate_series(1, {rows}) g;"
-    ));
+        ),
+    );
     let dumps = work.join("dump");
     std::fs::create_dir_all(&dumps).unwrap();
     let file = dumps.join("alfresco.sql");
-    pg.dump(&file);
+    pg.dump("postgres", &file);
     let size = bytes_of(&file);
     report.source_bytes.insert("initial".into(), size);
     report.settings.insert("rows".into(), rows.to_string());
@@ -1126,16 +1023,8 @@ fn scenario_pg_dump(cli: &Cli, rows: u64, updates: u64, runs: usize, tools: &[To
         read_all(&paths);
     };
     let sources = vec![("db", dumps.clone())];
-    let mut repos: Vec<Repo> = tools
-        .iter()
-        .map(|&tool| Repo {
-            tool,
-            path: work.join(format!("repo-{}", tool.name())),
-            cache: work.join(format!("cache-{}", tool.name())),
-            store: cli.store.clone(),
-            sets: 0,
-        })
-        .collect();
+    let mut repos: Vec<Repo> =
+        tools.iter().map(|&tool| Repo::new(tool, work, &cli.store)).collect();
     for r in &mut repos {
         for c in r.init() {
             timed(&c, &log);
@@ -1146,12 +1035,15 @@ fn scenario_pg_dump(cli: &Cli, rows: u64, updates: u64, runs: usize, tools: &[To
     let step = format!("second dump, {updates} scattered rows updated");
     let stride = (rows / updates.max(1)).max(1);
     for run in 0..runs {
-        pg.psql(&format!(
-            "UPDATE alf_node SET props = props || ' v{run}', \
+        let _ = pg.psql(
+            "postgres",
+            &format!(
+                "UPDATE alf_node SET props = props || ' v{run}', \
              modified = modified + interval '1 day' WHERE id % {stride} = {}",
-            run as u64 % stride
-        ));
-        pg.dump(&file);
+                run as u64 % stride
+            ),
+        );
+        pg.dump("postgres", &file);
         for r in &mut repos {
             let cmds = r.backup(&sources);
             run_step(&mut report, &step, r, cmds, &log, &warm);
@@ -1322,13 +1214,7 @@ fn scenario_small_files(cli: &Cli, files: u64, runs: usize) -> Report {
     let warm = || {
         read_all(&paths);
     };
-    let mut r = Repo {
-        tool: Tool::Store,
-        path: work.join("repo-store"),
-        cache: work.join("cache-store"),
-        store: cli.store.clone(),
-        sets: 0,
-    };
+    let mut r = Repo::new(Tool::Store, work, &cli.store);
     for c in r.init() {
         timed(&c, &log);
     }
