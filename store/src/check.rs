@@ -951,6 +951,53 @@ mod tests {
         assert!(notice.to_string().contains(&junk.to_string()), "{notice}");
     }
 
+    /// Interrupted once `after` packs were read.
+    struct StopAfter {
+        read: std::sync::atomic::AtomicU64,
+        after: u64,
+    }
+
+    impl Progress for StopAfter {
+        fn add_items(&self, n: u64) {
+            self.read.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn interrupted(&self) -> bool {
+            self.read.load(std::sync::atomic::Ordering::SeqCst) >= self.after
+        }
+    }
+
+    // See: issue 20 ("a nightly run covers the whole repository within a month"): a check
+    // stopped by the operator keeps what it verified before it stopped.
+    #[test]
+    fn an_interrupted_check_records_the_packs_it_read_before_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..80u64 {
+            #[allow(clippy::disallowed_methods, reason = "a source file")]
+            std::fs::write(src.join(format!("f{i}")), noise(100 + i, 1_200_000)).unwrap();
+        }
+        let opts = crate::repo::InitOptions {
+            pack_target: Some(1 << 20),
+            ..crate::repo::InitOptions::default()
+        };
+        let repo = Repository::init(&dir.path().join("repo"), &opts).unwrap();
+        snap(&repo, dir.path());
+        let n = repo.list_packs().unwrap().len() as u64;
+        assert!(n > READ_BATCH as u64, "{n} packs: more than one batch");
+        let stop = StopAfter { read: 0.into(), after: 1 };
+        let due =
+            DataCheck::Due { max_age: std::time::Duration::from_secs(86_400), max_bytes: None };
+        let stopped = check(&repo, &CheckOptions { read_data: due, record: true }, &stop);
+        assert!(matches!(stopped, Err(Error::Interrupted)), "{stopped:?}");
+        let recorded = repo.coverage_records().unwrap().coverage.len() as u64;
+        assert_eq!(recorded, READ_BATCH as u64, "the first batch was read and recorded");
+        // The next run reads only the rest.
+        let r = run(&repo, due);
+        assert_eq!((r.due.0, r.packs_read), (n - recorded, n - recorded));
+        assert_eq!(run(&repo, due).packs_read, 0);
+    }
+
     #[test]
     fn a_missing_pack_is_named_with_what_it_takes_and_an_unindexed_one_is_a_notice() {
         let dir = tempfile::tempdir().unwrap();
