@@ -660,7 +660,7 @@ fn run_step(
     cmds: Vec<Cmd>,
     log: &Path,
     warm: &dyn Fn(),
-) {
+) -> Measured {
     warm();
     let before = bytes_of(&repo.path);
     let measured = cmds.iter().fold(Measured::default(), |acc, c| acc.then(timed(c, log)));
@@ -677,6 +677,7 @@ fn run_step(
         repo.tool,
         StepRun { measured, repo_delta: after as i64 - before as i64, repo_bytes: after },
     );
+    measured
 }
 
 fn scenario_run(
@@ -1246,14 +1247,8 @@ fn scenario_small_files(cli: &Cli, files: u64, runs: usize) -> Report {
                     c.env.push(("STORE_RESTORE_NAMED_TEMPORARIES".into(), "1".into()));
                 }
             }
-            run_step(&mut report, step, &r, cmds, &log, &warm);
-            let wall = report
-                .steps
-                .iter()
-                .find(|(s, _)| s == step)
-                .and_then(|(_, t)| t.get(Tool::Store.name())?.last())
-                .map_or(f64::NAN, |s| s.measured.wall_s);
-            ratios.entry(step).or_default().push(wall / cp.wall_s);
+            let restore = run_step(&mut report, step, &r, cmds, &log, &warm);
+            ratios.entry(step).or_default().push(restore.wall_s / cp.wall_s);
             let restored = bytes_of(&target);
             assert_eq!(restored, size, "restored {restored} bytes, not {size}");
             std::fs::remove_dir_all(&target).unwrap();

@@ -12,6 +12,7 @@ use crate::id::{Id, PackId};
 use crate::index::{ChunkIndex, IndexedPack};
 use crate::pack::{BlobKind, EncodedBlob, PackWriter};
 use crate::repo::Repository;
+use crate::tree::ChunkRefs;
 
 /// Index files are written every this many blobs (about 2.8 MiB of index file).
 const INDEX_FLUSH_BLOBS: usize = 50_000;
@@ -106,6 +107,38 @@ impl<'a> Dedup<'a> {
             Some(loc) => self.pack_usable(loc.pack),
             None => Ok(false),
         }
+    }
+
+    /// Whether every chunk of a file's `chunks`, and every chunk-list blob holding them, is
+    /// indexed in a usable pack (recording those packs): what a new set may reuse without
+    /// reading the file. A lost chunk or an unreadable chunk list must not spread into the new
+    /// set: false, and the file is read.
+    ///
+    /// # Errors
+    /// Cache errors.
+    pub(crate) fn all_stored(&self, chunks: &ChunkRefs) -> Result<bool> {
+        let listed = crate::vfs::for_each_chunk(self.repo, chunks, |id| {
+            if self.indexed(&id)? {
+                Ok(())
+            } else {
+                Err(Error::BlobNotIndexed { id })
+            }
+        });
+        match listed {
+            Ok(()) => {}
+            Err(Error::BlobNotIndexed { .. } | Error::Corrupt { .. } | Error::Io { .. }) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+        if let ChunkRefs::Lists(lists) = chunks {
+            for list in lists {
+                if !self.indexed(list)? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Every usable pack the set depends on, with the length it had when first looked at.

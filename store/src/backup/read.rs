@@ -140,24 +140,7 @@ fn appended_from(
     let repo = ctx.repo;
     let fatal = ReadError::Fatal;
     // Every chunk (and chunk list) must still be stored, as for a file reused whole.
-    let mut stored = true;
-    let listed = crate::vfs::for_each_chunk(repo, refs, |id| {
-        stored &= ctx.dedup.indexed(&id)?;
-        Ok(())
-    });
-    match listed {
-        Ok(()) => {}
-        Err(Error::BlobNotIndexed { .. } | Error::Corrupt { .. } | Error::Io { .. }) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(fatal(e)),
-    }
-    if let ChunkRefs::Lists(lists) = refs {
-        for list in lists {
-            stored &= ctx.dedup.indexed(list).map_err(fatal)?;
-        }
-    }
-    if !stored {
+    if !ctx.dedup.all_stored(refs).map_err(fatal)? {
         return Ok(None);
     }
     // The chunks kept (all but the last) and the last two.

@@ -27,13 +27,13 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::pipeline::Shared;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::IssueKind;
 use crate::tree::{ChunkRefs, Content, Metadata, Node, Time, Xattr};
-use crate::vfs::{dir_entries, for_each_chunk, RepoDir};
+use crate::vfs::{dir_entries, RepoDir};
 
 /// An open directory of a source, shared by the walk and the reads of its files.
 pub(crate) type DirFd = Arc<OwnedFd>;
@@ -428,26 +428,7 @@ impl WalkSinks<'_> {
         {
             return Ok(None);
         }
-        let all_indexed = for_each_chunk(self.repo, chunks, |id| {
-            if self.dedup.indexed(&id)? {
-                Ok(())
-            } else {
-                Err(Error::BlobNotIndexed { id })
-            }
-        });
-        if let ChunkRefs::Lists(lists) = chunks {
-            for list in lists {
-                self.dedup.indexed(list)?;
-            }
-        }
-        match all_indexed {
-            Ok(()) => Ok(Some(chunks.clone())),
-            // A lost chunk (or chunk list) must not spread into the new set: read the file.
-            Err(Error::BlobNotIndexed { .. } | Error::Corrupt { .. } | Error::Io { .. }) => {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        Ok(self.dedup.all_stored(chunks)?.then(|| chunks.clone()))
     }
 
     /// Sends a non-directory entry, `on_disk` in `dir`, as `name` (`shown` in messages), with
