@@ -6,6 +6,7 @@
 #   bash benches/run.sh metadata                 # 1,000,000 small files
 #   bash benches/run.sh small-files              # restoring 200,000 small files against cp -r
 #   bash benches/run.sh pg-dump                  # a real PostgreSQL dump, then 4,000 rows updated
+#   bash benches/run.sh write-once               # 1,000,000 files, write-once incrementals
 #   bash benches/run.sh growth                   # snapshot RSS with 100,000 and 5,000,000 blobs
 # Reports go to benches/results/<scenario>.md and .json; scratch space is /tmp/store-bench
 # (about 4x the data size; change it with --work DIR before the scenario name).

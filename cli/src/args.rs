@@ -72,7 +72,7 @@ pub enum Command {
     /// Create a new, empty repository.
     Init(InitArgs),
     /// Back up directories and files as one set.
-    Snapshot(SnapshotArgs),
+    Snapshot(Box<SnapshotArgs>),
     /// List the sets in the repository, newest first.
     Snapshots(SnapshotsArgs),
     /// List the contents of a set.
@@ -486,6 +486,22 @@ pub struct SnapshotArgs {
     /// before them is missed: promise it only for such files (--full reads all) (repeatable).
     #[arg(long = "append-only", value_name = "GLOB")]
     pub append_only: Vec<String>,
+    /// The directory component given just before is write-once, as an Alfresco content store
+    /// is (files are added in new directories, never changed in place): a directory whose own
+    /// mtime, ctime and inode are unchanged since the parent set is reused without listing it
+    /// or looking at its files (its subdirectories are still visited). A file changed in place
+    /// there is missed until --verify-write-once or --full (repeatable, once per component).
+    #[arg(long = "write-once", action = clap::ArgAction::Count)]
+    pub write_once: u8,
+    /// Entries of write-once components changed less than this before the parent set began
+    /// are looked at again (a file still being written then).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub write_once_settle: String,
+    /// Reuse no directory of a write-once component: look at every file, and name those that
+    /// changed in place where the fast path would have missed them (exit 3). With --dry-run it
+    /// reads and writes nothing.
+    #[arg(long)]
+    pub verify_write_once: bool,
     /// Build on this set (default: the newest set of this host with the same component names
     /// and tags).
     #[arg(long, value_name = "SNAPSHOT", conflicts_with = "full")]

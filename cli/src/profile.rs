@@ -45,6 +45,8 @@ pub struct Profile {
     /// Patterns of files only ever appended to (MarkLogic journals).
     #[serde(default)]
     pub append_only: Vec<String>,
+    /// `snapshot --write-once-settle` for the write-once components.
+    pub write_once_settle: Option<String>,
     /// Stay on each source's file system.
     #[serde(default)]
     pub one_file_system: bool,
@@ -100,6 +102,10 @@ pub struct SourceTable {
     pub path: Option<PathBuf>,
     /// A command whose standard output is the component.
     pub cmd: Option<String>,
+    /// A directory whose files are only ever added, never changed in place (`snapshot
+    /// --write-once`).
+    #[serde(default)]
+    pub write_once: bool,
 }
 
 /// The retention policy (`store forget`'s `--keep-*`), applied to this profile's sets (its
@@ -264,12 +270,16 @@ impl Config {
                 bail!("{whence}: {cname:?} cannot be a component name");
             }
             match source.get_ref() {
-                Source::Path(path) | Source::Table(SourceTable { path: Some(path), cmd: None }) => {
+                Source::Path(path)
+                | Source::Table(SourceTable { path: Some(path), cmd: None, .. }) => {
                     if std::fs::symlink_metadata(path).is_err() {
                         bail!("{whence}: component {cname}: {} does not exist", path.display());
                     }
                 }
-                Source::Table(SourceTable { path: None, cmd: Some(cmd) })
+                Source::Table(SourceTable { write_once: true, .. }) => {
+                    bail!("{whence}: component {cname}: write_once is for a directory path")
+                }
+                Source::Table(SourceTable { path: None, cmd: Some(cmd), .. })
                     if !cmd.trim().is_empty() => {}
                 Source::Table(_) => {
                     bail!("{whence}: component {cname}: give exactly one of path and cmd")

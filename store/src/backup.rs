@@ -27,6 +27,7 @@ mod pipeline;
 mod preview;
 mod read;
 mod walk;
+mod writeonce;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ use self::walk::{
     metadata_of, open_dir, walk_dir, EntryKind, EventBatcher, FileJob, FileOutcome, Freshness,
     Lstat, ParentDir, WalkEvent, WalkSinks, XattrsAt,
 };
+use self::writeonce::WriteOnce;
 use crate::chunker::Chunker;
 use crate::compress::{probe, Effort, LevelProbe};
 use crate::error::{Error, Result};
@@ -136,6 +138,17 @@ pub struct SnapshotOptions {
     pub require_data: bool,
     /// The operator's note on the set (empty: none); format version 4 and later.
     pub note: String,
+    /// Names of directory components that are write-once (an Alfresco content store: files
+    /// are added, never changed in place): a directory whose own metadata is unchanged since
+    /// the parent set is reused without listing it (its subdirectories are still visited). A
+    /// file changed in place there is missed until `verify_write_once` or a full set.
+    pub write_once: Vec<String>,
+    /// Entries of write-once components changed less than this before the parent set began
+    /// (at least a second) are looked at again: a file still being written then.
+    pub write_once_settle: Duration,
+    /// Reuse no directory of a write-once component: list and look at everything, and name
+    /// the files that changed in place in directories the fast path would have reused.
+    pub verify_write_once: bool,
 }
 
 /// The result of a committed snapshot.
@@ -155,6 +168,12 @@ pub struct SnapshotReport {
     pub excluded: u64,
     /// The repository's own directory or cache met below a source (`component/path`): left out.
     pub left_out: Vec<String>,
+    /// Files of write-once components found changed in place, or new in an unchanged
+    /// directory (`verify_write_once`): how many, and the first of them as
+    /// `component/path: what`.
+    pub changed_in_place: (u64, Vec<String>),
+    /// Directories of write-once components reused whole, without being listed.
+    pub dirs_reused: u64,
     /// Wall time.
     pub duration: Duration,
 }
@@ -318,6 +337,8 @@ struct Ctx<'a> {
     bounds: walk::Bounds,
     /// Files only ever appended to ([`SnapshotOptions::append_only`]).
     append_only: Patterns,
+    /// Names of the write-once components.
+    write_once: Vec<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -342,8 +363,58 @@ impl<'a> Ctx<'a> {
                 &[repo.layout().root(), repo.cache_dir()],
             ),
             append_only,
+            write_once: opts.write_once.clone(),
         })
     }
+}
+
+/// The namespace of write-once component `src`'s directory records.
+fn write_once_ns(repo: &Repository, opts: &SnapshotOptions, src: &SourceSpec) -> [u8; 32] {
+    writeonce::namespace(&writeonce::Options {
+        host: &opts.host,
+        name: &src.name,
+        source: &src.describe(),
+        excludes: &opts.excludes,
+        append_only: &opts.append_only,
+        one_file_system: opts.one_file_system,
+        version: repo.version(),
+    })
+}
+
+/// The write-once context of component `src` when `opts` makes it one, built on `parent`;
+/// `record`: write directory records (not in a dry run).
+fn write_once(
+    ctx: &Ctx<'_>,
+    opts: &SnapshotOptions,
+    src: &SourceSpec,
+    parent: Option<&(SnapshotId, Manifest)>,
+    record: bool,
+) -> Result<Option<WriteOnce>> {
+    if !opts.write_once.contains(&src.name) {
+        return Ok(None);
+    }
+    let parent = parent.and_then(|(id, m)| {
+        let c = m.components.iter().find(|c| c.name == src.name && c.kind.is_dir())?;
+        Some((*id, c, m.issues.as_slice()))
+    });
+    let ns = write_once_ns(ctx.repo, opts, src);
+    let (settle, verify) = (opts.write_once_settle, opts.verify_write_once);
+    WriteOnce::new(ctx.repo, ns, parent, settle, record, verify).map(Some)
+}
+
+/// The exclude patterns that matched nothing; none when a directory was reused without being
+/// listed, as they may have matched something there.
+fn unmatched(excludes: &Patterns, shared: &Shared) -> Vec<String> {
+    if shared.unlisted.load(Ordering::Relaxed) {
+        Vec::new()
+    } else {
+        excludes.unmatched()
+    }
+}
+
+/// What the shared state says of files changed in place in write-once components.
+fn changed_in_place(shared: &Shared) -> (u64, Vec<String>) {
+    shared.broken_promises.lock().map(|b| b.clone()).unwrap_or_default()
 }
 
 /// The process group of the command a component is being captured from, while it runs.
@@ -401,6 +472,23 @@ fn check_options(repo: &Repository, opts: &SnapshotOptions) -> Result<(Patterns,
             option: "tag",
             reason: format!("{bad:?} is not a valid tag (empty, `.`, `..`, or has `/` or NUL)"),
         });
+    }
+    for name in &opts.write_once {
+        match opts.sources.iter().find(|s| s.name == *name).map(|s| &s.kind) {
+            Some(SourceKind::Path(p)) if p.is_dir() => {}
+            Some(_) => {
+                return Err(Error::InvalidOption {
+                    option: "write-once",
+                    reason: format!("component {name:?} is not a directory"),
+                })
+            }
+            None => {
+                return Err(Error::InvalidOption {
+                    option: "write-once",
+                    reason: format!("there is no component named {name:?}"),
+                })
+            }
+        }
     }
     Ok((
         Patterns::new(&opts.excludes, "exclude")?,
@@ -517,8 +605,7 @@ pub fn snapshot(
         }
 
         let sinks = CaptureSinks { events: &events, jobs: &job_tx, raw: &raw_tx, roots: &root_rx };
-        let parent_manifest = parent.as_ref().map(|(_, m)| m);
-        let components = capture(ctx, opts, &excludes, parent_manifest, &sinks);
+        let components = capture(ctx, opts, &excludes, parent.as_ref(), &sinks);
         if components.is_err() {
             ctx.shared.cancel();
         }
@@ -573,14 +660,19 @@ pub fn snapshot(
     }
     let id = repo.save_snapshot(&manifest)?;
     crate::crash::point("snapshot", "committed");
+    for src in opts.sources.iter().filter(|s| opts.write_once.contains(&s.name)) {
+        writeonce::mark_set(repo, &write_once_ns(repo, opts, src), id);
+    }
     Ok(SnapshotReport {
         id,
         manifest,
         packs: packed.packs,
         packs_adopted: adopted.packs,
-        unmatched_excludes: excludes.unmatched(),
+        unmatched_excludes: unmatched(&excludes, &ctx.shared),
         excluded: ctx.shared.excluded.load(Ordering::Relaxed),
         left_out: ctx.bounds.left_out.lock().map(|l| l.clone()).unwrap_or_default(),
+        changed_in_place: changed_in_place(&ctx.shared),
+        dirs_reused: ctx.shared.dirs_reused.load(Ordering::Relaxed),
         duration: started.elapsed(),
     })
 }

@@ -98,6 +98,12 @@ impl DamageSet {
         !self.copies.is_empty() && self.copies.contains(&(pack, *blob))
     }
 
+    /// Whether a damaged copy of any blob is recorded in `pack`.
+    #[must_use]
+    pub fn touches_pack(&self, pack: &PackId) -> bool {
+        self.copies.iter().any(|(p, _)| p == pack)
+    }
+
     /// The recorded damaged copies of `blob`.
     #[must_use]
     pub fn of_blob(&self, blob: &Id) -> &[DamagedCopy] {

@@ -33,3 +33,4 @@ mod retention;
 mod roundtrip;
 mod safety;
 mod sets;
+mod write_once;

@@ -109,6 +109,9 @@ fn the_example_profile_runs_snapshot_forget_prune_check_and_hooks() {
     );
     assert_eq!(job.sets(), 0, "a dry run commits nothing");
     assert_eq!(job.outcomes(), "", "a dry run runs no hook");
+    // The content store is write-once: the flag follows its component.
+    let content = dry.stdout.find("contentstore --write-once");
+    assert!(content.is_some(), "{}", dry.stdout);
 
     let run = job.run(&["alfresco"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);

@@ -8,6 +8,8 @@
 //!   (chunk + hash + compress + write, all cores).
 //! - `metadata`: a million small files, full set then no-change incremental.
 //! - `growth`: peak RSS of a snapshot into repositories already holding N blobs.
+//! - `write-once`: a content store of a million files in per-minute directories, incrementals
+//!   with the component write-once against the same component looked at whole.
 //!
 //! Every step runs under `/usr/bin/time` (wall, peak RSS, CPU). Output: a Markdown report on
 //! stdout and in `--out`, and the same numbers as JSON beside it.
@@ -116,6 +118,19 @@ enum Scenario {
     SmallFiles {
         #[arg(long, default_value_t = 200_000)]
         files: u64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// An Alfresco content store of N files in per-minute directories (`YYYY/M/D/H/M/`):
+    /// no-change incrementals, and incrementals after 0.1% new files, with the component
+    /// write-once (unchanged directories reused unlisted) against the same component looked
+    /// at whole, alternating in the same runs (two chains of one repository, by tag).
+    WriteOnce {
+        #[arg(long, default_value_t = 1_000_000)]
+        files: u64,
+        /// Files per minute directory.
+        #[arg(long, default_value_t = 20)]
+        per_dir: u64,
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
@@ -435,6 +450,11 @@ impl Repo {
     }
 
     fn backup(&mut self, sources: &[(&str, PathBuf)]) -> Vec<Cmd> {
+        self.backup_with(sources, &[])
+    }
+
+    /// [`Repo::backup`], with `extra` arguments after each component (`store` only).
+    fn backup_with(&mut self, sources: &[(&str, PathBuf)], extra: &[&str]) -> Vec<Cmd> {
         self.sets += 1;
         let c = match self.tool {
             Tool::Store | Tool::StorePlain => {
@@ -445,6 +465,7 @@ impl Repo {
                     let mut spec = OsString::from(format!("{name}="));
                     spec.push(path);
                     args.push(spec);
+                    args.extend(extra.iter().map(OsString::from));
                 }
                 self.store_cmd(&args)
             }
@@ -1265,6 +1286,111 @@ fn scenario_small_files(cli: &Cli, files: u64, runs: usize) -> Report {
     report
 }
 
+/// Writes files `range` of a generated content store into per-minute directories of `per_dir`
+/// files (`YYYY/M/D/H/M/<n>.bin`, from 2026-01-01 00:00 on), 100 to 2,000 bytes each.
+fn content_store_files(root: &Path, range: std::ops::Range<u64>, per_dir: u64) {
+    let mut made = None;
+    for i in range {
+        let minute = i / per_dir;
+        let (h, mi) = (minute / 60 % 24, minute % 60);
+        let day = minute / 1440;
+        let (m, d) = (1 + day / 28 % 12, 1 + day % 28);
+        let y = 2026 + day / 336;
+        let dir = root.join(format!("{y}/{m}/{d}/{h}/{mi}"));
+        if made.as_ref() != Some(&dir) {
+            std::fs::create_dir_all(&dir).unwrap();
+            made = Some(dir.clone());
+        }
+        let len = 100 + (i.wrapping_mul(7919) % 1900) as usize;
+        let text = format!("content {i:012} ").repeat(len / 21 + 1);
+        std::fs::write(dir.join(format!("{i:012x}.bin")), &text.as_bytes()[..len]).unwrap();
+    }
+}
+
+/// Looks at every entry below `root` (metadata only): the inode and dentry caches warm, as
+/// a content store on a busy server keeps them, whatever a step reads.
+fn stat_all(root: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else {
+                let _ = e.metadata();
+            }
+        }
+    }
+}
+
+fn scenario_write_once(cli: &Cli, files: u64, per_dir: u64, runs: usize) -> Report {
+    let mut report =
+        Report { scenario: format!("write-once-{files}"), machine: machine(), ..Report::default() };
+    let work = &cli.work;
+    let _ = std::fs::remove_dir_all(work);
+    let data = work.join("contentstore");
+    eprintln!("generating {files} files, {per_dir} per minute directory");
+    content_store_files(&data, 0..files, per_dir);
+    report.source_bytes.insert("initial".into(), bytes_of(&data));
+    report.settings.insert("files".into(), files.to_string());
+    report.settings.insert("files per directory".into(), per_dir.to_string());
+    report.settings.insert("work".into(), work.display().to_string());
+    let log = work.join("log.txt");
+    let warm = || stat_all(&data);
+    let sources = vec![("content", data.clone())];
+    let plain: &[&str] = &["--tag", "whole"];
+    let write_once: &[&str] = &["--tag", "write-once", "--write-once", "--write-once-settle", "0s"];
+    let mut r = Repo::new(Tool::Store, work, &cli.store);
+    for c in r.init() {
+        timed(&c, &log);
+    }
+    let cmds = r.backup_with(&sources, plain);
+    run_step(&mut report, "full set, looked at whole", &r, cmds, &log, &warm);
+    let cmds = r.backup_with(&sources, write_once);
+    run_step(&mut report, "full set, write-once", &r, cmds, &log, &warm);
+    // Entries are trusted once they are older than the settling time (a second here) at the
+    // start of the set they were last seen by.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let cmds = r.backup_with(&sources, write_once);
+    run_step(&mut report, "first write-once incremental (parent trees)", &r, cmds, &log, &warm);
+    let mut ratios: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut next = files;
+    let new_files = (files / 1000).max(1);
+    for run in 0..runs {
+        eprintln!("run {}", run + 1);
+        for (step, add) in [("no change", 0), ("0.1% new files", new_files)] {
+            if add > 0 {
+                content_store_files(&data, next..next + add, per_dir);
+                next += add;
+            }
+            let whole_step = format!("{step}, looked at whole");
+            let cmds = r.backup_with(&sources, plain);
+            let whole = run_step(&mut report, &whole_step, &r, cmds, &log, &warm);
+            let wo_step = format!("{step}, write-once");
+            let cmds = r.backup_with(&sources, write_once);
+            let wo = run_step(&mut report, &wo_step, &r, cmds, &log, &warm);
+            ratios
+                .entry(step)
+                .or_default()
+                .push((wo.wall_s / whole.wall_s, wo.peak_rss_kb as f64 / whole.peak_rss_kb as f64));
+        }
+    }
+    for (step, target) in [("no change", 0.2), ("0.1% new files", 1.0 / 3.0)] {
+        let r = ratios.remove(step).unwrap_or_default();
+        let time: Vec<f64> = r.iter().map(|x| x.0).collect();
+        let rss: Vec<f64> = r.iter().map(|x| x.1).collect();
+        let each: Vec<String> = time.iter().map(|x| format!("{x:.3}")).collect();
+        let t = median(time.clone());
+        report.notes.push(format!(
+            "{step}: write-once takes {t:.3}x the time of looking at every file (median; per run \
+             {}; target <= {target:.2}: {}); peak RSS {:.2}x",
+            each.join(", "),
+            if t <= target { "met" } else { "NOT met" },
+            median(rss)
+        ));
+    }
+    report
+}
+
 /// Fills a repository with `n` small unique data blobs, as packs and index files written by
 /// the engine itself.
 fn inflate(repo_path: &Path, cache: &Path, n: u64) {
@@ -1544,6 +1670,9 @@ fn main() {
         }
         Scenario::Growth { blobs } => scenario_growth(&cli, blobs),
         Scenario::SmallFiles { files, runs } => scenario_small_files(&cli, *files, *runs),
+        Scenario::WriteOnce { files, per_dir, runs } => {
+            scenario_write_once(&cli, *files, *per_dir, *runs)
+        }
         Scenario::Stages { runs, mb } => scenario_stages(&cli, *runs, *mb),
         Scenario::PgDump { rows, updates, runs, tools } => {
             let tools = usable(&cli, tools);

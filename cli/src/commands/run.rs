@@ -60,6 +60,9 @@ fn steps(p: &Profile, host: &str, metrics_tmp: Option<&std::path::Path>) -> Resu
     for a in &p.append_only {
         snapshot.extend([os("--append-only"), os(a)]);
     }
+    if let Some(s) = &p.write_once_settle {
+        snapshot.extend([os("--write-once-settle"), os(s)]);
+    }
     if p.one_file_system {
         snapshot.push(os("--one-file-system"));
     }
@@ -83,6 +86,9 @@ fn steps(p: &Profile, host: &str, metrics_tmp: Option<&std::path::Path>) -> Resu
         let mut v = os(format!("{name}="));
         v.push(value);
         snapshot.extend([os(flag), v]);
+        if let Source::Table(SourceTable { write_once: true, .. }) = source.get_ref() {
+            snapshot.push(os("--write-once"));
+        }
     }
     let mut out = vec![Step { name: "snapshot", args: snapshot }];
     if let Some(f) = &p.forget {

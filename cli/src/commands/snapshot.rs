@@ -39,11 +39,12 @@ fn name_value<'a>(option: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
     }
 }
 
-/// The components in command-line order, whichever option named them.
+/// The components in command-line order, whichever option named them, and the names of those
+/// followed by `--write-once`.
 fn ordered_sources(
     args: &SnapshotArgs,
     matches: &clap::ArgMatches,
-) -> Result<Vec<store::SourceSpec>> {
+) -> Result<(Vec<store::SourceSpec>, Vec<String>)> {
     let indices = |id: &str| -> Vec<usize> {
         matches.indices_of(id).map(Iterator::collect).unwrap_or_default()
     };
@@ -70,7 +71,27 @@ fn ordered_sources(
         bail!("nothing to back up: give PATHs, --component, --component-cmd or --stdin");
     }
     sources.sort_by_key(|(i, _)| *i);
-    Ok(sources.into_iter().map(|(_, s)| s).collect())
+    let mut write_once = Vec::new();
+    // A count flag has a default value, with an index of its own: only occurrences count.
+    let given = matches.value_source("write_once") == Some(clap::parser::ValueSource::CommandLine);
+    for i in indices("write_once").into_iter().filter(|_| given).take(usize::from(args.write_once))
+    {
+        match sources.iter().rev().find(|(at, _)| *at < i).map(|(_, s)| s) {
+            Some(s @ store::SourceSpec { kind: store::SourceKind::Path(_), .. }) => {
+                if !write_once.contains(&s.name) {
+                    write_once.push(s.name.clone());
+                }
+            }
+            Some(s) => {
+                bail!("--write-once follows component {:?}, which is not a directory", s.name)
+            }
+            None => bail!(
+                "--write-once must follow the directory component it marks (--component \
+                 content=/alf_data/contentstore --write-once)"
+            ),
+        }
+    }
+    Ok((sources.into_iter().map(|(_, s)| s).collect(), write_once))
 }
 
 /// Patterns from `--exclude` and every `--exclude-file`.
@@ -98,7 +119,12 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         let host = args.host.clone().unwrap_or_else(host_name);
         crate::metrics::want(path, "snapshot", &[("host", host), ("tags", args.tags.join(","))]);
     }
-    let sources = ordered_sources(args, matches)?;
+    let (sources, write_once) = ordered_sources(args, matches)?;
+    let write_once_settle = crate::output::parse_duration(&args.write_once_settle)
+        .with_context(|| format!("invalid --write-once-settle {:?}", args.write_once_settle))?;
+    if args.verify_write_once && write_once.is_empty() {
+        bail!("--verify-write-once needs a component marked --write-once");
+    }
     let verify = args.verify.as_ref().map(|_| store::AlfrescoOptions::default());
     if let Some(v) = &verify {
         for (name, what) in [(&v.db, "the pg_dump"), (&v.content, "the content store")] {
@@ -143,6 +169,9 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         one_file_system: args.one_file_system,
         require_data: args.require_data,
         note: args.note.clone().unwrap_or_default(),
+        write_once,
+        write_once_settle,
+        verify_write_once: args.verify_write_once,
     };
     if args.dry_run {
         let result = Bar::run("dry run", |bar| store::preview(&repo, &opts, bar));
@@ -186,6 +215,11 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
         ("snapshot_files_new", "Files new since the parent set.", c.files_new),
         ("snapshot_files_changed", "Files changed since the parent set.", c.files_changed),
         ("snapshot_issues", "Paths not backed up as they were.", m.issues.len() as u64),
+        (
+            "snapshot_changed_in_place",
+            "Files of write-once components found changed in place (--verify-write-once).",
+            report.changed_in_place.0,
+        ),
     ] {
         crate::metrics::value(name, help, v as f64);
     }
@@ -253,6 +287,12 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             o.insert("issues_reported".into(), serde_json::json!(issues));
             o.insert("packs_adopted".into(), serde_json::json!(report.packs_adopted));
             o.insert("excluded".into(), serde_json::json!(report.excluded));
+            o.insert("dirs_reused".into(), serde_json::json!(report.dirs_reused));
+            if args.verify_write_once {
+                let (n, listed) = &report.changed_in_place;
+                o.insert("changed_in_place".into(), serde_json::json!(n));
+                o.insert("changed_in_place_paths".into(), serde_json::json!(listed));
+            }
         }
         print_json(&doc)?;
     } else {
@@ -272,10 +312,14 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
                 rate(m.counts.bytes_read, secs)
             },
         );
-        let excluded = match report.excluded {
+        let mut excluded = match report.excluded {
             0 => String::new(),
             n => format!(", {n} excluded"),
         };
+        if report.dirs_reused > 0 {
+            excluded
+                .push_str(&format!(" ({} write-once dirs reused unlisted)", report.dirs_reused));
+        }
         summary!(
             "  files: {} new, {} changed, {} unchanged{excluded}; read {}, added {} ({} new chunks, {} packs)",
             m.counts.files_new,
@@ -295,6 +339,9 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             "store: set {} was committed, but it is not restorable as a whole (see above)",
             report.id.short()
         );
+        return Ok(ExitCode::from(crate::EXIT_PARTIAL));
+    }
+    if broken_promises(&report.changed_in_place) {
         return Ok(ExitCode::from(crate::EXIT_PARTIAL));
     }
     if issues == 0 && m.issues.is_empty() {
@@ -319,6 +366,8 @@ fn dry_run_report(
         warning!("--exclude {p:?} matched nothing");
     }
     left_out_notes(&report.left_out);
+    let broken = broken_promises(&report.changed_in_place);
+    let done = if broken { ExitCode::from(crate::EXIT_PARTIAL) } else { ExitCode::SUCCESS };
     let kind_name = |k: Option<store::ComponentKind>| match k {
         Some(store::ComponentKind::Stdin) => "stdin",
         Some(store::ComponentKind::Command) => "command",
@@ -357,8 +406,11 @@ fn dry_run_report(
             "components": comps,
             "bytes_to_read": report.components.iter().map(|c| c.bytes_to_read).sum::<u64>(),
             "unmatched_excludes": report.unmatched_excludes,
+            "dirs_reused": report.dirs_reused,
+            "changed_in_place": report.changed_in_place.0,
+            "changed_in_place_paths": report.changed_in_place.1,
         }))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(done);
     }
     match &parent {
         Some((p, name)) => summary!("dry run: an incremental set on {} ({name})", p.short()),
@@ -386,7 +438,25 @@ fn dry_run_report(
     }
     let total: u64 = report.components.iter().map(|c| c.bytes_to_read).sum();
     summary!("would read {}; nothing was written", size(total));
-    Ok(ExitCode::SUCCESS)
+    Ok(done)
+}
+
+/// Names the files of write-once components found changed in place (`--verify-write-once`);
+/// true when there are any.
+fn broken_promises((count, listed): &(u64, Vec<String>)) -> bool {
+    for p in listed {
+        warning!("write-once: {p}");
+    }
+    if *count > listed.len() as u64 {
+        warning!("write-once: {} more not named", count - listed.len() as u64);
+    }
+    if *count > 0 {
+        crate::output::stderr!(
+            "store: {count} files of write-once components changed in place or appeared in \
+             unchanged directories: without --verify-write-once they would have been missed"
+        );
+    }
+    *count > 0
 }
 
 /// Names the repository's own directories that a source contained (left out of the set).

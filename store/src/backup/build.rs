@@ -9,6 +9,49 @@ pub(super) struct DirState {
     pub(super) name: Vec<u8>,
     pub(super) meta: Metadata,
     pub(super) builder: TreeBuilder,
+    /// A directory reused whole (write-once): its tree in the parent set, and the entries
+    /// that replace their namesakes there (subdirectories that changed), in name order.
+    pub(super) reused: Option<(TreeId, Vec<Node>)>,
+}
+
+impl DirState {
+    /// Adds `node`, an entry that differs from the parent set's when this directory is
+    /// reused.
+    fn push(&mut self, node: Node, putter: &mut Putter<'_>) -> Result<()> {
+        match &mut self.reused {
+            Some((_, changed)) => {
+                changed.push(node);
+                Ok(())
+            }
+            None => self.builder.push(&node, putter),
+        }
+    }
+
+    /// The directory's tree, and whether it is the parent set's unchanged.
+    fn finish(self, repo: &Repository, putter: &mut Putter<'_>) -> Result<(TreeId, bool)> {
+        let (tree, changed) = match self.reused {
+            None => return Ok((self.builder.finish(putter)?, false)),
+            Some((tree, changed)) if changed.is_empty() => return Ok((tree, true)),
+            Some(reused) => reused,
+        };
+        // The parent's listing, merged with the entries that replace their namesakes.
+        let mut builder = self.builder;
+        let mut changed = changed.into_iter().peekable();
+        for node in crate::vfs::dir_entries(repo, tree)? {
+            let node = node?;
+            while let Some(c) = changed.next_if(|c| c.name < node.name) {
+                builder.push(&c, putter)?;
+            }
+            match changed.next_if(|c| c.name == node.name) {
+                Some(c) => builder.push(&c, putter)?,
+                None => builder.push(&node, putter)?,
+            }
+        }
+        for c in changed {
+            builder.push(&c, putter)?;
+        }
+        Ok((builder.finish(putter)?, false))
+    }
 }
 
 /// At most this many problem paths are listed in a manifest; the rest are counted. A set of
@@ -107,6 +150,17 @@ pub(super) fn tree_loop(
                         name,
                         meta,
                         builder: TreeBuilder::new(page_limit, ctx.repo.version()),
+                        reused: None,
+                    });
+                }
+                WalkEvent::EnterReused { name, meta, tree, counts: own } => {
+                    counts.dirs += 1;
+                    counts.add(&own);
+                    stack.push(DirState {
+                        name,
+                        meta,
+                        builder: TreeBuilder::new(page_limit, ctx.repo.version()),
+                        reused: Some((tree, Vec::new())),
                     });
                 }
                 WalkEvent::Entry { name, meta, kind } => {
@@ -171,15 +225,34 @@ pub(super) fn tree_loop(
                             Node { name, meta, content: Content::Special { rdev } }
                         }
                     };
-                    top(&mut stack)?.builder.push(&node, &mut putter)?;
+                    top(&mut stack)?.push(node, &mut putter)?;
                 }
                 WalkEvent::Leave => {
-                    let dir = stack.pop().ok_or(Error::Cancelled)?;
-                    let tree = dir.builder.finish(&mut putter)?;
+                    let mut dir = stack.pop().ok_or(Error::Cancelled)?;
+                    let (name, meta) =
+                        (std::mem::take(&mut dir.name), std::mem::take(&mut dir.meta));
+                    let reused = dir.reused.is_some();
+                    let (tree, unchanged) = dir.finish(ctx.repo, &mut putter).map_err(|e| {
+                        if !reused || matches!(e, Error::Cancelled) {
+                            return e;
+                        }
+                        let path = rel_path(&stack, &name);
+                        Error::ComponentFailed {
+                            component: names.get(component).cloned().unwrap_or_default(),
+                            reason: format!(
+                                "directory {} is reused from the parent set (write-once), whose \
+                                 listing of it cannot be read ({e}); run `store check`, or \
+                                 snapshot with --full",
+                                crate::tree::escape_name(&path),
+                            ),
+                        }
+                    })?;
                     if let Some(parent) = stack.last_mut() {
-                        let node =
-                            Node { name: dir.name, meta: dir.meta, content: Content::Dir { tree } };
-                        parent.builder.push(&node, &mut putter)?;
+                        // An unchanged directory in a reused one is its parent's entry as is.
+                        if !(unchanged && parent.reused.is_some()) {
+                            let node = Node { name, meta, content: Content::Dir { tree } };
+                            parent.push(node, &mut putter)?;
+                        }
                     } else {
                         let result = ComponentResult {
                             root: tree,

@@ -29,7 +29,7 @@ pub(super) fn capture(
     ctx: &Ctx<'_>,
     opts: &SnapshotOptions,
     excludes: &Patterns,
-    parent: Option<&Manifest>,
+    parent: Option<&(SnapshotId, Manifest)>,
     sinks: &CaptureSinks<'_>,
 ) -> Result<Captured> {
     let mut components = Vec::new();
@@ -45,10 +45,12 @@ pub(super) fn capture(
         }
         let start_ns = now_ns();
         let parent_component =
-            parent.and_then(|m| m.components.iter().find(|c| c.name == src.name));
+            parent.and_then(|(_, m)| m.components.iter().find(|c| c.name == src.name));
         let (kind, meta) = match &src.kind {
             SourceKind::Path(path) => {
-                capture_path(ctx, src, path, i, excludes, parent_component, sinks)?
+                let wo = write_once(ctx, opts, src, parent, true)?;
+                let parent = (parent_component, wo.as_ref());
+                capture_path(ctx, src, path, i, excludes, parent, sinks)?
             }
             SourceKind::Stdin => {
                 let stdin = std::io::stdin();
@@ -104,7 +106,7 @@ pub(super) fn capture_path(
     path: &Path,
     index: usize,
     excludes: &Patterns,
-    parent: Option<&Component>,
+    (parent, write_once): (Option<&Component>, Option<&WriteOnce>),
     sinks: &CaptureSinks<'_>,
 ) -> Result<(ComponentKind, Metadata)> {
     let failed = |e: std::io::Error| Error::ComponentFailed {
@@ -127,6 +129,7 @@ pub(super) fn capture_path(
         name: &src.name,
         bounds: &ctx.bounds,
         root_dev: m.dev(),
+        write_once,
     };
     let name = src.name.as_bytes().to_vec();
     if m.is_dir() {
@@ -138,15 +141,15 @@ pub(super) fn capture_path(
         return Err(Error::Cancelled);
     }
     let (kind, walked) = if m.is_dir() {
-        let parent_root = parent.filter(|c| c.kind.is_dir()).and_then(|c| {
-            let node = Node {
-                name: Vec::new(),
-                meta: c.meta.clone(),
-                content: Content::Dir { tree: c.root },
-            };
-            ParentDir::of(ctx.repo, Some(&node))
+        let parent_node = parent.filter(|c| c.kind.is_dir()).map(|c| Node {
+            name: Vec::new(),
+            meta: c.meta.clone(),
+            content: Content::Dir { tree: c.root },
         });
-        (ComponentKind::Dir, walk_dir(path, parent_root, &walk)?)
+        let parent_root = ParentDir::of(ctx.repo, parent_node.as_ref());
+        let promised =
+            write_once.is_some_and(|wo| wo.verify && wo.promised(b"", &meta, parent_node.as_ref()));
+        (ComponentKind::Dir, walk_dir(path, parent_root, promised, &walk)?)
     } else {
         let parent_node = parent
             .filter(|c| c.kind == ComponentKind::File)
@@ -285,6 +288,10 @@ pub(super) fn capture_command(
 pub(super) fn scan_totals(ctx: &Ctx<'_>, sources: &[SourceSpec]) {
     for (i, s) in sources.iter().enumerate() {
         let SourceKind::Path(path) = &s.kind else { continue };
+        // Counting would look at every file the fast path passes by.
+        if ctx.write_once.contains(&s.name) {
+            continue;
+        }
         if ctx.shared.is_cancelled() {
             return;
         }

@@ -23,6 +23,14 @@ pub(crate) struct Shared {
     cancelled: AtomicBool,
     /// Paths left out by an exclude pattern (with what is below them, uncounted).
     pub(crate) excluded: std::sync::atomic::AtomicU64,
+    /// Directories were reused whole without being listed: exclude patterns that matched
+    /// nothing may have matched something there.
+    pub(crate) unlisted: AtomicBool,
+    /// Directories of write-once components reused whole, without being listed.
+    pub(crate) dirs_reused: AtomicU64,
+    /// Files of write-once directories found changed in place (`--verify-write-once`): how
+    /// many, and the first of them named.
+    pub(crate) broken_promises: Mutex<(u64, Vec<String>)>,
 }
 
 impl Shared {
@@ -31,6 +39,9 @@ impl Shared {
             error: Mutex::new(None),
             cancelled: AtomicBool::new(false),
             excluded: std::sync::atomic::AtomicU64::new(0),
+            unlisted: AtomicBool::new(false),
+            dirs_reused: AtomicU64::new(0),
+            broken_promises: Mutex::default(),
         }
     }
 
@@ -103,10 +114,24 @@ impl<'a> Dedup<'a> {
 
     /// Whether blob `id` is indexed in a usable pack; records that pack when it is.
     pub(crate) fn indexed(&self, id: &Id) -> Result<bool> {
+        Ok(self.located(id)?.is_some())
+    }
+
+    /// The usable pack blob `id` is indexed in, if any (recorded as one the set depends on).
+    pub(crate) fn located(&self, id: &Id) -> Result<Option<PackId>> {
         match self.index.get(id)? {
-            Some(loc) => self.pack_usable(loc.pack),
-            None => Ok(false),
+            Some(loc) if self.pack_usable(loc.pack)? => Ok(Some(loc.pack)),
+            _ => Ok(None),
         }
+    }
+
+    /// Whether `pack` can stand for every blob the index once placed in it: indexed, present
+    /// with its indexed length, and named by no damage record. Recorded as one the set depends
+    /// on when it is.
+    pub(crate) fn pack_whole(&self, pack: PackId) -> Result<bool> {
+        Ok(self.index.pack_len(&pack)?.is_some()
+            && !self.index.pack_damaged(&pack)
+            && self.pack_usable(pack)?)
     }
 
     /// Whether every chunk of a file's `chunks`, and every chunk-list blob holding them, is
@@ -117,8 +142,22 @@ impl<'a> Dedup<'a> {
     /// # Errors
     /// Cache errors.
     pub(crate) fn all_stored(&self, chunks: &ChunkRefs) -> Result<bool> {
+        self.all_stored_into(chunks, &mut HashSet::new())
+    }
+
+    /// [`Dedup::all_stored`], adding the packs holding them to `packs`.
+    ///
+    /// # Errors
+    /// Cache errors.
+    pub(crate) fn all_stored_into(
+        &self,
+        chunks: &ChunkRefs,
+        packs: &mut HashSet<PackId>,
+    ) -> Result<bool> {
+        let mut stored =
+            |id: Id| -> Result<bool> { Ok(self.located(&id)?.map(|p| packs.insert(p)).is_some()) };
         let listed = crate::vfs::for_each_chunk(self.repo, chunks, |id| {
-            if self.indexed(&id)? {
+            if stored(id)? {
                 Ok(())
             } else {
                 Err(Error::BlobNotIndexed { id })
@@ -133,7 +172,7 @@ impl<'a> Dedup<'a> {
         }
         if let ChunkRefs::Lists(lists) = chunks {
             for list in lists {
-                if !self.indexed(list)? {
+                if !stored(*list)? {
                     return Ok(false);
                 }
             }

@@ -16,6 +16,11 @@ pub struct PreviewReport {
     pub unmatched_excludes: Vec<String>,
     /// The repository's own directory or cache below a source (`component/path`): left out.
     pub left_out: Vec<String>,
+    /// Files of write-once components changed in place (see
+    /// [`SnapshotReport::changed_in_place`]).
+    pub changed_in_place: (u64, Vec<String>),
+    /// Directories of write-once components that would be reused whole, without being listed.
+    pub dirs_reused: u64,
 }
 
 /// What a snapshot would do with one component.
@@ -81,13 +86,17 @@ pub fn preview(
         progress.phase(&src.name);
         let parent_component =
             parent.as_ref().and_then(|(_, m)| m.components.iter().find(|c| c.name == src.name));
-        components.push(preview_path(&ctx, src, path, i, &excludes, parent_component)?);
+        let wo = write_once(&ctx, opts, src, parent.as_ref(), false)?;
+        let parent = (parent_component, wo.as_ref());
+        components.push(preview_path(&ctx, src, path, i, &excludes, parent)?);
     }
     Ok(PreviewReport {
         parent: parent.map(|(id, _)| id),
         components,
-        unmatched_excludes: excludes.unmatched(),
+        unmatched_excludes: unmatched(&excludes, &ctx.shared),
         left_out: ctx.bounds.left_out.lock().map(|l| l.clone()).unwrap_or_default(),
+        changed_in_place: changed_in_place(&ctx.shared),
+        dirs_reused: ctx.shared.dirs_reused.load(Ordering::Relaxed),
     })
 }
 
@@ -100,7 +109,7 @@ fn preview_path(
     path: &Path,
     index: usize,
     excludes: &Patterns,
-    parent: Option<&Component>,
+    parent: (Option<&Component>, Option<&WriteOnce>),
 ) -> Result<ComponentPreview> {
     let (job_tx, job_rx) = bounded::<FileJob>(64);
     let (event_tx, event_rx) = bounded::<Vec<WalkEvent>>(4);
@@ -136,6 +145,14 @@ fn count_events(ctx: &Ctx<'_>, name: &str, events: &Receiver<Vec<WalkEvent>>) ->
         match event {
             WalkEvent::Enter { name, .. } => {
                 c.dirs += 1;
+                stack.push(name);
+            }
+            WalkEvent::EnterReused { name, counts, .. } => {
+                c.dirs += 1;
+                c.files_unchanged += counts.files;
+                c.bytes_unchanged += counts.bytes_source;
+                c.symlinks += counts.symlinks;
+                c.specials += counts.specials;
                 stack.push(name);
             }
             WalkEvent::Leave => {

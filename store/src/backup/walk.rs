@@ -27,11 +27,13 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::pipeline::Shared;
+use super::writeonce::WriteOnce;
 use crate::error::Result;
+use crate::id::TreeId;
 use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::IssueKind;
+use crate::snapshot::{Counts, IssueKind};
 use crate::tree::{ChunkRefs, Content, Metadata, Node, Time, Xattr};
 use crate::vfs::{dir_entries, RepoDir};
 
@@ -79,7 +81,7 @@ impl Lstat {
         self.0.st_dev
     }
 
-    fn ino(&self) -> u64 {
+    pub(crate) fn ino(&self) -> u64 {
         self.0.st_ino
     }
 
@@ -177,6 +179,10 @@ pub(crate) enum EntryKind {
 pub(crate) enum WalkEvent {
     /// A directory's entries follow, until the matching `Leave`.
     Enter { name: Vec<u8>, meta: Metadata },
+    /// A directory of a write-once component reused whole from `tree`, with the counts of its
+    /// own entries (not its subdirectories'). Only its subdirectories follow, reused or
+    /// listed, until the matching `Leave`; a listed one replaces its entry in `tree`.
+    EnterReused { name: Vec<u8>, meta: Metadata, tree: TreeId, counts: Counts },
     /// A non-directory entry of the current directory.
     Entry { name: Vec<u8>, meta: Metadata, kind: EntryKind },
     /// The current directory is complete.
@@ -242,6 +248,8 @@ pub(crate) struct WalkSinks<'a> {
     pub(crate) bounds: &'a Bounds,
     /// The device of the component's root.
     pub(crate) root_dev: u64,
+    /// For a write-once component: how its unchanged directories are reused.
+    pub(crate) write_once: Option<&'a WriteOnce>,
 }
 
 /// What a walk leaves out although it is below a source: the directories of other file systems
@@ -310,7 +318,7 @@ impl Bounds {
         Bounds { one_file_system, pseudo, own, left_out: std::sync::Mutex::default() }
     }
 
-    fn boundary(&self, m: &Lstat, root_dev: u64) -> Boundary {
+    pub(crate) fn boundary(&self, m: &Lstat, root_dev: u64) -> Boundary {
         if self.own.iter().any(|(id, _)| *id == (m.dev(), m.ino())) {
             return Boundary::Own;
         }
@@ -354,6 +362,11 @@ impl<'a> ParentDir<'a> {
             }
             _ => None,
         }
+    }
+
+    /// The parent's listing of directory `tree`, if readable.
+    pub(crate) fn of_tree(repo: &'a Repository, tree: TreeId) -> Option<Self> {
+        dir_entries(repo, tree).ok().map(|entries| ParentDir { entries, peeked: None })
     }
 
     /// The parent's entry called `name`; names must be asked for in increasing order.
@@ -418,14 +431,8 @@ impl WalkSinks<'_> {
     /// Whether `parent`'s file content can stand for the file with lstat metadata `m`: same
     /// size, mtime, ctime, inode and mode, and every chunk still indexed.
     fn reusable(&self, parent: &Node, m: &Lstat, meta: &Metadata) -> Result<Option<ChunkRefs>> {
-        let Content::File { size, chunks } = &parent.content else { return Ok(None) };
-        let p = &parent.meta;
-        if *size != m.len()
-            || p.mtime != meta.mtime
-            || p.ctime != meta.ctime
-            || p.ino != meta.ino
-            || p.mode != meta.mode
-        {
+        let Content::File { chunks, .. } = &parent.content else { return Ok(None) };
+        if !unchanged_file(parent, m, meta) {
             return Ok(None);
         }
         Ok(self.dedup.all_stored(chunks)?.then(|| chunks.clone()))
@@ -531,6 +538,18 @@ impl WalkSinks<'_> {
     }
 }
 
+/// Whether the file `parent` recorded is unchanged by its metadata now (`m`, `meta`): same
+/// size, mtime, ctime, inode and mode.
+fn unchanged_file(parent: &Node, m: &Lstat, meta: &Metadata) -> bool {
+    let Content::File { size, .. } = &parent.content else { return false };
+    let p = &parent.meta;
+    *size == m.len()
+        && p.mtime == meta.mtime
+        && p.ctime == meta.ctime
+        && p.ino == meta.ino
+        && p.mode == meta.mode
+}
+
 /// The names in the open directory `dir`, sorted by their bytes.
 fn sorted_names(dir: &DirFd) -> std::io::Result<Vec<OsString>> {
     let mut names = Vec::new();
@@ -544,20 +563,75 @@ fn sorted_names(dir: &DirFd) -> std::io::Result<Vec<OsString>> {
     Ok(names)
 }
 
-struct Frame<'a> {
-    dir: DirFd,
-    /// Path below the component root, for exclude matching.
-    rel: Vec<u8>,
-    names: std::vec::IntoIter<OsString>,
-    parent: Option<ParentDir<'a>>,
+/// A directory on the walk's current path.
+enum Frame<'a> {
+    /// Listed: each of its entries is looked at.
+    Listed {
+        dir: DirFd,
+        /// Path below the component root, for exclude matching.
+        rel: Vec<u8>,
+        names: std::vec::IntoIter<OsString>,
+        parent: Option<ParentDir<'a>>,
+        /// A write-once directory unchanged since the parent set, listed for
+        /// `--verify-write-once`: each of its files should be unchanged too.
+        promised: bool,
+    },
+    /// Reused whole (write-once): only its subdirectories are visited.
+    Reused {
+        /// The nearest listed directory above it, and its path from there.
+        anchor: DirFd,
+        from_anchor: Vec<u8>,
+        rel: Vec<u8>,
+        tree: TreeId,
+        subdirs: std::vec::IntoIter<(Vec<u8>, Lstat)>,
+        /// The parent set's listing of it, opened when a subdirectory has no record.
+        listing: Option<Option<ParentDir<'a>>>,
+        /// A directory below it is listed, so its tree is rebuilt, unlike its record's.
+        rebuilt: bool,
+    },
+}
+
+/// What the walk does after one step in the directory on top.
+enum Step<'a> {
+    /// Go on in the same directory.
+    Next,
+    /// Descend into this directory.
+    Push(Box<Frame<'a>>),
+    /// The directory on top is complete.
+    Pop,
+    /// The walk was cancelled.
+    Stop,
+}
+
+impl<'a> Step<'a> {
+    /// `Next` when the walk goes on, `Stop` when the event was not taken.
+    fn next_if(ok: bool) -> Self {
+        if ok {
+            Step::Next
+        } else {
+            Step::Stop
+        }
+    }
+}
+
+/// `name` below `base` (the empty path is the directory itself).
+fn joined(base: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = base.to_vec();
+    if !path.is_empty() {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
 }
 
 /// Walks the directory `root` (whose own `Enter` the caller has sent) and sends every entry
 /// below it, ending with the `Leave` of `root`. `parent` is the parent set's listing of the
-/// same directory. Returns false when the walk was cancelled.
+/// same directory; `promised` says it is an unchanged write-once directory whose files
+/// `--verify-write-once` looks at. Returns false when the walk was cancelled.
 pub(crate) fn walk_dir<'a>(
     root: &Path,
     parent: Option<ParentDir<'a>>,
+    promised: bool,
     sinks: &WalkSinks<'a>,
 ) -> Result<bool> {
     let listed = open_dir(rustix::fs::CWD, root).and_then(|dir| Ok((sorted_names(&dir)?, dir)));
@@ -568,32 +642,80 @@ pub(crate) fn walk_dir<'a>(
                 && sinks.event(WalkEvent::Leave))
         }
     };
-    let mut stack = vec![Frame { dir, rel: Vec::new(), names: names.into_iter(), parent }];
+    let names = names.into_iter();
+    let mut stack = vec![Frame::Listed { dir, rel: Vec::new(), names, parent, promised }];
     while let Some(frame) = stack.last_mut() {
-        let Some(name) = frame.names.next() else {
-            stack.pop();
-            if !sinks.event(WalkEvent::Leave) {
-                return Ok(false);
+        let step = match frame {
+            Frame::Listed { dir, rel, names, parent, promised } => {
+                let Some(name) = names.next() else {
+                    stack.pop();
+                    if !sinks.event(WalkEvent::Leave) {
+                        return Ok(false);
+                    }
+                    continue;
+                };
+                sinks.listed_entry((dir, rel, parent, *promised), name.into_vec())?
             }
-            continue;
+            Frame::Reused { anchor, from_anchor, rel, tree, subdirs, listing, .. } => {
+                match subdirs.next() {
+                    Some((name, m)) => {
+                        let at = (&*anchor, from_anchor.as_slice(), rel.as_slice());
+                        sinks.reused_subdir(at, (*tree, listing), name, &m)?
+                    }
+                    None => Step::Pop,
+                }
+            }
         };
-        let dir = Arc::clone(&frame.dir);
-        let name = name.into_vec();
+        match step {
+            Step::Next => {}
+            Step::Push(f) => {
+                if matches!(*f, Frame::Listed { .. }) {
+                    // The reused directories above it get new trees: their records, which
+                    // name the old ones, go (made again from this set's trees next time).
+                    for frame in stack.iter_mut().rev() {
+                        match frame {
+                            Frame::Reused { rebuilt: true, .. } | Frame::Listed { .. } => break,
+                            Frame::Reused { rel, rebuilt, .. } => {
+                                sinks.forget_record(rel);
+                                *rebuilt = true;
+                            }
+                        }
+                    }
+                }
+                stack.push(*f);
+            }
+            Step::Pop => {
+                stack.pop();
+                if !sinks.event(WalkEvent::Leave) {
+                    return Ok(false);
+                }
+            }
+            Step::Stop => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+impl<'a> WalkSinks<'a> {
+    /// Looks at entry `name` of the listed directory `dir` at `rel` (`parent`: the parent
+    /// set's listing of it; `promised`: see [`Frame::Listed`]).
+    fn listed_entry(
+        &self,
+        (dir, rel, parent, promised): (&DirFd, &[u8], &mut Option<ParentDir<'a>>, bool),
+        name: Vec<u8>,
+    ) -> Result<Step<'a>> {
+        let dir = Arc::clone(dir);
         let on_disk = Path::new(std::ffi::OsStr::from_bytes(&name));
-        let mut rel = frame.rel.clone();
-        if !rel.is_empty() {
-            rel.push(b'/');
+        let rel = joined(rel, &name);
+        if self.excludes.matches(&rel, &name) {
+            self.excluded(&rel);
+            return Ok(Step::Next);
         }
-        rel.extend_from_slice(&name);
-        if sinks.excludes.matches(&rel, &name) {
-            sinks.excluded(&rel);
-            continue;
-        }
-        let parent_node = match frame.parent.as_mut().map(|p| p.find(&name)) {
+        let parent_node = match parent.as_mut().map(|p| p.find(&name)) {
             Some(Ok(node)) => node,
             Some(Err(_)) => {
                 // A damaged page of the parent's listing: read the rest of this directory.
-                frame.parent = None;
+                *parent = None;
                 None
             }
             None => None,
@@ -601,52 +723,142 @@ pub(crate) fn walk_dir<'a>(
         let m = match Lstat::at(dir.as_fd(), on_disk) {
             Ok(m) => m,
             Err(e) => {
-                if !sinks.skip(&rel, &format!("vanished or unreadable: {e}")) {
-                    return Ok(false);
-                }
-                continue;
+                return Ok(Step::next_if(self.skip(&rel, &format!("vanished or unreadable: {e}"))))
             }
         };
-        let boundary =
-            if m.is_dir() { sinks.bounds.boundary(&m, sinks.root_dev) } else { Boundary::Descend };
-        let ok = if m.is_dir() && !matches!(boundary, Boundary::Descend) {
-            sinks.excluded(&rel);
-            match boundary {
-                Boundary::Own => {
-                    if let Ok(mut left) = sinks.bounds.left_out.lock() {
-                        left.push(format!("{}/{}", sinks.name, String::from_utf8_lossy(&rel)));
+        if !m.is_dir() {
+            if promised && m.is_file() {
+                match &parent_node {
+                    None => self.broken_promise(&rel, true),
+                    Some(p) if !unchanged_file(p, &m, &metadata_of(&m)) => {
+                        self.broken_promise(&rel, false);
                     }
-                    true
-                }
-                _ => {
-                    let mut meta = metadata_of(&m);
-                    let parent = parent_node.as_ref().map(|p| &p.meta);
-                    meta.xattrs = sinks.xattrs(XattrsAt::Name(&dir, &name), &rel, &meta, parent);
-                    sinks.event(WalkEvent::Enter { name, meta }) && sinks.event(WalkEvent::Leave)
+                    Some(_) => {}
                 }
             }
-        } else if m.is_dir() {
-            let listed =
-                open_dir(dir.as_fd(), on_disk).and_then(|sub| Ok((sorted_names(&sub)?, sub)));
-            match listed {
-                Ok((names, sub)) => {
-                    let mut meta = metadata_of(&m);
-                    let parent = parent_node.as_ref().map(|p| &p.meta);
-                    meta.xattrs = sinks.xattrs(XattrsAt::Open(sub.as_fd()), &rel, &meta, parent);
-                    let ok = sinks.event(WalkEvent::Enter { name, meta });
-                    let parent = ParentDir::of(sinks.repo, parent_node.as_ref());
-                    stack.push(Frame { dir: sub, rel, names: names.into_iter(), parent });
-                    ok
-                }
-                Err(e) => sinks.skip(&rel, &format!("cannot list directory: {e}")),
-            }
-        } else {
             let on_disk = name.clone();
-            sinks.entry((&dir, &on_disk), name, &rel, &m, parent_node.as_ref())?
-        };
-        if !ok {
-            return Ok(false);
+            return Ok(Step::next_if(self.entry(
+                (&dir, &on_disk),
+                name,
+                &rel,
+                &m,
+                parent_node.as_ref(),
+            )?));
+        }
+        let mut meta = metadata_of(&m);
+        match self.bounds.boundary(&m, self.root_dev) {
+            Boundary::Descend => {}
+            Boundary::Own => {
+                self.excluded(&rel);
+                if let Ok(mut left) = self.bounds.left_out.lock() {
+                    left.push(format!("{}/{}", self.name, String::from_utf8_lossy(&rel)));
+                }
+                return Ok(Step::Next);
+            }
+            Boundary::MountPoint => {
+                self.excluded(&rel);
+                let parent = parent_node.as_ref().map(|p| &p.meta);
+                meta.xattrs = self.xattrs(XattrsAt::Name(&dir, &name), &rel, &meta, parent);
+                return Ok(Step::next_if(
+                    self.event(WalkEvent::Enter { name, meta }) && self.event(WalkEvent::Leave),
+                ));
+            }
+        }
+        if let Some(reused) = self.reuse_dir((&dir, &name), &rel, &meta, parent_node.as_ref())? {
+            return Ok(self.enter_reused(name.clone(), reused, (dir, name), rel));
+        }
+        let promised = self
+            .write_once
+            .is_some_and(|wo| wo.verify && wo.promised(&rel, &meta, parent_node.as_ref()));
+        let on_disk = PathBuf::from(std::ffi::OsString::from_vec(name.clone()));
+        Ok(self.enter_listed((&dir, &on_disk), name, rel, meta, parent_node, promised))
+    }
+
+    /// Lists directory `on_disk` of `at` and descends into it as `name` (at `rel`, with
+    /// metadata `meta` and `parent_node` its entry in the parent set).
+    fn enter_listed(
+        &self,
+        (at, on_disk): (&DirFd, &Path),
+        name: Vec<u8>,
+        rel: Vec<u8>,
+        mut meta: Metadata,
+        parent_node: Option<Node>,
+        promised: bool,
+    ) -> Step<'a> {
+        match open_dir(at.as_fd(), on_disk).and_then(|sub| Ok((sorted_names(&sub)?, sub))) {
+            Ok((names, sub)) => {
+                let parent = parent_node.as_ref().map(|p| &p.meta);
+                meta.xattrs = self.xattrs(XattrsAt::Open(sub.as_fd()), &rel, &meta, parent);
+                if !self.event(WalkEvent::Enter { name, meta }) {
+                    return Step::Stop;
+                }
+                let parent = ParentDir::of(self.repo, parent_node.as_ref());
+                Step::Push(Box::new(Frame::Listed {
+                    dir: sub,
+                    rel,
+                    names: names.into_iter(),
+                    parent,
+                    promised,
+                }))
+            }
+            Err(e) => Step::next_if(self.skip(&rel, &format!("cannot list directory: {e}"))),
         }
     }
-    Ok(true)
+
+    /// Descends into a directory reused whole: `name` at `rel`, reached as `from_anchor` from
+    /// the listed directory `anchor`.
+    fn enter_reused(
+        &self,
+        name: Vec<u8>,
+        reused: super::writeonce::ReusedDir,
+        (anchor, from_anchor): (DirFd, Vec<u8>),
+        rel: Vec<u8>,
+    ) -> Step<'a> {
+        self.shared.unlisted.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.dirs_reused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tree, subdirs) = (reused.tree, reused.subdirs.into_iter());
+        let event = WalkEvent::EnterReused { name, meta: reused.meta, tree, counts: reused.counts };
+        if !self.event(event) {
+            return Step::Stop;
+        }
+        let listing = None;
+        Step::Push(Box::new(Frame::Reused {
+            anchor,
+            from_anchor,
+            rel,
+            tree,
+            subdirs,
+            listing,
+            rebuilt: false,
+        }))
+    }
+
+    /// Visits subdirectory `name` (looked at now: `m`) of the reused directory `tree` at
+    /// `rel`, reached as `from_anchor` from `anchor`: reused in turn (from its record, or from
+    /// its entry in `listing`, the parent set's listing of `tree`, opened on first need and
+    /// read in name order), or listed. One that cannot be listed keeps its entry of the parent
+    /// set, and is reported.
+    fn reused_subdir(
+        &self,
+        (anchor, from_anchor, rel): (&DirFd, &[u8], &[u8]),
+        (tree, listing): (TreeId, &mut Option<Option<ParentDir<'a>>>),
+        name: Vec<u8>,
+        m: &Lstat,
+    ) -> Result<Step<'a>> {
+        let rel = joined(rel, &name);
+        let path = joined(from_anchor, &name);
+        let meta = metadata_of(m);
+        if let Some(reused) = self.reuse_dir((anchor, &path), &rel, &meta, None)? {
+            return Ok(self.enter_reused(name, reused, (Arc::clone(anchor), path), rel));
+        }
+        let listing = listing.get_or_insert_with(|| ParentDir::of_tree(self.repo, tree));
+        let node = listing.as_mut().and_then(|l| l.find(&name).ok().flatten());
+        if let Some(n) = &node {
+            if let Some(reused) = self.reuse_dir((anchor, &path), &rel, &meta, Some(n))? {
+                return Ok(self.enter_reused(name, reused, (Arc::clone(anchor), path), rel));
+            }
+        }
+        let on_disk = Path::new(std::ffi::OsStr::from_bytes(&path));
+        Ok(self.enter_listed((anchor, on_disk), name, rel, meta, node, false))
+    }
 }

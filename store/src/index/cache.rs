@@ -2,7 +2,9 @@
 //!
 //! Column families: `blobs` (key: 32-byte blob id, value: the 50-byte location), `packs` (key:
 //! 32-byte pack id, value: the pack's length as u64), `ingested` (key: 32-byte id of an index
-//! file or damage record, empty value), and `default` holding `repo_id` and `cache_version`.
+//! file or damage record, empty value), `dirs` (the directories of write-once components: see
+//! `backup/writeonce.rs`; created when missing, so an older cache keeps its entries), and
+//! `default` holding `repo_id` and `cache_version`.
 //! Entries of one index file and its `ingested` marker go in one write batch, so a crash leaves
 //! the cache at a prefix of whole index files. Copies of blobs that a damage record names are
 //! never entered, and never returned. The cache is disposable: when it is damaged, of another
@@ -27,6 +29,7 @@ use crate::pack::{BlobKind, PackEntry};
 const CF_BLOBS: &str = "blobs";
 const CF_PACKS: &str = "packs";
 const CF_INGESTED: &str = "ingested";
+const CF_DIRS: &str = "dirs";
 const KEY_REPO_ID: &[u8] = b"repo_id";
 const KEY_CACHE_VERSION: &[u8] = b"cache_version";
 /// Layout version of the cache (not of the repository): 2 added the `packs` family and
@@ -118,7 +121,7 @@ fn options(cache: &Cache) -> Options {
 }
 
 fn descriptors(cache: &Cache) -> Vec<ColumnFamilyDescriptor> {
-    [CF_BLOBS, CF_PACKS, CF_INGESTED]
+    [CF_BLOBS, CF_PACKS, CF_INGESTED, CF_DIRS]
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, options(cache)))
         .collect()
@@ -346,7 +349,7 @@ impl ChunkIndex {
             return Ok(());
         }
         self.db.flush().map_err(|e| self.err(e))?;
-        for name in [CF_BLOBS, CF_PACKS, CF_INGESTED] {
+        for name in [CF_BLOBS, CF_PACKS, CF_INGESTED, CF_DIRS] {
             let cf = self.cf(name)?;
             self.db.flush_cf(cf).map_err(|e| self.err(e))?;
             self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
@@ -386,6 +389,42 @@ impl ChunkIndex {
         self.db.write(batch).map_err(|e| self.err(e))
     }
 
+    /// Whether a damage record names a copy of any blob in `pack`.
+    pub(crate) fn pack_damaged(&self, pack: &PackId) -> bool {
+        self.damaged.touches_pack(pack)
+    }
+
+    /// The value stored under `key` in the directory records, if any.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub(crate) fn dir_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(CF_DIRS)?, key).map_err(|e| self.err(e))
+    }
+
+    /// Stores `value` under `key` in the directory records (nothing when read-only: they are
+    /// only a shortcut).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub(crate) fn dir_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.db.put_cf(self.cf(CF_DIRS)?, key, value).map_err(|e| self.err(e))
+    }
+
+    /// Removes the directory record under `key`.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub(crate) fn dir_delete(&self, key: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.db.delete_cf(self.cf(CF_DIRS)?, key).map_err(|e| self.err(e))
+    }
+
     /// Records that the damage record `id` has been applied (its copies are passed by).
     ///
     /// # Errors
@@ -404,7 +443,7 @@ impl Drop for ChunkIndex {
     fn drop(&mut self) {
         if !self.read_only {
             let _ = self.db.flush();
-            for name in [CF_BLOBS, CF_PACKS, CF_INGESTED] {
+            for name in [CF_BLOBS, CF_PACKS, CF_INGESTED, CF_DIRS] {
                 if let Some(cf) = self.db.cf_handle(name) {
                     let _ = self.db.flush_cf(cf);
                 }
