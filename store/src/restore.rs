@@ -13,7 +13,11 @@
 //!   complete. Either way an interrupted restore never leaves a partial file under a real name
 //!   (unnamed, it leaves nothing), and an existing symlink is replaced, never written through;
 //! - metadata is applied last, on the open descriptor: ownership (as root only), then mode
-//!   (setuid/setgid only as root), then times; a directory's when everything in it is done.
+//!   (setuid/setgid only as root), then times; a directory's when everything in it is done. An
+//!   unnamed file, which nobody else can open before it is linked, is created with its mode;
+//!   its owner and mode are set only when they differ from what it got (this process's owner,
+//!   the directory's group when set-group-id, the mode less the umask), and attributes a
+//!   default ACL may have given it are looked for only where the directory has one.
 //!
 //! Every blob is verified against its id as it is read. A file whose data cannot be read or
 //! verified is removed and reported with the pack and blob at fault; the rest is restored.
@@ -267,6 +271,7 @@ pub fn restore(
         busy,
         full: Mutex::default(),
         unnamed: (!opts.named_temporaries && target::unnamed_files_work(&target_fd)).into(),
+        umask: target::process_umask(),
     };
     std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = bounded::<Vec<FileJob<'_>>>(1);
@@ -283,6 +288,7 @@ pub fn restore(
             raw: Vec::new(),
             as_root,
             shared: &shared,
+            inherited: std::sync::OnceLock::new(),
         });
         let mut writer = Writer {
             ctx: &ctx,
@@ -325,6 +331,9 @@ struct Ctx<'a> {
     /// Files are written unnamed (`O_TMPFILE`) and linked to their name when complete, where
     /// the target allows it; else under a temporary name, renamed.
     unnamed: std::sync::atomic::AtomicBool,
+    /// This process's file mode creation mask, when known (`/proc/self/status`): an unnamed
+    /// file is then created with its mode, and needs no `fchmod` when the mask kept it.
+    umask: Option<u32>,
 }
 
 impl Ctx<'_> {

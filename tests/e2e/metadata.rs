@@ -259,3 +259,81 @@ fn system_trees_round_trip_with_hard_links_and_attributes() {
         assert_same_tree(root, &out.join(name));
     }
 }
+
+/// A file's mode bits, owner, group and extended attributes.
+type FileMeta = (u32, u32, u32, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Mode, owner and attributes of every regular file below `root`, by path below it.
+fn file_meta(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, FileMeta> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.is_file() {
+                let rel = p.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(rel, (m.mode() & 0o7777, m.uid(), m.gid(), xattrs_of(&p)));
+            }
+        }
+    }
+    out
+}
+
+// See: issue 20 ("Restoring many small files ... keeping ... the safety rules and their tests
+// intact"): an unnamed file is created with its mode, and its owner, mode and attributes are
+// set only where what it got unasked differs. Whatever the umask, a default ACL or a
+// set-group-id directory in the target hands a new file, the restored files carry exactly the
+// set's mode, owner and attributes.
+#[test]
+fn restored_files_have_the_sets_mode_owner_and_attributes_whatever_the_target_hands_new_files() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let modes = [0o644, 0o600, 0o755, 0o640, 0o444, 0o4755, 0o2750, 0o1644, 0o000, 0o777];
+    for (i, mode) in modes.iter().enumerate() {
+        let p = src.join(format!("d{}/f{i}", i % 3));
+        write(&p, format!("file {i}").as_bytes());
+        if i % 2 == 1 {
+            std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
+        }
+        if i == 3 {
+            setxattr(&p, "user.kept", b"only this one");
+        }
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(*mode)).unwrap();
+    }
+    let expected = file_meta(&src);
+    assert_eq!(expected.len(), modes.len());
+    let set = env.snapshot(&[&src])["id"].as_str().unwrap().to_owned();
+
+    // Targets: plain; under a default ACL; set-group-id with another group.
+    let acl = env.path("acl");
+    std::fs::create_dir(&acl).unwrap();
+    sh(&format!("setfacl -d -m u:nobody:rwx,g::r-x,o::--- {}", acl.display()));
+    let sgid = env.path("sgid");
+    std::fs::create_dir(&sgid).unwrap();
+    std::os::unix::fs::lchown(&sgid, None, Some(65534)).unwrap();
+    std::fs::set_permissions(&sgid, std::os::unix::fs::PermissionsExt::from_mode(0o2775)).unwrap();
+    let plain = env.path("plain");
+    std::fs::create_dir(&plain).unwrap();
+    for (parent, umask) in
+        [(&plain, "022"), (&plain, "077"), (&plain, "000"), (&acl, "022"), (&sgid, "002")]
+    {
+        let out = parent.join(format!("out-{umask}"));
+        let cmd = format!(
+            "umask {umask}; exec '{}' restore {set} --repo '{}' --target '{}'",
+            crate::support::bin().display(),
+            env.repo().display(),
+            out.display()
+        );
+        let run = Command::new("sh").args(["-c", &cmd]).env_remove("STORE_REPO").output().unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let restored = file_meta(&out.join("src"));
+        for (path, want) in &expected {
+            assert_eq!(restored.get(path), Some(want), "{} in {}", path.display(), out.display());
+        }
+        assert_eq!(restored.len(), expected.len());
+    }
+}

@@ -16,28 +16,73 @@ pub(super) fn timestamps(meta: &Metadata) -> Timestamps {
     Timestamps { last_access: timespec(meta.mtime), last_modification: timespec(meta.mtime) }
 }
 
+/// What a file just created in a directory has without being told: its owner and mode, and
+/// whether it may have inherited attributes (the directory has a default ACL).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Fresh {
+    uid: u32,
+    gid: u32,
+    /// Its permission bits, when known.
+    mode: Option<u32>,
+    inherits: bool,
+}
+
+/// What files created in directory `dir` get: this process's owner (the directory's group
+/// when it is set-group-id), and whether a default ACL hands them attributes (assumed when it
+/// cannot be told).
+fn fresh_in(dir: &OwnedFd) -> Option<Fresh> {
+    let st = rustix::fs::fstat(dir).ok()?;
+    let gid =
+        if st.st_mode & 0o2000 != 0 { st.st_gid } else { rustix::process::getegid().as_raw() };
+    let acl = rustix::fs::fgetxattr(dir, c"system.posix_acl_default", &mut [0u8; 0][..]);
+    let inherits = !matches!(acl, Err(Errno::NODATA | Errno::NOTSUP));
+    Some(Fresh { uid: rustix::process::geteuid().as_raw(), gid, mode: None, inherits })
+}
+
+/// This process's file mode creation mask, from `/proc/self/status` (none without it).
+pub(super) fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
 /// Applies ownership (as root), mode, extended attributes and times to an open file or
 /// directory (`path` in messages). Attributes are set after the owner (a change of owner
 /// clears a file capability) and each one that cannot be set is recorded; the rest is applied.
+/// For a file this process just created (`fresh`), what it already has is not set again:
+/// the owner, the mode, and no attribute to remove where nothing could be inherited.
 pub(super) fn apply_meta(
     fd: impl AsFd,
     meta: &Metadata,
     as_root: bool,
     (shared, path): (&Shared, &str),
 ) -> rustix::io::Result<()> {
+    apply_meta_fresh(fd, meta, (as_root, None), (shared, path))
+}
+
+fn apply_meta_fresh(
+    fd: impl AsFd,
+    meta: &Metadata,
+    (as_root, fresh): (bool, Option<Fresh>),
+    (shared, path): (&Shared, &str),
+) -> rustix::io::Result<()> {
     let mut mode = meta.mode & 0o7777;
     if as_root {
-        rustix::fs::fchown(
-            &fd,
-            Some(rustix::fs::Uid::from_raw(meta.uid)),
-            Some(rustix::fs::Gid::from_raw(meta.gid)),
-        )?;
+        if fresh.is_none_or(|f| (f.uid, f.gid) != (meta.uid, meta.gid)) {
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
+            )?;
+        }
     } else {
         mode &= 0o1777;
     }
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    if fresh.and_then(|f| f.mode) != Some(mode) {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    }
     let mut failed = crate::xattr::apply(crate::xattr::On::Fd(&fd), &meta.xattrs);
-    if meta.records_xattrs() {
+    if meta.records_xattrs() && fresh.is_none_or(|f| f.inherits) {
         failed.extend(crate::xattr::remove_others(&fd, &meta.xattrs));
     }
     for failed in failed {
@@ -72,6 +117,14 @@ pub(super) struct DirHandle<'a> {
     pub(super) raw: Vec<u8>,
     pub(super) as_root: bool,
     pub(super) shared: &'a Shared,
+    /// What files created in it get unasked (looked at once, on first need).
+    pub(super) inherited: std::sync::OnceLock<Option<Fresh>>,
+}
+
+impl DirHandle<'_> {
+    fn fresh(&self) -> Option<Fresh> {
+        *self.inherited.get_or_init(|| fresh_in(&self.fd))
+    }
 }
 
 impl Drop for DirHandle<'_> {
@@ -167,6 +220,7 @@ pub(super) fn make_dir<'a>(
         raw: join_raw(&parent.raw, name),
         as_root: parent.as_root,
         shared: parent.shared,
+        inherited: std::sync::OnceLock::new(),
     })
 }
 
@@ -356,8 +410,9 @@ pub(super) fn prepare(
 /// Where a file is written before it gets its name.
 pub(super) enum Staging {
     /// An unnamed file (`O_TMPFILE`), linked to its name when complete: one directory
-    /// insertion, and nothing left behind by an interrupted restore.
-    Unnamed,
+    /// insertion, and nothing left behind by an interrupted restore. Nobody else can open it
+    /// before then, so it is created with its mode; with what it got unasked, when known.
+    Unnamed(Option<Fresh>),
     /// A temporary name, renamed over the name when complete.
     Named(Vec<u8>),
 }
@@ -390,8 +445,18 @@ pub(super) fn open_staged(
             }
         }
         let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
-        match rustix::fs::openat(&job.dir.fd, c".", flags, Mode::from_raw_mode(0o600)) {
-            Ok(fd) => return Ok((Staging::Unnamed, File::from(fd))),
+        // Without a default ACL in the directory, the mask alone decides the mode it gets.
+        let mut fresh = job.dir.fresh();
+        let requested = match (&mut fresh, ctx.umask) {
+            (Some(f), Some(umask)) if !f.inherits => {
+                let requested = job.node.meta.mode & 0o777;
+                f.mode = Some(requested & !umask);
+                requested
+            }
+            _ => 0o600,
+        };
+        match rustix::fs::openat(&job.dir.fd, c".", flags, Mode::from_raw_mode(requested)) {
+            Ok(fd) => return Ok((Staging::Unnamed(fresh), File::from(fd))),
             // A file system without unnamed files (a directory below may be another mount).
             Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {}
             Err(e) => return Err(e).at(&job.path),
@@ -463,10 +528,15 @@ pub(super) fn finish(
     if size.is_multiple_of(HOLE_BLOCK) && size > 0 {
         file.set_len(size).at(&job.path)?;
     }
-    apply_meta(file, &job.node.meta, ctx.as_root, (ctx.shared, &job.path)).at(&job.path)?;
+    let fresh = match staging {
+        Staging::Unnamed(fresh) => *fresh,
+        Staging::Named(_) => None,
+    };
+    let meta = &job.node.meta;
+    apply_meta_fresh(file, meta, (ctx.as_root, fresh), (ctx.shared, &job.path)).at(&job.path)?;
     let temp = match staging {
         Staging::Named(temp) => temp.clone(),
-        Staging::Unnamed => match link_unnamed(file, &dir.fd, name) {
+        Staging::Unnamed(_) => match link_unnamed(file, &dir.fd, name) {
             Ok(()) => return verified(ctx, job, size, chunks, bufs),
             // An entry at the name (into an empty target: put there by someone else since).
             Err(Errno::EXIST) if ctx.opts.overwrite.is_none() => {
@@ -493,7 +563,7 @@ pub(super) fn finish(
         },
     };
     let placed = place(ctx, job, &temp);
-    if placed.is_err() && matches!(staging, Staging::Unnamed) {
+    if placed.is_err() && matches!(staging, Staging::Unnamed(_)) {
         let _ = rustix::fs::unlinkat(&dir.fd, temp.as_slice(), AtFlags::empty());
     }
     placed?;
