@@ -215,7 +215,10 @@ fn a_lost_cache_a_lost_pack_and_recent_changes_make_directories_listed_again() {
 
     // A pack lost: no directory whose files it held is reused; their files are read and
     // stored again, and the new set is whole.
-    let packs: Vec<PathBuf> = walk_files(&env.repo().join("packs"));
+    let packs: Vec<PathBuf> = crate::integrity::files_under(&env.repo().join("packs"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .collect();
     assert_eq!(packs.len(), 1, "one pack holds this small store");
     std::fs::remove_file(&packs[0]).unwrap();
     let refilled = snap(&env, &src, &[]).ok().json();
@@ -278,44 +281,6 @@ fn traced_snap(env: &Env, src: &Path) -> (serde_json::Value, Vec<String>) {
     (doc, calls)
 }
 
-/// Every regular file below `dir`.
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "pack") {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// A small seeded generator (splitmix64) for the random walk below.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<T: Clone>(&mut self, v: &[T]) -> Option<T> {
-        (!v.is_empty()).then(|| v[self.below(v.len())].clone())
-    }
-}
-
 /// Every directory (with `root`) and every regular file below `root`.
 fn entries(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let (mut dirs, mut files) = (vec![root.to_path_buf()], Vec::new());
@@ -349,7 +314,7 @@ fn random_changes_that_keep_the_promise_restore_exactly_from_every_set() {
         let src = env.path("contentstore");
         content_store(&src);
         settle();
-        let mut rng = Rng(seed);
+        let mut rng = crate::model::Rng(seed);
         let mut reused = 0;
         let mut made = 0u64;
         for step in 0..12 {
@@ -360,8 +325,10 @@ fn random_changes_that_keep_the_promise_restore_exactly_from_every_set() {
                 match rng.below(6) {
                     0 => {
                         let dir = rng.pick(&dirs).unwrap();
-                        let data =
-                            crate::support::random_bytes(seed * 1000 + made, rng.below(9000));
+                        let data = crate::support::random_bytes(
+                            seed * 1000 + made,
+                            rng.below(9000) as usize,
+                        );
                         write(&dir.join(format!("added-{made}.bin")), &data);
                     }
                     1 => {
@@ -384,15 +351,15 @@ fn random_changes_that_keep_the_promise_restore_exactly_from_every_set() {
                         else {
                             continue;
                         };
-                        if !to.starts_with(&from) {
-                            std::fs::rename(&from, to.join(format!("moved-{made}"))).unwrap();
+                        if !to.starts_with(from) {
+                            std::fs::rename(from, to.join(format!("moved-{made}"))).unwrap();
                         }
                     }
                     _ => {
                         if let Some(d) = rng.pick(&dirs_below) {
                             let mode = if rng.below(2) == 0 { 0o750 } else { 0o755 };
                             std::fs::set_permissions(
-                                &d,
+                                d,
                                 std::os::unix::fs::PermissionsExt::from_mode(mode),
                             )
                             .unwrap();
