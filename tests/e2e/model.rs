@@ -16,6 +16,12 @@
 //! every set restores exactly what the model says it holds; a set that damage reaches restores
 //! every file it can with the right bytes and names the rest.
 //!
+//! In one seed of three the sources are write-once components (`--component NAME=PATH
+//! --write-once`): the generator then keeps the promise (a file is never changed in place: it
+//! is replaced by a new one, or moved; no attribute or hard link is added to an existing file),
+//! so unchanged directories are reused unlisted, through kills, prunes, damage and repairs,
+//! and every set must still restore exactly.
+//!
 //! `STORE_MODEL_SEEDS` (a count, or a comma-separated list) and `STORE_MODEL_OPS` (operations
 //! per seed) make the long run of `benches/scripts/model.sh`; CI runs a few short seeds, and
 //! every seed that ever failed is kept in [`REGRESSION_SEEDS`]. A failure prints the seed and
@@ -97,6 +103,8 @@ struct World {
     next_file: u64,
     /// Operations run, by kind.
     ran: BTreeMap<&'static str, u64>,
+    /// The sources are write-once components, and the generator keeps the promise.
+    write_once: bool,
 }
 
 impl World {
@@ -182,14 +190,25 @@ impl World {
                 4 => {
                     if let Some(p) = self.rng.pick(&files).cloned() {
                         let data = self.content();
+                        if self.write_once {
+                            // Replaced, never changed in place: a new file under the name.
+                            std::fs::remove_file(&p).unwrap();
+                        }
                         std::fs::write(&p, data).unwrap();
                     }
                 }
                 5 => {
                     if let Some(p) = self.rng.pick(&files).cloned() {
-                        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
                         let tail = random_bytes(self.rng.next(), self.rng.below(5000) as usize);
-                        std::io::Write::write_all(&mut f, &tail).unwrap();
+                        if self.write_once {
+                            let mut data = std::fs::read(&p).unwrap();
+                            data.extend_from_slice(&tail);
+                            std::fs::remove_file(&p).unwrap();
+                            std::fs::write(&p, data).unwrap();
+                        } else {
+                            let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                            std::io::Write::write_all(&mut f, &tail).unwrap();
+                        }
                     }
                 }
                 6 => {
@@ -212,7 +231,9 @@ impl World {
                 }
             }
         }
-        match self.extra.below(6) {
+        // An attribute or a hard link added to an existing file changes it in place.
+        let extra = if self.write_once { 5 } else { self.extra.below(6) };
+        match extra {
             0 => {
                 let files = self.files(host);
                 if let Some(p) = self.extra.pick(&files).cloned() {
@@ -258,7 +279,18 @@ impl World {
         if self.rng.chance(50) {
             args.extend(["--append-only".to_owned(), "f*".to_owned()]);
         }
-        args.push(self.src(host).to_str().unwrap().to_owned());
+        let src = self.src(host).to_str().unwrap().to_owned();
+        if self.write_once {
+            args.extend([
+                "--component".to_owned(),
+                format!("{}={src}", Self::component(host)),
+                "--write-once".to_owned(),
+                "--write-once-settle".to_owned(),
+                "0s".to_owned(),
+            ]);
+        } else {
+            args.push(src);
+        }
         args
     }
 
@@ -291,7 +323,12 @@ impl World {
         if run.code != 0 {
             self.fail(&format!("snapshot failed: {}", run.stderr));
         }
-        self.add_set(run.json()["id"].as_str().unwrap().to_owned(), host, tree);
+        let doc = run.json();
+        if self.write_once {
+            let reused = doc["dirs_reused"].as_u64().unwrap_or(0);
+            *self.ran.entry("write-once dirs reused").or_default() += reused;
+        }
+        self.add_set(doc["id"].as_str().unwrap().to_owned(), host, tree);
     }
 
     /// Two snapshots at once (one per host), and sometimes a prune beside them.
@@ -726,6 +763,7 @@ fn run_seed(seed: u64, ops: u64) -> BTreeMap<&'static str, u64> {
         log: vec![format!("seed {seed}")],
         next_file: 0,
         ran: BTreeMap::new(),
+        write_once: seed % 3 == 1,
     };
     for host in 0..2 {
         w.mutate(host);
@@ -831,6 +869,7 @@ fn model_generator_is_deterministic() {
             log: Vec::new(),
             next_file: 0,
             ran: BTreeMap::new(),
+            write_once: seed % 3 == 1,
         };
         for _ in 0..5 {
             w.mutate(0);
