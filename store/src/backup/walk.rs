@@ -47,6 +47,23 @@ pub(crate) fn open_dir(at: impl AsFd, name: &Path) -> std::io::Result<DirFd> {
     Ok(Arc::new(rustix::fs::openat(at, name, flags, Mode::empty())?))
 }
 
+/// Opens the directory at relative `path` below `at` one component at a time, each with
+/// `O_NOFOLLOW`: a symlink anywhere on the way (a directory swapped for one since it was looked
+/// at) fails the open instead of leading out of the source.
+pub(crate) fn open_dir_beneath(at: impl AsFd, path: &Path) -> std::io::Result<DirFd> {
+    let mut parts = path.as_os_str().as_bytes().split(|&b| b == b'/').filter(|p| !p.is_empty());
+    let first =
+        parts.next().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut dir = open_dir(at, Path::new(std::ffi::OsStr::from_bytes(first)))?;
+    for part in parts {
+        if part == b".." {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        }
+        dir = open_dir(dir.as_fd(), Path::new(std::ffi::OsStr::from_bytes(part)))?;
+    }
+    Ok(dir)
+}
+
 /// What `lstat` (or `fstat`) says of a path.
 pub(crate) struct Lstat(rustix::fs::Stat);
 
@@ -785,7 +802,8 @@ impl<'a> WalkSinks<'a> {
         parent_node: Option<Node>,
         promised: bool,
     ) -> Step<'a> {
-        match open_dir(at.as_fd(), on_disk).and_then(|sub| Ok((sorted_names(&sub)?, sub))) {
+        let opened = open_dir_beneath(at.as_fd(), on_disk);
+        match opened.and_then(|sub| Ok((sorted_names(&sub)?, sub))) {
             Ok((names, sub)) => {
                 let parent = parent_node.as_ref().map(|p| &p.meta);
                 meta.xattrs = self.xattrs(XattrsAt::Open(sub.as_fd()), &rel, &meta, parent);
@@ -860,5 +878,26 @@ impl<'a> WalkSinks<'a> {
         }
         let on_disk = Path::new(std::ffi::OsStr::from_bytes(&path));
         Ok(self.enter_listed((anchor, on_disk), name, rel, meta, node, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_anywhere_on_a_path_from_a_listed_directory_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(root.join("outside/c")).unwrap();
+        std::os::unix::fs::symlink(root.join("outside"), root.join("a/swapped")).unwrap();
+        let at = open_dir(rustix::fs::CWD, root).unwrap();
+        let ino = |fd: &DirFd| Lstat::of(fd.as_fd()).unwrap().ino();
+        let opened = open_dir_beneath(at.as_fd(), Path::new("a/b/c")).unwrap();
+        assert_eq!(ino(&opened), std::fs::metadata(root.join("a/b/c")).unwrap().ino());
+        for bad in ["a/swapped/c", "a/swapped", "a/../outside/c", ""] {
+            assert!(open_dir_beneath(at.as_fd(), Path::new(bad)).is_err(), "{bad}");
+        }
     }
 }
