@@ -234,6 +234,40 @@ fn a_lost_cache_a_lost_pack_and_recent_changes_make_directories_listed_again() {
     restores_as(&env, &cautious, &src);
 }
 
+// See: issue 20 and issue 16 ("prune stays exact beside running backups"): prune repacks the
+// packs directory records name; the next set falls back for what moved, reuses the rest, and
+// is whole.
+#[test]
+fn after_a_prune_repacks_the_records_packs_the_next_set_is_whole() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("contentstore");
+    let dirs = content_store(&src);
+    settle();
+    let full = snap(&env, &src, &[]).ok().json();
+    let second = snap(&env, &src, &[]).ok().json();
+    assert_eq!(u(&second, "dirs_reused"), dirs);
+    // Half of one year removed (the cleaner), a set taken, the older sets forgotten: their
+    // pack is partly unused, and prune with --max-unused 0 repacks what is still used.
+    std::fs::remove_dir_all(src.join("2025/1")).unwrap();
+    settle();
+    snap(&env, &src, &[]).ok();
+    env.run("forget", &[full["id"].as_str().unwrap(), second["id"].as_str().unwrap()]).ok();
+    let before = crate::integrity::files_under(&env.repo().join("packs"));
+    env.run("prune", &["--max-unused", "0"]).ok();
+    let after = crate::integrity::files_under(&env.repo().join("packs"));
+    assert!(before.iter().any(|p| !after.contains(p)), "prune repacked nothing");
+    let next = snap(&env, &src, &[]).ok().json();
+    assert_eq!(u(&next, "files"), 144 - 36);
+    restores_as(&env, &next, &src);
+    // And the one after reuses every directory again, from records made anew.
+    let again = snap(&env, &src, &[]).ok().json();
+    // 2025/1 held 19 directories: a month, 2 days, 4 hours and 12 minutes.
+    assert_eq!(u(&again, "dirs_reused"), dirs - 19, "{again}");
+    assert_eq!(root_of(&again), root_of(&next));
+    env.run("check", &["--read-data"]).ok();
+}
+
 #[test]
 fn write_once_options_are_checked_and_named() {
     let env = Env::new();
