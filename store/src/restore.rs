@@ -56,7 +56,9 @@ use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{Component, Manifest};
-use crate::tree::{escape_name, is_valid_name, ChunkRefs, Content, Metadata, Node, Time, Xattr};
+use crate::tree::{
+    escape_name, is_valid_name, join_raw, ChunkRefs, Content, Metadata, Node, Time, Xattr,
+};
 use crate::vfs::{component_node, dir_entries, for_each_chunk};
 
 mod batch;
@@ -173,15 +175,6 @@ struct FileJob<'a> {
 }
 
 /// `parent/name` as raw bytes (`name` alone below the target's root).
-fn join_raw(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut out = parent.to_vec();
-    if !out.is_empty() {
-        out.push(b'/');
-    }
-    out.extend_from_slice(name);
-    out
-}
-
 fn join(parent: &str, name: &[u8]) -> String {
     let name = escape_name(name);
     if parent.is_empty() {

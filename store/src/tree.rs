@@ -265,6 +265,16 @@ pub fn is_valid_name(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.iter().any(|&b| b == b'/' || b == 0)
 }
 
+/// `name` below the relative path `parent` (raw bytes; the empty path is the top itself).
+pub(crate) fn join_raw(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = parent.to_vec();
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
 /// `name` as text for messages: UTF-8 where it is, `\xNN` escapes elsewhere.
 #[must_use]
 pub fn escape_name(name: &[u8]) -> String {

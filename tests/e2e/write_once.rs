@@ -81,15 +81,21 @@ fn root_of(doc: &serde_json::Value) -> &str {
     doc["components"][0]["root"].as_str().unwrap()
 }
 
-#[test]
-fn unchanged_directories_are_reused_unlisted_and_every_change_lands_in_the_next_set() {
+/// An initialised repository and a generated content store, settled, with its full set:
+/// the scratch area, the store, its number of directories below the root, the set's document.
+fn store_with_full_set() -> (Env, PathBuf, u64, serde_json::Value) {
     let env = Env::new();
     env.init();
     let src = env.path("contentstore");
     let dirs = content_store(&src);
     settle();
-
     let full = snap(&env, &src, &[]).ok().json();
+    (env, src, dirs, full)
+}
+
+#[test]
+fn unchanged_directories_are_reused_unlisted_and_every_change_lands_in_the_next_set() {
+    let (env, src, dirs, full) = store_with_full_set();
     assert_eq!(u(&full, "dirs_reused"), 0, "a full set lists everything");
     assert_eq!(u(&full, "files"), 144);
     // The first incremental trusts the full set's trees (made with the same options).
@@ -151,12 +157,7 @@ fn unchanged_directories_are_reused_unlisted_and_every_change_lands_in_the_next_
 
 #[test]
 fn a_file_changed_in_place_is_missed_and_verify_write_once_names_it() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("contentstore");
-    content_store(&src);
-    settle();
-    snap(&env, &src, &[]).ok();
+    let (env, src, _, _) = store_with_full_set();
     snap(&env, &src, &[]).ok();
     // The promise broken: a file rewritten in place, its directory untouched.
     let victim = src.join("2025/2/2/1/1").read_dir().unwrap().next().unwrap().unwrap().path();
@@ -195,12 +196,7 @@ fn a_file_changed_in_place_is_missed_and_verify_write_once_names_it() {
 
 #[test]
 fn a_lost_cache_a_lost_pack_and_recent_changes_make_directories_listed_again() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("contentstore");
-    let dirs = content_store(&src);
-    settle();
-    snap(&env, &src, &[]).ok();
+    let (env, src, dirs, _) = store_with_full_set();
     assert_eq!(u(&snap(&env, &src, &[]).ok().json(), "dirs_reused"), dirs);
 
     // The cache (index, directory records, markers) lost: nothing is trusted, everything is
@@ -239,12 +235,7 @@ fn a_lost_cache_a_lost_pack_and_recent_changes_make_directories_listed_again() {
 // is whole.
 #[test]
 fn after_a_prune_repacks_the_records_packs_the_next_set_is_whole() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("contentstore");
-    let dirs = content_store(&src);
-    settle();
-    let full = snap(&env, &src, &[]).ok().json();
+    let (env, src, dirs, full) = store_with_full_set();
     let second = snap(&env, &src, &[]).ok().json();
     assert_eq!(u(&second, "dirs_reused"), dirs);
     // Half of one year removed (the cleaner), a set taken, the older sets forgotten: their

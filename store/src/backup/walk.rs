@@ -34,7 +34,7 @@ use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{Counts, IssueKind};
-use crate::tree::{ChunkRefs, Content, Metadata, Node, Time, Xattr};
+use crate::tree::{join_raw, ChunkRefs, Content, Metadata, Node, Time, Xattr};
 use crate::vfs::{dir_entries, RepoDir};
 
 /// An open directory of a source, shared by the walk and the reads of its files.
@@ -631,16 +631,6 @@ impl<'a> Step<'a> {
     }
 }
 
-/// `name` below `base` (the empty path is the directory itself).
-fn joined(base: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut path = base.to_vec();
-    if !path.is_empty() {
-        path.push(b'/');
-    }
-    path.extend_from_slice(name);
-    path
-}
-
 /// Walks the directory `root` (whose own `Enter` the caller has sent) and sends every entry
 /// below it, ending with the `Leave` of `root`. `parent` is the parent set's listing of the
 /// same directory; `promised` says it is an unchanged write-once directory whose files
@@ -723,7 +713,7 @@ impl<'a> WalkSinks<'a> {
     ) -> Result<Step<'a>> {
         let dir = Arc::clone(dir);
         let on_disk = Path::new(std::ffi::OsStr::from_bytes(&name));
-        let rel = joined(rel, &name);
+        let rel = join_raw(rel, &name);
         if self.excludes.matches(&rel, &name) {
             self.excluded(&rel);
             return Ok(Step::Next);
@@ -863,8 +853,8 @@ impl<'a> WalkSinks<'a> {
         name: Vec<u8>,
         m: &Lstat,
     ) -> Result<Step<'a>> {
-        let rel = joined(rel, &name);
-        let path = joined(from_anchor, &name);
+        let rel = join_raw(rel, &name);
+        let path = join_raw(from_anchor, &name);
         let meta = metadata_of(m);
         if let Some(reused) = self.reuse_dir((anchor, &path), &rel, &meta, None)? {
             return Ok(self.enter_reused(name, reused, (Arc::clone(anchor), path), rel));

@@ -410,12 +410,8 @@ impl WalkSinks<'_> {
         names: &[Vec<u8>],
     ) -> Option<Vec<(Vec<u8>, Lstat)>> {
         let mut out = Vec::with_capacity(names.len());
-        let mut full = path.to_vec();
-        full.push(b'/');
-        let base = full.len();
         for name in names {
-            full.truncate(base);
-            full.extend_from_slice(name);
+            let full = crate::tree::join_raw(path, name);
             let on_disk = std::path::Path::new(
                 <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&full),
             );
