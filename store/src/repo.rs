@@ -121,7 +121,7 @@ fn now_ns() -> i64 {
 
 /// 32 bytes from the operating system's random source (`getrandom(2)`): a repository id, a
 /// chunker seed.
-fn random_id() -> Result<Id> {
+pub(crate) fn random_id() -> Result<Id> {
     let mut bytes = [0u8; crate::id::ID_LEN];
     crate::crypto::random_bytes(&mut bytes)?;
     Ok(Id::from_bytes(bytes))

@@ -14,9 +14,11 @@
 use std::path::PathBuf;
 
 use crate::error::{IoContext, Result};
+pub mod s3;
 use crate::id::Id;
 use crate::pack::{LocalPack, PackSource};
 use crate::repo::Layout;
+pub use s3::{RequestStats, S3Location, S3Storage};
 
 /// A directory of objects named by their id (64 hex digits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +188,20 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`Error::Io`] (`NotFound` when there is no such object).
     fn touch(&self, dir: ObjectDir, id: Id) -> Result<()>;
+
+    /// Whether a create ([`WriteMode::CreateNew`]) is refused when the object exists, so that
+    /// of racing writers exactly one wins. Some S3-compatible servers ignore `If-None-Match`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the storage cannot be asked.
+    fn conditional_writes(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// The requests made of a remote storage so far (`None` for a local one).
+    fn requests(&self) -> Option<RequestStats> {
+        None
+    }
 }
 
 /// A repository in a local directory.
@@ -409,7 +425,11 @@ pub(crate) mod tests {
 
     /// What every [`Storage`] must do, whatever keeps the objects; `storage` starts empty, with
     /// the directories `init` makes; packs are staged in `staging`.
-    pub(crate) fn conformance(storage: &dyn Storage, staging: &std::path::Path) {
+    pub(crate) fn conformance(
+        storage: &dyn Storage,
+        staging: &std::path::Path,
+        clock_resolution: std::time::Duration,
+    ) {
         let (a, b) = (b"object a".to_vec(), b"object b, longer".to_vec());
         let (ida, idb) = (Id::hash(&a), Id::hash(&b));
         assert!(storage.list(ObjectDir::Snapshots).unwrap().is_empty());
@@ -503,7 +523,7 @@ pub(crate) mod tests {
         // A lock's age runs from its write, and a touch makes it new again.
         let lock = Id::hash(b"a lock");
         storage.write(ObjectDir::Locks, lock, b"held", WriteMode::Replace, "lock").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::thread::sleep(clock_resolution);
         let old = storage.age(ObjectDir::Locks, lock).unwrap();
         assert!(old >= std::time::Duration::from_secs(1), "{old:?}");
         storage.touch(ObjectDir::Locks, lock).unwrap();
@@ -535,7 +555,7 @@ pub(crate) mod tests {
     #[test]
     fn local_storage_conforms() {
         let (dir, storage) = local();
-        conformance(&storage, &dir.path().join("tmp"));
+        conformance(&storage, &dir.path().join("tmp"), std::time::Duration::from_millis(1100));
     }
 
     #[test]

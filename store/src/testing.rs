@@ -85,3 +85,19 @@ pub(crate) fn flip(path: &Path, offset: u64) {
     #[allow(clippy::disallowed_methods, reason = "damaging the repository on purpose")]
     std::fs::write(path, bytes).unwrap();
 }
+
+#[cfg(feature = "engine")]
+/// A location in the S3 server the tests run against (`STORE_TEST_S3`, set by `.ci/run`, which
+/// starts SeaweedFS on 127.0.0.1), below a prefix new to this call.
+pub(crate) fn s3_test_location(name: &str) -> crate::storage::S3Location {
+    let base = std::env::var("STORE_TEST_S3").expect(
+        "STORE_TEST_S3 is not set: the object-storage tests need the S3 server that `.ci/run` \
+         starts (`eval \"$(bash .ci/s3-server start DIR)\"` starts one by hand)",
+    );
+    let mut location = crate::storage::S3Location::parse(&base).unwrap();
+    let unique =
+        format!("{name}-{}-{}", std::process::id(), crate::repo::random_id().unwrap().short());
+    location.prefix =
+        if location.prefix.is_empty() { unique } else { format!("{}/{unique}", location.prefix) };
+    location
+}

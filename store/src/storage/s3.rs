@@ -1,0 +1,651 @@
+//! A repository in S3-compatible object storage (AWS S3, Ceph RGW, MinIO, SeaweedFS), through
+//! the `object_store` crate (chosen over OpenDAL: one S3 client of the Arrow project with
+//! conditional writes, multipart uploads and retries with jittered backoff built in, and no
+//! service registry to carry; FORMAT.md §13.2 has the comparison).
+//!
+//! Objects keep the names they have in a local repository (`packs/ab/<id>.pack`,
+//! `snapshots/<id>`, `config`), below the location's prefix, so a local repository copied into
+//! a bucket whole is a repository there. Nothing of the S3 client is seen past [`Storage`].
+//!
+//! Every request is retried with jittered exponential backoff on 5xx answers (`SlowDown`
+//! included), dropped connections and timeouts; after the last retry the error names the
+//! object, the operation and the HTTP status. Requests are counted per kind
+//! ([`S3Storage::requests`]).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
+
+use super::{Named, ObjectDir, Storage, WriteMode};
+use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
+use crate::pack::PackSource;
+
+/// Packs larger than this are uploaded in parts of [`PART_SIZE`].
+const MULTIPART_OVER: u64 = 16 << 20;
+/// The size of one part of a multipart upload (S3's minimum is 5 MiB), and what one upload
+/// holds in memory at a time.
+const PART_SIZE: usize = 8 << 20;
+/// A read of a pack fetches at least this much, so reading its blobs in order costs one
+/// request per window rather than one per blob.
+const READ_WINDOW: u64 = 1 << 20;
+
+/// Where a repository in object storage is: `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`
+/// (restic's form; without a scheme, `https`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// `http[s]://HOST[:PORT]`.
+    pub endpoint: String,
+    /// The bucket.
+    pub bucket: String,
+    /// Below which the repository's objects are, without leading or trailing `/` (may be
+    /// empty).
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses `s3:...`.
+    ///
+    /// # Errors
+    /// A message saying what is wrong with `url`.
+    pub fn parse(url: &str) -> std::result::Result<Self, String> {
+        let rest = url.strip_prefix("s3:").ok_or("an object storage location starts with s3:")?;
+        let (scheme, rest) = match rest.split_once("://") {
+            Some((s @ ("http" | "https"), r)) => (s, r),
+            Some((s, _)) => return Err(format!("scheme {s}: is not http or https")),
+            None => ("https", rest),
+        };
+        let mut parts = rest.splitn(3, '/');
+        let host = parts.next().filter(|h| !h.is_empty()).ok_or("no host")?;
+        let bucket = parts.next().filter(|b| !b.is_empty()).ok_or("no bucket after the host")?;
+        let prefix = parts.next().unwrap_or("").trim_matches('/').to_owned();
+        if prefix.split('/').any(|p| p == "." || p == "..") {
+            return Err(format!("prefix {prefix} has a . or .. component"));
+        }
+        Ok(S3Location { endpoint: format!("{scheme}://{host}"), bucket: bucket.to_owned(), prefix })
+    }
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3:{}/{}", self.endpoint, self.bucket)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+/// Requests made, by kind, and bytes moved.
+#[derive(Debug, Default)]
+struct Counts {
+    get: AtomicU64,
+    put: AtomicU64,
+    head: AtomicU64,
+    list: AtomicU64,
+    delete: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+}
+
+/// What one process asked of the object store (for `--json` and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestStats {
+    /// GET requests (whole objects and ranges).
+    pub get: u64,
+    /// PUT requests (objects and parts of multipart uploads).
+    pub put: u64,
+    /// HEAD requests.
+    pub head: u64,
+    /// LIST requests (pages).
+    pub list: u64,
+    /// DELETE requests.
+    pub delete: u64,
+    /// Bytes uploaded.
+    pub bytes_up: u64,
+    /// Bytes downloaded.
+    pub bytes_down: u64,
+}
+
+/// What the server showed of itself when first asked.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// Whether a create (`If-None-Match: *`) of an existing object was refused.
+    conditional_writes: bool,
+    /// The server's clock less this host's, in milliseconds.
+    clock_offset_ms: i64,
+}
+
+struct Inner {
+    location: S3Location,
+    client: AmazonS3,
+    runtime: tokio::runtime::Runtime,
+    counts: Counts,
+    probe: Mutex<Option<Probe>>,
+}
+
+/// A repository in an S3 bucket.
+#[derive(Clone)]
+pub struct S3Storage {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Storage({})", self.inner.location)
+    }
+}
+
+/// Credentials of `profile` in the shared AWS credentials file (`AWS_SHARED_CREDENTIALS_FILE`,
+/// or `~/.aws/credentials`), when there is one: (key id, secret, session token).
+fn profile_credentials(profile: &str) -> Option<(String, String, Option<String>)> {
+    let path = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")))?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    let mut in_profile = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = section.trim() == profile;
+        } else if let Some((k, v)) = line.split_once('=').filter(|_| in_profile) {
+            let v = v.trim().to_owned();
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v),
+                "aws_secret_access_key" => secret = Some(v),
+                "aws_session_token" => token = Some(v),
+                _ => {}
+            }
+        }
+    }
+    Some((id?, secret?, token))
+}
+
+impl S3Storage {
+    /// A client of the bucket at `location`, with credentials from the usual AWS variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`) or,
+    /// without them, the `AWS_PROFILE` (default `default`) of the shared credentials file.
+    /// Nothing is asked of the server yet.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming the repository when no client can be made.
+    pub fn open(location: &S3Location) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidOption { option: "repository", reason };
+        let mut builder = AmazonS3Builder::from_env();
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+            if let Some((id, secret, token)) = profile_credentials(&profile) {
+                builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+                if let Some(token) = token {
+                    builder = builder.with_token(token);
+                }
+            }
+        }
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            builder = builder.with_region("us-east-1");
+        }
+        let retry = object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(15),
+                base: 2.0,
+            },
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
+        };
+        let client_options = object_store::ClientOptions::new()
+            .with_allow_http(location.endpoint.starts_with("http://"))
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(120));
+        let client = builder
+            .with_endpoint(&location.endpoint)
+            .with_bucket_name(&location.bucket)
+            .with_virtual_hosted_style_request(false)
+            .with_retry(retry)
+            .with_client_options(client_options)
+            .build()
+            .map_err(|e| invalid(format!("{location}: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("store-s3")
+            .enable_all()
+            .build()
+            .at(location.to_string())?;
+        Ok(S3Storage {
+            inner: Arc::new(Inner {
+                location: location.clone(),
+                client,
+                runtime,
+                counts: Counts::default(),
+                probe: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Whether nothing is stored below the location yet (its bucket must exist).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the location when it cannot be listed (no such bucket, no access).
+    pub fn is_empty(&self) -> Result<bool> {
+        let inner = &self.inner;
+        let prefix = inner.key("");
+        inner.counts.list.fetch_add(1, Ordering::Relaxed);
+        let first = inner.runtime.block_on(async {
+            let mut list = inner.client.list(Some(&prefix));
+            list.try_next().await
+        });
+        Ok(first.map_err(|e| inner.fail("LIST", &prefix, e))?.is_none())
+    }
+}
+
+impl Inner {
+    /// The key of `rel` below the prefix.
+    fn key(&self, rel: &str) -> Key {
+        match (self.location.prefix.is_empty(), rel.is_empty()) {
+            (true, _) => Key::from(rel),
+            (false, true) => Key::from(self.location.prefix.as_str()),
+            (false, false) => Key::from(format!("{}/{rel}", self.location.prefix)),
+        }
+    }
+
+    fn object_key(&self, dir: ObjectDir, id: Id) -> Key {
+        let hex = id.to_hex();
+        match dir {
+            ObjectDir::Packs => self.key(&format!("packs/{}/{hex}.pack", &hex[..2])),
+            _ => self.key(&format!("{}/{hex}", dir.name())),
+        }
+    }
+
+    fn url(&self, key: &Key) -> PathBuf {
+        PathBuf::from(format!("s3:{}/{}/{key}", self.location.endpoint, self.location.bucket))
+    }
+
+    /// `e` of operation `op` on `key`, as an I/O error naming the object: `NotFound`,
+    /// `AlreadyExists` (a create that lost, or a condition that failed) or `Other`.
+    fn fail(&self, op: &str, key: &Key, e: object_store::Error) -> Error {
+        use std::io::ErrorKind as K;
+        let kind = match &e {
+            object_store::Error::NotFound { .. } => K::NotFound,
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => K::AlreadyExists,
+            _ => K::Other,
+        };
+        Error::Io { path: self.url(key), cause: std::io::Error::new(kind, format!("{op}: {e}")) }
+    }
+
+    fn get(&self, key: &Key) -> Result<Vec<u8>> {
+        self.counts.get.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .runtime
+            .block_on(async { self.client.get(key).await?.bytes().await })
+            .map_err(|e| self.fail("GET", key, e))?;
+        self.counts.bytes_down.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes.to_vec())
+    }
+
+    fn head(&self, key: &Key) -> Result<object_store::ObjectMeta> {
+        self.counts.head.fetch_add(1, Ordering::Relaxed);
+        self.runtime.block_on(self.client.head(key)).map_err(|e| self.fail("HEAD", key, e))
+    }
+
+    fn put(&self, key: &Key, payload: PutPayload, mode: PutMode) -> Result<()> {
+        self.counts.put.fetch_add(1, Ordering::Relaxed);
+        self.counts.bytes_up.fetch_add(payload.content_length() as u64, Ordering::Relaxed);
+        let op = match mode {
+            PutMode::Overwrite => "PUT",
+            PutMode::Create => "PUT (create only)",
+            PutMode::Update(_) => "PUT (update)",
+        };
+        self.runtime
+            .block_on(self.client.put_opts(key, payload, PutOptions::from(mode)))
+            .map(|_| ())
+            .map_err(|e| self.fail(op, key, e))
+    }
+
+    fn delete(&self, key: &Key) -> Result<()> {
+        self.counts.delete.fetch_add(1, Ordering::Relaxed);
+        match self.runtime.block_on(self.client.delete(key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.fail("DELETE", key, e)),
+        }
+    }
+
+    /// Writes `bytes` at `key`; a create when asked is made with `If-None-Match: *`, so of
+    /// several writers exactly one succeeds.
+    fn write(&self, key: &Key, bytes: &[u8], mode: WriteMode, label: &str) -> Result<()> {
+        crate::crash::point(label, "synced");
+        let mode = match mode {
+            WriteMode::Replace => PutMode::Overwrite,
+            WriteMode::CreateNew => PutMode::Create,
+        };
+        self.put(key, PutPayload::from(bytes.to_vec()), mode)?;
+        crate::crash::point(label, "renamed");
+        crate::crash::point(label, "durable");
+        Ok(())
+    }
+
+    /// Uploads the file open as `file` to `key`: in one request, or in parts when large (one
+    /// part in memory at a time); an upload that fails is aborted, leaving no object.
+    fn upload(&self, key: &Key, file: &std::fs::File, temp: &std::path::Path) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let len = file.metadata().at(temp)?.len();
+        if len <= MULTIPART_OVER {
+            let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+            file.read_exact_at(&mut bytes, 0).at(temp)?;
+            return self.put(key, PutPayload::from(bytes), PutMode::Overwrite);
+        }
+        self.counts.put.fetch_add(1, Ordering::Relaxed);
+        let mut upload = self
+            .runtime
+            .block_on(self.client.put_multipart(key))
+            .map_err(|e| self.fail("multipart upload start", key, e))?;
+        let sent = (|| {
+            let mut offset = 0u64;
+            while offset < len {
+                let n = usize::try_from((len - offset).min(PART_SIZE as u64)).unwrap_or(PART_SIZE);
+                let mut part = vec![0u8; n];
+                file.read_exact_at(&mut part, offset).at(temp)?;
+                self.counts.put.fetch_add(1, Ordering::Relaxed);
+                self.counts.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
+                self.runtime
+                    .block_on(upload.put_part(PutPayload::from(part)))
+                    .map_err(|e| self.fail("multipart upload part", key, e))?;
+                offset += n as u64;
+            }
+            self.counts.put.fetch_add(1, Ordering::Relaxed);
+            self.runtime
+                .block_on(upload.complete())
+                .map(|_| ())
+                .map_err(|e| self.fail("multipart upload completion", key, e))
+        })();
+        if sent.is_err() {
+            let _ = self.runtime.block_on(upload.abort());
+        }
+        sent
+    }
+
+    /// The keys below `rel/` (recursively, or only those directly in it).
+    fn list(&self, rel: &str, recursive: bool) -> Result<Vec<Key>> {
+        let prefix = self.key(rel);
+        self.counts.list.fetch_add(1, Ordering::Relaxed);
+        let listed = self.runtime.block_on(async {
+            if recursive {
+                let metas: Vec<_> = self.client.list(Some(&prefix)).try_collect().await?;
+                Ok(metas.into_iter().map(|m| m.location).collect::<Vec<_>>())
+            } else {
+                let result = self.client.list_with_delimiter(Some(&prefix)).await?;
+                Ok(result.objects.into_iter().map(|m| m.location).collect())
+            }
+        });
+        listed.map_err(|e| self.fail("LIST", &prefix, e))
+    }
+
+    /// Asks the server, once per process, whether it refuses a second create of one object
+    /// and what its clock says.
+    fn probe(&self) -> Result<Probe> {
+        let mut held = self.probe.lock().map_err(|_| Error::Interrupted)?;
+        if let Some(p) = *held {
+            return Ok(p);
+        }
+        let key = self.key(&format!("probe-{}", crate::repo::random_id()?.to_hex()));
+        let before = crate::time::now_ns();
+        self.put(&key, PutPayload::from_static(b"probe"), PutMode::Create)?;
+        let after = crate::time::now_ns();
+        let conditional_writes =
+            match self.put(&key, PutPayload::from_static(b"again"), PutMode::Create) {
+                Ok(()) => false,
+                Err(Error::Io { cause, .. })
+                    if cause.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    true
+                }
+                Err(e) => {
+                    let _ = self.delete(&key);
+                    return Err(e);
+                }
+            };
+        let meta = self.head(&key);
+        let _ = self.delete(&key);
+        // The server's time stamps are whole seconds: the middle of that second.
+        let server_ms = meta?.last_modified.timestamp_millis() + 500;
+        let local_ms = (before / 2 + after / 2) / 1_000_000;
+        let probe = Probe { conditional_writes, clock_offset_ms: server_ms - local_ms };
+        *held = Some(probe);
+        Ok(probe)
+    }
+}
+
+impl Storage for S3Storage {
+    fn location(&self) -> String {
+        self.inner.location.to_string()
+    }
+
+    fn describe(&self, dir: ObjectDir, id: Id) -> PathBuf {
+        self.inner.url(&self.inner.object_key(dir, id))
+    }
+
+    fn describe_named(&self, name: Named) -> PathBuf {
+        self.inner.url(&self.inner.key(name.name()))
+    }
+
+    fn read_named(&self, name: Named) -> Result<Vec<u8>> {
+        self.inner.get(&self.inner.key(name.name()))
+    }
+
+    fn write_named(&self, name: Named, bytes: &[u8], mode: WriteMode, label: &str) -> Result<()> {
+        self.inner.write(&self.inner.key(name.name()), bytes, mode, label)
+    }
+
+    fn list(&self, dir: ObjectDir) -> Result<Vec<Id>> {
+        let packs = dir == ObjectDir::Packs;
+        let keys = self.inner.list(dir.name(), packs)?;
+        let mut out: Vec<Id> = keys
+            .iter()
+            .filter_map(|k| k.filename())
+            .filter_map(|n| if packs { n.strip_suffix(".pack") } else { Some(n) })
+            .filter_map(|n| n.parse::<Id>().ok())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn size(&self, dir: ObjectDir, id: Id) -> Result<u64> {
+        Ok(self.inner.head(&self.inner.object_key(dir, id))?.size)
+    }
+
+    fn read(&self, dir: ObjectDir, id: Id) -> Result<Vec<u8>> {
+        self.inner.get(&self.inner.object_key(dir, id))
+    }
+
+    fn write(
+        &self,
+        dir: ObjectDir,
+        id: Id,
+        bytes: &[u8],
+        mode: WriteMode,
+        label: &str,
+    ) -> Result<()> {
+        self.inner.write(&self.inner.object_key(dir, id), bytes, mode, label)
+    }
+
+    fn put_file(
+        &self,
+        dir: ObjectDir,
+        id: Id,
+        file: &std::fs::File,
+        temp: &std::path::Path,
+        label: &str,
+    ) -> Result<()> {
+        crate::crash::point(label, "synced");
+        self.inner.upload(&self.inner.object_key(dir, id), file, temp)?;
+        crate::crash::point(label, "renamed");
+        crate::crash::point(label, "durable");
+        std::fs::remove_file(temp).at(temp)
+    }
+
+    fn open_pack(&self, id: Id) -> Result<Arc<dyn PackSource>> {
+        let key = self.inner.object_key(ObjectDir::Packs, id);
+        let size = self.inner.head(&key)?.size;
+        Ok(Arc::new(S3Pack { inner: Arc::clone(&self.inner), key, size, window: Mutex::new(None) }))
+    }
+
+    fn remove(&self, dir: ObjectDir, ids: &[Id]) -> Result<()> {
+        ids.iter().try_for_each(|id| self.inner.delete(&self.inner.object_key(dir, *id)))
+    }
+
+    fn age(&self, dir: ObjectDir, id: Id) -> Result<Duration> {
+        let offset = self.inner.probe()?.clock_offset_ms;
+        let meta = self.inner.head(&self.inner.object_key(dir, id))?;
+        let server_now = crate::time::now_ns() / 1_000_000 + offset;
+        let written = meta.last_modified.timestamp_millis() + 500;
+        Ok(Duration::from_millis(u64::try_from(server_now - written).unwrap_or(0)))
+    }
+
+    fn touch(&self, dir: ObjectDir, id: Id) -> Result<()> {
+        // Rewritten with `If-Match` on what was read: a lock removed (or replaced) since is
+        // not made again, and its holder learns it lost it.
+        let inner = &self.inner;
+        let key = inner.object_key(dir, id);
+        inner.counts.get.fetch_add(1, Ordering::Relaxed);
+        let (bytes, e_tag) = inner
+            .runtime
+            .block_on(async {
+                let got = inner.client.get(&key).await?;
+                let e_tag = got.meta.e_tag.clone();
+                Ok::<_, object_store::Error>((got.bytes().await?, e_tag))
+            })
+            .map_err(|e| inner.fail("GET", &key, e))?;
+        let mode = PutMode::Update(UpdateVersion { e_tag, version: None });
+        match inner.put(&key, PutPayload::from(bytes), mode) {
+            Err(Error::Io { path, cause }) if cause.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Error::Io {
+                    path,
+                    cause: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("removed or replaced since it was read ({cause})"),
+                    ),
+                })
+            }
+            other => other,
+        }
+    }
+
+    fn conditional_writes(&self) -> Result<bool> {
+        Ok(self.inner.probe()?.conditional_writes)
+    }
+
+    fn requests(&self) -> Option<RequestStats> {
+        let c = &self.inner.counts;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Some(RequestStats {
+            get: n(&c.get),
+            put: n(&c.put),
+            head: n(&c.head),
+            list: n(&c.list),
+            delete: n(&c.delete),
+            bytes_up: n(&c.bytes_up),
+            bytes_down: n(&c.bytes_down),
+        })
+    }
+}
+
+/// A pack in the bucket, read at offsets with ranged GETs of at least [`READ_WINDOW`] bytes;
+/// the last window is kept.
+struct S3Pack {
+    inner: Arc<Inner>,
+    key: Key,
+    size: u64,
+    window: Mutex<Option<(u64, bytes::Bytes)>>,
+}
+
+impl PackSource for S3Pack {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let len = buf.len() as u64;
+        let end = offset.checked_add(len).filter(|e| *e <= self.size).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end of the pack")
+        })?;
+        let copy = |w: &(u64, bytes::Bytes), buf: &mut [u8]| {
+            let from = usize::try_from(offset - w.0).unwrap_or(0);
+            buf.copy_from_slice(&w.1[from..from + buf.len()]);
+        };
+        if let Ok(held) = self.window.lock() {
+            if let Some(w) =
+                held.as_ref().filter(|w| w.0 <= offset && end <= w.0 + w.1.len() as u64)
+            {
+                copy(w, buf);
+                return Ok(());
+            }
+        }
+        let fetch_end = end.max(offset.saturating_add(READ_WINDOW)).min(self.size);
+        self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .inner
+            .runtime
+            .block_on(self.inner.client.get_range(&self.key, offset..fetch_end))
+            .map_err(|e| {
+                let Error::Io { path, cause } = self.inner.fail("GET range", &self.key, e) else {
+                    return std::io::Error::other("GET range");
+                };
+                std::io::Error::new(cause.kind(), format!("{}: {cause}", path.display()))
+            })?;
+        self.inner.counts.bytes_down.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if (bytes.len() as u64) < end - offset {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server sent less than asked",
+            ));
+        }
+        let w = (offset, bytes);
+        copy(&w, buf);
+        if let Ok(mut held) = self.window.lock() {
+            *held = Some(w);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_as_restic_writes_them() {
+        let l = S3Location::parse("s3:http://127.0.0.1:8333/bucket/a/b/").unwrap();
+        assert_eq!(l.endpoint, "http://127.0.0.1:8333");
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("bucket", "a/b"));
+        assert_eq!(l.to_string(), "s3:http://127.0.0.1:8333/bucket/a/b");
+        let l = S3Location::parse("s3:s3.amazonaws.com/bucket").unwrap();
+        assert_eq!((l.endpoint.as_str(), l.prefix.as_str()), ("https://s3.amazonaws.com", ""));
+        for bad in ["s3:", "s3:http://host", "s3:http://host/", "s3:ftp://h/b", "s3:h/b/../x"] {
+            assert!(S3Location::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The conformance test of every storage, against the server `.ci/run` starts
+    /// (`STORE_TEST_S3`), in a prefix of its own.
+    #[test]
+    fn s3_storage_keeps_the_storage_contract() {
+        let base = crate::testing::s3_test_location("conformance");
+        let storage = S3Storage::open(&base).unwrap();
+        assert!(storage.is_empty().unwrap(), "a fresh prefix");
+        assert!(storage.conditional_writes().unwrap(), "SeaweedFS honours If-None-Match");
+        let staging = tempfile::tempdir().unwrap();
+        // Its time stamps are whole seconds.
+        super::super::tests::conformance(&storage, staging.path(), Duration::from_millis(2500));
+        let used = storage.requests().unwrap();
+        assert!(used.put > 16 && used.get > 0 && used.list > 0, "{used:?}");
+    }
+}
