@@ -8,11 +8,14 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "store", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// The repository (a local directory).
+    /// The repository: a local directory, or S3-compatible object storage as
+    /// `s3:https://HOST[:PORT]/BUCKET[/PREFIX]` (credentials from `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` or `AWS_PROFILE`).
     #[arg(long, short = 'r', env = "STORE_REPO", global = true, value_name = "REPO", help_heading = GLOBAL)]
-    pub repo: Option<PathBuf>,
+    pub repo: Option<std::ffi::OsString>,
 
-    /// Where this host keeps its index cache (default: REPO/cache).
+    /// Where this host keeps its index cache (default: REPO/cache; for object storage, the
+    /// cache and staging directory, default ~/.cache/store/<repository id>).
     #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub cache_dir: Option<PathBuf>,
 

@@ -519,7 +519,8 @@ pub fn snapshot(
     } else {
         opts.threads
     };
-    let adopted = adopt::adopt_packs(repo, progress)?;
+    let mark = adopt::WriterMark::set(repo)?;
+    let adopted = adopt::adopt_packs(repo, progress, mark.killed_before)?;
     let running = AtomicBool::new(true);
     let ctx = Ctx::new(repo, opts, append_only, progress)?;
     let added: Vec<AtomicU64> = opts.sources.iter().map(|_| AtomicU64::new(0)).collect();

@@ -149,9 +149,9 @@ pub use repair::{
 };
 #[cfg(feature = "engine")]
 pub use repo::{
-    CoverageRecords, DamageRecords, InitOptions, KeyEntry, Layout, ListedSnapshot, LockInfo,
-    LockOptions, NewKey, OpenOptions, RepoLock, Repository, Reserve, SkippedIndexFile,
-    DEFAULT_STALE_AFTER, RESERVE_LEN,
+    default_local_dir, CoverageRecords, DamageRecords, InitOptions, KeyEntry, Layout,
+    ListedSnapshot, LockInfo, LockOptions, NewKey, OpenOptions, RepoLocation, RepoLock, Repository,
+    Reserve, SkippedIndexFile, DEFAULT_STALE_AFTER, RESERVE_LEN,
 };
 #[cfg(feature = "engine")]
 pub use restore::{

@@ -23,6 +23,7 @@ pub(crate) use index_files::IndexRewrite;
 pub use index_files::SkippedIndexFile;
 pub use keys::KeyEntry;
 pub use layout::Layout;
+pub(crate) use lock::process_exists;
 pub use lock::{LockInfo, LockOptions, RepoLock, DEFAULT_STALE_AFTER};
 pub use reserve::{Reserve, RESERVE_LEN};
 pub use snapshots::ListedSnapshot;
@@ -69,6 +70,58 @@ pub struct NewKey {
     pub password: crate::crypto::Password,
     /// Argon2id cost.
     pub kdf: crate::crypto::KdfParams,
+}
+
+/// Where a repository is: a local directory, or a prefix of an S3 bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// A local directory.
+    Local(PathBuf),
+    /// S3-compatible object storage (`s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`).
+    S3(crate::storage::S3Location),
+}
+
+impl RepoLocation {
+    /// `s3:...` is object storage; anything else a local path.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming what is wrong with an `s3:` location.
+    pub fn parse(arg: &std::ffi::OsStr) -> Result<Self> {
+        match arg.to_str().filter(|a| a.starts_with("s3:")) {
+            Some(url) => {
+                crate::storage::S3Location::parse(url).map(RepoLocation::S3).map_err(|why| {
+                    Error::InvalidOption { option: "repository", reason: format!("{url}: {why}") }
+                })
+            }
+            None => Ok(RepoLocation::Local(PathBuf::from(arg))),
+        }
+    }
+}
+
+impl std::fmt::Display for RepoLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepoLocation::Local(path) => write!(f, "{}", path.display()),
+            RepoLocation::S3(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+/// Where this host keeps what it needs of a repository in object storage, by repository id:
+/// `$XDG_CACHE_HOME/store`, or `~/.cache/store`.
+///
+/// # Errors
+/// [`Error::InvalidOption`] when neither variable is set.
+pub fn default_local_dir() -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .ok_or_else(|| Error::InvalidOption {
+            option: "cache directory",
+            reason: "neither XDG_CACHE_HOME nor HOME is set: give --cache-dir DIR".into(),
+        })?;
+    Ok(base.join("store"))
 }
 
 /// Choices made when opening.
@@ -139,13 +192,89 @@ impl Drop for Repository {
 }
 
 impl Repository {
-    /// Creates a repository at `path`: the directory must not exist or be empty.
-    ///
-    /// The config is written last, so a crash during `init` leaves no repository.
+    /// Creates a repository at `location`: a local directory that does not exist or is empty,
+    /// or a bucket prefix that holds nothing. With object storage, this host's cache and
+    /// staging directory is `cache_dir` (default [`default_local_dir`]).
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`], [`Error::InvalidOption`], [`Error::Io`].
-    pub fn init(path: &Path, opts: &InitOptions) -> Result<Self> {
+    /// As [`Repository::init`]; [`Error::Io`] naming the bucket when it cannot be listed.
+    pub fn init_at(
+        location: &RepoLocation,
+        opts: &InitOptions,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self> {
+        match location {
+            RepoLocation::Local(path) => Self::init(path, opts),
+            RepoLocation::S3(l) => {
+                let storage = crate::storage::S3Storage::open(l)?;
+                let here = PathBuf::from(l.to_string());
+                if storage.read_named(Named::Config).is_ok() {
+                    return Err(Error::AlreadyExists {
+                        path: here,
+                        reason: "a repository already exists there".into(),
+                    });
+                }
+                if !storage.is_empty()? {
+                    return Err(Error::AlreadyExists {
+                        path: here,
+                        reason: "objects are stored below this prefix already".into(),
+                    });
+                }
+                let (config, master) = Self::new_config(opts)?;
+                let storage: Arc<dyn Storage> = Arc::new(storage);
+                let unlocked = Self::write_new(storage.as_ref(), &config, master, &here)?;
+                let layout = Self::local_layout(&config, cache_dir)?;
+                Ok(Self::with_config(
+                    layout,
+                    storage,
+                    config,
+                    None,
+                    &OpenOptions::default(),
+                    unlocked,
+                ))
+            }
+        }
+    }
+
+    /// Opens the repository at `location`; with object storage, this host's cache and staging
+    /// directory is `opts.cache_dir` (default [`default_local_dir`]).
+    ///
+    /// # Errors
+    /// As [`Repository::open`].
+    pub fn open_at(location: &RepoLocation, opts: &OpenOptions) -> Result<Self> {
+        match location {
+            RepoLocation::Local(path) => Self::open(path, opts),
+            RepoLocation::S3(l) => {
+                let storage = Arc::new(crate::storage::S3Storage::open(l)?);
+                let local = OpenOptions { cache_dir: None, ..opts.clone() };
+                Self::open_storage(storage, &local, |config| {
+                    Self::local_layout(config, opts.cache_dir.clone())
+                })
+            }
+        }
+    }
+
+    /// The local directory of a repository in object storage: its index cache (`cache/`) and
+    /// the staging of packs (`tmp/`), made when missing.
+    fn local_layout(config: &RepoConfig, dir: Option<PathBuf>) -> Result<Layout> {
+        let root = match dir {
+            Some(dir) => dir,
+            None => default_local_dir()?.join(config.repo_id.to_hex()),
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::fs::DIR_MODE)
+            .create(&root)
+            .at(&root)?;
+        let layout = Layout::new(&root);
+        ensure_dir(&layout.tmp_dir())?;
+        Ok(layout)
+    }
+
+    /// A new repository's config, from `opts` (checked), and its first key when encrypted.
+    fn new_config(
+        opts: &InitOptions,
+    ) -> Result<(RepoConfig, Option<(crate::crypto::KeyFile, crate::crypto::Unlocked)>)> {
         let version = opts.format_version.unwrap_or(crate::FORMAT_VERSION);
         if !crate::SUPPORTED_VERSIONS.contains(&version) {
             return Err(Error::InvalidOption {
@@ -162,30 +291,6 @@ impl Repository {
                 option: "format version",
                 reason: format!("version {version} cannot be encrypted (3 and later can)"),
             });
-        }
-        let layout = Layout::new(path);
-        if layout.config().exists() {
-            return Err(Error::AlreadyExists {
-                path: path.to_path_buf(),
-                reason: "a repository already exists there".into(),
-            });
-        }
-        match std::fs::read_dir(path) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(Error::AlreadyExists {
-                        path: path.to_path_buf(),
-                        reason: "directory is not empty".into(),
-                    });
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(path).at(path)?;
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    crate::fs::fsync_dir(parent)?;
-                }
-            }
-            Err(e) => return Err(e).at(path),
         }
         let seed = u64::from_le_bytes(random_id()?.as_bytes()[..8].try_into().unwrap_or([0; 8]));
         let chunker = match opts.chunk_sizes {
@@ -230,26 +335,20 @@ impl Repository {
             }
             None => None,
         };
-        // Of several `init`s racing on one directory, the one that creates `tmp/` owns it; the
-        // others stop here, before writing anything.
-        let taken = |p: &Path| Error::AlreadyExists {
-            path: p.to_path_buf(),
-            reason: "another `store init` is creating a repository there".into(),
-        };
-        match std::fs::DirBuilder::new().mode(crate::fs::DIR_MODE).create(layout.tmp_dir()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(taken(path)),
-            Err(e) => return Err(e).at(layout.tmp_dir()),
-        }
-        for dir in layout.skeleton() {
-            ensure_dir(&dir)?;
-        }
-        reserve::write_reserve(&layout.reserve());
-        // The key before the config: a repository exists once `config` does, and an encrypted
-        // one without a key could never be opened.
-        let storage = LocalStorage::new(layout.clone());
+        Ok((config, master))
+    }
+
+    /// Writes a new repository's first key and its config into `storage`. The key before the
+    /// config: a repository exists once `config` does, and an encrypted one without a key
+    /// could never be opened. Of several `init`s racing at `here`, one wins.
+    fn write_new(
+        storage: &dyn Storage,
+        config: &RepoConfig,
+        master: Option<(crate::crypto::KeyFile, crate::crypto::Unlocked)>,
+        here: &Path,
+    ) -> Result<Option<(Id, crate::crypto::Unlocked)>> {
         let unlocked = match master {
-            Some((key, unlocked)) => Some((keys::write_key(&storage, &key)?, unlocked)),
+            Some((key, unlocked)) => Some((keys::write_key(storage, &key)?, unlocked)),
             None => None,
         };
         // The copy first: `config` is written last, as a repository exists once it does. Both
@@ -260,22 +359,69 @@ impl Repository {
                 Err(Error::Io { cause, .. })
                     if cause.kind() == std::io::ErrorKind::AlreadyExists =>
                 {
-                    return Err(taken(path))
+                    return Err(Error::AlreadyExists {
+                        path: here.to_path_buf(),
+                        reason: "another `store init` is creating a repository there".into(),
+                    })
                 }
                 other => other?,
             }
         }
-        match unlocked {
-            Some(u) => Ok(Self::with_config(
-                layout,
-                Arc::new(storage),
-                config,
-                None,
-                &OpenOptions::default(),
-                Some(u),
-            )),
-            None => Self::open(path, &OpenOptions::default()),
+        Ok(unlocked)
+    }
+
+    /// Creates a repository at `path`: the directory must not exist or be empty.
+    ///
+    /// The config is written last, so a crash during `init` leaves no repository.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::InvalidOption`], [`Error::Io`].
+    pub fn init(path: &Path, opts: &InitOptions) -> Result<Self> {
+        let layout = Layout::new(path);
+        if layout.config().exists() {
+            return Err(Error::AlreadyExists {
+                path: path.to_path_buf(),
+                reason: "a repository already exists there".into(),
+            });
         }
+        match std::fs::read_dir(path) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::AlreadyExists {
+                        path: path.to_path_buf(),
+                        reason: "directory is not empty".into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).at(path),
+        }
+        let (config, master) = Self::new_config(opts)?;
+        if !path.exists() {
+            std::fs::create_dir_all(path).at(path)?;
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                crate::fs::fsync_dir(parent)?;
+            }
+        }
+        // Of several `init`s racing on one directory, the one that creates `tmp/` owns it; the
+        // others stop here, before writing anything.
+        match std::fs::DirBuilder::new().mode(crate::fs::DIR_MODE).create(layout.tmp_dir()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists {
+                    path: path.to_path_buf(),
+                    reason: "another `store init` is creating a repository there".into(),
+                })
+            }
+            Err(e) => return Err(e).at(layout.tmp_dir()),
+        }
+        for dir in layout.skeleton() {
+            ensure_dir(&dir)?;
+        }
+        reserve::write_reserve(&layout.reserve());
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(layout.clone()));
+        let unlocked = Self::write_new(storage.as_ref(), &config, master, path)?;
+        Ok(Self::with_config(layout, storage, config, None, &OpenOptions::default(), unlocked))
     }
 
     /// Opens the repository at `path`.
@@ -302,6 +448,16 @@ impl Repository {
             Err(e) => return Err(e).at(path),
         }
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(layout.clone()));
+        Self::open_storage(storage, opts, |_| Ok(layout))
+    }
+
+    /// Opens the repository kept in `storage`, whose local directory `layout` gives.
+    fn open_storage(
+        storage: Arc<dyn Storage>,
+        opts: &OpenOptions,
+        layout: impl FnOnce(&RepoConfig) -> Result<Layout>,
+    ) -> Result<Self> {
+        let here = PathBuf::from(storage.location());
         let config_path = storage.describe_named(Named::Config);
         let copy = storage.describe_named(Named::ConfigCopy);
         let read_copy =
@@ -315,7 +471,7 @@ impl Repository {
                     Some(Ok(config)) if opts.use_config_copy => {
                         let unlocked = Self::open_key(storage.as_ref(), &config, opts)?;
                         Ok(Self::with_config(
-                            layout,
+                            layout(&config)?,
                             storage,
                             config,
                             Some(format!("{} is missing", config_path.display())),
@@ -323,11 +479,8 @@ impl Repository {
                             unlocked,
                         ))
                     }
-                    Some(Ok(_)) => Err(Error::ConfigMissing { path: path.to_path_buf(), copy }),
-                    _ => Err(Error::NotARepository {
-                        path: path.to_path_buf(),
-                        reason: "no config file".into(),
-                    }),
+                    Some(Ok(_)) => Err(Error::ConfigMissing { path: here, copy }),
+                    _ => Err(Error::NotARepository { path: here, reason: "no config file".into() }),
                 };
             }
             Err(e) => return Err(e),
@@ -343,7 +496,7 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let unlocked = Self::open_key(storage.as_ref(), &config, opts)?;
-        Ok(Self::with_config(layout, storage, config, config_damaged, opts, unlocked))
+        Ok(Self::with_config(layout(&config)?, storage, config, config_damaged, opts, unlocked))
     }
 
     /// Opens a key of an encrypted repository with the password of `opts`.
@@ -510,7 +663,8 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`].
     pub fn prepare_write(&self) -> Result<()> {
-        self.layout.skeleton().iter().try_for_each(|d| ensure_dir(d))
+        ensure_dir(&self.layout.tmp_dir())?;
+        self.storage.prepare()
     }
 
     /// The ids of every pack, sorted.

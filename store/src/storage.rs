@@ -198,6 +198,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         Ok(true)
     }
 
+    /// Makes what writers need and a copy may lack (a local repository's empty directories:
+    /// git does not keep them).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether listing a directory of many objects is cheap (a local `readdir`), rather than
+    /// a request per thousand objects.
+    fn lists_cheaply(&self) -> bool {
+        true
+    }
+
     /// The requests made of a remote storage so far (`None` for a local one).
     fn requests(&self) -> Option<RequestStats> {
         None
@@ -284,6 +299,10 @@ impl LocalStorage {
 impl Storage for LocalStorage {
     fn location(&self) -> String {
         self.layout.root().display().to_string()
+    }
+
+    fn prepare(&self) -> Result<()> {
+        self.layout.skeleton().iter().try_for_each(|d| crate::fs::ensure_dir(d))
     }
 
     fn describe(&self, dir: ObjectDir, id: Id) -> PathBuf {

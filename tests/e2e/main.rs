@@ -31,6 +31,7 @@ mod profiles;
 mod restore_options;
 mod retention;
 mod roundtrip;
+mod s3;
 mod safety;
 mod sets;
 mod write_once;

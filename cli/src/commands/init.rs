@@ -21,7 +21,7 @@ fn parse_chunk_sizes(s: &str) -> Result<store::ChunkSizes> {
 }
 
 pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
-    let path = repo.path()?;
+    let location = repo.location()?;
     let chunk_sizes = parse_chunk_sizes(&args.chunk_sizes)
         .with_context(|| format!("invalid --chunk-sizes {:?}", args.chunk_sizes))?;
     let s = &args.pack_size;
@@ -51,11 +51,12 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
         format_version: Some(args.format_version),
         encryption,
     };
-    let repo = store::Repository::init(path, &opts).context("cannot create the repository")?;
+    let repo = store::Repository::init_at(&location, &opts, repo.cache_dir())
+        .context("cannot create the repository")?;
     let c = repo.config();
     if args.json {
         print_json(&serde_json::json!({
-            "path": path.display().to_string(),
+            "path": location.to_string(),
             "repo_id": c.repo_id.to_hex(),
             "format_version": c.version,
             "chunk_min": c.chunker.min,
@@ -69,7 +70,7 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
         summary!(
             "created store repository {} at {} (format version {}, {})",
             c.repo_id.short(),
-            path.display(),
+            location,
             c.version,
             if c.is_encrypted() { "encrypted" } else { "not encrypted" }
         );

@@ -31,7 +31,7 @@ pub fn run(repo_arg: &RepoArg, command: &KeyCommand) -> Result<ExitCode> {
         anyhow::bail!(
             "{} is not encrypted: it has no keys (make an encrypted repository with `store init` \
              and move the sets with `store copy`)",
-            repo.layout().root().display()
+            repo.storage().location()
         );
     }
     match command {

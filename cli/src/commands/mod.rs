@@ -97,7 +97,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
 
 /// The repository named on the command line or in `STORE_REPO`.
 pub struct RepoArg {
-    path: Option<PathBuf>,
+    path: Option<std::ffi::OsString>,
     cache_dir: Option<PathBuf>,
     lock_wait: std::time::Duration,
     stale_after: std::time::Duration,
@@ -105,8 +105,16 @@ pub struct RepoArg {
 }
 
 impl RepoArg {
-    fn path(&self) -> Result<&std::path::Path> {
-        self.path.as_deref().context("no repository given: use --repo REPO or set STORE_REPO")
+    fn location(&self) -> Result<store::RepoLocation> {
+        let arg = self
+            .path
+            .as_deref()
+            .context("no repository given: use --repo REPO or set STORE_REPO")?;
+        Ok(store::RepoLocation::parse(arg)?)
+    }
+
+    fn cache_dir(&self) -> Option<PathBuf> {
+        self.cache_dir.clone()
     }
 
     fn password_file(&self) -> Option<&std::path::Path> {
@@ -128,17 +136,17 @@ impl RepoArg {
 
     /// Opens the repository; with `use_config_copy`, also when only `config.copy` is left.
     fn open_with(&self, use_config_copy: bool) -> Result<store::Repository> {
-        let path = self.path()?;
+        let location = self.location()?;
         let mut opts = store::OpenOptions {
             cache_dir: self.cache_dir.clone(),
             use_config_copy,
             password: None,
         };
-        let mut opened = store::Repository::open(path, &opts);
+        let mut opened = store::Repository::open_at(&location, &opts);
         // The password is asked for only when the repository turns out to be encrypted.
         if let Err(store::Error::PasswordRequired { .. }) = opened {
             opts.password = Some(crate::password::existing(self.password_file.as_deref())?);
-            opened = store::Repository::open(path, &opts);
+            opened = store::Repository::open_at(&location, &opts);
         }
         let repo = match opened {
             Ok(repo) => repo,

@@ -60,7 +60,7 @@ pub fn run(repo_arg: &RepoArg, args: &MountArgs) -> Result<ExitCode> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::RO,
-        MountOption::FSName(format!("store:{}", repo.layout().root().display())),
+        MountOption::FSName(format!("store:{}", repo.storage().location())),
         MountOption::Subtype("store".into()),
         MountOption::DefaultPermissions,
     ];

@@ -288,6 +288,10 @@ pub fn run(repo: &RepoArg, args: &SnapshotArgs, matches: &clap::ArgMatches) -> R
             o.insert("packs_adopted".into(), serde_json::json!(report.packs_adopted));
             o.insert("excluded".into(), serde_json::json!(report.excluded));
             o.insert("dirs_reused".into(), serde_json::json!(report.dirs_reused));
+            // Of object storage: what this run asked of it (opening included).
+            if let Some(requests) = repo.storage().requests() {
+                o.insert("requests".into(), serde_json::json!(requests));
+            }
             if args.verify_write_once {
                 let (n, listed) = &report.changed_in_place;
                 o.insert("changed_in_place".into(), serde_json::json!(n));

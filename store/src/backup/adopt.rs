@@ -14,7 +14,7 @@
 //! from it stays. (This relies on writers holding the shared lock while they write, as the `store`
 //! command does.)
 
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::id::PackId;
 use crate::index::IndexedPack;
 use crate::pack::verify_pack;
@@ -33,8 +33,55 @@ pub(crate) struct Adopted {
     pub(crate) refused: u64,
 }
 
-/// Indexes the unindexed packs that verify, when no other live process holds a lock.
-pub(crate) fn adopt_packs(repo: &Repository, progress: &dyn Progress) -> Result<Adopted> {
+/// This process, marked as a writer in the local directory (`tmp/writer-<pid>.run`) until
+/// dropped; a mark left behind is a writer of this host that was killed.
+pub(crate) struct WriterMark {
+    path: std::path::PathBuf,
+    /// Whether a writer of this host was killed since the last run.
+    pub(crate) killed_before: bool,
+}
+
+impl WriterMark {
+    /// Marks this process, and looks for marks of writers that no longer run (removed).
+    pub(crate) fn set(repo: &Repository) -> Result<Self> {
+        let tmp = repo.layout().tmp_dir();
+        let mut killed_before = false;
+        for entry in std::fs::read_dir(&tmp).at(&tmp)?.flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("writer-"))
+                .and_then(|n| n.strip_suffix(".run"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if pid.is_some_and(|p| !crate::repo::process_exists(p)) {
+                killed_before = true;
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let path = tmp.join(format!("writer-{}.run", std::process::id()));
+        std::fs::File::create(&path).at(&path)?;
+        Ok(WriterMark { path, killed_before })
+    }
+}
+
+impl Drop for WriterMark {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Indexes the unindexed packs that verify, when no other live process holds a lock. Where
+/// listing every pack costs requests (object storage), only after a writer of this host was
+/// killed (`killed_before`): the packs of another host's killed writer wait for that host's
+/// next run, or prune.
+pub(crate) fn adopt_packs(
+    repo: &Repository,
+    progress: &dyn Progress,
+    killed_before: bool,
+) -> Result<Adopted> {
+    if !killed_before && !repo.storage().lists_cheaply() {
+        return Ok(Adopted::default());
+    }
     let index = repo.index()?;
     let mut orphans: Vec<PackId> = Vec::new();
     for pack in repo.list_packs()? {

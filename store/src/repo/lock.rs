@@ -171,7 +171,7 @@ pub(crate) fn this_host() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
-fn process_exists(pid: u32) -> bool {
+pub(crate) fn process_exists(pid: u32) -> bool {
     let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
         return false;
     };
@@ -246,6 +246,10 @@ impl Repository {
             start_ns: crate::time::now_ns(),
             command: opts.command.clone(),
         };
+        // Where a create is not refused when the object exists, a lock refresh cannot tell
+        // that its lock was removed, and racing `init`s and key writes are not told apart:
+        // there no two processes hold locks at once.
+        let one_at_a_time = !self.storage.conditional_writes()?;
         let deadline = std::time::Instant::now() + opts.wait;
         let mut attempt = 0u32;
         let mut vanished = 0u32;
@@ -286,8 +290,9 @@ impl Repository {
                     }
                     continue;
                 }
-                let conflict =
-                    kind == LockKind::Exclusive || other.record.kind == LockKind::Exclusive;
+                let conflict = one_at_a_time
+                    || kind == LockKind::Exclusive
+                    || other.record.kind == LockKind::Exclusive;
                 if conflict && !other.stale {
                     blocker = Some(other);
                     break;
@@ -299,7 +304,16 @@ impl Repository {
             let _ = self.storage.remove(ObjectDir::Locks, &[id]);
             let now = std::time::Instant::now();
             if now >= deadline {
-                return Err(Error::Locked { holder: holder.to_string() });
+                let why = if one_at_a_time {
+                    format!(
+                        "{holder} (and {} ignores conditional writes, so only one process uses \
+                         it at a time)",
+                        self.storage.location()
+                    )
+                } else {
+                    holder.to_string()
+                };
+                return Err(Error::Locked { holder: why });
             }
             crate::crash::point("lock", "waiting");
             if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {

@@ -539,6 +539,10 @@ impl Storage for S3Storage {
         }
     }
 
+    fn lists_cheaply(&self) -> bool {
+        false
+    }
+
     fn conditional_writes(&self) -> Result<bool> {
         Ok(self.inner.probe()?.conditional_writes)
     }
