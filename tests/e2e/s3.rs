@@ -233,3 +233,232 @@ fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// SIGKILL at moments spread over snapshot and prune runs against the server, 24 times: every
+/// set listed afterwards restores byte for byte, the last set known committed is never lost, and
+/// `check --read-data` finds no damage.
+#[test]
+fn sigkill_during_snapshot_and_prune_on_object_storage_loses_no_committed_set() {
+    let env = S3Env::new("sigkill");
+    env.run("init", &["--pack-size", "1MiB"]).ok();
+    let src = env.path("src");
+    tree(&src, 3, 30);
+    let mut expected: BTreeMap<String, BTreeMap<PathBuf, Vec<u8>>> = BTreeMap::new();
+    let first = env.run("snapshot", &[OsStr::new("--json"), src.as_os_str()]).ok().json();
+    expected.insert(first["id"].as_str().unwrap().to_owned(), contents(&src));
+    let mut last_committed = first["id"].as_str().unwrap().to_owned();
+    let listed = |env: &S3Env| -> Vec<String> {
+        let doc = env.run("snapshots", &["--json"]).ok().json();
+        doc.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let mut killed = 0;
+    for round in 0..24u64 {
+        let snapshot = round % 2 == 0;
+        if snapshot {
+            write(&src.join(format!("round/{round}")), &random_bytes(500 + round, 4_000_000));
+        } else {
+            env.run("forget", &["--keep-last", "3"]).ok();
+        }
+        let mut args: Vec<OsString> = vec![
+            "--repo".into(),
+            env.url.clone().into(),
+            "--cache-dir".into(),
+            env.path("cache").into(),
+        ];
+        if snapshot {
+            args.extend(["snapshot".into(), "--json".into(), src.clone().into_os_string()]);
+        } else {
+            args.extend(["prune".into(), "--max-unused".into(), "0".into()]);
+        }
+        let child = std::process::Command::new(crate::support::bin())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread over the run: from at once to after most runs have ended.
+        std::thread::sleep(std::time::Duration::from_millis(round * 17 % 200));
+        let pid = rustix::process::Pid::from_child(&child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        let out = child.wait_with_output().unwrap();
+        if out.status.code().is_none() {
+            killed += 1;
+        }
+        let now = listed(&env);
+        if snapshot {
+            if out.status.success() {
+                let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                last_committed = doc["id"].as_str().unwrap().to_owned();
+                assert!(now.contains(&last_committed), "round {round}: committed, then not listed");
+            }
+            // A set committed just before the kill is listed, and must be this round's.
+            let new: Vec<String> =
+                now.iter().filter(|id| !expected.contains_key(*id)).cloned().collect();
+            for id in new {
+                expected.insert(id.clone(), contents(&src));
+                last_committed = id;
+            }
+        }
+        assert!(now.contains(&last_committed), "round {round}: set {last_committed} lost");
+        for id in &now {
+            assert!(expected.contains_key(id), "round {round}: a set nobody made: {id}");
+        }
+    }
+    assert!(killed >= 10, "most runs were killed mid-way ({killed} of 24)");
+    for id in listed(&env) {
+        let out = env.path(&format!("restored-{id}"));
+        env.run("restore", &[OsStr::new(&id), OsStr::new("--target"), out.as_os_str()]).ok();
+        assert!(contents(&out.join("src")) == expected[&id], "set {id} restores its files");
+    }
+    let checked = env.run("check", &["--read-data"]).ok();
+    assert!(checked.stdout.contains("no damage"), "{}", checked.stdout);
+}
+
+/// A TCP proxy in front of the S3 server that misbehaves on a share of connections: answers
+/// `503 Slow Down` without passing the request on, drops the connection after a few hundred
+/// kilobytes of upload, or waits before passing anything on.
+struct FaultProxy {
+    port: u16,
+    faults: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FaultProxy {
+    fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let faults = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = std::sync::Arc::clone(&faults);
+        std::thread::spawn(move || {
+            for (n, client) in listener.incoming().enumerate() {
+                let Ok(client) = client else { continue };
+                let roll = u64::from_le_bytes(random_bytes(n as u64 + 1, 8).try_into().unwrap());
+                let counted = std::sync::Arc::clone(&counted);
+                std::thread::spawn(move || match roll % 10 {
+                    0 => {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        slow_down(client);
+                    }
+                    1 | 2 => {
+                        let cut = 1000 + (roll >> 8) % 400_000;
+                        if forward(client, upstream, Some(cut)) {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    3 => {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        forward(client, upstream, None);
+                    }
+                    _ => {
+                        forward(client, upstream, None);
+                    }
+                });
+            }
+        });
+        FaultProxy { port, faults }
+    }
+}
+
+/// Reads the request's head and answers 503 Slow Down, closing the connection.
+fn slow_down(mut client: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body =
+        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    let _ = write!(
+        client,
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// Passes bytes both ways; with `cut`, drops both connections once that many bytes came from
+/// the client. Returns whether it cut.
+fn forward(client: std::net::TcpStream, upstream: std::net::SocketAddr, cut: Option<u64>) -> bool {
+    use std::io::{Read, Write};
+    let Ok(server) = std::net::TcpStream::connect(upstream) else { return false };
+    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut s_read, mut c_write) = (server, client);
+    let back = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut s_read, &mut c_write);
+        let _ = c_write.shutdown(std::net::Shutdown::Both);
+    });
+    let mut sent = 0u64;
+    let mut buf = [0u8; 16384];
+    let mut was_cut = false;
+    loop {
+        let n = match c_read.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let allowed = cut.map_or(n as u64, |c| (c - sent.min(c)).min(n as u64));
+        if s_write.write_all(&buf[..allowed as usize]).is_err() {
+            break;
+        }
+        sent += n as u64;
+        if cut.is_some_and(|c| sent >= c) {
+            was_cut = true;
+            break;
+        }
+    }
+    let _ = s_write.shutdown(std::net::Shutdown::Both);
+    let _ = c_read.shutdown(std::net::Shutdown::Both);
+    let _ = back.join();
+    was_cut
+}
+
+/// Through a proxy that answers 503, drops connections mid-upload and delays answers, backups
+/// commit (the requests are retried) or fail cleanly: every set listed afterwards restores byte
+/// for byte and `check --read-data` finds no damage.
+#[test]
+fn backups_through_503s_dropped_connections_and_delays_commit_or_fail_cleanly() {
+    let env = S3Env::new("faults");
+    env.run("init", &["--pack-size", "1MiB"]).ok();
+    let base = std::env::var("STORE_TEST_S3").unwrap();
+    let host_port = base.trim_start_matches("s3:http://").split('/').next().unwrap().to_owned();
+    let upstream: std::net::SocketAddr = host_port.parse().unwrap();
+    let proxy = FaultProxy::start(upstream);
+    let through = env.url.replace(&host_port, &format!("127.0.0.1:{}", proxy.port));
+    let src = env.path("src");
+    tree(&src, 5, 20);
+    let mut expected = BTreeMap::new();
+    let mut committed = 0;
+    for round in 0..6u64 {
+        write(&src.join(format!("round/{round}")), &random_bytes(900 + round, 3_000_000));
+        let run = store([
+            OsStr::new("snapshot"),
+            OsStr::new("--json"),
+            OsStr::new("--repo"),
+            OsStr::new(&through),
+            OsStr::new("--cache-dir"),
+            env.path("cache").as_os_str(),
+            src.as_os_str(),
+        ]);
+        if run.code == 0 {
+            committed += 1;
+            expected.insert(run.json()["id"].as_str().unwrap().to_owned(), contents(&src));
+        } else {
+            assert!(run.stderr.contains("store: error"), "a failure is reported: {}", run.stderr);
+        }
+    }
+    assert!(proxy.faults.load(std::sync::atomic::Ordering::SeqCst) >= 3, "faults were injected");
+    assert!(committed >= 3, "retries carry most backups through ({committed} of 6)");
+    let doc = env.run("snapshots", &["--json"]).ok().json();
+    for set in doc.as_array().unwrap() {
+        let id = set["id"].as_str().unwrap();
+        let want = expected.get(id).unwrap_or_else(|| panic!("set {id} committed by a failed run"));
+        let out = env.path(&format!("restored-{id}"));
+        env.run("restore", &[OsStr::new(id), OsStr::new("--target"), out.as_os_str()]).ok();
+        assert!(contents(&out.join("src")) == *want, "set {id}");
+    }
+    let checked = env.run("check", &["--read-data"]).ok();
+    assert!(checked.stdout.contains("no damage"), "{}", checked.stdout);
+}
