@@ -29,11 +29,15 @@ fn signal(child: &Child, sig: rustix::process::Signal) {
 
 impl Mounted {
     pub(crate) fn new(env: &Env, command: &str) -> Self {
-        let point = env.path("mnt");
+        let args = [command.into(), "--repo".into(), env.repo().into_os_string()];
+        Self::start(env.path("mnt"), &args)
+    }
+
+    /// `store ARGS POINT`, once the mount appears.
+    pub(crate) fn start(point: PathBuf, args: &[std::ffi::OsString]) -> Self {
         std::fs::create_dir_all(&point).unwrap();
         let child = Command::new(crate::support::bin())
-            .args([command, "--repo"])
-            .arg(env.repo())
+            .args(args)
             .arg(&point)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

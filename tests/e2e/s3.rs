@@ -100,6 +100,22 @@ fn an_s3_repository_does_every_command_and_restores_byte_for_byte() {
     let cat = env.run("cat", &["latest", "src/d1/new"]).ok();
     assert_eq!(cat.stdout, "a new document");
     env.run("stats", &[] as &[&str]).ok();
+    {
+        let args: Vec<OsString> = vec![
+            "mount".into(),
+            "--repo".into(),
+            env.url.clone().into(),
+            "--cache-dir".into(),
+            env.path("cache").into(),
+        ];
+        let m = crate::mount::Mounted::start(env.path("mnt"), &args);
+        let mounted = m.point.join("latest/src");
+        assert!(
+            std::fs::read(mounted.join("big/forest-stand")).unwrap()
+                == std::fs::read(src.join("big/forest-stand")).unwrap()
+        );
+        assert_eq!(std::fs::read(mounted.join("d1/new")).unwrap(), b"a new document");
+    }
     let checked = env.run("check", &["--read-data"]).ok();
     assert!(checked.stdout.contains("no damage"), "{}", checked.stdout);
 

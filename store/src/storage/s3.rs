@@ -1,7 +1,12 @@
 //! A repository in S3-compatible object storage (AWS S3, Ceph RGW, MinIO, SeaweedFS), through
-//! the `object_store` crate (chosen over OpenDAL: one S3 client of the Arrow project with
-//! conditional writes, multipart uploads and retries with jittered backoff built in, and no
-//! service registry to carry; FORMAT.md §13.2 has the comparison).
+//! the `object_store` crate. Chosen over Apache OpenDAL (whose blocking operator rustic uses):
+//! both speak S3 with conditional writes and multipart uploads, but `object_store` is one
+//! focused client (S3, GCS, Azure) whose create-only and `If-Match` writes are part of its
+//! core API (`PutMode::{Create, Update}`), with retries and jittered backoff built in and
+//! configurable, and a smaller dependency tree (reqwest with rustls on ring, no service
+//! registry, no second runtime layer); OpenDAL's reach over dozens of services is not
+//! something `store` needs. Both need a tokio runtime under a blocking interface. (OpenDAL was
+//! not measured here.) FORMAT.md §13.1 says what the storage must give.
 //!
 //! Objects keep the names they have in a local repository (`packs/ab/<id>.pack`,
 //! `snapshots/<id>`, `config`), below the location's prefix, so a local repository copied into
