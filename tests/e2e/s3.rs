@@ -330,9 +330,9 @@ fn sigkill_during_snapshot_and_prune_on_object_storage_loses_no_committed_set() 
     assert!(checked.stdout.contains("no damage"), "{}", checked.stdout);
 }
 
-/// A TCP proxy in front of the S3 server that misbehaves on a share of connections: answers
-/// `503 Slow Down` without passing the request on, drops the connection after a few hundred
-/// kilobytes of upload, or waits before passing anything on.
+/// A TCP proxy in front of the S3 server that misbehaves on half of the connections: answers
+/// `503 Slow Down` without passing the request on (one in five), drops the connection within
+/// the first 50 kB of upload (three in ten), or waits before passing anything on (one in ten).
 struct FaultProxy {
     port: u16,
     faults: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -351,17 +351,17 @@ impl FaultProxy {
                 let roll = u64::from_le_bytes(random_bytes(n as u64 + 1, 8).try_into().unwrap());
                 let counted = std::sync::Arc::clone(&counted);
                 std::thread::spawn(move || match roll % 10 {
-                    0 => {
+                    0 | 1 => {
                         counted.fetch_add(1, Ordering::SeqCst);
                         slow_down(client);
                     }
-                    1 | 2 => {
-                        let cut = 1000 + (roll >> 8) % 400_000;
+                    2..=4 => {
+                        let cut = 200 + (roll >> 8) % 50_000;
                         if forward(client, upstream, Some(cut)) {
                             counted.fetch_add(1, Ordering::SeqCst);
                         }
                     }
-                    3 => {
+                    5 => {
                         std::thread::sleep(std::time::Duration::from_millis(300));
                         forward(client, upstream, None);
                     }

@@ -65,6 +65,15 @@ enum Scenario {
         /// or realistic (large-vocabulary text in office zips and PDFs, JPEG, PNG).
         #[arg(long, value_enum, default_value = "synthetic")]
         corpus: CorpusArg,
+        /// Repositories in S3-compatible object storage below this location (`s3:http://...`;
+        /// `store` and restic only), with credentials in `AWS_*`: each tool's repository is a
+        /// new prefix of it. `.ci/s3-server start DIR` starts a local SeaweedFS.
+        #[arg(long)]
+        s3: Option<String>,
+        /// With `--s3`: the server's Prometheus metrics (SeaweedFS's `-metricsPort`), read
+        /// before and after each step for the requests it served.
+        #[arg(long)]
+        s3_metrics: Option<String>,
     },
     /// Each document class of the realistic corpus: zstd level 3's speed (MB/s a core, median
     /// of runs) and ratio, as `zstd -b3` reports them, beside the synthetic corpus's.
@@ -375,9 +384,33 @@ impl Tool {
 }
 
 /// One tool's repository in one run.
+/// Object storage the repositories live in (`Run --s3`).
+#[derive(Clone, Copy)]
+struct Remote<'a> {
+    url: &'a str,
+    metrics: Option<&'a str>,
+}
+
+impl Remote<'_> {
+    /// Requests the server has served so far (the sum of SeaweedFS's `s3_request_total`).
+    fn requests(&self) -> Option<u64> {
+        let url = self.metrics?;
+        let out = Command::new("curl").args(["-sf", url]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let total: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("SeaweedFS_s3_request_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        Some(total as u64)
+    }
+}
+
 struct Repo {
     tool: Tool,
     path: PathBuf,
+    /// Where requests are counted, for a repository in object storage.
+    metrics: Option<String>,
     cache: PathBuf,
     store: PathBuf,
     sets: u32,
@@ -391,8 +424,23 @@ impl Repo {
             path: work.join(format!("repo-{}", tool.name())),
             cache: work.join(format!("cache-{}", tool.name())),
             store: store.to_path_buf(),
+            metrics: None,
             sets: 0,
         }
+    }
+
+    /// [`Repo::new`], in a new prefix of `remote` when given.
+    fn at(tool: Tool, work: &Path, store: &Path, remote: Option<Remote>) -> Self {
+        let mut repo = Repo::new(tool, work, store);
+        if let Some(r) = remote {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            repo.path = PathBuf::from(format!("{}/bench-{}-{nanos}", r.url, tool.name()));
+            repo.metrics = r.metrics.map(str::to_owned);
+        }
+        repo
     }
 
     fn with_env(&self, mut c: Cmd) -> Cmd {
@@ -600,6 +648,8 @@ impl Repo {
 #[derive(Debug, Clone, Serialize)]
 struct StepRun {
     measured: Measured,
+    /// Requests the object store served during the step, when counted.
+    requests: Option<u64>,
     /// Bytes the step added to the repository (negative: freed).
     repo_delta: i64,
     repo_bytes: u64,
@@ -683,9 +733,12 @@ fn run_step(
     warm: &dyn Fn(),
 ) -> Measured {
     warm();
+    let remote = repo.metrics.as_deref().map(|m| Remote { url: "", metrics: Some(m) });
+    let requests_before = remote.and_then(|r| r.requests());
     let before = bytes_of(&repo.path);
     let measured = cmds.iter().fold(Measured::default(), |acc, c| acc.then(timed(c, log)));
     let after = bytes_of(&repo.path);
+    let requests = remote.and_then(|r| r.requests()).zip(requests_before).map(|(a, b)| a - b);
     eprintln!(
         "  {step:<22} {:<7} {:>7.2} s  {:>6} MB RSS  repo {:>8.1} MB",
         repo.tool.name(),
@@ -696,20 +749,24 @@ fn run_step(
     report.record(
         step,
         repo.tool,
-        StepRun { measured, repo_delta: after as i64 - before as i64, repo_bytes: after },
+        StepRun { measured, requests, repo_delta: after as i64 - before as i64, repo_bytes: after },
     );
     measured
 }
 
-fn scenario_run(
-    cli: &Cli,
+/// What `Run` measures.
+#[derive(Clone, Copy)]
+struct RunSpec<'a> {
     dataset: Dataset,
     scale: f64,
     runs: usize,
-    tools: &[Tool],
     cache: Cache,
     corpus: datasets::Corpus,
-) -> Report {
+    remote: Option<Remote<'a>>,
+}
+
+fn scenario_run(cli: &Cli, spec: RunSpec, tools: &[Tool]) -> Report {
+    let RunSpec { dataset, scale, runs, cache, corpus, remote } = spec;
     let mut report = Report {
         scenario: format!(
             "{}-{scale}{}",
@@ -718,12 +775,18 @@ fn scenario_run(
                 Dataset::Marklogic => "marklogic",
             },
             if corpus == datasets::Corpus::Realistic { "-realistic" } else { "" }
-        ),
+        ) + if remote.is_some() { "-s3" } else { "" },
         machine: machine(),
         ..Report::default()
     };
     report.settings.insert("scale".into(), scale.to_string());
     report.settings.insert("corpus".into(), format!("{corpus:?}").to_lowercase());
+    if let Some(r) = remote {
+        report.settings.insert(
+            "repositories".into(),
+            format!("object storage below {} (a new prefix per tool and run)", r.url),
+        );
+    }
     report.settings.insert("runs".into(), runs.to_string());
     report.settings.insert(
         "page cache".into(),
@@ -767,7 +830,7 @@ fn scenario_run(
         let size = paths.iter().map(|p| bytes_of(p)).sum::<u64>();
         report.source_bytes.insert("initial".into(), size);
         let mut repos: Vec<Repo> =
-            tools.iter().map(|&tool| Repo::new(tool, work, &cli.store)).collect();
+            tools.iter().map(|&tool| Repo::at(tool, work, &cli.store, remote)).collect();
         // Each run starts with another tool, so no tool always follows the same one (the file
         // system's state after a tool's deletions affects the next one's restore).
         let first = run % repos.len();
@@ -930,6 +993,36 @@ fn write_per_run(md: &mut String, report: &Report) {
     }
 }
 
+/// Requests the object store served per step (median of runs), when they were counted.
+fn write_requests(md: &mut String, report: &Report) {
+    use std::fmt::Write;
+    let counted = |runs: &Vec<StepRun>| runs.iter().all(|r| r.requests.is_some());
+    if !report.steps.iter().any(|(_, m)| m.values().any(|r| !r.is_empty() && counted(r))) {
+        return;
+    }
+    let _ = writeln!(md, "\nRequests served by the object store per step (median of runs):\n");
+    let _ = writeln!(
+        md,
+        "| step | tool | requests | peer requests / store requests |\n|---|---|---|---|"
+    );
+    for (step, by_tool) in &report.steps {
+        let med = |tool: &str| {
+            by_tool.get(tool).filter(|r| counted(r)).map(|runs| {
+                median(runs.iter().filter_map(|r| r.requests).map(|n| n as f64).collect())
+            })
+        };
+        let store = med("store");
+        for tool in by_tool.keys() {
+            let Some(n) = med(tool) else { continue };
+            let ratio = match store {
+                Some(s) if tool != "store" && s > 0.0 => format!("{:.1}x", n / s),
+                _ => String::new(),
+            };
+            let _ = writeln!(md, "| {step} | {tool} | {n:.0} | {ratio} |");
+        }
+    }
+}
+
 fn markdown(report: &Report) -> String {
     use std::fmt::Write;
     let mut md = String::new();
@@ -955,6 +1048,7 @@ fn markdown(report: &Report) -> String {
         }
     });
     write_per_run(&mut md, report);
+    write_requests(&mut md, report);
     if !report.references.is_empty() {
         let _ = writeln!(md, "\nReferences on the same bytes, same runs (median):\n");
         let _ = writeln!(md, "| reference | MB/s |\n|---|---|");
@@ -1625,6 +1719,7 @@ fn scenario_growth(cli: &Cli, blobs: &[u64]) -> Report {
             path: work.join(format!("repo-{n}")),
             cache: work.join(format!("cache-{n}")),
             store: cli.store.clone(),
+            metrics: None,
             sets: 0,
         };
         for c in r.init() {
@@ -1659,9 +1754,21 @@ fn scenario_growth(cli: &Cli, blobs: &[u64]) -> Report {
 fn main() {
     let cli = Cli::parse();
     let report = match &cli.command {
-        Scenario::Run { dataset, scale, runs, tools, cache, corpus } => {
-            let tools = usable(&cli, tools);
-            scenario_run(&cli, *dataset, *scale, *runs, &tools, *cache, corpus.corpus())
+        Scenario::Run { dataset, scale, runs, tools, cache, corpus, s3, s3_metrics } => {
+            let mut tools = usable(&cli, tools);
+            if s3.is_some() {
+                tools.retain(|t| *t != Tool::Borg);
+            }
+            let remote = s3.as_deref().map(|url| Remote { url, metrics: s3_metrics.as_deref() });
+            let spec = RunSpec {
+                dataset: *dataset,
+                scale: *scale,
+                runs: *runs,
+                cache: *cache,
+                corpus: corpus.corpus(),
+                remote,
+            };
+            scenario_run(&cli, spec, &tools)
         }
         Scenario::Corpus { runs, mb } => scenario_corpus(*runs, *mb),
         Scenario::Metadata { files, tools } => {
@@ -1711,6 +1818,7 @@ mod tests {
     fn run(wall_s: f64) -> StepRun {
         StepRun {
             measured: Measured { wall_s, peak_rss_kb: 1, cpu_s: 1.0 },
+            requests: None,
             repo_delta: 0,
             repo_bytes: 0,
         }
