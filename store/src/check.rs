@@ -567,6 +567,8 @@ pub fn check(
     opts: &CheckOptions,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
+    // The repository's own bytes are checked, never this host's copies of its trees.
+    repo.bypass_blob_cache();
     let mut c = Checker {
         repo,
         report: CheckReport::default(),

@@ -18,7 +18,7 @@ pub use format::{BlobKind, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY
 #[cfg(feature = "fuzzing")]
 pub(crate) use reader::{check_blob, entries_in, verify_blob};
 pub use reader::{read_blob, LocalPack, PackReader, PackSource};
-pub(crate) use reader::{salvage_blobs, verify_pack};
+pub(crate) use reader::{salvage_blobs, verify_pack, FrameAt};
 pub use writer::{EncodedBlob, PackWriter, SealedPack};
 
 #[cfg(test)]

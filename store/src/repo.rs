@@ -163,6 +163,8 @@ pub struct Repository {
     /// A temporary cache directory in use (the configured one cannot be written), removed on
     /// drop.
     temp_cache: Mutex<Option<PathBuf>>,
+    /// Whether metadata blobs are read from their packs only (`check`).
+    blob_cache_off: std::sync::atomic::AtomicBool,
 }
 
 fn now_ns() -> i64 {
@@ -540,6 +542,7 @@ impl Repository {
             skipped_index: Mutex::default(),
             cache_rebuilt: Mutex::default(),
             temp_cache: Mutex::default(),
+            blob_cache_off: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -810,6 +813,24 @@ impl Repository {
                 )),
             ));
         }
+        // A repository in object storage: trees and chunk lists come from this host's cache
+        // when it has them (verified as from a pack; one that does not verify is forgotten and
+        // read from its pack), and are kept there once read.
+        let cached = kind != BlobKind::Data
+            && !self.storage.lists_cheaply()
+            && !self.blob_cache_off.load(std::sync::atomic::Ordering::Relaxed);
+        if cached {
+            let index = self.index()?;
+            if let Some(bytes) = index.frame_get(&id)? {
+                let source = crate::pack::FrameAt { offset: loc.entry.offset, bytes };
+                let path = self.pack_path(loc.pack);
+                if read_blob(&self.crypto, &source, &path, loc.pack, &loc.entry, frame, raw).is_ok()
+                {
+                    return Ok(());
+                }
+                index.frame_delete(&id)?;
+            }
+        }
         let file = self.open_pack(loc.pack)?;
         read_blob(
             &self.crypto,
@@ -819,7 +840,25 @@ impl Repository {
             &loc.entry,
             frame,
             raw,
-        )
+        )?;
+        if cached {
+            self.index()?.frame_put(&id, frame)?;
+        }
+        Ok(())
+    }
+
+    /// Reads metadata blobs from their packs only, never from this host's cache of them (a
+    /// check of the repository itself).
+    pub fn bypass_blob_cache(&self) {
+        self.blob_cache_off.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Keeps the frame of a metadata blob just packed, for a repository in object storage.
+    pub(crate) fn keep_frame(&self, id: &Id, kind: BlobKind, frame: &[u8]) -> Result<()> {
+        if kind != BlobKind::Data && !self.storage.lists_cheaply() {
+            self.index()?.frame_put(id, frame)?;
+        }
+        Ok(())
     }
 
     /// Reads blob `id` of `kind` into a new buffer.

@@ -305,6 +305,7 @@ pub(crate) fn pack_loop(
             None => writer.insert(repo.new_pack()?),
         };
         w.add(&blob)?;
+        repo.keep_frame(&blob.id, blob.kind, &blob.bytes)?;
         if w.len() >= target {
             if let Some(w) = writer.take() {
                 seal_tx.send(w).map_err(|_| Error::Cancelled)?;

@@ -30,6 +30,9 @@ const CF_BLOBS: &str = "blobs";
 const CF_PACKS: &str = "packs";
 const CF_INGESTED: &str = "ingested";
 const CF_DIRS: &str = "dirs";
+/// Frames of tree and chunk-list blobs, kept for a repository in object storage (sealed as
+/// the packs hold them), so incrementals and restores do not fetch them again.
+const CF_FRAMES: &str = "frames";
 const KEY_REPO_ID: &[u8] = b"repo_id";
 const KEY_CACHE_VERSION: &[u8] = b"cache_version";
 /// Layout version of the cache (not of the repository): 2 added the `packs` family and
@@ -121,7 +124,7 @@ fn options(cache: &Cache) -> Options {
 }
 
 fn descriptors(cache: &Cache) -> Vec<ColumnFamilyDescriptor> {
-    [CF_BLOBS, CF_PACKS, CF_INGESTED, CF_DIRS]
+    [CF_BLOBS, CF_PACKS, CF_INGESTED, CF_DIRS, CF_FRAMES]
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, options(cache)))
         .collect()
@@ -349,7 +352,7 @@ impl ChunkIndex {
             return Ok(());
         }
         self.db.flush().map_err(|e| self.err(e))?;
-        for name in [CF_BLOBS, CF_PACKS, CF_INGESTED, CF_DIRS] {
+        for name in [CF_BLOBS, CF_PACKS, CF_INGESTED, CF_DIRS, CF_FRAMES] {
             let cf = self.cf(name)?;
             self.db.flush_cf(cf).map_err(|e| self.err(e))?;
             self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
@@ -392,6 +395,36 @@ impl ChunkIndex {
     /// Whether a damage record names a copy of any blob in `pack`.
     pub(crate) fn pack_damaged(&self, pack: &PackId) -> bool {
         self.damaged.touches_pack(pack)
+    }
+
+    /// The frame of metadata blob `id` kept here, if any (the caller verifies it).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub(crate) fn frame_get(&self, id: &Id) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(CF_FRAMES)?, id.as_bytes()).map_err(|e| self.err(e))
+    }
+
+    /// Keeps the frame of metadata blob `id` (nothing when read-only).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub(crate) fn frame_put(&self, id: &Id, frame: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.db.put_cf(self.cf(CF_FRAMES)?, id.as_bytes(), frame).map_err(|e| self.err(e))
+    }
+
+    /// Forgets the frame of `id` (it did not verify).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure.
+    pub(crate) fn frame_delete(&self, id: &Id) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.db.delete_cf(self.cf(CF_FRAMES)?, id.as_bytes()).map_err(|e| self.err(e))
     }
 
     /// The value stored under `key` in the directory records, if any.
@@ -443,7 +476,7 @@ impl Drop for ChunkIndex {
     fn drop(&mut self) {
         if !self.read_only {
             let _ = self.db.flush();
-            for name in [CF_BLOBS, CF_PACKS, CF_INGESTED, CF_DIRS] {
+            for name in [CF_BLOBS, CF_PACKS, CF_INGESTED, CF_DIRS, CF_FRAMES] {
                 if let Some(cf) = self.db.cf_handle(name) {
                     let _ = self.db.flush_cf(cf);
                 }

@@ -24,6 +24,33 @@ pub trait PackSource: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
 }
 
+/// One blob's frame held in memory, read as if at `offset` of its pack.
+pub struct FrameAt {
+    /// Where the frame is in its pack.
+    pub offset: u64,
+    /// The frame: header and stored bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl PackSource for FrameAt {
+    fn size(&self) -> u64 {
+        self.offset + self.bytes.len() as u64
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let from = offset.checked_sub(self.offset).and_then(|f| usize::try_from(f).ok());
+        match from.and_then(|f| self.bytes.get(f..f.checked_add(buf.len())?)) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => {
+                Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "outside the frame"))
+            }
+        }
+    }
+}
+
 /// A pack in a local file.
 #[derive(Debug)]
 pub struct LocalPack {

@@ -37,9 +37,12 @@ const MULTIPART_OVER: u64 = 16 << 20;
 /// The size of one part of a multipart upload (S3's minimum is 5 MiB), and what one upload
 /// holds in memory at a time.
 const PART_SIZE: usize = 8 << 20;
-/// A read of a pack fetches at least this much, so reading its blobs in order costs one
-/// request per window rather than one per blob.
-const READ_WINDOW: u64 = 1 << 20;
+/// The first read of a pack fetches at least this much (a tree, a trailer); each read that
+/// continues where the last ended doubles the next fetch, up to [`MAX_WINDOW`], so reading a
+/// pack's blobs in order (a restore) costs a few requests, and scattered reads fetch little.
+const MIN_WINDOW: u64 = 64 << 10;
+/// The largest fetch of a pack read in order (and what one open pack holds in memory).
+const MAX_WINDOW: u64 = 8 << 20;
 
 /// Where a repository in object storage is: `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`
 /// (restic's form; without a scheme, `https`).
@@ -567,8 +570,8 @@ impl Storage for S3Storage {
     }
 }
 
-/// A pack in the bucket, read at offsets with ranged GETs of at least [`READ_WINDOW`] bytes;
-/// the last window is kept.
+/// A pack in the bucket, read at offsets with ranged GETs of at least [`MIN_WINDOW`] bytes,
+/// growing while it is read in order; the last window is kept.
 struct S3Pack {
     inner: Arc<Inner>,
     key: Key,
@@ -598,7 +601,15 @@ impl PackSource for S3Pack {
                 return Ok(());
             }
         }
-        let fetch_end = end.max(offset.saturating_add(READ_WINDOW)).min(self.size);
+        // In order: the read starts where the last window ended (or inside it).
+        let in_order = self.window.lock().ok().and_then(|held| {
+            held.as_ref().map(|w| (w.0 <= offset && offset <= w.0 + w.1.len() as u64, w.1.len()))
+        });
+        let want = match in_order {
+            Some((true, last)) => (last as u64 * 2).clamp(MIN_WINDOW, MAX_WINDOW),
+            _ => MIN_WINDOW,
+        };
+        let fetch_end = end.max(offset.saturating_add(want)).min(self.size);
         self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
         let bytes = self
             .inner
