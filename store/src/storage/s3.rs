@@ -37,10 +37,11 @@ const MULTIPART_OVER: u64 = 16 << 20;
 /// The size of one part of a multipart upload (S3's minimum is 5 MiB), and what one upload
 /// holds in memory at a time.
 const PART_SIZE: usize = 8 << 20;
-/// The first read of a pack fetches at least this much (a tree, a trailer); each read that
-/// continues where the last ended doubles the next fetch, up to [`MAX_WINDOW`], so reading a
-/// pack's blobs in order (a restore) costs a few requests, and scattered reads fetch little.
-const MIN_WINDOW: u64 = 64 << 10;
+/// The first read of a pack fetches at least this much; each read in order (inside the last
+/// window, or ahead of it by less than [`MAX_WINDOW`]) makes the next fetch four times larger,
+/// up to [`MAX_WINDOW`], so reading a pack's blobs in order (a restore) costs a few requests,
+/// and scattered reads (trees missing from the cache) fetch little.
+const MIN_WINDOW: u64 = 256 << 10;
 /// The largest fetch of a pack read in order (and what one open pack holds in memory).
 const MAX_WINDOW: u64 = 8 << 20;
 
@@ -601,12 +602,16 @@ impl PackSource for S3Pack {
                 return Ok(());
             }
         }
-        // In order: the read starts where the last window ended (or inside it).
+        // In order: the read starts inside the last window or ahead of it by less than the
+        // largest window (a restore reads a batch's blobs in pack order, skipping others').
         let in_order = self.window.lock().ok().and_then(|held| {
-            held.as_ref().map(|w| (w.0 <= offset && offset <= w.0 + w.1.len() as u64, w.1.len()))
+            held.as_ref().map(|w| {
+                let ahead = w.0 <= offset && offset <= w.0 + w.1.len() as u64 + MAX_WINDOW;
+                (ahead, w.1.len())
+            })
         });
         let want = match in_order {
-            Some((true, last)) => (last as u64 * 2).clamp(MIN_WINDOW, MAX_WINDOW),
+            Some((true, last)) => (last as u64 * 4).clamp(MIN_WINDOW, MAX_WINDOW),
             _ => MIN_WINDOW,
         };
         let fetch_end = end.max(offset.saturating_add(want)).min(self.size);
