@@ -8,6 +8,8 @@
 #   bash benches/run.sh pg-dump                  # a real PostgreSQL dump, then 4,000 rows updated
 #   bash benches/run.sh write-once               # 1,000,000 files, write-once incrementals
 #   bash benches/run.sh growth                   # snapshot RSS with 100,000 and 5,000,000 blobs
+#   bash benches/run.sh s3 [--scale 0.25]        # Alfresco in object storage (a local SeaweedFS),
+#                                                # store against restic, with requests per step
 # Reports go to benches/results/<scenario>.md and .json; scratch space is /tmp/store-bench
 # (about 4x the data size; change it with --work DIR before the scenario name).
 set -euo pipefail
@@ -22,4 +24,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/store/target}"
 cargo build --release -p store-cli -p store-benches --bin store --bin store-bench
 bench="$CARGO_TARGET_DIR/release/store-bench"
 if [ "$#" -eq 0 ]; then set -- run; fi
+if [ "$1" = s3 ]; then
+  shift
+  s3dir="$(mktemp -d)"
+  trap 'bash .ci/s3-server stop "$s3dir"; rm -rf "$s3dir"' EXIT
+  eval "$(bash .ci/s3-server start "$s3dir")"
+  "$bench" --store "$CARGO_TARGET_DIR/release/store" run --tools store,restic \
+    --s3 "$STORE_TEST_S3" --s3-metrics "$STORE_TEST_S3_METRICS" "$@"
+  exit
+fi
 exec "$bench" --store "$CARGO_TARGET_DIR/release/store" "$@"
