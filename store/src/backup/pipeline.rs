@@ -331,20 +331,45 @@ pub(crate) fn pack_loop(
 ///
 /// `interrupted` is asked before every index file: once the operator asked to stop, what is not
 /// indexed yet is removed rather than indexed.
+///
+/// With object storage, [`REMOTE_SEALERS`] sealers run at once, each with its own packs and
+/// index files, so the upload of one pack does not hold up the next.
 pub(crate) fn seal_loop(
     repo: &Repository,
     rx: &Receiver<PackWriter>,
     shared: &Shared,
     dedup: &Dedup<'_>,
-    interrupted: &dyn Fn() -> bool,
+    interrupted: &(dyn Fn() -> bool + Sync),
 ) -> Result<PackerStats> {
-    let mut pending: Vec<IndexedPack> = Vec::new();
-    let result = seal_all(repo, rx, shared, dedup, &mut pending, interrupted);
-    if (result.is_err() || shared.is_cancelled()) && repo.check_lock().is_ok() {
-        discard_packs(repo, &pending);
+    let sealers = if repo.storage().lists_cheaply() { 1 } else { REMOTE_SEALERS };
+    let one = || {
+        let mut pending: Vec<IndexedPack> = Vec::new();
+        let result = seal_all(repo, rx, shared, dedup, &mut pending, interrupted);
+        if (result.is_err() || shared.is_cancelled()) && repo.check_lock().is_ok() {
+            discard_packs(repo, &pending);
+        }
+        if result.is_err() {
+            // The other sealers stop too (the error itself is returned).
+            shared.cancel();
+        }
+        result
+    };
+    if sealers == 1 {
+        return one();
     }
-    result
+    let results: Vec<Result<PackerStats>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..sealers).map(|_| s.spawn(one)).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(Error::WorkerPanicked))).collect()
+    });
+    let mut stats = PackerStats::default();
+    for r in results {
+        stats.packs += r?.packs;
+    }
+    Ok(stats)
 }
+
+/// Packs sealed and uploaded at once for a repository in object storage.
+const REMOTE_SEALERS: usize = 3;
 
 fn seal_all(
     repo: &Repository,
@@ -352,7 +377,7 @@ fn seal_all(
     shared: &Shared,
     dedup: &Dedup<'_>,
     pending: &mut Vec<IndexedPack>,
-    interrupted: &dyn Fn() -> bool,
+    interrupted: &(dyn Fn() -> bool + Sync),
 ) -> Result<PackerStats> {
     let stop = || {
         if interrupted() {
