@@ -478,3 +478,41 @@ fn backups_through_503s_dropped_connections_and_delays_commit_or_fail_cleanly() 
     let checked = env.run("check", &["--read-data"]).ok();
     assert!(checked.stdout.contains("no damage"), "{}", checked.stdout);
 }
+
+/// A snapshot killed after some packs were uploaded, before any index file listed them: the
+/// next snapshot of the same host adopts them (a killed writer's mark is found), while another
+/// host's snapshot does not list the packs at all (no listing of every pack per run).
+#[test]
+fn the_packs_of_a_killed_snapshot_are_adopted_by_the_same_host_only() {
+    let env = S3Env::new("adopt");
+    env.run("init", &["--pack-size", "1MiB"]).ok();
+    let src = env.path("src");
+    for i in 0..6u64 {
+        write(&src.join(format!("f{i}.bin")), &random_bytes(40 + i, 2 << 20));
+    }
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["snapshot", "--repo", &env.url, "--cache-dir"])
+        .arg(env.path("cache"))
+        .arg(&src)
+        .env("STORE_CRASH_AT", "pack_durable@4")
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_none(), "the crash point aborts (built with crash-points)");
+    let elsewhere = env.path("other-host");
+    write(&elsewhere.join("doc"), b"another host's document");
+    let other = env
+        .run_as("cache-other", "snapshot", &[OsStr::new("--json"), elsewhere.as_os_str()])
+        .ok()
+        .json();
+    assert_eq!(other["packs_adopted"], 0, "another host lists no packs: {other}");
+    assert!(other["requests"]["list"].as_u64().unwrap() <= 6, "{other}");
+    let same = env.run("snapshot", &[OsStr::new("--json"), src.as_os_str()]).ok().json();
+    assert!(same["packs_adopted"].as_u64().unwrap() >= 4, "{same}");
+    assert!(
+        same["bytes_added"].as_u64().unwrap() < 12 << 20,
+        "adopted data not sent again: {same}"
+    );
+    let restored = env.path("restored");
+    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), restored.as_os_str()]).ok();
+    assert_same_tree(&src, &restored.join("src"));
+}

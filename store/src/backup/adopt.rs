@@ -33,10 +33,12 @@ pub(crate) struct Adopted {
     pub(crate) refused: u64,
 }
 
-/// This process, marked as a writer in the local directory (`tmp/writer-<pid>.run`) until
-/// dropped; a mark left behind is a writer of this host that was killed.
+/// This process, marked as a writer in the local directory of a repository in object storage
+/// (`tmp/writer-<pid>.run`) until dropped; a mark left behind is a writer of this host that was
+/// killed.
 pub(crate) struct WriterMark {
-    path: std::path::PathBuf,
+    /// None for a local repository, whose packs are listed at every snapshot anyway.
+    path: Option<std::path::PathBuf>,
     /// Whether a writer of this host was killed since the last run.
     pub(crate) killed_before: bool,
 }
@@ -44,6 +46,9 @@ pub(crate) struct WriterMark {
 impl WriterMark {
     /// Marks this process, and looks for marks of writers that no longer run (removed).
     pub(crate) fn set(repo: &Repository) -> Result<Self> {
+        if repo.storage().lists_cheaply() {
+            return Ok(WriterMark { path: None, killed_before: false });
+        }
         let tmp = repo.layout().tmp_dir();
         let mut killed_before = false;
         for entry in std::fs::read_dir(&tmp).at(&tmp)?.flatten() {
@@ -60,13 +65,15 @@ impl WriterMark {
         }
         let path = tmp.join(format!("writer-{}.run", std::process::id()));
         std::fs::File::create(&path).at(&path)?;
-        Ok(WriterMark { path, killed_before })
+        Ok(WriterMark { path: Some(path), killed_before })
     }
 }
 
 impl Drop for WriterMark {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
