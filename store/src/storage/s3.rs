@@ -157,10 +157,15 @@ fn profile_credentials(profile: &str) -> Option<(String, String, Option<String>)
     let path = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")))?;
-    let text = std::fs::read_to_string(path).ok()?;
+    credentials_of(&std::fs::read_to_string(path).ok()?, profile)
+}
+
+/// The credentials of `profile` in the text of a shared credentials file (INI: `[profile]`
+/// sections of `key = value` lines, `#` and `;` comments).
+fn credentials_of(text: &str, profile: &str) -> Option<(String, String, Option<String>)> {
     let (mut id, mut secret, mut token) = (None, None, None);
     let mut in_profile = false;
-    for line in text.lines().map(str::trim) {
+    for line in text.lines().map(str::trim).filter(|l| !l.starts_with(['#', ';'])) {
         if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             in_profile = section.trim() == profile;
         } else if let Some((k, v)) = line.split_once('=').filter(|_| in_profile) {
@@ -657,6 +662,21 @@ mod tests {
         for bad in ["s3:", "s3:http://host", "s3:http://host/", "s3:ftp://h/b", "s3:h/b/../x"] {
             assert!(S3Location::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_profile_of_the_shared_credentials_file_is_read_and_only_that_one() {
+        let text = "[default]\naws_access_key_id = AKDEFAULT\naws_secret_access_key = s1\n\n\
+                    # a comment = not a key\n[backup]\n aws_access_key_id=AKBACKUP \n\
+                    aws_secret_access_key = s2\naws_session_token = tok\n[partial]\n\
+                    aws_access_key_id = AKONLY\n";
+        assert_eq!(credentials_of(text, "default"), Some(("AKDEFAULT".into(), "s1".into(), None)));
+        assert_eq!(
+            credentials_of(text, "backup"),
+            Some(("AKBACKUP".into(), "s2".into(), Some("tok".into())))
+        );
+        assert_eq!(credentials_of(text, "partial"), None, "no secret: no credentials");
+        assert_eq!(credentials_of(text, "missing"), None);
     }
 
     /// The conformance test of every storage, against the server `.ci/run` starts
