@@ -260,6 +260,21 @@ impl S3Storage {
     }
 }
 
+/// `e` of operation `op`, as an I/O error of kind `NotFound`, `AlreadyExists` (a create that
+/// lost, or a condition that failed) or `Other`; the message has the HTTP status when there
+/// was one.
+fn io_error(op: &str, e: object_store::Error) -> std::io::Error {
+    use std::io::ErrorKind as K;
+    let kind = match &e {
+        object_store::Error::NotFound { .. } => K::NotFound,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            K::AlreadyExists
+        }
+        _ => K::Other,
+    };
+    std::io::Error::new(kind, format!("{op}: {e}"))
+}
+
 impl Inner {
     /// The key of `rel` below the prefix.
     fn key(&self, rel: &str) -> Key {
@@ -282,17 +297,9 @@ impl Inner {
         PathBuf::from(format!("s3:{}/{}/{key}", self.location.endpoint, self.location.bucket))
     }
 
-    /// `e` of operation `op` on `key`, as an I/O error naming the object: `NotFound`,
-    /// `AlreadyExists` (a create that lost, or a condition that failed) or `Other`.
+    /// `e` of operation `op` on `key`, as an I/O error naming the object ([`io_error`]).
     fn fail(&self, op: &str, key: &Key, e: object_store::Error) -> Error {
-        use std::io::ErrorKind as K;
-        let kind = match &e {
-            object_store::Error::NotFound { .. } => K::NotFound,
-            object_store::Error::AlreadyExists { .. }
-            | object_store::Error::Precondition { .. } => K::AlreadyExists,
-            _ => K::Other,
-        };
-        Error::Io { path: self.url(key), cause: std::io::Error::new(kind, format!("{op}: {e}")) }
+        Error::Io { path: self.url(key), cause: io_error(op, e) }
     }
 
     fn get(&self, key: &Key) -> Result<Vec<u8>> {
@@ -405,7 +412,7 @@ impl Inner {
     /// Asks the server, once per process, whether it refuses a second create of one object
     /// and what its clock says.
     fn probe(&self) -> Result<Probe> {
-        let mut held = self.probe.lock().map_err(|_| Error::Interrupted)?;
+        let mut held = self.probe.lock().map_err(|_| Error::WorkerPanicked)?;
         if let Some(p) = *held {
             return Ok(p);
         }
@@ -599,26 +606,22 @@ impl PackSource for S3Pack {
             let from = usize::try_from(offset - w.0).unwrap_or(0);
             buf.copy_from_slice(&w.1[from..from + buf.len()]);
         };
+        // Served from the last window, or a fetch sized by how the pack is being read: in
+        // order (inside the last window or ahead of it by less than the largest window, as a
+        // restore reads a batch's blobs in pack order, skipping others'), four times the last.
+        let mut want = MIN_WINDOW;
         if let Ok(held) = self.window.lock() {
-            if let Some(w) =
-                held.as_ref().filter(|w| w.0 <= offset && end <= w.0 + w.1.len() as u64)
-            {
-                copy(w, buf);
-                return Ok(());
+            if let Some(w) = held.as_ref() {
+                let w_end = w.0 + w.1.len() as u64;
+                if w.0 <= offset && end <= w_end {
+                    copy(w, buf);
+                    return Ok(());
+                }
+                if w.0 <= offset && offset <= w_end + MAX_WINDOW {
+                    want = (w.1.len() as u64 * 4).clamp(MIN_WINDOW, MAX_WINDOW);
+                }
             }
         }
-        // In order: the read starts inside the last window or ahead of it by less than the
-        // largest window (a restore reads a batch's blobs in pack order, skipping others').
-        let in_order = self.window.lock().ok().and_then(|held| {
-            held.as_ref().map(|w| {
-                let ahead = w.0 <= offset && offset <= w.0 + w.1.len() as u64 + MAX_WINDOW;
-                (ahead, w.1.len())
-            })
-        });
-        let want = match in_order {
-            Some((true, last)) => (last as u64 * 4).clamp(MIN_WINDOW, MAX_WINDOW),
-            _ => MIN_WINDOW,
-        };
         let fetch_end = end.max(offset.saturating_add(want)).min(self.size);
         self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
         let bytes = self
@@ -626,10 +629,9 @@ impl PackSource for S3Pack {
             .runtime
             .block_on(self.inner.client.get_range(&self.key, offset..fetch_end))
             .map_err(|e| {
-                let Error::Io { path, cause } = self.inner.fail("GET range", &self.key, e) else {
-                    return std::io::Error::other("GET range");
-                };
-                std::io::Error::new(cause.kind(), format!("{}: {cause}", path.display()))
+                let cause = io_error("GET range", e);
+                let at = self.inner.url(&self.key);
+                std::io::Error::new(cause.kind(), format!("{}: {cause}", at.display()))
             })?;
         self.inner.counts.bytes_down.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if (bytes.len() as u64) < end - offset {
