@@ -334,10 +334,19 @@ impl ChunkIndex {
     pub fn destroy(self) -> Result<()> {
         let path = self.path.clone();
         drop(self);
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Cache { path, message: e.to_string() }),
+        // Another process opening the cache read-only meanwhile may add a file (RocksDB's info
+        // log) while it is removed: the removal then finds the directory not empty. Try again.
+        let mut attempt = 0;
+        loop {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(e) => return Err(Error::Cache { path, message: e.to_string() }),
+            }
         }
     }
 
