@@ -90,6 +90,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Show what changed between two sets.
     Diff(DiffArgs),
+    /// Copy sets from another repository into this one (--repo or --to): only the chunks this
+    /// one lacks are stored; sets it has already are skipped.
+    Copy(CopyArgs),
     /// Verify the repository: structure, and with --read-data every blob.
     Check(CheckArgs),
     /// Repair the repository.
@@ -611,6 +614,43 @@ pub struct TagArgs {
     /// and later.
     #[arg(long, value_name = "TEXT")]
     pub note: Option<String>,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store copy`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The source's password: --from-password-file FILE, STORE_FROM_PASSWORD_FILE,
+STORE_FROM_PASSWORD_COMMAND or STORE_FROM_PASSWORD; the target's: the global options.
+A set is in the target already when one there has the same host, times and components
+(tags and notes may differ): it is skipped. Each set is read from the source, every chunk
+verified, cut again with the target's chunker and committed as a snapshot is (its data
+first, its manifest last), so a copy that stops resumes where it stopped.")]
+pub struct CopyArgs {
+    /// The source repository (a directory or `s3:...`).
+    #[arg(long, value_name = "REPO")]
+    pub from: std::ffi::OsString,
+    /// The target repository (default: --repo / STORE_REPO).
+    #[arg(long, value_name = "REPO")]
+    pub to: Option<std::ffi::OsString>,
+    /// The source's password file (first line).
+    #[arg(long, env = "STORE_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// The source's cache directory (see --cache-dir).
+    #[arg(long, value_name = "DIR")]
+    pub from_cache_dir: Option<PathBuf>,
+    /// Sets of the source to copy: `latest`, a name (YYYYMMDD-HHMMSS), an id or a unique id
+    /// prefix; every set the target lacks by default.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Say which sets would be copied; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Compressor threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Print the result as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,

@@ -31,17 +31,17 @@ fn from_file(path: &Path) -> Result<Password> {
     Ok(first_line(bytes))
 }
 
-/// Runs `STORE_PASSWORD_COMMAND` with `sh -c`: the first line of its output.
-fn from_command(command: &str) -> Result<Password> {
+/// Runs `command` (of variable `var`) with `sh -c`: the first line of its output.
+fn from_command(var: &str, command: &str) -> Result<Password> {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(command)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .output()
-        .with_context(|| format!("cannot run STORE_PASSWORD_COMMAND {command:?}"))?;
+        .with_context(|| format!("cannot run {var} {command:?}"))?;
     if !out.status.success() {
-        bail!("STORE_PASSWORD_COMMAND {command:?} failed ({})", out.status);
+        bail!("{var} {command:?} failed ({})", out.status);
     }
     Ok(first_line(out.stdout))
 }
@@ -58,19 +58,34 @@ fn prompt(text: &str) -> Result<Password> {
 
 /// The password of an existing repository, from the first source given.
 pub fn existing(password_file: Option<&Path>) -> Result<Password> {
+    existing_as(password_file, "STORE", "the repository")
+}
+
+/// [`existing`] with the variables of `prefix` (`STORE`, or `STORE_FROM` for the source of
+/// `store copy`): `{prefix}_PASSWORD_COMMAND`, then `{prefix}_PASSWORD`; `what` names the
+/// repository in the prompt and the error.
+pub fn existing_as(password_file: Option<&Path>, prefix: &str, what: &str) -> Result<Password> {
     if let Some(path) = password_file {
         return from_file(path);
     }
-    if let Some(command) = std::env::var_os("STORE_PASSWORD_COMMAND") {
-        return from_command(&command.to_string_lossy());
+    let command_var = format!("{prefix}_PASSWORD_COMMAND");
+    if let Some(command) = std::env::var_os(&command_var) {
+        return from_command(&command_var, &command.to_string_lossy());
     }
-    if let Some(text) = std::env::var_os("STORE_PASSWORD") {
+    if let Some(text) = std::env::var_os(format!("{prefix}_PASSWORD")) {
         return Ok(Password::new(text.into_encoded_bytes()));
     }
     if can_prompt() {
-        return prompt("password for the repository: ");
+        return prompt(&format!("password for {what}: "));
     }
-    bail!("the repository is encrypted: give its password with {SOURCES} (no terminal to ask on)")
+    if prefix == "STORE" {
+        bail!("{what} is encrypted: give its password with {SOURCES} (no terminal to ask on)")
+    }
+    bail!(
+        "{what} is encrypted: give its password with --{}-password-file FILE, {prefix}_PASSWORD_FILE, \
+         {prefix}_PASSWORD_COMMAND or {prefix}_PASSWORD (no terminal to ask on)",
+        prefix.trim_start_matches("STORE_").to_lowercase()
+    )
 }
 
 /// Asks twice for a new password.

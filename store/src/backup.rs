@@ -23,6 +23,7 @@
 mod adopt;
 mod build;
 mod capture;
+mod copy;
 mod pipeline;
 mod preview;
 mod read;
@@ -38,7 +39,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use self::build::tree_loop;
 use self::capture::{capture, scan_totals, CaptureSinks, ComponentResult};
-use self::pipeline::{compress_loop, pack_loop, seal_loop, Dedup, How, RawBlob, Shared};
+pub use self::copy::{copy, CopiedSet, CopyOptions, CopyReport};
+use self::pipeline::{confirm_packs, run_stages, Dedup, How, RawBlob, Shared, Stages};
 pub use self::preview::{preview, ComponentPreview, PreviewReport};
 use self::read::file_worker;
 use self::walk::{
@@ -218,16 +220,34 @@ struct Putter<'a> {
     component: usize,
     level: i32,
     crypto: &'a crate::crypto::Crypto,
+    /// How files are cut into chunks.
+    chunker: &'a Chunker,
+    /// Told of every byte chunked.
+    progress: &'a dyn Progress,
 }
 
 impl<'a> Putter<'a> {
     fn new(ctx: &'a Ctx<'a>, tx: &'a Sender<RawBlob>, component: usize) -> Self {
+        Putter::of(ctx.repo, &ctx.dedup, &ctx.chunker, ctx.progress, tx, component)
+    }
+
+    /// A putter into `repo` through `dedup`, for blobs of `component`.
+    fn of(
+        repo: &'a Repository,
+        dedup: &'a Dedup<'a>,
+        chunker: &'a Chunker,
+        progress: &'a dyn Progress,
+        tx: &'a Sender<RawBlob>,
+        component: usize,
+    ) -> Self {
         Putter {
-            dedup: &ctx.dedup,
+            dedup,
             tx,
             component,
-            level: ctx.repo.config().compression_level,
-            crypto: ctx.repo.crypto(),
+            level: repo.config().compression_level,
+            crypto: repo.crypto(),
+            chunker,
+            progress,
         }
     }
 
@@ -521,7 +541,6 @@ pub fn snapshot(
     };
     let mark = adopt::WriterMark::set(repo)?;
     let adopted = adopt::adopt_packs(repo, progress, mark.killed_before)?;
-    let running = AtomicBool::new(true);
     let ctx = Ctx::new(repo, opts, append_only, progress)?;
     let added: Vec<AtomicU64> = opts.sources.iter().map(|_| AtomicU64::new(0)).collect();
     let time_ns = now_ns();
@@ -529,65 +548,21 @@ pub fn snapshot(
     let (job_tx, job_rx) = bounded::<FileJob>(64);
     let (event_tx, event_rx) = bounded::<Vec<WalkEvent>>(4);
     let events = EventBatcher::new(event_tx);
-    let (raw_tx, raw_rx) = bounded::<RawBlob>(2 * threads + 2);
-    let (enc_tx, enc_rx) = bounded(8);
     let (root_tx, root_rx) = bounded::<ComponentResult>(1);
     let ctx = &ctx;
-
-    let outcome = std::thread::scope(|s| {
-        // Stops everything when the operator asks (SIGINT, SIGTERM): the stages fail as on any
-        // error (packs not indexed yet are removed), and a running command's group is killed.
-        let _stop_watching = StopOnDrop(&running);
-        {
-            let running = &running;
-            s.spawn(move || {
-                while running.load(Ordering::Relaxed) {
-                    if ctx.progress.interrupted() {
-                        ctx.shared.fail(Error::Interrupted);
-                        ctx.children.kill();
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            });
-        }
-        let (seal_tx, seal_rx) = bounded(1);
-        s.spawn(move || {
-            if let Err(e) = pack_loop(repo, &enc_rx, seal_tx, &ctx.shared) {
-                ctx.shared.fail(e);
-            }
-            drop(enc_rx);
-        });
-        let packer = s.spawn(move || {
-            let interrupted = || ctx.progress.interrupted();
-            let packed = seal_loop(repo, &seal_rx, &ctx.shared, &ctx.dedup, &interrupted)
-                .map_err(|e| ctx.shared.fail(e))
-                .ok();
-            drop(seal_rx);
-            packed
-        });
-        let compressors = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
-        let compressors = match compressors {
-            Ok(pool) => pool,
-            Err(e) => {
-                ctx.shared.fail(Error::InvalidOption { option: "threads", reason: e.to_string() });
-                return None;
-            }
-        };
-        let level = repo.config().compression_level;
-        {
-            let added = &added;
-            s.spawn(move || {
-                let (rx, tx) = (&raw_rx, &enc_tx);
-                compressors.scope(|cs| {
-                    for _ in 0..threads {
-                        cs.spawn(move |_| {
-                            compress_loop(level, ctx.repo.crypto(), rx, tx, added, &ctx.shared);
-                        });
-                    }
-                });
-            });
-        }
+    let interrupted = || ctx.progress.interrupted();
+    // A running command's group is killed when the operator asks to stop.
+    let kill = || ctx.children.kill();
+    let stages = Stages {
+        repo,
+        dedup: &ctx.dedup,
+        shared: &ctx.shared,
+        threads,
+        added: &added,
+        interrupted: &interrupted,
+        on_interrupt: &kill,
+    };
+    let (components, packed) = run_stages(&stages, |s, raw_tx| {
         for _ in 0..threads {
             let job_rx = job_rx.clone();
             let raw_tx = raw_tx.clone();
@@ -604,23 +579,12 @@ pub fn snapshot(
             let sources = &opts.sources;
             s.spawn(move || scan_totals(ctx, sources));
         }
-
         let sinks = CaptureSinks { events: &events, jobs: &job_tx, raw: &raw_tx, roots: &root_rx };
         let components = capture(ctx, opts, &excludes, parent.as_ref(), &sinks);
-        if components.is_err() {
-            ctx.shared.cancel();
-        }
         drop((events, job_tx, raw_tx));
-        let packed = packer.join().map_err(|_| Error::WorkerPanicked);
-        Some((components, packed))
-    });
-
-    if let Some(e) = ctx.shared.take_error() {
-        return Err(e);
-    }
-    let (components, packed) = outcome.ok_or(Error::Cancelled)?;
-    let (mut components, issues) = components?;
-    let packed = packed?.ok_or(Error::Cancelled)?;
+        components
+    })?;
+    let (mut components, issues) = components;
     let mut counts = Counts::default();
     for (c, a) in components.iter_mut().zip(&added) {
         c.counts.bytes_added = a.load(Ordering::Relaxed);
@@ -638,23 +602,8 @@ pub fn snapshot(
         issues,
         note: opts.note.clone(),
     };
-    // Every pack is durable and indexed (seal_loop returned). A prune that overtook a stale lock
-    // may have deleted packs this set reuses, or one may have been cut short meanwhile: check
-    // that each is still there with its length, then (and only then) write the manifest.
-    for (pack, len) in ctx.dedup.packs() {
-        match repo.pack_len(pack) {
-            Err(_) => return Err(Error::PackVanished { pack }),
-            Ok(actual) if actual != len => {
-                return Err(Error::corrupt(
-                    crate::error::ObjectRef::Pack(pack),
-                    crate::error::Corruption::Invalid(format!(
-                        "{actual} bytes, it had {len} when this set began to use it"
-                    )),
-                ))
-            }
-            Ok(_) => {}
-        }
-    }
+    // Every pack is durable and indexed (the stages returned); each it builds on still there.
+    confirm_packs(repo, &ctx.dedup)?;
     crate::crash::point("snapshot", "before_manifest");
     if ctx.progress.interrupted() {
         return Err(Error::Interrupted);

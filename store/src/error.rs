@@ -341,6 +341,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A set could not be copied (`store copy`): what was met at `path` of the source's set.
+    #[error("set {set}: {path}: {cause}")]
+    CopyFailed {
+        /// The source's set.
+        set: SnapshotId,
+        /// Where in it (`component/dir/file`).
+        path: String,
+        /// What went wrong.
+        cause: Box<Error>,
+    },
     /// The operation stopped because another part of it failed.
     #[error("operation cancelled")]
     Cancelled,

@@ -126,8 +126,8 @@ pub use tree::{
 
 #[cfg(feature = "engine")]
 pub use backup::{
-    find_parent, preview, snapshot, ComponentPreview, ParentChoice, PreviewReport, SnapshotOptions,
-    SnapshotReport, SourceKind, SourceSpec,
+    copy, find_parent, preview, snapshot, ComponentPreview, CopiedSet, CopyOptions, CopyReport,
+    ParentChoice, PreviewReport, SnapshotOptions, SnapshotReport, SourceKind, SourceSpec,
 };
 #[cfg(feature = "engine")]
 pub use check::{check, CheckOptions, CheckReport, DataCheck, Finding};

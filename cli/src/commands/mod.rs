@@ -2,6 +2,7 @@
 
 mod cat;
 mod check;
+mod copy;
 mod diff;
 mod find;
 mod forget;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             | Command::Repair(_)
             | Command::Forget(_)
             | Command::Stats(_)
+            | Command::Copy(_)
     ) {
         crate::signals::install().context("installing the signal handlers")?;
     }
@@ -60,6 +62,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         lock_wait,
         stale_after,
         password_file: cli.password_file,
+        password_env: "STORE",
     };
     match cli.command {
         Command::Init(a) => init::run(&repo, &a),
@@ -68,6 +71,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
             snapshot::run(&repo, &a, sub)
         }
         Command::Diff(a) => diff::run(&repo, &a),
+        Command::Copy(a) => copy::run(repo, &a),
         Command::Check(a) => check::run(&repo, &a),
         Command::Repair(crate::args::RepairCommand::Index(a)) => repair::repair_index(&repo, &a),
         Command::Repair(crate::args::RepairCommand::Snapshots(a)) => {
@@ -102,6 +106,9 @@ pub struct RepoArg {
     lock_wait: std::time::Duration,
     stale_after: std::time::Duration,
     password_file: Option<PathBuf>,
+    /// The prefix of the password variables: `STORE` (`STORE_PASSWORD`...), or `STORE_FROM`
+    /// for the source of `store copy`.
+    password_env: &'static str,
 }
 
 impl RepoArg {
@@ -145,7 +152,16 @@ impl RepoArg {
         let mut opened = store::Repository::open_at(&location, &opts);
         // The password is asked for only when the repository turns out to be encrypted.
         if let Err(store::Error::PasswordRequired { .. }) = opened {
-            opts.password = Some(crate::password::existing(self.password_file.as_deref())?);
+            let what = if self.password_env == "STORE" {
+                "the repository".to_owned()
+            } else {
+                format!("the source repository {}", location)
+            };
+            opts.password = Some(crate::password::existing_as(
+                self.password_file.as_deref(),
+                self.password_env,
+                &what,
+            )?);
             opened = store::Repository::open_at(&location, &opts);
         }
         let repo = match opened {

@@ -195,15 +195,10 @@ pub(super) fn capture_stream(
     let putter = Putter::new(ctx, sinks.raw, index);
     let counter = &ctx.counters[index];
     let mut buf = Vec::new();
-    let read = chunk_into(
-        ctx,
-        &putter,
-        counter,
-        &mut buf,
-        None,
-        KeptChunks::default(),
-        |chunker, buf, f| chunker.chunk_reader(&mut *reader, buf, f),
-    );
+    let read =
+        chunk_into(&putter, counter, &mut buf, None, KeptChunks::default(), |chunker, buf, f| {
+            chunker.chunk_reader(&mut *reader, buf, f)
+        });
     let (size, chunks) = match read {
         Ok(v) => v,
         Err(ReadError::Fatal(e)) => return Err(e),

@@ -430,3 +430,119 @@ fn discard_packs(repo: &Repository, packs: &[IndexedPack]) {
         let _ = repo.remove_packs(&[p.id]);
     }
 }
+
+/// What every caller of [`run_stages`] shares with the stages.
+pub(crate) struct Stages<'a> {
+    pub(crate) repo: &'a Repository,
+    pub(crate) dedup: &'a Dedup<'a>,
+    pub(crate) shared: &'a Shared,
+    /// Compressors.
+    pub(crate) threads: usize,
+    /// Stored bytes, per component.
+    pub(crate) added: &'a [AtomicU64],
+    /// Asked every 50 ms; once true, the stages fail with [`Error::Interrupted`].
+    pub(crate) interrupted: &'a (dyn Fn() -> bool + Sync),
+    /// Called once when interrupted (a snapshot kills the command it reads from).
+    pub(crate) on_interrupt: &'a (dyn Fn() + Sync),
+}
+
+/// Runs the stages after reading (compressors, packer, sealers) while `produce` feeds them
+/// blobs through the sender it is given, on this thread; `produce` may spawn helpers on the
+/// scope. Returns once every blob it sent is sealed, durable and indexed, or the first error
+/// of any stage (packs not indexed yet are removed, see [`seal_loop`]).
+pub(crate) fn run_stages<'env, T>(
+    st: &'env Stages<'env>,
+    produce: impl for<'scope> FnOnce(
+        &'scope std::thread::Scope<'scope, 'env>,
+        Sender<RawBlob>,
+    ) -> Result<T>,
+) -> Result<(T, PackerStats)> {
+    let Stages { repo, dedup, shared, threads, added, interrupted, on_interrupt } = *st;
+    // The watcher's own flag (the scope's threads may borrow only what outlives this call).
+    let running = std::sync::Arc::new(AtomicBool::new(true));
+    let (raw_tx, raw_rx) = crossbeam_channel::bounded::<RawBlob>(2 * threads + 2);
+    let (enc_tx, enc_rx) = crossbeam_channel::bounded(8);
+    let outcome = std::thread::scope(|s| {
+        let _stop_watching = super::StopOnDrop(&running);
+        let running = std::sync::Arc::clone(&running);
+        // Stops everything when the operator asks (SIGINT, SIGTERM): the stages fail as on any
+        // error (packs not indexed yet are removed).
+        s.spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                if interrupted() {
+                    shared.fail(Error::Interrupted);
+                    on_interrupt();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        let (seal_tx, seal_rx) = crossbeam_channel::bounded(1);
+        s.spawn(move || {
+            if let Err(e) = pack_loop(repo, &enc_rx, seal_tx, shared) {
+                shared.fail(e);
+            }
+            drop(enc_rx);
+        });
+        let packer = s.spawn(move || {
+            let packed = seal_loop(repo, &seal_rx, shared, dedup, interrupted)
+                .map_err(|e| shared.fail(e))
+                .ok();
+            drop(seal_rx);
+            packed
+        });
+        let compressors = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+            Ok(pool) => pool,
+            Err(e) => {
+                shared.fail(Error::InvalidOption { option: "threads", reason: e.to_string() });
+                drop((raw_rx, enc_tx));
+                return None;
+            }
+        };
+        let level = repo.config().compression_level;
+        s.spawn(move || {
+            let (rx, tx) = (&raw_rx, &enc_tx);
+            compressors.scope(|cs| {
+                for _ in 0..threads {
+                    cs.spawn(move |_| compress_loop(level, repo.crypto(), rx, tx, added, shared));
+                }
+            });
+        });
+        let produced = produce(s, raw_tx);
+        if produced.is_err() {
+            shared.cancel();
+        }
+        let packed = packer.join().map_err(|_| Error::WorkerPanicked);
+        Some((produced, packed))
+    });
+    if let Some(e) = shared.take_error() {
+        return Err(e);
+    }
+    let (produced, packed) = outcome.ok_or(Error::Cancelled)?;
+    let produced = produced?;
+    Ok((produced, packed?.ok_or(Error::Cancelled)?))
+}
+
+/// Checks, just before a manifest is written, that every pack the set depends on is still
+/// there with the length it had when the set began to use it: a prune that overtook a stale
+/// lock may have deleted packs this set reuses, or one may have been cut short meanwhile.
+///
+/// # Errors
+/// [`Error::PackVanished`], or a corruption error naming the pack whose length changed.
+pub(crate) fn confirm_packs(repo: &Repository, dedup: &Dedup<'_>) -> Result<()> {
+    for (pack, len) in dedup.packs() {
+        match repo.pack_len(pack) {
+            Err(_) => return Err(Error::PackVanished { pack }),
+            Ok(actual) if actual != len => {
+                return Err(Error::corrupt(
+                    crate::error::ObjectRef::Pack(pack),
+                    crate::error::Corruption::Invalid(format!(
+                        "{actual} bytes, it had {len} when this set began to use it"
+                    )),
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}

@@ -66,7 +66,6 @@ pub(super) struct KeptChunks {
 /// collecting the file's chunk refs (moving long lists into chunk-list blobs). Returns what
 /// `feed` returns (the bytes read).
 pub(super) fn chunk_into(
-    ctx: &Ctx<'_>,
     putter: &Putter<'_>,
     counter: &ComponentCounters,
     buf: &mut Vec<u8>,
@@ -78,16 +77,16 @@ pub(super) fn chunk_into(
     let KeptChunks { mut lists, mut ids } = kept;
     let flush_list = |ids: &mut Vec<ChunkId>, lists: &mut Vec<Id>| -> Result<(), ReadError> {
         let bytes = encode_chunk_list(ids).map_err(ReadError::Fatal)?;
-        let id = ctx.repo.blob_id(&bytes);
+        let id = putter.crypto.id(&bytes);
         putter.put_hashed(id, BlobKind::ChunkList, &bytes).map_err(ReadError::Fatal)?;
         lists.push(id);
         ids.clear();
         Ok(())
     };
     let mut on_chunk = |chunk: &[u8]| -> Result<(), ReadError> {
-        let id = ctx.repo.blob_id(chunk);
+        let id = putter.crypto.id(chunk);
         counter.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        ctx.progress.add_bytes(chunk.len() as u64);
+        putter.progress.add_bytes(chunk.len() as u64);
         if putter.put_chunk(id, chunk, &mut levels).map_err(ReadError::Fatal)? {
             counter.chunks_new.fetch_add(1, Ordering::Relaxed);
         }
@@ -97,7 +96,7 @@ pub(super) fn chunk_into(
         }
         Ok(())
     };
-    let size = feed(&ctx.chunker, buf, &mut on_chunk)?;
+    let size = feed(putter.chunker, buf, &mut on_chunk)?;
     let refs = if lists.is_empty() {
         ChunkRefs::Inline(ids)
     } else {
@@ -246,7 +245,7 @@ pub(super) fn read_file(
                 return skipped(format!("cannot read: {e}"));
             }
         }
-        let read = chunk_into(ctx, putter, counter, buf, Some(m.len()), kept, |chunker, buf, f| {
+        let read = chunk_into(putter, counter, buf, Some(m.len()), kept, |chunker, buf, f| {
             chunker.chunk_reader(&mut file, buf, f).map(|n| from + n)
         });
         let (size, chunks) = match read {
