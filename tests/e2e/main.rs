@@ -13,6 +13,7 @@ mod bad_input;
 mod boundaries;
 mod cli;
 mod compat;
+mod copy;
 mod encryption;
 mod find_dump;
 mod guides;

@@ -516,3 +516,71 @@ fn the_packs_of_a_killed_snapshot_are_adopted_by_the_same_host_only() {
     env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), restored.as_os_str()]).ok();
     assert_same_tree(&src, &restored.join("src"));
 }
+
+// See: issue 16 (`copy` local to S3 and back: the copies restore byte for byte; a second `copy`
+// transfers nothing).
+#[test]
+fn copy_local_to_s3_and_back_restores_byte_for_byte_and_a_second_copy_transfers_nothing() {
+    let env = S3Env::new("copy");
+    let local = env.path("local");
+    let back = env.path("back");
+    store([OsStr::new("init"), OsStr::new("--repo"), local.as_os_str()]).ok();
+    store([OsStr::new("init"), OsStr::new("--repo"), back.as_os_str()]).ok();
+    env.run("init", &[] as &[&str]).ok();
+    let src = env.path("src");
+    tree(&src, 7, 40);
+    write(&src.join("big/stand"), &random_bytes(70, 20 << 20));
+    let snapshot = || {
+        store([OsStr::new("snapshot"), OsStr::new("--repo"), local.as_os_str(), src.as_os_str()])
+            .ok();
+    };
+    snapshot();
+    write(&src.join("d1/f1"), b"changed");
+    snapshot();
+    let copy = |from: &OsStr, from_cache: Option<&Path>, to: &OsStr, to_cache: Option<&Path>| {
+        let mut args: Vec<OsString> =
+            vec!["copy".into(), "--from".into(), from.into(), "--to".into(), to.into()];
+        if let Some(c) = from_cache {
+            args.extend(["--from-cache-dir".into(), c.as_os_str().to_owned()]);
+        }
+        if let Some(c) = to_cache {
+            args.extend(["--cache-dir".into(), c.as_os_str().to_owned()]);
+        }
+        args.push("--json".into());
+        let mut cmd = std::process::Command::new(crate::support::bin());
+        cmd.args(&args)
+            .env_remove("STORE_REPO")
+            .env("STORE_FROM_PASSWORD", crate::support::PASSWORD);
+        let run = Run::from(cmd.output().unwrap()).ok();
+        run.json()
+    };
+    let url = OsString::from(&env.url);
+    let cache = env.path("cache");
+    let up = copy(local.as_os_str(), None, &url, Some(&cache));
+    assert_eq!(up["sets"].as_array().unwrap().len(), 2, "{up}");
+    assert!(up["sets"].as_array().unwrap().iter().all(|s| s["already"] == false), "{up}");
+    let again = copy(local.as_os_str(), None, &url, Some(&cache));
+    assert_eq!(again["packs"], 0, "{again}");
+    assert!(again["sets"].as_array().unwrap().iter().all(|s| s["already"] == true), "{again}");
+
+    let down = copy(&url, Some(&cache), back.as_os_str(), None);
+    assert_eq!(down["sets"].as_array().unwrap().len(), 2, "{down}");
+    for s in down["sets"].as_array().unwrap() {
+        assert_eq!(s["already"], false, "{down}");
+    }
+    let out = env.path("out");
+    store([
+        OsStr::new("restore"),
+        OsStr::new("--repo"),
+        back.as_os_str(),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        out.as_os_str(),
+    ])
+    .ok();
+    assert_same_tree(&src, &out.join("src"));
+    let from_s3 = env.path("out-s3");
+    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), from_s3.as_os_str()]).ok();
+    assert_same_tree(&src, &from_s3.join("src"));
+    env.run("check", &["--read-data"]).ok();
+}

@@ -239,7 +239,8 @@ impl<'a> FileMemo<'a> {
     /// The record key of a source file of `size` bytes with chunk refs `refs`.
     fn key(&self, size: u64, refs: &ChunkRefs) -> Result<Vec<u8>> {
         let encoded = crate::format::encode_record(&(size, refs), "chunk refs")?;
-        let mut key = self.namespace.to_vec();
+        let mut key = b"c".to_vec();
+        key.extend_from_slice(&self.namespace);
         key.extend_from_slice(blake3::hash(&encoded).as_bytes());
         Ok(key)
     }
