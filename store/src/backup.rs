@@ -40,7 +40,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use self::build::tree_loop;
 use self::capture::{capture, scan_totals, CaptureSinks, ComponentResult};
 pub use self::copy::{copy, CopiedSet, CopyOptions, CopyReport};
-use self::pipeline::{confirm_packs, run_stages, Dedup, How, RawBlob, Shared, Stages};
+use self::pipeline::{run_stages, Dedup, How, RawBlob, Shared, Stages};
 pub use self::preview::{preview, ComponentPreview, PreviewReport};
 use self::read::file_worker;
 use self::walk::{
@@ -603,7 +603,7 @@ pub fn snapshot(
         note: opts.note.clone(),
     };
     // Every pack is durable and indexed (the stages returned); each it builds on still there.
-    confirm_packs(repo, &ctx.dedup)?;
+    ctx.dedup.confirm_packs()?;
     crate::crash::point("snapshot", "before_manifest");
     if ctx.progress.interrupted() {
         return Err(Error::Interrupted);

@@ -678,6 +678,20 @@ impl Repository {
         Ok(self.storage.list(ObjectDir::Packs)?.into_iter().map(crate::id::PackId).collect())
     }
 
+    /// Every pack's length from one listing, where the storage lists cheaper than it looks at
+    /// each pack ([`crate::storage::Storage::pack_sizes`]); `None` elsewhere.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the packs cannot be listed.
+    pub(crate) fn listed_pack_sizes(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<crate::id::PackId, u64>>> {
+        Ok(self
+            .storage
+            .pack_sizes()?
+            .map(|v| v.into_iter().map(|(id, len)| (crate::id::PackId(id), len)).collect()))
+    }
+
     /// The length of pack `id`.
     ///
     /// # Errors

@@ -217,6 +217,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn requests(&self) -> Option<RequestStats> {
         None
     }
+
+    /// Every pack with its length, from one listing, where that costs fewer requests than a
+    /// look at each pack a set uses (object storage: a request per thousand packs); `None`
+    /// where looking at each is cheap (a local `stat`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the packs cannot be listed.
+    fn pack_sizes(&self) -> Result<Option<Vec<(Id, u64)>>> {
+        Ok(None)
+    }
 }
 
 /// A repository in a local directory.

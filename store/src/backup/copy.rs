@@ -190,7 +190,7 @@ pub fn copy(
             files: &files,
         };
         let (manifest, packs) = set.run(m, parent, threads, &mut memo)?;
-        confirm_packs(to, &dedup)?;
+        dedup.confirm_packs()?;
         crate::crash::point("copy", "before_manifest");
         if progress.interrupted() {
             return Err(Error::Interrupted);

@@ -83,11 +83,80 @@ pub(crate) struct Dedup<'a> {
     index: &'a ChunkIndex,
     /// Packs looked at: their length when usable, `None` when not.
     packs: Mutex<HashMap<PackId, Option<u64>>>,
+    /// Where looking at each pack costs a request (object storage): every pack's length from
+    /// one listing, made at the first look, and how many packs it held.
+    listed: std::sync::OnceLock<Option<HashMap<PackId, u64>>>,
+    /// Held while the listing is made, so the workers that need it first make it once.
+    listing: Mutex<()>,
 }
 
 impl<'a> Dedup<'a> {
     pub(crate) fn new(repo: &'a Repository, index: &'a ChunkIndex) -> Self {
-        Dedup { seen: Mutex::default(), repo, index, packs: Mutex::default() }
+        Dedup {
+            seen: Mutex::default(),
+            repo,
+            index,
+            packs: Mutex::default(),
+            listed: std::sync::OnceLock::new(),
+            listing: Mutex::new(()),
+        }
+    }
+
+    /// The length of `pack` now: from the listing where the storage gives one, else looked at.
+    fn actual_len(&self, pack: PackId) -> Result<Option<u64>> {
+        let listed = match self.listed.get() {
+            Some(listed) => listed,
+            None => {
+                let _one = self.listing.lock().map_err(|_| Error::WorkerPanicked)?;
+                match self.listed.get() {
+                    Some(listed) => listed,
+                    None => {
+                        let listed = self.repo.listed_pack_sizes()?;
+                        self.listed.get_or_init(|| listed)
+                    }
+                }
+            }
+        };
+        Ok(match listed {
+            Some(sizes) => sizes.get(&pack).copied(),
+            None => self.repo.pack_len(pack).ok(),
+        })
+    }
+
+    /// Checks, just before a manifest is written, that every pack the set depends on is still
+    /// there with the length it had when the set began to use it: a prune that overtook a
+    /// stale lock may have deleted packs this set reuses, or one may have been cut short
+    /// meanwhile. Where a listing is cheaper than a look at each pack, a fresh listing.
+    ///
+    /// # Errors
+    /// [`Error::PackVanished`], or a corruption error naming the pack whose length changed.
+    pub(crate) fn confirm_packs(&self) -> Result<()> {
+        let packs = self.packs();
+        let listed = self.listed.get().and_then(Option::as_ref).map_or(0, HashMap::len);
+        let fresh = if listed > 0 && (listed as u64).div_ceil(1000) < packs.len() as u64 {
+            self.repo.listed_pack_sizes()?
+        } else {
+            None
+        };
+        for (pack, len) in packs {
+            let actual = match &fresh {
+                Some(sizes) => sizes.get(&pack).copied(),
+                None => self.repo.pack_len(pack).ok(),
+            };
+            match actual {
+                None => return Err(Error::PackVanished { pack }),
+                Some(actual) if actual != len => {
+                    return Err(Error::corrupt(
+                        crate::error::ObjectRef::Pack(pack),
+                        crate::error::Corruption::Invalid(format!(
+                            "{actual} bytes, it had {len} when this set began to use it"
+                        )),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Records that the set depends on `pack`, written by this snapshot with length `len`.
@@ -102,7 +171,7 @@ impl<'a> Dedup<'a> {
         if let Some(state) = self.packs.lock().map_err(|_| Error::WorkerPanicked)?.get(&pack) {
             return Ok(state.is_some());
         }
-        let actual = self.repo.pack_len(pack).ok();
+        let actual = self.actual_len(pack)?;
         let usable = match (actual, self.index.pack_len(&pack)?) {
             (Some(actual), Some(expected)) => (actual == expected).then_some(actual),
             (actual, None) => actual,
@@ -521,28 +590,4 @@ pub(crate) fn run_stages<'env, T>(
     let (produced, packed) = outcome.ok_or(Error::Cancelled)?;
     let produced = produced?;
     Ok((produced, packed?.ok_or(Error::Cancelled)?))
-}
-
-/// Checks, just before a manifest is written, that every pack the set depends on is still
-/// there with the length it had when the set began to use it: a prune that overtook a stale
-/// lock may have deleted packs this set reuses, or one may have been cut short meanwhile.
-///
-/// # Errors
-/// [`Error::PackVanished`], or a corruption error naming the pack whose length changed.
-pub(crate) fn confirm_packs(repo: &Repository, dedup: &Dedup<'_>) -> Result<()> {
-    for (pack, len) in dedup.packs() {
-        match repo.pack_len(pack) {
-            Err(_) => return Err(Error::PackVanished { pack }),
-            Ok(actual) if actual != len => {
-                return Err(Error::corrupt(
-                    crate::error::ObjectRef::Pack(pack),
-                    crate::error::Corruption::Invalid(format!(
-                        "{actual} bytes, it had {len} when this set began to use it"
-                    )),
-                ))
-            }
-            Ok(_) => {}
-        }
-    }
-    Ok(())
 }

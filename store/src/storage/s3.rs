@@ -395,18 +395,26 @@ impl Inner {
 
     /// The keys below `rel/` (recursively, or only those directly in it).
     fn list(&self, rel: &str, recursive: bool) -> Result<Vec<Key>> {
+        Ok(self.list_sized(rel, recursive)?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// [`Inner::list`], with each object's length.
+    fn list_sized(&self, rel: &str, recursive: bool) -> Result<Vec<(Key, u64)>> {
         let prefix = self.key(rel);
         self.counts.list.fetch_add(1, Ordering::Relaxed);
         let listed = self.runtime.block_on(async {
-            if recursive {
-                let metas: Vec<_> = self.client.list(Some(&prefix)).try_collect().await?;
-                Ok(metas.into_iter().map(|m| m.location).collect::<Vec<_>>())
+            let metas: Vec<object_store::ObjectMeta> = if recursive {
+                self.client.list(Some(&prefix)).try_collect().await?
             } else {
-                let result = self.client.list_with_delimiter(Some(&prefix)).await?;
-                Ok(result.objects.into_iter().map(|m| m.location).collect())
-            }
+                self.client.list_with_delimiter(Some(&prefix)).await?.objects
+            };
+            Ok(metas.into_iter().map(|m| (m.location, m.size)).collect::<Vec<_>>())
         });
-        listed.map_err(|e| self.fail("LIST", &prefix, e))
+        let listed = listed.map_err(|e| self.fail("LIST", &prefix, e))?;
+        // A listing is a request per page of a thousand objects.
+        let pages = (listed.len() as u64).div_ceil(1000).max(1);
+        self.counts.list.fetch_add(pages - 1, Ordering::Relaxed);
+        Ok(listed)
     }
 
     /// Asks the server, once per process, whether it refuses a second create of one object
@@ -481,6 +489,19 @@ impl Storage for S3Storage {
 
     fn size(&self, dir: ObjectDir, id: Id) -> Result<u64> {
         Ok(self.inner.head(&self.inner.object_key(dir, id))?.size)
+    }
+
+    fn pack_sizes(&self) -> Result<Option<Vec<(Id, u64)>>> {
+        let listed = self.inner.list_sized(ObjectDir::Packs.name(), true)?;
+        Ok(Some(
+            listed
+                .iter()
+                .filter_map(|(k, size)| {
+                    let id = k.filename()?.strip_suffix(".pack")?.parse::<Id>().ok()?;
+                    Some((id, *size))
+                })
+                .collect(),
+        ))
     }
 
     fn read(&self, dir: ObjectDir, id: Id) -> Result<Vec<u8>> {
