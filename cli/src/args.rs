@@ -19,6 +19,13 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub cache_dir: Option<PathBuf>,
 
+    /// Most of the cache of a repository in object storage given to its trees and chunk
+    /// lists (kept so they are not downloaded again; past it they are dropped and kept anew).
+    /// The index itself is not counted (about 100 bytes per chunk): without it nothing
+    /// deduplicates.
+    #[arg(long, global = true, value_name = "SIZE", default_value = "4GiB", help_heading = GLOBAL)]
+    pub cache_size: String,
+
     /// How long to wait for another process's conflicting lock (30s, 10m, 1h; 0s: fail at once).
     #[arg(long, global = true, value_name = "DURATION", default_value = "0s", help_heading = GLOBAL)]
     pub lock_wait: String,

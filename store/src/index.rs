@@ -11,5 +11,5 @@ mod cache;
 mod file;
 
 #[cfg(feature = "engine")]
-pub use cache::{ChunkIndex, Location};
+pub use cache::{ChunkIndex, Location, DEFAULT_FRAMES_LIMIT};
 pub use file::{decode_index_file, encode_index_file, IndexedPack, MAX_INDEX_FILE_LEN};

@@ -140,7 +140,7 @@ pub use find::{find, FindReport, Found, Unread};
 #[cfg(feature = "engine")]
 pub use gc::{prune, PruneOptions, PrunePlan, PruneReport, DEFAULT_MAX_UNUSED};
 #[cfg(feature = "engine")]
-pub use index::{ChunkIndex, Location};
+pub use index::{ChunkIndex, Location, DEFAULT_FRAMES_LIMIT};
 #[cfg(feature = "engine")]
 pub use repair::{
     repair_index, repair_packs, repair_snapshots, LostPath, RepairIndexReport, RepairPacksOptions,

@@ -134,6 +134,10 @@ pub struct OpenOptions {
     pub use_config_copy: bool,
     /// The password of an encrypted repository (ignored for an unencrypted one).
     pub password: Option<crate::crypto::Password>,
+    /// Most bytes of trees and chunk lists this host keeps in its cache for a repository in
+    /// object storage (`--cache-size`); [`crate::DEFAULT_FRAMES_LIMIT`] when `None`. The index
+    /// itself is not counted: without it nothing deduplicates.
+    pub cache_size: Option<u64>,
 }
 
 /// Open pack files kept for reading; beyond this many the set is emptied.
@@ -152,6 +156,8 @@ pub struct Repository {
     /// Why `config` could not be used (its copy was), if it could not.
     config_damaged: Option<String>,
     cache_dir: PathBuf,
+    /// Most bytes of frames the cache keeps ([`OpenOptions::cache_size`]).
+    frames_limit: u64,
     index: OnceLock<ChunkIndex>,
     open_packs: Mutex<HashMap<crate::id::PackId, Arc<dyn crate::pack::PackSource>>>,
     /// The lock this process took last, checked before a manifest is written.
@@ -536,6 +542,7 @@ impl Repository {
             unlocked,
             config_damaged,
             cache_dir,
+            frames_limit: opts.cache_size.unwrap_or(crate::index::DEFAULT_FRAMES_LIMIT),
             index: OnceLock::new(),
             open_packs: Mutex::default(),
             held_lock: Mutex::default(),

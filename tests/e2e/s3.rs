@@ -619,3 +619,44 @@ fn a_pack_deleted_from_the_bucket_is_never_built_upon() {
     env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]).ok();
     assert_same_tree(&src, &out.join("src"));
 }
+
+// See: issue 16 (the local cache is bounded by `--cache-size`).
+#[test]
+fn the_cache_of_trees_stays_within_cache_size_and_every_command_still_works() {
+    let env = S3Env::new("cache-size");
+    env.run("init", &[] as &[&str]).ok();
+    let src = env.path("src");
+    tree(&src, 21, 300);
+    let bounded = |args: &[&OsStr]| -> Vec<OsString> {
+        let mut all: Vec<OsString> = vec!["--cache-size".into(), "8KiB".into()];
+        all.extend(args.iter().map(|a| a.to_os_string()));
+        all
+    };
+    for round in 0..3 {
+        write(&src.join(format!("d{round}/new")), &random_bytes(round, 1000));
+        env.run("snapshot", &bounded(&[src.as_os_str()])).ok();
+    }
+    let out = env.path("out");
+    env.run("restore", &bounded(&[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]))
+        .ok();
+    assert_same_tree(&src, &out.join("src"));
+    env.run("check", &bounded(&[OsStr::new("--read-data")])).ok();
+
+    let open = |size: Option<u64>| {
+        let location = store::RepoLocation::parse(OsStr::new(&env.url)).unwrap();
+        let password = crate::support::PASSWORD.as_bytes().to_vec();
+        let opts = store::OpenOptions {
+            cache_dir: Some(env.path("cache")),
+            password: Some(store::crypto::Password::new(password)),
+            cache_size: size,
+            ..Default::default()
+        };
+        store::Repository::open_at(&location, &opts).unwrap()
+    };
+    let frames = open(Some(8 << 10)).index().unwrap().frames_bytes();
+    assert!(frames > 0 && frames <= 8 << 10, "{frames} bytes of frames");
+    // Without the bound the same sets keep more: the bound did something.
+    let unbounded = env.path("out-2");
+    env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), unbounded.as_os_str()]).ok();
+    assert!(open(None).index().unwrap().frames_bytes() > 8 << 10);
+}

@@ -56,9 +56,12 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
     ) {
         crate::signals::install().context("installing the signal handlers")?;
     }
+    let cache_size = crate::output::parse_size(&cli.cache_size)
+        .with_context(|| format!("invalid --cache-size {:?}", cli.cache_size))?;
     let repo = RepoArg {
         path: cli.repo,
         cache_dir: cli.cache_dir,
+        cache_size,
         lock_wait,
         stale_after,
         password_file: cli.password_file,
@@ -103,6 +106,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
 pub struct RepoArg {
     path: Option<std::ffi::OsString>,
     cache_dir: Option<PathBuf>,
+    cache_size: u64,
     lock_wait: std::time::Duration,
     stale_after: std::time::Duration,
     password_file: Option<PathBuf>,
@@ -148,6 +152,7 @@ impl RepoArg {
             cache_dir: self.cache_dir.clone(),
             use_config_copy,
             password: None,
+            cache_size: Some(self.cache_size),
         };
         let mut opened = store::Repository::open_at(&location, &opts);
         // The password is asked for only when the repository turns out to be encrypted.

@@ -35,6 +35,13 @@ const CF_DIRS: &str = "dirs";
 const CF_FRAMES: &str = "frames";
 const KEY_REPO_ID: &[u8] = b"repo_id";
 const KEY_CACHE_VERSION: &[u8] = b"cache_version";
+/// Key in the default family: the bytes of `frames` (keys and values, u64 LE), as counted by
+/// [`ChunkIndex::frame_put`].
+const KEY_FRAMES_BYTES: &[u8] = b"frames_bytes";
+
+/// Most bytes of frames kept by default (`--cache-size`): the trees and chunk lists of some
+/// 30 million files.
+pub const DEFAULT_FRAMES_LIMIT: u64 = 4 << 30;
 /// Layout version of the cache (not of the repository): 2 added the `packs` family and
 /// damage filtering. A cache of another version is rebuilt.
 const CACHE_VERSION: u32 = 2;
@@ -94,6 +101,10 @@ pub struct ChunkIndex {
     damaged: DamageSet,
     /// Why the cache was found damaged and created anew on open, if it was.
     rebuilt: Option<String>,
+    /// Most bytes of `frames`; past it the family is emptied and filled again.
+    frames_limit: u64,
+    /// The bytes of `frames` now (as stored under [`KEY_FRAMES_BYTES`]).
+    frames_bytes: Mutex<u64>,
 }
 
 /// Options of the database and of each column family, all sharing `cache` (one block cache per
@@ -183,8 +194,17 @@ impl ChunkIndex {
             overlay_packs: Mutex::default(),
             damaged: DamageSet::default(),
             rebuilt,
+            frames_limit: DEFAULT_FRAMES_LIMIT,
+            frames_bytes: Mutex::new(0),
         };
         let index = new(db, rebuilt);
+        if let Ok(Some(v)) = index.db.get(KEY_FRAMES_BYTES) {
+            if let (Ok(bytes), Ok(mut held)) =
+                (<[u8; 8]>::try_from(v.as_slice()), index.frames_bytes.lock())
+            {
+                *held = u64::from_le_bytes(bytes);
+            }
+        }
         let stored = index.db.get(KEY_REPO_ID).map_err(cache_err)?;
         let version = index.db.get(KEY_CACHE_VERSION).map_err(cache_err)?;
         let current = version.as_deref() == Some(&CACHE_VERSION.to_le_bytes()[..]);
@@ -414,15 +434,45 @@ impl ChunkIndex {
         self.db.get_cf(self.cf(CF_FRAMES)?, id.as_bytes()).map_err(|e| self.err(e))
     }
 
-    /// Keeps the frame of metadata blob `id` (nothing when read-only).
+    /// Bounds the frames kept to `limit` bytes (`--cache-size`).
+    pub(crate) fn set_frames_limit(&mut self, limit: u64) {
+        self.frames_limit = limit;
+    }
+
+    /// The bytes of frames kept now, as counted.
+    #[must_use]
+    pub fn frames_bytes(&self) -> u64 {
+        self.frames_bytes.lock().map_or(0, |b| *b)
+    }
+
+    /// Keeps the frame of metadata blob `id` (nothing when read-only, or when the frame alone
+    /// is larger than the bound). When the frames would pass their bound, every frame is
+    /// forgotten first and the family fills again from this one: frames are a shortcut, each
+    /// read again from its pack when missing.
     ///
     /// # Errors
     /// [`Error::Cache`] on a RocksDB failure.
     pub(crate) fn frame_put(&self, id: &Id, frame: &[u8]) -> Result<()> {
-        if self.read_only {
+        let size = (id.as_bytes().len() + frame.len()) as u64;
+        if self.read_only || size > self.frames_limit {
             return Ok(());
         }
-        self.db.put_cf(self.cf(CF_FRAMES)?, id.as_bytes(), frame).map_err(|e| self.err(e))
+        let cf = self.cf(CF_FRAMES)?;
+        let mut bytes = self.frames_bytes.lock().map_err(|_| Error::WorkerPanicked)?;
+        if *bytes + size > self.frames_limit {
+            // Every key is an id of 32 bytes, below 33 bytes of 0xff.
+            self.db.delete_range_cf(cf, &[][..], &[0xffu8; 33][..]).map_err(|e| self.err(e))?;
+            self.db.put(KEY_FRAMES_BYTES, 0u64.to_le_bytes()).map_err(|e| self.err(e))?;
+            *bytes = 0;
+            // Give the disk space back now rather than at some later compaction.
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(cf, id.as_bytes(), frame);
+        batch.put(KEY_FRAMES_BYTES, (*bytes + size).to_le_bytes());
+        self.db.write(batch).map_err(|e| self.err(e))?;
+        *bytes += size;
+        Ok(())
     }
 
     /// Forgets the frame of `id` (it did not verify).
@@ -526,6 +576,39 @@ mod tests {
         let loc = idx.get(&Id::hash(b"x")).unwrap().unwrap();
         assert_eq!(loc, Location { pack: pack.id, entry: entry(b"x") });
         assert!(idx.get(&Id::hash(b"y")).unwrap().is_none());
+    }
+
+    #[test]
+    fn frames_stay_within_their_bound_and_the_count_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id::hash(b"repo");
+        let frame = |i: u32| vec![u8::try_from(i % 251).unwrap(); 300];
+        let id = |i: u32| Id::hash(&i.to_le_bytes());
+        {
+            let mut idx = ChunkIndex::open(dir.path(), repo).unwrap();
+            idx.set_frames_limit(1_000);
+            for i in 0..3 {
+                idx.frame_put(&id(i), &frame(i)).unwrap();
+            }
+            assert_eq!(idx.frames_bytes(), 3 * 332);
+            assert_eq!(idx.frame_get(&id(0)).unwrap(), Some(frame(0)));
+        }
+        let mut idx = ChunkIndex::open(dir.path(), repo).unwrap();
+        idx.set_frames_limit(1_000);
+        assert_eq!(idx.frames_bytes(), 3 * 332, "the count is kept with the frames");
+        // The fourth would pass the bound: the others are dropped, it is kept.
+        idx.frame_put(&id(3), &frame(3)).unwrap();
+        assert_eq!(idx.frames_bytes(), 332);
+        assert_eq!(idx.frame_get(&id(0)).unwrap(), None);
+        assert_eq!(idx.frame_get(&id(3)).unwrap(), Some(frame(3)));
+        for i in 4..40 {
+            idx.frame_put(&id(i), &frame(i)).unwrap();
+            assert!(idx.frames_bytes() <= 1_000);
+            assert_eq!(idx.frame_get(&id(i)).unwrap(), Some(frame(i)));
+        }
+        // A frame larger than the bound is not kept at all.
+        idx.frame_put(&id(99), &[7u8; 2_000]).unwrap();
+        assert_eq!(idx.frame_get(&id(99)).unwrap(), None);
     }
 
     /// Bytes of write-ahead log in the cache directory.

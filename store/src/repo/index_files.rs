@@ -122,6 +122,7 @@ impl Repository {
             }
         }
         index.set_damaged(damage.set);
+        index.set_frames_limit(self.frames_limit);
         let ingested = self.ingest_new(&index, on_disk)?;
         for d in &damage.read {
             index.mark_applied(&d.0)?;
