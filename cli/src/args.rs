@@ -155,9 +155,10 @@ pub struct MountArgs {
     /// An existing empty directory to mount on.
     #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
-    /// Memory for decompressed chunks (e.g. 256MiB).
+    /// Memory for decompressed chunks (e.g. 256MiB). (The global --cache-size bounds what is
+    /// kept on disk for a repository in object storage.)
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = crate::output::parse_size)]
-    pub cache_size: u64,
+    pub memory_cache: u64,
     /// Let other users (and root) read the mount; needs `user_allow_other` in /etc/fuse.conf
     /// unless run as root. File permissions recorded in the sets still apply.
     #[arg(long)]

@@ -379,7 +379,7 @@ impl FaultProxy {
 
 /// Reads the request's head and answers 503 Slow Down, closing the connection.
 fn slow_down(mut client: std::net::TcpStream) {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
@@ -388,6 +388,12 @@ fn slow_down(mut client: std::net::TcpStream) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
+    slow_down_answer(&mut client);
+}
+
+/// Answers 503 Slow Down, as S3 does when asked to slow down.
+fn slow_down_answer(client: &mut std::net::TcpStream) {
+    use std::io::Write;
     let body =
         "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
     let _ = write!(
@@ -659,4 +665,189 @@ fn the_cache_of_trees_stays_within_cache_size_and_every_command_still_works() {
     let unbounded = env.path("out-2");
     env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), unbounded.as_os_str()]).ok();
     assert!(open(None).index().unwrap().frames_bytes() > 8 << 10);
+}
+
+/// What [`one_request_proxy`] does with a request.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Passes it on, and the server's answer back.
+    Pass,
+    /// Answers 503 Slow Down (after reading the whole request), passing nothing on.
+    SlowDown,
+    /// Passes it on, and answers a create the server refused (412 Precondition Failed) with
+    /// 200, as a server that ignores conditional writes (some S3-compatible servers do).
+    IgnoreConditions,
+}
+
+/// A proxy that decides per request, from its head, what to do with it. Each connection carries
+/// one request (the server is asked to close it after), so every request passes through here.
+fn one_request_proxy(upstream: std::net::SocketAddr, decide: fn(&str) -> Answer) -> u16 {
+    use std::io::{Read, Write};
+    fn head_of(stream: &mut std::net::TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = head.split_off(at + 4);
+                return Some((head, rest));
+            }
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            std::thread::spawn(move || {
+                let Some((head, mut rest)) = head_of(&mut client) else { return };
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let answer = decide(&text);
+                if let Answer::SlowDown = answer {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length").then(|| value.trim())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut buf = [0u8; 16384];
+                    while rest.len() < len {
+                        match client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => rest.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    slow_down_answer(&mut client);
+                    return;
+                }
+                let Ok(mut server) = std::net::TcpStream::connect(upstream) else { return };
+                // Not a signed header: the request's signature still holds.
+                let mut head = head[..head.len() - 2].to_vec();
+                head.extend_from_slice(b"Connection: close\r\n\r\n");
+                if server.write_all(&head).and_then(|()| server.write_all(&rest)).is_err() {
+                    return;
+                }
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                });
+                let Some((reply, body)) = head_of(&mut server) else { return };
+                if matches!(answer, Answer::IgnoreConditions) && reply.starts_with(b"HTTP/1.1 412")
+                {
+                    let _ = client.write_all(
+                        b"HTTP/1.1 200 OK\r\nETag: \"ignored\"\r\nContent-Length: 0\r\n\
+                          Connection: close\r\n\r\n",
+                    );
+                } else if client.write_all(&reply).and_then(|()| client.write_all(&body)).is_ok() {
+                    let _ = std::io::copy(&mut server, &mut client);
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// The test server's address, and `url` through a proxy at `port` instead.
+fn upstream_and(url: &str, port: u16) -> (std::net::SocketAddr, String) {
+    let base = std::env::var("STORE_TEST_S3").unwrap();
+    let host_port = base.trim_start_matches("s3:http://").split('/').next().unwrap().to_owned();
+    (host_port.parse().unwrap(), url.replace(&host_port, &format!("127.0.0.1:{port}")))
+}
+
+// See: issue 16 (after giving up, the error names the object, the operation and the HTTP status,
+// and nothing is committed).
+#[test]
+fn an_upload_that_keeps_failing_names_object_operation_and_status_and_commits_nothing() {
+    let env = S3Env::new("gives-up");
+    env.run("init", &[] as &[&str]).ok();
+    let (upstream, _) = upstream_and(&env.url, 0);
+    let port = one_request_proxy(upstream, |head| {
+        if head.starts_with("PUT ") && head.lines().next().is_some_and(|l| l.contains("/packs/")) {
+            Answer::SlowDown
+        } else {
+            Answer::Pass
+        }
+    });
+    let (_, through) = upstream_and(&env.url, port);
+    let src = env.path("src");
+    tree(&src, 41, 10);
+    let run = store([
+        OsStr::new("snapshot"),
+        OsStr::new("--repo"),
+        OsStr::new(&through),
+        OsStr::new("--cache-dir"),
+        env.path("cache").as_os_str(),
+        src.as_os_str(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("/packs/")
+            && run.stderr.contains("PUT")
+            && run.stderr.contains("503")
+            && run.stderr.contains("after 10 retries"),
+        "{}",
+        run.stderr
+    );
+    let sets = env.run("snapshots", &["--json"]).ok().json();
+    assert_eq!(sets.as_array().unwrap().len(), 0, "nothing committed");
+    env.run("check", &[] as &[&str]).ok();
+}
+
+// See: issue 16 (where a server does not honour conditional writes, refuse to run two writers
+// at once and say why).
+#[test]
+fn a_server_that_ignores_conditional_writes_gets_one_process_at_a_time() {
+    let env = S3Env::new("no-conditions");
+    let (upstream, _) = upstream_and(&env.url, 0);
+    let port = one_request_proxy(upstream, |_| Answer::IgnoreConditions);
+    let (_, through) = upstream_and(&env.url, port);
+    let run = |cache: &str, args: &[&OsStr]| {
+        let mut all: Vec<OsString> = vec![
+            "--repo".into(),
+            through.clone().into(),
+            "--cache-dir".into(),
+            env.path(cache).into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_os_string()));
+        all
+    };
+    store(run("cache", &[OsStr::new("init")])).ok();
+    let src = env.path("src");
+    tree(&src, 31, 20);
+    let first = std::process::Command::new(crate::support::bin())
+        .arg("snapshot")
+        .args(run("cache", &[src.as_os_str()]))
+        .env_remove("STORE_REPO")
+        .env("STORE_PAUSE_AT", "pack_written")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::wait_until_stopped(first.id());
+    // A second writer, of another host, is refused while the first holds its lock, and told why.
+    let mut second = vec![OsString::from("snapshot"), "--host".into(), "other".into()];
+    second.extend(run("cache-2", &[src.as_os_str()]));
+    let refused = store(second);
+    assert_eq!(refused.code, 11, "{}", refused.stderr);
+    assert!(refused.stderr.contains("ignores conditional writes"), "{}", refused.stderr);
+    let resumed = std::process::Command::new("kill")
+        .args(["-CONT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(resumed.success());
+    let done = Run::from(first.wait_with_output().unwrap()).ok();
+    assert!(done.stderr.is_empty() || !done.stderr.contains("error"), "{}", done.stderr);
+    let out = env.path("out");
+    let target =
+        [OsStr::new("restore"), OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()];
+    store(run("cache", &target)).ok();
+    assert_same_tree(&src, &out.join("src"));
 }

@@ -53,7 +53,7 @@ pub fn run(repo_arg: &RepoArg, args: &MountArgs) -> Result<ExitCode> {
     // A shared lock for as long as the mount lives: prune cannot delete what is being read.
     let _lock = lock(repo_arg, &repo, store::LockKind::Shared, "mount", true)?;
     let opts = MountOptions {
-        chunk_cache_bytes: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
+        chunk_cache_bytes: usize::try_from(args.memory_cache).unwrap_or(usize::MAX),
         ..MountOptions::default()
     };
     let view = MountView::new(Arc::clone(&repo), opts).context("cannot open the repository")?;
