@@ -1,5 +1,5 @@
 //! `store copy`: sets moved into another repository (another key, another chunker seed) restore
-//! byte for byte, a second copy writes nothing, a damaged source commits nothing, and a copy
+//! byte for byte, a second copy writes nothing, a damaged set is named and left out, and a copy
 //! killed at any durable step resumes and loses nothing.
 
 use std::collections::BTreeSet;
@@ -222,25 +222,42 @@ fn a_named_set_is_copied_alone_and_a_dry_run_writes_nothing() {
     assert!(unknown.stderr.contains("deadbeefdeadbeef"), "{}", unknown.stderr);
 }
 
+// A set whose data is damaged in the source is left out and named; the next set, which holds a
+// file that the failed copy had begun to store, is copied whole all the same.
 #[test]
-fn a_damaged_source_fails_the_copy_naming_set_and_path_and_commits_nothing() {
+fn a_damaged_set_is_named_and_left_out_and_the_others_are_copied_whole() {
     let c = Copy::new();
     c.init_target(&[]);
     let src = c.env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
+    let shared = random_bytes(6, 40_000);
+    write(&src.join("a-shared"), &shared);
     write(&src.join("only"), &random_bytes(5, 2 << 20));
-    let set = c.env.snapshot(&[&src]);
-    // The one pack holds the file's chunks: damage its middle.
+    let damaged = c.env.snapshot(&[&src]);
+    // The one pack holds both files, `a-shared` first: damage the middle, in `only`.
     let packs = files_in(&c.env.repo().join("packs"));
+    assert_eq!(packs.len(), 1);
     let pack = c.env.repo().join("packs").join(packs.iter().next().unwrap());
     let len = std::fs::metadata(&pack).unwrap().len();
     crate::integrity::flip(&pack, len / 2);
+    // A later set of another directory holding the same first file.
+    let other = c.env.path("other");
+    write(&other.join("a-shared"), &shared);
+    write(&other.join("b"), b"more");
+    let good = c.env.snapshot(&[&other]);
 
-    let run = c.copy(&[], &[]);
+    let run = c.copy(&["--json"], &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    let id = set["id"].as_str().unwrap();
-    assert!(run.stderr.contains(id) && run.stderr.contains("src/only"), "{}", run.stderr);
-    assert!(Copy::sets(c.on_target("snapshots", &["--json"])).is_empty());
+    let id = damaged["id"].as_str().unwrap();
+    assert!(run.stderr.contains(&id[..8]) && run.stderr.contains("src/only"), "{}", run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["failed"][0]["source"], id, "{doc}");
+    assert_eq!(doc["sets"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc["sets"][0]["source"], good["id"]);
+    let sets = Copy::sets(c.on_target("snapshots", &["--json"]));
+    assert_eq!(sets.len(), 1);
+    let out = c.env.path("out");
+    restore_from(|cmd, args| c.on_target(cmd, args), "latest", &out);
+    assert_same_tree(&other, &out.join("other"));
     c.on_target("check", &["--read-data"]).ok();
 }
 

@@ -66,8 +66,12 @@ pub fn run(repo_arg: RepoArg, args: &CopyArgs) -> Result<ExitCode> {
             })).collect::<Vec<_>>(),
             "packs": report.packs,
             "packs_adopted": report.packs_adopted,
+            "failed": report.failed.iter().map(|(id, why)| serde_json::json!({
+                "source": id.to_hex(),
+                "error": why,
+            })).collect::<Vec<_>>(),
         }))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit(&report));
     }
     let mut copied = 0;
     for s in &report.sets {
@@ -92,7 +96,7 @@ pub fn run(repo_arg: RepoArg, args: &CopyArgs) -> Result<ExitCode> {
     if !args.dry_run {
         summary!(
             "{copied} of {} sets copied, {} packs written{}",
-            report.sets.len(),
+            report.sets.len() + report.failed.len(),
             report.packs,
             match report.packs_adopted {
                 0 => String::new(),
@@ -100,5 +104,17 @@ pub fn run(repo_arg: RepoArg, args: &CopyArgs) -> Result<ExitCode> {
             }
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit(&report))
+}
+
+/// 1 when a set could not be copied (each is named on stderr), else 0.
+fn exit(report: &store::CopyReport) -> ExitCode {
+    for (id, why) in &report.failed {
+        crate::output::stderr!("store: error: set {} was not copied: {why}", id.short());
+    }
+    if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::EXIT_ERROR)
+    }
 }

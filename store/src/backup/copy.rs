@@ -63,11 +63,14 @@ pub struct CopyReport {
     pub packs: u64,
     /// Packs of an interrupted run adopted into the target's index first (FORMAT.md §11).
     pub packs_adopted: u64,
+    /// Sets of the source that could not be copied (a manifest, tree or chunk that does not
+    /// read), each with why; the others were copied all the same.
+    pub failed: Vec<(SnapshotId, String)>,
 }
 
-/// Most source trees remembered with their copies in one run (about 100 MiB); past it the
+/// Most source trees remembered with their copies in one run (about 25 MiB); past it the
 /// memory starts again empty, and directories are copied again (their chunks deduplicated).
-const MEMO_MAX: usize = 1 << 20;
+const MEMO_MAX: usize = 1 << 18;
 
 /// Whether `a` and `b` are the same set: same host, times and components. Tags and notes may
 /// have been changed since (`store tag`), and roots differ between repositories.
@@ -82,8 +85,9 @@ fn same_set(a: &Manifest, b: &Manifest) -> bool {
 }
 
 /// Copies sets of `from` into `to` (see the module documentation). The caller holds a shared
-/// lock on both. Stops at the first set that cannot be copied; the sets before it stay
-/// committed, and that one leaves nothing but unreferenced chunks (reused by the next run).
+/// lock on both. A set whose data cannot be read in the source is left out (named in
+/// [`CopyReport::failed`], leaving nothing but unreferenced chunks in the target) and the others
+/// are copied; any other failure stops the copy, the sets before it committed.
 ///
 /// # Errors
 /// [`Error::InvalidOption`] when `to` is of an older format version than `from`, or a set is
@@ -109,9 +113,13 @@ pub fn copy(
     }
     let mut wanted = Vec::new();
     let mut source_sets: Vec<(SnapshotId, Manifest)> = Vec::new();
+    let mut unreadable = Vec::new();
     for listed in from.list_snapshots()? {
-        let manifest = listed.manifest?;
-        source_sets.push((listed.id, manifest));
+        match listed.manifest {
+            Ok(manifest) => source_sets.push((listed.id, manifest)),
+            Err(e) if opts.sets.is_empty() => unreadable.push((listed.id, e.to_string())),
+            Err(e) => return Err(e),
+        }
     }
     source_sets.sort_by_key(|(id, m)| (m.time_ns, *id));
     for (id, m) in &source_sets {
@@ -133,7 +141,7 @@ pub fn copy(
         targets.iter().find(|(_, t)| same_set(m, t)).map(|(id, _)| *id)
     };
 
-    let mut report = CopyReport::default();
+    let mut report = CopyReport { failed: unreadable, ..CopyReport::default() };
     let pending: Vec<&(SnapshotId, Manifest)> =
         wanted.iter().filter(|(_, m)| copy_of(m, &target_sets).is_none()).collect();
     for (id, m) in &wanted {
@@ -170,7 +178,7 @@ pub fn copy(
     } else {
         opts.threads
     };
-    let dedup = Dedup::new(to, to.index()?);
+    let mut dedup = Dedup::new(to, to.index()?);
     let chunker = Chunker::new(&to.chunker_params());
     let files = FileMemo::new(from, to)?;
     let mut memo: HashMap<TreeId, TreeId> = HashMap::new();
@@ -189,7 +197,18 @@ pub fn copy(
             set: *id,
             files: &files,
         };
-        let (manifest, packs) = set.run(m, parent, threads, &mut memo)?;
+        let (manifest, packs) = match set.run(m, parent, threads, &mut memo) {
+            Ok(done) => done,
+            Err(Error::CopyFailed { set, path, cause }) => {
+                report.failed.push((set, format!("{path}: {cause}")));
+                // What this set claimed and remembered may not have been stored (its packs not
+                // yet indexed were removed): the next set starts with neither.
+                dedup = Dedup::new(to, to.index()?);
+                memo.clear();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         dedup.confirm_packs()?;
         crate::crash::point("copy", "before_manifest");
         if progress.interrupted() {
