@@ -653,6 +653,12 @@ pub struct CopyArgs {
     /// prefix; every set the target lacks by default.
     #[arg(value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
+    /// Only sets of host H (instead of naming sets).
+    #[arg(long, value_name = "H", conflicts_with = "snapshots")]
+    pub host: Option<String>,
+    /// Only sets tagged T (repeatable: sets with every one of them; instead of naming sets).
+    #[arg(long = "tag", value_name = "T", conflicts_with = "snapshots")]
+    pub tags: Vec<String>,
     /// Say which sets would be copied; write nothing.
     #[arg(long)]
     pub dry_run: bool,

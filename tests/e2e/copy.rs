@@ -222,6 +222,31 @@ fn a_named_set_is_copied_alone_and_a_dry_run_writes_nothing() {
     assert!(unknown.stderr.contains("deadbeefdeadbeef"), "{}", unknown.stderr);
 }
 
+#[test]
+fn host_and_tag_choose_the_sets_to_copy() {
+    let c = Copy::new();
+    c.init_target(&[]);
+    let src = c.env.path("src");
+    source(&src, 8);
+    let snap = |args: &[&str]| {
+        let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        all.extend([OsStr::new("--json"), src.as_os_str()]);
+        c.env.run("snapshot", &all).ok().json()["id"].as_str().unwrap().to_owned()
+    };
+    let a = snap(&["--host", "alf01", "--tag", "daily"]);
+    let _b = snap(&["--host", "alf01"]);
+    let _c = snap(&["--host", "ml01", "--tag", "daily"]);
+    let doc = c.copy(&["--json", "--host", "alf01", "--tag", "daily"], &[]).ok().json();
+    let sets = doc["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 1, "{doc}");
+    assert_eq!(sets[0]["source"], a.as_str());
+    let hosts = c.copy(&["--json", "--host", "alf01"], &[]).ok().json();
+    assert_eq!(hosts["sets"].as_array().unwrap().len(), 2, "{hosts}");
+    assert_eq!(Copy::sets(c.on_target("snapshots", &["--json"])).len(), 2);
+    let both = c.copy(&["--host", "ml01", &a[..12]], &[]);
+    assert_eq!(both.code, 2, "naming sets and filtering is refused: {}", both.stderr);
+}
+
 // A set whose data is damaged in the source is left out and named; the next set, which holds a
 // file that the failed copy had begun to store, is copied whole all the same.
 #[test]

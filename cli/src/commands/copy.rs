@@ -43,8 +43,13 @@ pub fn run(repo_arg: RepoArg, args: &CopyArgs) -> Result<ExitCode> {
             sets.push(id);
         }
     }
-    let opts =
-        store::CopyOptions { sets, threads: args.threads.unwrap_or(0), dry_run: args.dry_run };
+    let opts = store::CopyOptions {
+        sets,
+        host: args.host.clone(),
+        tags: args.tags.clone(),
+        threads: args.threads.unwrap_or(0),
+        dry_run: args.dry_run,
+    };
     crate::output::set_json(args.json);
     let result = Bar::run("copy", |bar| store::copy(&from, &to, &opts, bar));
     super::report_notes(&from);

@@ -29,8 +29,12 @@ use crate::vfs::{chunk_batches, dir_entries, load_chunk_list, ChunkBatch, RepoDi
 /// What to copy and how.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
-    /// The source's sets to copy; empty: every set the target lacks.
+    /// The source's sets to copy; empty: every set the target lacks (of `host`, with `tags`).
     pub sets: Vec<SnapshotId>,
+    /// Only sets of this host (when no set is named).
+    pub host: Option<String>,
+    /// Only sets with every one of these tags (when no set is named).
+    pub tags: Vec<String>,
     /// Compressor threads; the number of CPUs when 0.
     pub threads: usize,
     /// Say what would be copied, write nothing.
@@ -123,7 +127,13 @@ pub fn copy(
     }
     source_sets.sort_by_key(|(id, m)| (m.time_ns, *id));
     for (id, m) in &source_sets {
-        if opts.sets.is_empty() || opts.sets.contains(id) {
+        let chosen = if opts.sets.is_empty() {
+            opts.host.as_ref().is_none_or(|h| m.host == *h)
+                && opts.tags.iter().all(|t| m.tags.contains(t))
+        } else {
+            opts.sets.contains(id)
+        };
+        if chosen {
             wanted.push((*id, m.clone()));
         }
     }
