@@ -567,8 +567,12 @@ fn copy_local_to_s3_and_back_restores_byte_for_byte_and_a_second_copy_transfers_
     let up = copy(local.as_os_str(), None, &url, Some(&cache));
     assert_eq!(up["sets"].as_array().unwrap().len(), 2, "{up}");
     assert!(up["sets"].as_array().unwrap().iter().all(|s| s["already"] == false), "{up}");
+    assert!(up["requests"]["from"].is_null() && up["requests"]["to"]["put"].as_u64() > Some(0));
     let again = copy(local.as_os_str(), None, &url, Some(&cache));
     assert_eq!(again["packs"], 0, "{again}");
+    // Nothing is sent: the only objects written are the lock's (and the probe's).
+    let sent = again["requests"]["to"]["bytes_up"].as_u64().unwrap();
+    assert!(sent < 4096, "{again}");
     assert!(again["sets"].as_array().unwrap().iter().all(|s| s["already"] == true), "{again}");
 
     let down = copy(&url, Some(&cache), back.as_os_str(), None);

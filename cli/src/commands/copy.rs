@@ -75,6 +75,11 @@ pub fn run(repo_arg: RepoArg, args: &CopyArgs) -> Result<ExitCode> {
                 "source": id.to_hex(),
                 "error": why,
             })).collect::<Vec<_>>(),
+            // The requests made of each repository in object storage (null for a local one).
+            "requests": {
+                "from": from.storage().requests(),
+                "to": to.storage().requests(),
+            },
         }))?;
         return Ok(exit(&report));
     }
