@@ -534,11 +534,7 @@ pub fn snapshot(
     let (excludes, append_only) = check_options(repo, opts)?;
     repo.prepare_write()?;
     let parent = resolve_parent(repo, opts)?;
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2)
-    } else {
-        opts.threads
-    };
+    let threads = crate::threads_or_cpus(opts.threads);
     let mark = adopt::WriterMark::set(repo)?;
     let adopted = adopt::adopt_packs(repo, progress, mark.killed_before)?;
     let ctx = Ctx::new(repo, opts, append_only, progress)?;

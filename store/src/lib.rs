@@ -165,3 +165,13 @@ pub use tag::{retag, TagChange, TagReport};
 pub use verify::{verify_alfresco, AlfrescoOptions, AlfrescoReport, UrlProblem};
 #[cfg(feature = "engine")]
 pub use vfs::{for_each_chunk, write_file_to};
+
+/// `n` worker threads, or one per CPU when `n` is 0.
+#[cfg(feature = "engine")]
+pub(crate) fn threads_or_cpus(n: usize) -> usize {
+    if n == 0 {
+        std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2)
+    } else {
+        n
+    }
+}

@@ -239,11 +239,7 @@ pub fn restore(
     let selection = Selection::new(opts)?;
     let target_fd = prepare_target(&opts.target, opts.overwrite)?;
     repo.index()?;
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2)
-    } else {
-        opts.threads
-    };
+    let threads = crate::threads_or_cpus(opts.threads);
     let as_root = rustix::process::geteuid().is_root();
     let (files, bytes) =
         components.iter().fold((0, 0), |(f, b), c| (f + c.counts.files, b + c.counts.bytes_source));

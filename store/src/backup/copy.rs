@@ -58,6 +58,20 @@ pub struct CopiedSet {
     pub chunks_new: u64,
 }
 
+impl CopiedSet {
+    /// A set not copied now: in the target already as `there`, or (a dry run) to be copied.
+    fn not_copied(source: SnapshotId, there: Option<SnapshotId>) -> Self {
+        CopiedSet {
+            source,
+            target: there,
+            already: there.is_some(),
+            bytes_read: 0,
+            bytes_added: 0,
+            chunks_new: 0,
+        }
+    }
+}
+
 /// What `copy` did.
 #[derive(Debug, Clone, Default)]
 pub struct CopyReport {
@@ -115,7 +129,6 @@ pub fn copy(
             ),
         });
     }
-    let mut wanted = Vec::new();
     let mut source_sets: Vec<(SnapshotId, Manifest)> = Vec::new();
     let mut unreadable = Vec::new();
     for listed in from.list_snapshots()? {
@@ -126,56 +139,38 @@ pub fn copy(
         }
     }
     source_sets.sort_by_key(|(id, m)| (m.time_ns, *id));
-    for (id, m) in &source_sets {
-        let chosen = if opts.sets.is_empty() {
-            opts.host.as_ref().is_none_or(|h| m.host == *h)
-                && opts.tags.iter().all(|t| m.tags.contains(t))
-        } else {
-            opts.sets.contains(id)
-        };
-        if chosen {
-            wanted.push((*id, m.clone()));
-        }
-    }
-    if let Some(missing) = opts.sets.iter().find(|s| !wanted.iter().any(|(id, _)| id == *s)) {
+    let by_id: HashMap<SnapshotId, &Manifest> =
+        source_sets.iter().map(|(id, m)| (*id, m)).collect();
+    if let Some(missing) = opts.sets.iter().find(|s| !by_id.contains_key(*s)) {
         return Err(Error::SnapshotNotFound { reference: missing.to_hex() });
     }
-    let mut target_sets: Vec<(SnapshotId, Manifest)> = Vec::new();
+    let wanted: Vec<&(SnapshotId, Manifest)> = source_sets
+        .iter()
+        .filter(|(id, m)| {
+            if opts.sets.is_empty() {
+                opts.host.as_ref().is_none_or(|h| m.host == *h)
+                    && opts.tags.iter().all(|t| m.tags.contains(t))
+            } else {
+                opts.sets.contains(id)
+            }
+        })
+        .collect();
+    // The target's sets by start time, the first part of a set's identity.
+    let mut targets: HashMap<i64, Vec<(SnapshotId, Manifest)>> = HashMap::new();
     for listed in to.list_snapshots()? {
         // A set of the target that cannot be read is no copy of anything.
         if let Ok(m) = listed.manifest {
-            target_sets.push((listed.id, m));
+            targets.entry(m.time_ns).or_default().push((listed.id, m));
         }
     }
-    let copy_of = |m: &Manifest, targets: &[(SnapshotId, Manifest)]| {
-        targets.iter().find(|(_, t)| same_set(m, t)).map(|(id, _)| *id)
+    let copy_of = |m: &Manifest, targets: &HashMap<i64, Vec<(SnapshotId, Manifest)>>| {
+        targets.get(&m.time_ns)?.iter().find(|(_, t)| same_set(m, t)).map(|(id, _)| *id)
     };
 
     let mut report = CopyReport { failed: unreadable, ..CopyReport::default() };
-    let pending: Vec<&(SnapshotId, Manifest)> =
-        wanted.iter().filter(|(_, m)| copy_of(m, &target_sets).is_none()).collect();
-    for (id, m) in &wanted {
-        if let Some(there) = copy_of(m, &target_sets) {
-            report.sets.push(CopiedSet {
-                source: *id,
-                target: Some(there),
-                already: true,
-                bytes_read: 0,
-                bytes_added: 0,
-                chunks_new: 0,
-            });
-        }
-    }
-    if opts.dry_run || pending.is_empty() {
-        for (id, _) in pending {
-            report.sets.push(CopiedSet {
-                source: *id,
-                target: None,
-                already: false,
-                bytes_read: 0,
-                bytes_added: 0,
-                chunks_new: 0,
-            });
+    if opts.dry_run || wanted.iter().all(|(_, m)| copy_of(m, &targets).is_some()) {
+        for (id, m) in wanted {
+            report.sets.push(CopiedSet::not_copied(*id, copy_of(m, &targets)));
         }
         return Ok(report);
     }
@@ -183,21 +178,18 @@ pub fn copy(
     to.prepare_write()?;
     let mark = adopt::WriterMark::set(to)?;
     report.packs_adopted = adopt::adopt_packs(to, progress, mark.killed_before)?.packs;
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2)
-    } else {
-        opts.threads
-    };
+    let threads = crate::threads_or_cpus(opts.threads);
     let mut dedup = Dedup::new(to, to.index()?);
     let chunker = Chunker::new(&to.chunker_params());
     let files = FileMemo::new(from, to)?;
     let mut memo: HashMap<TreeId, TreeId> = HashMap::new();
-    for (id, m) in pending {
+    for (id, m) in wanted {
+        if let Some(there) = copy_of(m, &targets) {
+            report.sets.push(CopiedSet::not_copied(*id, Some(there)));
+            continue;
+        }
         progress.phase(&format!("copying {}", id.short()));
-        let parent = m
-            .parent
-            .and_then(|p| source_sets.iter().find(|(s, _)| *s == p))
-            .and_then(|(_, pm)| copy_of(pm, &target_sets));
+        let parent = m.parent.and_then(|p| by_id.get(&p)).and_then(|pm| copy_of(pm, &targets));
         let set = SetCopy {
             from,
             to,
@@ -235,9 +227,8 @@ pub fn copy(
             bytes_added: sum(|c| c.bytes_added),
             chunks_new: sum(|c| c.chunks_new),
         });
-        target_sets.push((new, manifest));
+        targets.entry(manifest.time_ns).or_default().push((new, manifest));
     }
-    report.sets.sort_by_key(|s| source_sets.iter().position(|(id, _)| *id == s.source));
     Ok(report)
 }
 
