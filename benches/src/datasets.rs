@@ -306,6 +306,31 @@ pub fn mutate_alfresco_of(
 /// # Errors
 /// I/O errors.
 pub fn generate_marklogic(root: &Path, seed: u64, scale: f64) -> std::io::Result<Generated> {
+    generate_marklogic_of(root, seed, scale, Corpus::Synthetic)
+}
+
+impl Corpus {
+    /// `len` bytes of document text of this corpus: the 26-word list, or large-vocabulary prose
+    /// (the vocabulary of `seed`).
+    fn text(self, rng: &mut SmallRng, seed: u64, len: usize) -> Vec<u8> {
+        match self {
+            Corpus::Synthetic => document_bytes(rng, len),
+            Corpus::Realistic => crate::realistic::Vocabulary::new(seed).text(rng, len),
+        }
+    }
+}
+
+/// [`generate_marklogic`] with the stands' tree data and the journals written in the text of
+/// `corpus` (the list data, indexes, stays random).
+///
+/// # Errors
+/// I/O errors.
+pub fn generate_marklogic_of(
+    root: &Path,
+    seed: u64,
+    scale: f64,
+    corpus: Corpus,
+) -> std::io::Result<Generated> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut total = Generated::default();
     let forest = root.join("Forests/Documents");
@@ -313,7 +338,7 @@ pub fn generate_marklogic(root: &Path, seed: u64, scale: f64) -> std::io::Result
         let dir = forest.join(format!("{:016x}", 0x1000 + stand));
         let each = mb(scale, 440.0) as usize;
         // TreeData compresses (documents), ListData (indexes) does not.
-        let tree = document_bytes(&mut rng, each * 6 / 10);
+        let tree = corpus.text(&mut rng, seed, each * 6 / 10);
         let list = media_bytes(&mut rng, each * 4 / 10);
         write_file(&dir.join("TreeData"), &tree)?;
         write_file(&dir.join("ListData"), &list)?;
@@ -323,7 +348,7 @@ pub fn generate_marklogic(root: &Path, seed: u64, scale: f64) -> std::io::Result
         total.bytes += (tree.len() + list.len() + (64 << 10)) as u64;
     }
     for j in 0..2 {
-        let data = document_bytes(&mut rng, mb(scale, 120.0) as usize);
+        let data = corpus.text(&mut rng, seed, mb(scale, 120.0) as usize);
         write_file(&root.join(format!("Journals/Journal-{j}")), &data)?;
         total.files += 1;
         total.bytes += data.len() as u64;
@@ -338,6 +363,20 @@ pub fn generate_marklogic(root: &Path, seed: u64, scale: f64) -> std::io::Result
 /// # Errors
 /// I/O errors.
 pub fn mutate_marklogic(root: &Path, seed: u64, scale: f64, day: u32) -> std::io::Result<Mutation> {
+    mutate_marklogic_of(root, seed, scale, day, Corpus::Synthetic)
+}
+
+/// [`mutate_marklogic`] of a directory made by [`generate_marklogic_of`] with `corpus`.
+///
+/// # Errors
+/// I/O errors.
+pub fn mutate_marklogic_of(
+    root: &Path,
+    seed: u64,
+    scale: f64,
+    day: u32,
+    corpus: Corpus,
+) -> std::io::Result<Mutation> {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x4d4c ^ (u64::from(day) << 32));
     let mut m = Mutation::default();
     let forest = root.join("Forests/Documents");
@@ -370,7 +409,7 @@ pub fn mutate_marklogic(root: &Path, seed: u64, scale: f64, day: u32) -> std::io
     }
     let journal = root.join("Journals/Journal-1");
     let mut f = std::fs::OpenOptions::new().append(true).open(journal)?;
-    let data = document_bytes(&mut rng, mb(scale, 20.0) as usize);
+    let data = corpus.text(&mut rng, seed, mb(scale, 20.0) as usize);
     f.write_all(&data)?;
     m.bytes_written += data.len() as u64;
     Ok(m)

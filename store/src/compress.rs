@@ -131,6 +131,10 @@ impl Compressor {
         at: usize,
     ) -> Codec {
         out.resize(at, 0);
+        if looks_incompressible(raw) {
+            out.extend_from_slice(raw);
+            return Codec::Raw;
+        }
         out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
         let worthwhile = raw.len() - raw.len() / 32;
         let ctx = match effort {
@@ -172,6 +176,83 @@ impl Compressor {
             (configured, Effort::Configured)
         }
     }
+}
+
+/// Blobs at least this long are sampled before zstd is tried ([`looks_incompressible`]).
+const SAMPLED_MIN: usize = 16 << 10;
+/// The length of one sample.
+const SAMPLE_LEN: usize = 2 << 10;
+/// At most this many samples, spread evenly from the first byte to the last.
+const SAMPLES: usize = 8;
+
+/// Whether `raw` looks like bytes zstd cannot shrink by the 1/32 [`Compressor::compress`] asks
+/// for: up to eight 2 KiB samples spread over it, each with its bytes, and the differences of
+/// neighbouring bytes, spread nearly as evenly over the 256 values as random bytes are. That is
+/// what deflate streams (zip-based office files, PDF content streams, PNG rows), JPEG scans and
+/// encrypted data look like; text, markup, database pages and dumps, uncompressed images and
+/// ramps of numbers all fail it in their first sample. Such blobs are stored raw without zstd's
+/// attempt, which costs as much as compressing text on PDF and PNG streams (docs/BENCHMARKS.md).
+///
+/// The bound: each sample's Shannon entropy of single bytes is at least 7.7 bits (a sample of
+/// 2 KiB of random bytes measures 7.91, short of 8 by the small sample), so coding bytes one by
+/// one saves at most 3.75% of it, about what zstd must save for its frame to be kept. What it
+/// cannot see is a repeat between samples (the same 8 KiB of media twice in one chunk) or
+/// structure spread thinner than the samples; that costs size, never correctness. Blobs under
+/// 16 KiB are left to zstd. The answer depends only on the bytes.
+#[must_use]
+pub fn looks_incompressible(raw: &[u8]) -> bool {
+    if raw.len() < SAMPLED_MIN {
+        return false;
+    }
+    let samples = (raw.len() / SAMPLE_LEN).min(SAMPLES);
+    let span = raw.len() - SAMPLE_LEN;
+    (0..samples).all(|i| {
+        let at = span * i / (samples - 1);
+        flat(&raw[at..at + SAMPLE_LEN])
+    })
+}
+
+/// `c * log2(c)` for every count a sample's histogram can hold.
+fn count_log_count() -> &'static [f32; SAMPLE_LEN + 1] {
+    static TABLE: std::sync::OnceLock<Box<[f32; SAMPLE_LEN + 1]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0f32; SAMPLE_LEN + 1]);
+        for (c, v) in t.iter_mut().enumerate().skip(1) {
+            *v = c as f32 * (c as f32).log2();
+        }
+        t
+    })
+}
+
+/// Whether the bytes of `sample` (of [`SAMPLE_LEN`]), and their differences, each have at
+/// least 7.7 bits of entropy a byte ([`looks_incompressible`]).
+fn flat(sample: &[u8]) -> bool {
+    // Four tables (bytes and differences, at even and odd positions), so that neighbouring
+    // bytes never wait on the same counter: 3x the speed of one table each.
+    let mut h = [[0u16; 256]; 4];
+    let mut prev = 0u8;
+    for pair in sample.chunks_exact(2) {
+        let (a, b) = (pair[0], pair[1]);
+        h[0][usize::from(a)] += 1;
+        h[1][usize::from(b)] += 1;
+        h[2][usize::from(a.wrapping_sub(prev))] += 1;
+        h[3][usize::from(b.wrapping_sub(a))] += 1;
+        prev = b;
+    }
+    let [e0, e1, d0, d1] = &h;
+    let mut bytes = [0u16; 256];
+    let mut deltas = [0u16; 256];
+    for i in 0..256 {
+        bytes[i] = e0[i] + e1[i];
+        deltas[i] = d0[i] + d1[i];
+    }
+    let table = count_log_count();
+    // Entropy = log2(n) - sum(c log2 c) / n with n = 2048: at least 7.7 bits when the sum is
+    // at most (11 - 7.7) * 2048.
+    const _: () = assert!(SAMPLE_LEN == 1 << 11);
+    const MAX_SUM: f32 = (11.0 - 7.7) * SAMPLE_LEN as f32;
+    let sum = |h: &[u16; 256]| h.iter().map(|&c| table[usize::from(c)]).sum::<f32>();
+    sum(&bytes) <= MAX_SUM && sum(&deltas) <= MAX_SUM
 }
 
 thread_local! {
@@ -298,6 +379,35 @@ mod tests {
                 assert_eq!(&out[48..], &alone[..], "{codec:?}");
             }
         }
+    }
+
+    #[test]
+    fn compressed_looking_blobs_are_stored_raw_without_zstd_and_others_are_not() {
+        let mut next = xorshift(5);
+        let noise: Vec<u8> = (0..200_000).map(|_| next() as u8).collect();
+        assert!(looks_incompressible(&noise));
+        let mut c = Compressor::new(3).unwrap();
+        let mut out = vec![1, 2, 3];
+        assert_eq!(c.compress_after(Effort::Configured, &noise, &mut out, 2), Codec::Raw);
+        assert_eq!((&out[..2], &out[2..]), (&[1u8, 2][..], &noise[..]));
+        // Deflated text, as zip, PDF and PNG hold it.
+        let deflated = zstd::bulk::compress(&prose(600_000), 19).unwrap();
+        assert!(deflated.len() > SAMPLED_MIN);
+        assert!(looks_incompressible(&deflated));
+        // What compresses fails the check, wherever the compressible part lies: text, a ramp
+        // of bytes (flat histogram, constant differences), noise with text where a sample
+        // lies, and repeated short noise (flat bytes, but every difference repeats).
+        let ramp: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut patched = noise.clone();
+        patched[100_000..120_000].copy_from_slice(&prose(20_000));
+        let short: Vec<u8> = noise[..300].iter().copied().cycle().take(100_000).collect();
+        for (name, raw) in [("text", prose(100_000)), ("ramp", ramp), ("patched", patched)] {
+            assert!(!looks_incompressible(&raw), "{name}");
+            assert_eq!(c.compress(&raw, &mut out), Codec::Zstd, "{name}");
+        }
+        assert_eq!(c.compress(&short, &mut out), Codec::Zstd);
+        // Small blobs are left to zstd.
+        assert!(!looks_incompressible(&noise[..SAMPLED_MIN - 1]));
     }
 
     /// Deterministic xorshift bytes for the inputs below.

@@ -101,7 +101,9 @@ pub mod fuzzing;
 mod testing;
 
 pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
-pub use compress::{decompress, Codec, Compressor, Effort, DEFAULT_LEVEL, FAST_LEVEL};
+pub use compress::{
+    decompress, looks_incompressible, Codec, Compressor, Effort, DEFAULT_LEVEL, FAST_LEVEL,
+};
 pub use config::{IdHash, RepoConfig};
 pub use coverage::{Coverage, CoverageSummary};
 pub use damage::{DamageSet, DamagedCopy};
