@@ -189,6 +189,39 @@ fn a_read_only_repository_is_read_with_a_temporary_cache() {
     assert!(!env.repo().join("cache").exists(), "nothing was written into the repository");
 }
 
+// Found while measuring restores: a relative `--cache-dir`, or one below directories that do
+// not exist yet, was taken for unwritable (the probe looked at its parent only, "" for a
+// relative name), so every run used a temporary cache, rebuilt it and kept nothing.
+#[test]
+fn a_cache_dir_given_relative_or_below_missing_directories_is_made_and_kept() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    write(&src.join("a.txt"), b"kept");
+    for (arg, made) in [("rel-cache", "rel-cache"), ("x/y/z/cache", "x/y/z/cache")] {
+        let absolute = env.path("abs").join(arg);
+        for (given, dir) in
+            [(std::path::PathBuf::from(arg), env.path(made)), (absolute.clone(), absolute)]
+        {
+            let out = std::process::Command::new(crate::support::bin())
+                .current_dir(env.dir.path())
+                .env_remove("STORE_REPO")
+                .arg("snapshot")
+                .arg("--repo")
+                .arg(env.repo())
+                .arg("--cache-dir")
+                .arg(&given)
+                .arg(&src)
+                .output()
+                .unwrap();
+            let run = crate::support::Run::from(out).ok();
+            assert!(!run.stderr.contains("temporary"), "{given:?}: {}", run.stderr);
+            assert!(dir.is_dir(), "{given:?}: the cache was not made at {dir:?}");
+            assert!(std::fs::read_dir(&dir).unwrap().next().is_some(), "{given:?}: empty");
+        }
+    }
+}
+
 /// Unmounts a directory when dropped.
 struct Unmount(std::path::PathBuf);
 

@@ -166,7 +166,14 @@ impl Repository {
     /// is dropped ([`Repository::temporary_cache`] says so).
     fn usable_cache_dir(&self) -> Result<std::path::PathBuf> {
         let dir = &self.cache_dir;
-        let probe = if dir.exists() { dir.as_path() } else { dir.parent().unwrap_or(dir) };
+        // The directory, or the nearest of its ancestors that exists (it is made below that):
+        // a relative one's last ancestor is "", the working directory.
+        let here = std::path::Path::new(".");
+        let probe = dir
+            .ancestors()
+            .map(|a| if a.as_os_str().is_empty() { here } else { a })
+            .find(|a| a.exists())
+            .unwrap_or(here);
         if rustix::fs::access(probe, rustix::fs::Access::WRITE_OK).is_ok() {
             return Ok(dir.clone());
         }
