@@ -131,11 +131,12 @@ impl Compressor {
         at: usize,
     ) -> Codec {
         out.resize(at, 0);
+        // The bound leaves room for an AEAD tag after raw bytes too: no second allocation.
+        out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
         if looks_incompressible(raw) {
             out.extend_from_slice(raw);
             return Codec::Raw;
         }
-        out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
         let worthwhile = raw.len() - raw.len() / 32;
         let ctx = match effort {
             Effort::Fast if self.level != FAST_LEVEL => {
