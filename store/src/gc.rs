@@ -464,7 +464,7 @@ pub fn prune(
             if !marks.claimed_by(&e.id, *id)? || !copied.insert(e.id) {
                 continue;
             }
-            read_blob(repo.crypto(), reader.file(), &path, *id, e, &mut frame, &mut raw)?;
+            read_blob(repo.crypto(), reader.file(), || path.clone(), *id, e, &mut frame, &mut raw)?;
             let blob = EncodedBlob {
                 id: e.id,
                 kind: e.kind,
@@ -629,8 +629,16 @@ mod tests {
                 .unwrap();
             let (mut frame, mut raw) = (Vec::new(), Vec::new());
             for e in reader.entries().iter().rev() {
-                read_blob(repo.crypto(), reader.file(), &path, id, e, &mut frame, &mut raw)
-                    .unwrap();
+                read_blob(
+                    repo.crypto(),
+                    reader.file(),
+                    || path.clone(),
+                    id,
+                    e,
+                    &mut frame,
+                    &mut raw,
+                )
+                .unwrap();
                 let stored = &frame[BLOB_HEADER_LEN..];
                 w.add(&EncodedBlob::from_stored(e.id, e.kind, e.codec, e.raw_len, stored)).unwrap();
             }

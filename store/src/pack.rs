@@ -94,8 +94,16 @@ mod tests {
         assert_eq!(reader.len(), sealed.len);
         let (mut frame, mut raw) = (Vec::new(), Vec::new());
         for e in reader.entries() {
-            read_blob(&Crypto::plain(), reader.file(), &path, sealed.id, e, &mut frame, &mut raw)
-                .unwrap();
+            read_blob(
+                &Crypto::plain(),
+                reader.file(),
+                || path.clone(),
+                sealed.id,
+                e,
+                &mut frame,
+                &mut raw,
+            )
+            .unwrap();
             assert_eq!(Id::hash(&raw), e.id);
         }
         // Sealed, the same blobs read back with the keys, and with no others.
@@ -105,7 +113,8 @@ mod tests {
         let reader = PackReader::open(&path, sealed.id, &keys).unwrap();
         assert_eq!(reader.entries(), sealed.entries.as_slice());
         for e in reader.entries() {
-            read_blob(&keys, reader.file(), &path, sealed.id, e, &mut frame, &mut raw).unwrap();
+            read_blob(&keys, reader.file(), || path.clone(), sealed.id, e, &mut frame, &mut raw)
+                .unwrap();
             assert_eq!(keys.id(&raw), e.id);
             assert!(e.stored_len as usize >= crate::crypto::SEAL_OVERHEAD);
         }
@@ -141,7 +150,7 @@ mod tests {
             proptest::prop_assert_eq!(reader.entries(), sealed.entries.as_slice());
             let (mut frame, mut raw) = (Vec::new(), Vec::new());
             for (e, (expected, _)) in reader.entries().iter().zip(&blobs) {
-                read_blob(&crypto, reader.file(), &path, sealed.id, e, &mut frame, &mut raw).unwrap();
+                read_blob(&crypto, reader.file(), || path.clone(), sealed.id, e, &mut frame, &mut raw).unwrap();
                 proptest::prop_assert_eq!(&raw, expected);
             }
         }
@@ -170,8 +179,16 @@ mod tests {
                 Ok(r) => {
                     let (mut frame, mut raw) = (Vec::new(), Vec::new());
                     r.entries().iter().any(|e| {
-                        read_blob(crypto, r.file(), &damaged, sealed.id, e, &mut frame, &mut raw)
-                            .is_err()
+                        read_blob(
+                            crypto,
+                            r.file(),
+                            || damaged.clone(),
+                            sealed.id,
+                            e,
+                            &mut frame,
+                            &mut raw,
+                        )
+                        .is_err()
                     })
                 }
             };

@@ -844,8 +844,8 @@ impl Repository {
             let index = self.index()?;
             if let Some(bytes) = index.frame_get(&id)? {
                 let source = crate::pack::FrameAt { offset: loc.entry.offset, bytes };
-                let path = self.pack_path(loc.pack);
-                if read_blob(&self.crypto, &source, &path, loc.pack, &loc.entry, frame, raw).is_ok()
+                let path = || self.pack_path(loc.pack);
+                if read_blob(&self.crypto, &source, path, loc.pack, &loc.entry, frame, raw).is_ok()
                 {
                     return Ok(());
                 }
@@ -856,7 +856,7 @@ impl Repository {
         read_blob(
             &self.crypto,
             file.as_ref(),
-            &self.pack_path(loc.pack),
+            || self.pack_path(loc.pack),
             loc.pack,
             &loc.entry,
             frame,

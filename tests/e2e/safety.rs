@@ -99,8 +99,16 @@ fn duplicate_every_blob(env: &Env) {
         let (mut frame, mut raw) = (Vec::new(), Vec::new());
         // Reversed, so the copy is a different pack file holding the same blobs.
         for e in reader.entries().iter().rev() {
-            store::read_blob(repo.crypto(), reader.file(), &path, id, e, &mut frame, &mut raw)
-                .unwrap();
+            store::read_blob(
+                repo.crypto(),
+                reader.file(),
+                || path.clone(),
+                id,
+                e,
+                &mut frame,
+                &mut raw,
+            )
+            .unwrap();
             let stored = &frame[store::BLOB_HEADER_LEN..];
             w.add(&EncodedBlob::from_stored(e.id, e.kind, e.codec, e.raw_len, stored)).unwrap();
         }

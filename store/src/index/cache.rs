@@ -290,6 +290,31 @@ impl ChunkIndex {
         Ok(loc.filter(|l| !self.damaged.contains(l.pack, id)))
     }
 
+    /// [`ChunkIndex::get`] of every id of `ids`, in order, in one multi-get (a restore of
+    /// small files looks up a batch's blobs at once: a lookup each was 8% of its CPU).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a RocksDB failure; [`Error::Corrupt`] for an undecodable value.
+    pub fn get_many(&self, ids: &[Id]) -> Result<Vec<Option<Location>>> {
+        let values =
+            self.db.batched_multi_get_cf(self.cf(CF_BLOBS)?, ids.iter().map(Id::as_bytes), false);
+        let overlay = if self.read_only { self.overlay.lock().ok() } else { None };
+        ids.iter()
+            .zip(values)
+            .map(|(id, value)| {
+                if let Some(loc) = overlay.as_ref().and_then(|m| m.get(id).copied()) {
+                    return Ok(Some(loc));
+                }
+                let loc = value
+                    .map_err(|e| self.err(e))?
+                    .map(|v| Location::decode(*id, &v))
+                    .transpose()
+                    .map_err(|reason| Error::corrupt(crate::error::ObjectRef::Cache, reason))?;
+                Ok(loc.filter(|l| !self.damaged.contains(l.pack, id)))
+            })
+            .collect()
+    }
+
     /// The length of pack `pack` as its index file records it, if indexed.
     ///
     /// # Errors

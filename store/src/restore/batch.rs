@@ -321,20 +321,45 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
             }
         }
     }
-    let mut plan = Vec::new();
+    // Every blob of the batch is looked up in one multi-get (its files' chunk lists are
+    // inline: files with list blobs were restored on their own above).
+    let ids: Vec<Id> = targets
+        .iter()
+        .flat_map(|t| match t.chunks {
+            ChunkRefs::Inline(ids) => ids.as_slice(),
+            ChunkRefs::Lists(_) => &[],
+        })
+        .map(|c| c.0)
+        .collect();
+    let mut found = ctx.repo.index().and_then(|index| index.get_many(&ids)).map(Vec::into_iter);
+    let mut plan = Vec::with_capacity(ids.len());
     for (t, target) in targets.iter_mut().enumerate() {
+        let ChunkRefs::Inline(chunks) = target.chunks else {
+            // Never here (such files were restored on their own above); never written empty.
+            target.error = Some("a file with chunk-list blobs in a batch".into());
+            continue;
+        };
         let mut at = 0u64;
-        let located = ctx.repo.index().and_then(|index| {
-            for_each_chunk(ctx.repo, target.chunks, |id| {
-                let loc = index.get(&id)?.ok_or(Error::BlobNotIndexed { id })?;
-                plan.push(Piece { loc, target: t, at });
-                at += u64::from(loc.entry.raw_len);
-                Ok(())
-            })
-        });
-        target.error = match located {
-            Err(e) => Some(e.to_string()),
-            Ok(()) if at != target.size => Some(
+        let mut missing = None;
+        for chunk in chunks {
+            let loc = match &mut found {
+                Ok(locs) => locs.next().flatten(),
+                Err(_) => None,
+            };
+            match loc {
+                Some(loc) => {
+                    plan.push(Piece { loc, target: t, at });
+                    at += u64::from(loc.entry.raw_len);
+                }
+                None => {
+                    missing.get_or_insert(Error::BlobNotIndexed { id: chunk.0 });
+                }
+            }
+        }
+        target.error = match (&found, missing) {
+            (Err(e), _) => Some(e.to_string()),
+            (Ok(_), Some(e)) => Some(e.to_string()),
+            (Ok(_), None) if at != target.size => Some(
                 Error::SizeMismatch {
                     path: target.job.path.clone(),
                     recorded: target.size,
@@ -342,7 +367,7 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
                 }
                 .to_string(),
             ),
-            Ok(()) => None,
+            (Ok(_), None) => None,
         };
     }
     plan.sort_unstable_by(|a, b| {
