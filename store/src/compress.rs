@@ -229,7 +229,7 @@ fn count_log_count() -> &'static [f32; SAMPLE_LEN + 1] {
 /// least 7.7 bits of entropy a byte ([`looks_incompressible`]).
 fn flat(sample: &[u8]) -> bool {
     // Four tables (bytes and differences, at even and odd positions), so that neighbouring
-    // bytes never wait on the same counter: 3x the speed of one table each.
+    // bytes never wait on the same counter (1.35x the speed of one table each, measured).
     let mut h = [[0u16; 256]; 4];
     let mut prev = 0u8;
     for pair in sample.chunks_exact(2) {

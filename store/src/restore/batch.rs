@@ -331,7 +331,11 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
         })
         .map(|c| c.0)
         .collect();
-    let mut found = ctx.repo.index().and_then(|index| index.get_many(&ids)).map(Vec::into_iter);
+    // A failed lookup fails every file of the batch.
+    let (mut locs, failed) = match ctx.repo.index().and_then(|index| index.get_many(&ids)) {
+        Ok(locs) => (locs.into_iter(), None),
+        Err(e) => (Vec::new().into_iter(), Some(e.to_string())),
+    };
     let mut plan = Vec::with_capacity(ids.len());
     for (t, target) in targets.iter_mut().enumerate() {
         let ChunkRefs::Inline(chunks) = target.chunks else {
@@ -339,14 +343,14 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
             target.error = Some("a file with chunk-list blobs in a batch".into());
             continue;
         };
+        if let Some(e) = &failed {
+            target.error = Some(e.clone());
+            continue;
+        }
         let mut at = 0u64;
         let mut missing = None;
         for chunk in chunks {
-            let loc = match &mut found {
-                Ok(locs) => locs.next().flatten(),
-                Err(_) => None,
-            };
-            match loc {
+            match locs.next().flatten() {
                 Some(loc) => {
                     plan.push(Piece { loc, target: t, at });
                     at += u64::from(loc.entry.raw_len);
@@ -356,10 +360,9 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
                 }
             }
         }
-        target.error = match (&found, missing) {
-            (Err(e), _) => Some(e.to_string()),
-            (Ok(_), Some(e)) => Some(e.to_string()),
-            (Ok(_), None) if at != target.size => Some(
+        target.error = match missing {
+            Some(e) => Some(e.to_string()),
+            None if at != target.size => Some(
                 Error::SizeMismatch {
                     path: target.job.path.clone(),
                     recorded: target.size,
@@ -367,7 +370,7 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
                 }
                 .to_string(),
             ),
-            (Ok(_), None) => None,
+            None => None,
         };
     }
     plan.sort_unstable_by(|a, b| {
