@@ -530,7 +530,7 @@ pub(crate) mod tests {
         assert!(storage.read_named(Named::ConfigCopy).is_err());
 
         // A pack is put from a complete local file, listed, and read at offsets.
-        let pack: Vec<u8> = (0..100_000u32).flat_map(u32::to_le_bytes).collect();
+        let pack: Vec<u8> = (0..800_000u32).flat_map(u32::to_le_bytes).collect();
         let idp = Id::hash(&pack);
         let (mut file, temp) = crate::fs::create_temp(staging, "pack").unwrap();
         std::io::Write::write_all(&mut file, &pack).unwrap();
@@ -541,10 +541,26 @@ pub(crate) mod tests {
         let source = storage.open_pack(idp).unwrap();
         assert_eq!(source.size(), pack.len() as u64);
         let mut buf = [0u8; 8];
-        source.read_exact_at(&mut buf, 399_992).unwrap();
-        assert_eq!(buf, pack[399_992..]);
-        let past = source.read_exact_at(&mut buf, 399_996).unwrap_err();
+        source.read_exact_at(&mut buf, 3_199_992).unwrap();
+        assert_eq!(buf, pack[3_199_992..]);
+        let past = source.read_exact_at(&mut buf, 3_199_996).unwrap_err();
         assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof);
+        // Read in order by two threads at once at two places, in pieces that straddle any
+        // window a storage keeps: every byte as stored.
+        std::thread::scope(|s| {
+            for from in [0, pack.len() / 2] {
+                let (source, pack) = (&source, &pack);
+                s.spawn(move || {
+                    let (mut at, mut buf) = (from, vec![0u8; 7_777]);
+                    while at < pack.len() {
+                        let n = buf.len().min(pack.len() - at);
+                        source.read_exact_at(&mut buf[..n], at as u64).unwrap();
+                        assert!(buf[..n] == pack[at..at + n], "at {at}");
+                        at += n;
+                    }
+                });
+            }
+        });
         storage.remove(ObjectDir::Packs, &[idp]).unwrap();
         assert!(storage.list(ObjectDir::Packs).unwrap().is_empty());
         assert!(storage.open_pack(idp).is_err());

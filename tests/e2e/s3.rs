@@ -482,6 +482,24 @@ fn backups_through_503s_dropped_connections_and_delays_commit_or_fail_cleanly() 
         let out = env.path(&format!("restored-{id}"));
         env.run("restore", &[OsStr::new(id), OsStr::new("--target"), out.as_os_str()]).ok();
         assert!(contents(&out.join("src")) == *want, "set {id}");
+        // Through the proxy too: the packs' windows are fetched (and fetched ahead) through
+        // 503s and delays; a restore completes byte for byte or fails naming the error.
+        let out = env.path(&format!("through-{id}"));
+        let run = store([
+            OsStr::new("restore"),
+            OsStr::new(id),
+            OsStr::new("--repo"),
+            OsStr::new(&through),
+            OsStr::new("--cache-dir"),
+            env.path("cache").as_os_str(),
+            OsStr::new("--target"),
+            out.as_os_str(),
+        ]);
+        if run.code == 0 {
+            assert!(contents(&out.join("src")) == *want, "set {id} through the proxy");
+        } else {
+            assert!(run.stderr.contains("store: error"), "a failure is reported: {}", run.stderr);
+        }
     }
     let checked = env.run("check", &["--read-data"]).ok();
     assert!(checked.stdout.contains("no damage"), "{}", checked.stdout);

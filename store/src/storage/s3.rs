@@ -32,19 +32,13 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::pack::PackSource;
 
+mod windows;
+
 /// Packs larger than this are uploaded in parts of [`PART_SIZE`].
 const MULTIPART_OVER: u64 = 16 << 20;
 /// The size of one part of a multipart upload (S3's minimum is 5 MiB), and what one upload
 /// holds in memory at a time.
 const PART_SIZE: usize = 8 << 20;
-/// The first read of a pack fetches at least this much; each read in order (inside the last
-/// window, or ahead of it by less than [`MAX_WINDOW`]) makes the next fetch four times larger,
-/// up to [`MAX_WINDOW`], so reading a pack's blobs in order (a restore) costs a few requests,
-/// and scattered reads (trees missing from the cache) fetch little.
-const MIN_WINDOW: u64 = 256 << 10;
-/// The largest fetch of a pack read in order (and what one open pack holds in memory).
-const MAX_WINDOW: u64 = 8 << 20;
-
 /// Where a repository in object storage is: `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`
 /// (restic's form; without a scheme, `https`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +131,8 @@ struct Inner {
     runtime: tokio::runtime::Runtime,
     counts: Counts,
     probe: Mutex<Option<Probe>>,
+    /// The ranges of packs fetched or being fetched ([`windows`]).
+    windows: Mutex<windows::Windows<Window>>,
 }
 
 /// A repository in an S3 bucket.
@@ -243,6 +239,7 @@ impl S3Storage {
                 runtime,
                 counts: Counts::default(),
                 probe: Mutex::new(None),
+                windows: Mutex::new(windows::Windows::default()),
             }),
         })
     }
@@ -540,7 +537,7 @@ impl Storage for S3Storage {
     fn open_pack(&self, id: Id) -> Result<Arc<dyn PackSource>> {
         let key = self.inner.object_key(ObjectDir::Packs, id);
         let size = self.inner.head(&key)?.size;
-        Ok(Arc::new(S3Pack { inner: Arc::clone(&self.inner), key, size, window: Mutex::new(None) }))
+        Ok(Arc::new(S3Pack { inner: Arc::clone(&self.inner), id, key, size }))
     }
 
     fn remove(&self, dir: ObjectDir, ids: &[Id]) -> Result<()> {
@@ -607,13 +604,82 @@ impl Storage for S3Storage {
     }
 }
 
-/// A pack in the bucket, read at offsets with ranged GETs of at least [`MIN_WINDOW`] bytes,
-/// growing while it is read in order; the last window is kept.
+/// A range of a pack being fetched (a task of the runtime, under way whether or not anybody
+/// waits for it yet), or fetched; every reader waiting for it gets the same bytes.
+type Window = futures::future::Shared<futures::future::BoxFuture<'static, WindowBytes>>;
+
+/// The bytes of a window, or why they could not be had (kind and message of the I/O error).
+type WindowBytes = std::result::Result<bytes::Bytes, (std::io::ErrorKind, String)>;
+
+/// A pack in the bucket, read at offsets through the storage's windows ([`windows`]): ranged
+/// GETs of growing size while it is read in order, the next one fetched ahead.
 struct S3Pack {
     inner: Arc<Inner>,
+    id: Id,
     key: Key,
     size: u64,
-    window: Mutex<Option<(u64, bytes::Bytes)>>,
+}
+
+/// Downloads `start..` of `key` into `to`, which it must fill exactly.
+async fn get_range_into(
+    client: &AmazonS3,
+    key: &Key,
+    start: u64,
+    to: &mut [u8],
+) -> std::result::Result<(), (std::io::ErrorKind, String)> {
+    let failed = |e| {
+        let e = io_error("GET range", e);
+        (e.kind(), e.to_string())
+    };
+    let end = start + to.len() as u64;
+    let options =
+        object_store::GetOptions { range: Some((start..end).into()), ..Default::default() };
+    let mut body = client.get_opts(key, options).await.map_err(failed)?.into_stream();
+    let mut filled = 0;
+    while let Some(piece) = body.try_next().await.map_err(failed)? {
+        let Some(into) = to.get_mut(filled..filled + piece.len()) else {
+            let kind = std::io::ErrorKind::InvalidData;
+            return Err((kind, "GET range: the server sent more than asked".to_owned()));
+        };
+        into.copy_from_slice(&piece);
+        filled += piece.len();
+    }
+    if filled < to.len() {
+        let kind = std::io::ErrorKind::UnexpectedEof;
+        return Err((kind, "GET range: the server sent less than asked".to_owned()));
+    }
+    Ok(())
+}
+
+impl S3Pack {
+    /// Starts fetching `start..end` of the pack.
+    fn fetch(&self, start: u64, end: u64) -> Window {
+        use futures::FutureExt;
+        self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
+        self.inner.counts.bytes_down.fetch_add(end - start, Ordering::Relaxed);
+        let (client, key) = (self.inner.client.clone(), self.key.clone());
+        let task = self.inner.runtime.spawn(async move {
+            // The window is a mapping of its own, given back to the system when dropped: as
+            // buffers of the allocator, windows of a few MiB raised glibc's threshold for
+            // mapping and stayed in its arenas (17 MB more peak RSS for a restore).
+            let len = usize::try_from(end - start).unwrap_or(usize::MAX);
+            let failed = |e: std::io::Error| (e.kind(), e.to_string());
+            let mut window = memmap2::MmapMut::map_anon(len).map_err(failed)?;
+            get_range_into(&client, &key, start, &mut window).await?;
+            Ok(bytes::Bytes::from_owner(window.make_read_only().map_err(failed)?))
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err((std::io::ErrorKind::Other, format!("GET range: {e}"))))
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// `e` as the I/O error of a read of this pack, naming it.
+    fn failed(&self, (kind, message): (std::io::ErrorKind, String)) -> std::io::Error {
+        std::io::Error::new(kind, format!("{}: {message}", self.inner.url(&self.key).display()))
+    }
 }
 
 impl PackSource for S3Pack {
@@ -622,52 +688,56 @@ impl PackSource for S3Pack {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let len = buf.len() as u64;
-        let end = offset.checked_add(len).filter(|e| *e <= self.size).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end of the pack")
-        })?;
-        let copy = |w: &(u64, bytes::Bytes), buf: &mut [u8]| {
-            let from = usize::try_from(offset - w.0).unwrap_or(0);
-            buf.copy_from_slice(&w.1[from..from + buf.len()]);
-        };
-        // Served from the last window, or a fetch sized by how the pack is being read: in
-        // order (inside the last window or ahead of it by less than the largest window, as a
-        // restore reads a batch's blobs in pack order, skipping others'), four times the last.
-        let mut want = MIN_WINDOW;
-        if let Ok(held) = self.window.lock() {
-            if let Some(w) = held.as_ref() {
-                let w_end = w.0 + w.1.len() as u64;
-                if w.0 <= offset && end <= w_end {
-                    copy(w, buf);
-                    return Ok(());
-                }
-                if w.0 <= offset && offset <= w_end + MAX_WINDOW {
-                    want = (w.1.len() as u64 * 4).clamp(MIN_WINDOW, MAX_WINDOW);
-                }
-            }
-        }
-        let fetch_end = end.max(offset.saturating_add(want)).min(self.size);
-        self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
-        let bytes = self
-            .inner
-            .runtime
-            .block_on(self.inner.client.get_range(&self.key, offset..fetch_end))
-            .map_err(|e| {
-                let cause = io_error("GET range", e);
-                let at = self.inner.url(&self.key);
-                std::io::Error::new(cause.kind(), format!("{}: {cause}", at.display()))
+        let end =
+            offset.checked_add(buf.len() as u64).filter(|e| *e <= self.size).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end of the pack")
             })?;
-        self.inner.counts.bytes_down.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if (bytes.len() as u64) < end - offset {
+        // A read as large as the largest window (a whole pack checked) goes straight into the
+        // caller's buffer: kept as a window too, it would be held twice.
+        if buf.len() as u64 >= windows::MAX_WINDOW {
+            self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
+            self.inner.counts.bytes_down.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            let got = get_range_into(&self.inner.client, &self.key, offset, buf);
+            return self.inner.runtime.block_on(got).map_err(|e| self.failed(e));
+        }
+        let pieces = {
+            let mut windows = self
+                .inner
+                .windows
+                .lock()
+                .map_err(|_| std::io::Error::other("a reader of the bucket panicked"))?;
+            let mut found = windows.lookup(self.id, offset, end, self.size);
+            if let Some(miss) = found.miss {
+                let window = self.fetch(miss.start, miss.end);
+                windows.insert(self.id, miss, window.clone());
+                found.pieces.push((miss.start, window));
+            }
+            if let Some(ahead) = found.ahead {
+                windows.insert(self.id, ahead, self.fetch(ahead.start, ahead.end));
+            }
+            found.pieces
+        };
+        let mut at = offset;
+        for (start, window) in pieces {
+            let bytes = self.inner.runtime.block_on(window).map_err(|e| {
+                if let Ok(mut windows) = self.inner.windows.lock() {
+                    windows.forget(self.id, start);
+                }
+                self.failed(e)
+            })?;
+            let (from, to) = (at - offset, end - offset);
+            let held =
+                bytes.get(usize::try_from(at - start).unwrap_or(usize::MAX)..).unwrap_or(&[]);
+            let n = held.len().min(usize::try_from(to - from).unwrap_or(usize::MAX));
+            let from = usize::try_from(from).unwrap_or(usize::MAX);
+            buf[from..from + n].copy_from_slice(&held[..n]);
+            at += n as u64;
+        }
+        if at < end {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the server sent less than asked",
             ));
-        }
-        let w = (offset, bytes);
-        copy(&w, buf);
-        if let Ok(mut held) = self.window.lock() {
-            *held = Some(w);
         }
         Ok(())
     }
