@@ -788,7 +788,7 @@ impl Repository {
         if let Some(f) = packs.get(&id) {
             return Ok(Arc::clone(f));
         }
-        let file = self.storage.open_pack(id.0)?;
+        let file = self.storage.open_pack_for_blobs(id.0)?;
         if packs.len() >= OPEN_PACKS_MAX {
             packs.clear();
         }

@@ -169,6 +169,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// [`Error::Io`] (`NotFound` when there is no such pack).
     fn open_pack(&self, id: Id) -> Result<std::sync::Arc<dyn PackSource>>;
 
+    /// Opens pack `id` for reading blobs at the offsets its index gives: as
+    /// [`Storage::open_pack`], but a storage may leave finding its length (and whether it is
+    /// there at all) to the first read (object storage: no HEAD before the first GET).
+    ///
+    /// # Errors
+    /// As [`Storage::open_pack`], or none until the first read.
+    fn open_pack_for_blobs(&self, id: Id) -> Result<std::sync::Arc<dyn PackSource>> {
+        self.open_pack(id)
+    }
+
     /// Removes objects `ids` of `dir`, durably when it returns. An id that is not there is no
     /// error (as object stores do not tell).
     ///
@@ -561,9 +571,25 @@ pub(crate) mod tests {
                 });
             }
         });
+        // Opened to read blobs (a storage may not look at it before the first read): the same
+        // bytes, its length, and the end, whether or not its length was known before.
+        let lazy = storage.open_pack_for_blobs(idp).unwrap();
+        let past = lazy.read_exact_at(&mut buf, 3_199_996).unwrap_err();
+        assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof, "{past}");
+        let lazy = storage.open_pack_for_blobs(idp).unwrap();
+        let mut head = [0u8; 10];
+        lazy.read_exact_at(&mut head, 5).unwrap();
+        assert_eq!(head, pack[5..15]);
+        assert_eq!(lazy.size(), pack.len() as u64);
+        let past = lazy.read_exact_at(&mut buf, 3_199_996).unwrap_err();
+        assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof, "{past}");
         storage.remove(ObjectDir::Packs, &[idp]).unwrap();
         assert!(storage.list(ObjectDir::Packs).unwrap().is_empty());
         assert!(storage.open_pack(idp).is_err());
+        let gone = storage.open_pack_for_blobs(idp).and_then(|p| {
+            p.read_exact_at(&mut buf, 0).map_err(|cause| Error::Io { path: "pack".into(), cause })
+        });
+        assert!(gone.is_err(), "a removed pack does not read");
 
         // A lock's age runs from its write, and a touch makes it new again.
         let lock = Id::hash(b"a lock");

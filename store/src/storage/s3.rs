@@ -537,10 +537,24 @@ impl Storage for S3Storage {
     fn open_pack(&self, id: Id) -> Result<Arc<dyn PackSource>> {
         let key = self.inner.object_key(ObjectDir::Packs, id);
         let size = self.inner.head(&key)?.size;
+        let size = Arc::new(std::sync::OnceLock::from(size));
+        Ok(Arc::new(S3Pack { inner: Arc::clone(&self.inner), id, key, size }))
+    }
+
+    fn open_pack_for_blobs(&self, id: Id) -> Result<Arc<dyn PackSource>> {
+        // No HEAD: the first GET's answer gives the pack's length (a pack missing fails that
+        // GET, naming it).
+        let key = self.inner.object_key(ObjectDir::Packs, id);
+        let size = Arc::new(std::sync::OnceLock::new());
         Ok(Arc::new(S3Pack { inner: Arc::clone(&self.inner), id, key, size }))
     }
 
     fn remove(&self, dir: ObjectDir, ids: &[Id]) -> Result<()> {
+        if dir == ObjectDir::Packs {
+            if let Ok(mut windows) = self.inner.windows.lock() {
+                ids.iter().for_each(|id| windows.forget(*id, None));
+            }
+        }
         ids.iter().try_for_each(|id| self.inner.delete(&self.inner.object_key(dir, *id)))
     }
 
@@ -617,16 +631,18 @@ struct S3Pack {
     inner: Arc<Inner>,
     id: Id,
     key: Key,
-    size: u64,
+    /// Its length, once a HEAD or a GET's answer gave it.
+    size: Arc<std::sync::OnceLock<u64>>,
 }
 
-/// Downloads `start..` of `key` into `to`, which it must fill exactly.
+/// Downloads `start..` of `key` into `to`: all of it, or what there is up to the object's end.
+/// Returns the bytes filled and the object's length.
 async fn get_range_into(
     client: &AmazonS3,
     key: &Key,
     start: u64,
     to: &mut [u8],
-) -> std::result::Result<(), (std::io::ErrorKind, String)> {
+) -> std::result::Result<(usize, u64), (std::io::ErrorKind, String)> {
     let failed = |e| {
         let e = io_error("GET range", e);
         (e.kind(), e.to_string())
@@ -634,7 +650,9 @@ async fn get_range_into(
     let end = start + to.len() as u64;
     let options =
         object_store::GetOptions { range: Some((start..end).into()), ..Default::default() };
-    let mut body = client.get_opts(key, options).await.map_err(failed)?.into_stream();
+    let got = client.get_opts(key, options).await.map_err(failed)?;
+    let object_len = got.meta.size;
+    let mut body = got.into_stream();
     let mut filled = 0;
     while let Some(piece) = body.try_next().await.map_err(failed)? {
         let Some(into) = to.get_mut(filled..filled + piece.len()) else {
@@ -644,11 +662,11 @@ async fn get_range_into(
         into.copy_from_slice(&piece);
         filled += piece.len();
     }
-    if filled < to.len() {
+    if filled < to.len() && start + (filled as u64) < object_len {
         let kind = std::io::ErrorKind::UnexpectedEof;
         return Err((kind, "GET range: the server sent less than asked".to_owned()));
     }
-    Ok(())
+    Ok((filled, object_len))
 }
 
 impl S3Pack {
@@ -658,6 +676,7 @@ impl S3Pack {
         self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
         self.inner.counts.bytes_down.fetch_add(end - start, Ordering::Relaxed);
         let (client, key) = (self.inner.client.clone(), self.key.clone());
+        let size = Arc::clone(&self.size);
         let task = self.inner.runtime.spawn(async move {
             // The window is a mapping of its own, given back to the system when dropped: as
             // buffers of the allocator, windows of a few MiB raised glibc's threshold for
@@ -665,8 +684,9 @@ impl S3Pack {
             let len = usize::try_from(end - start).unwrap_or(usize::MAX);
             let failed = |e: std::io::Error| (e.kind(), e.to_string());
             let mut window = memmap2::MmapMut::map_anon(len).map_err(failed)?;
-            get_range_into(&client, &key, start, &mut window).await?;
-            Ok(bytes::Bytes::from_owner(window.make_read_only().map_err(failed)?))
+            let (filled, object_len) = get_range_into(&client, &key, start, &mut window).await?;
+            let _ = size.set(object_len);
+            Ok(bytes::Bytes::from_owner(window.make_read_only().map_err(failed)?).slice(..filled))
         });
         async move {
             task.await
@@ -684,21 +704,37 @@ impl S3Pack {
 
 impl PackSource for S3Pack {
     fn size(&self) -> u64 {
-        self.size
+        if let Some(size) = self.size.get() {
+            return *size;
+        }
+        // Opened without a HEAD and not read yet (only a read that failed asks): a pack that
+        // cannot be looked at reads as empty, which the caller reports as cut short.
+        match self.inner.head(&self.key) {
+            Ok(meta) => *self.size.get_or_init(|| meta.size),
+            Err(_) => 0,
+        }
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let end =
-            offset.checked_add(buf.len() as u64).filter(|e| *e <= self.size).ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end of the pack")
-            })?;
+        let past_end =
+            || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end of the pack");
+        // Not known yet (opened without a HEAD): the first answer tells, and a read past the
+        // end gets fewer bytes than it asked for.
+        let size = self.size.get().copied();
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|e| size.is_none_or(|size| *e <= size))
+            .ok_or_else(past_end)?;
         // A read as large as the largest window (a whole pack checked) goes straight into the
         // caller's buffer: kept as a window too, it would be held twice.
         if buf.len() as u64 >= windows::MAX_WINDOW {
             self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
             self.inner.counts.bytes_down.fetch_add(buf.len() as u64, Ordering::Relaxed);
             let got = get_range_into(&self.inner.client, &self.key, offset, buf);
-            return self.inner.runtime.block_on(got).map_err(|e| self.failed(e));
+            let (filled, object_len) =
+                self.inner.runtime.block_on(got).map_err(|e| self.failed(e))?;
+            let _ = self.size.set(object_len);
+            return if filled == buf.len() { Ok(()) } else { Err(past_end()) };
         }
         let pieces = {
             let mut windows = self
@@ -706,7 +742,7 @@ impl PackSource for S3Pack {
                 .windows
                 .lock()
                 .map_err(|_| std::io::Error::other("a reader of the bucket panicked"))?;
-            let mut found = windows.lookup(self.id, offset, end, self.size);
+            let mut found = windows.lookup(self.id, offset, end, size.unwrap_or(u64::MAX));
             if let Some(miss) = found.miss {
                 let window = self.fetch(miss.start, miss.end);
                 windows.insert(self.id, miss, window.clone());
@@ -719,9 +755,16 @@ impl PackSource for S3Pack {
         };
         let mut at = offset;
         for (start, window) in pieces {
+            if at < start {
+                break; // the window before ended short, at the pack's end
+            }
             let bytes = self.inner.runtime.block_on(window).map_err(|e| {
                 if let Ok(mut windows) = self.inner.windows.lock() {
-                    windows.forget(self.id, start);
+                    windows.forget(self.id, Some(start));
+                }
+                // Asked past the end of a pack whose length was not known yet: said as such.
+                if size.is_none() && end > self.size() {
+                    return past_end();
                 }
                 self.failed(e)
             })?;
@@ -734,10 +777,7 @@ impl PackSource for S3Pack {
             at += n as u64;
         }
         if at < end {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the server sent less than asked",
-            ));
+            return Err(past_end());
         }
         Ok(())
     }
