@@ -673,8 +673,7 @@ impl S3Pack {
     /// Starts fetching `start..end` of the pack.
     fn fetch(&self, start: u64, end: u64) -> Window {
         use futures::FutureExt;
-        self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
-        self.inner.counts.bytes_down.fetch_add(end - start, Ordering::Relaxed);
+        self.count_get(end - start);
         let (client, key) = (self.inner.client.clone(), self.key.clone());
         let size = Arc::clone(&self.size);
         let task = self.inner.runtime.spawn(async move {
@@ -696,10 +695,29 @@ impl S3Pack {
         .shared()
     }
 
-    /// `e` as the I/O error of a read of this pack, naming it.
-    fn failed(&self, (kind, message): (std::io::ErrorKind, String)) -> std::io::Error {
+    /// Counts a GET of `len` bytes.
+    fn count_get(&self, len: u64) {
+        self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
+        self.inner.counts.bytes_down.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// `e` as the I/O error of a read of this pack up to `end`, naming it; a read past the end
+    /// of a pack whose length was not known before (`known`) is said as such.
+    fn failed(
+        &self,
+        (kind, message): (std::io::ErrorKind, String),
+        known: Option<u64>,
+        end: u64,
+    ) -> std::io::Error {
+        if known.is_none() && end > self.size() {
+            return past_end();
+        }
         std::io::Error::new(kind, format!("{}: {message}", self.inner.url(&self.key).display()))
     }
+}
+
+fn past_end() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end of the pack")
 }
 
 impl PackSource for S3Pack {
@@ -716,8 +734,6 @@ impl PackSource for S3Pack {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let past_end =
-            || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end of the pack");
         // Not known yet (opened without a HEAD): the first answer tells, and a read past the
         // end gets fewer bytes than it asked for.
         let size = self.size.get().copied();
@@ -728,11 +744,10 @@ impl PackSource for S3Pack {
         // A read as large as the largest window (a whole pack checked) goes straight into the
         // caller's buffer: kept as a window too, it would be held twice.
         if buf.len() as u64 >= windows::MAX_WINDOW {
-            self.inner.counts.get.fetch_add(1, Ordering::Relaxed);
-            self.inner.counts.bytes_down.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            self.count_get(buf.len() as u64);
             let got = get_range_into(&self.inner.client, &self.key, offset, buf);
             let (filled, object_len) =
-                self.inner.runtime.block_on(got).map_err(|e| self.failed(e))?;
+                self.inner.runtime.block_on(got).map_err(|e| self.failed(e, size, end))?;
             let _ = self.size.set(object_len);
             return if filled == buf.len() { Ok(()) } else { Err(past_end()) };
         }
@@ -748,7 +763,8 @@ impl PackSource for S3Pack {
                 windows.insert(self.id, miss, window.clone());
                 found.pieces.push((miss.start, window));
             }
-            if let Some(ahead) = found.ahead {
+            // Nothing ahead of a pack of unknown length (it may end there).
+            if let Some(ahead) = found.ahead.filter(|_| size.is_some()) {
                 windows.insert(self.id, ahead, self.fetch(ahead.start, ahead.end));
             }
             found.pieces
@@ -762,18 +778,15 @@ impl PackSource for S3Pack {
                 if let Ok(mut windows) = self.inner.windows.lock() {
                     windows.forget(self.id, Some(start));
                 }
-                // Asked past the end of a pack whose length was not known yet: said as such.
-                if size.is_none() && end > self.size() {
-                    return past_end();
-                }
-                self.failed(e)
+                self.failed(e, size, end)
             })?;
-            let (from, to) = (at - offset, end - offset);
+            // `at - offset` is within `buf` (at < end), `at - start` within the window or past
+            // what it holds.
+            let into = &mut buf[usize::try_from(at - offset).unwrap_or(usize::MAX)..];
             let held =
                 bytes.get(usize::try_from(at - start).unwrap_or(usize::MAX)..).unwrap_or(&[]);
-            let n = held.len().min(usize::try_from(to - from).unwrap_or(usize::MAX));
-            let from = usize::try_from(from).unwrap_or(usize::MAX);
-            buf[from..from + n].copy_from_slice(&held[..n]);
+            let n = held.len().min(into.len());
+            into[..n].copy_from_slice(&held[..n]);
             at += n as u64;
         }
         if at < end {
