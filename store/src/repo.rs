@@ -575,13 +575,24 @@ impl Repository {
         kind: crate::crypto::FileKind,
         object: ObjectRef,
     ) -> Result<Vec<u8>> {
-        let corrupt = |reason| Error::corrupt(object.clone(), reason);
-        let bytes =
-            crate::storage::read_checked(self.storage(), dir, id, max_len)?.map_err(corrupt)?;
+        let bytes = crate::storage::read_checked(self.storage(), dir, id, max_len)?
+            .map_err(|reason| Error::corrupt(object.clone(), reason))?;
+        self.open_sealed(kind, bytes, object)
+    }
+
+    /// The plaintext of `bytes`, a file of `kind` as stored (opened when the repository is
+    /// encrypted). Damage is named as `object`.
+    fn open_sealed(
+        &self,
+        kind: crate::crypto::FileKind,
+        bytes: Vec<u8>,
+        object: ObjectRef,
+    ) -> Result<Vec<u8>> {
         // Unencrypted, the plaintext is the stored bytes themselves: no copy.
-        let opened = match self.crypto.open_file(kind, &bytes).map_err(corrupt)? {
-            std::borrow::Cow::Owned(plain) => Some(plain),
-            std::borrow::Cow::Borrowed(_) => None,
+        let opened = match self.crypto.open_file(kind, &bytes) {
+            Ok(std::borrow::Cow::Owned(plain)) => Some(plain),
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Err(reason) => return Err(Error::corrupt(object, reason)),
         };
         Ok(opened.unwrap_or(bytes))
     }

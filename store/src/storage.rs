@@ -134,6 +134,36 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// [`Error::Io`] (`NotFound` when there is no such object).
     fn read(&self, dir: ObjectDir, id: Id) -> Result<Vec<u8>>;
 
+    /// The bytes of object `id` of `dir`, as stored, when it is at most `max_len` long;
+    /// `Ok(Err(len))` when it is longer, and then nothing more is read. In as few requests as
+    /// the storage allows (object storage: one GET, whose answer gives the length before the
+    /// body).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` when there is no such object).
+    fn read_at_most(
+        &self,
+        dir: ObjectDir,
+        id: Id,
+        max_len: u64,
+    ) -> Result<std::result::Result<Vec<u8>, u64>> {
+        let len = self.size(dir, id)?;
+        if len > max_len {
+            return Ok(Err(len));
+        }
+        self.read(dir, id).map(Ok)
+    }
+
+    /// The bytes of object `id` of `dir` and its [age](Storage::age), together (object
+    /// storage: one GET, whose answer gives the time it was written).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`NotFound` when there is no such object).
+    fn read_with_age(&self, dir: ObjectDir, id: Id) -> Result<(Vec<u8>, std::time::Duration)> {
+        let bytes = self.read(dir, id)?;
+        Ok((bytes, self.age(dir, id)?))
+    }
+
     /// Writes object `id` of `dir`: whole or not at all, durable when it returns. `label`
     /// names the crash points of the write (`<label>_synced`, `_renamed`, `_durable`).
     ///
@@ -192,6 +222,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`Error::Io`] (`NotFound` when there is no such object).
     fn age(&self, dir: ObjectDir, id: Id) -> Result<std::time::Duration>;
+
+    /// Writes a new lock, object `id` of `dir` (a name never used before), as
+    /// [`Storage::write`] does. A storage that has to be probed ([`Storage::conditional_writes`],
+    /// and its clock for [`Storage::age`]) and was not yet probed by this process may probe on
+    /// the lock itself rather than on an object of its own: object storage then asks one more
+    /// request, not four. On error no lock is left.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    fn write_lock(&self, dir: ObjectDir, id: Id, bytes: &[u8], label: &str) -> Result<()> {
+        self.write(dir, id, bytes, WriteMode::Replace, label)
+    }
 
     /// Makes object `id` of `dir` new again (its age 0), bytes unchanged: a lock's refresh.
     ///
@@ -445,11 +487,10 @@ pub(crate) fn read_checked(
     max_len: u64,
 ) -> Result<std::result::Result<Vec<u8>, crate::error::Corruption>> {
     use crate::error::Corruption;
-    let len = storage.size(dir, id)?;
-    if len > max_len {
-        return Ok(Err(Corruption::Invalid(format!("{len} bytes is too large"))));
-    }
-    let bytes = storage.read(dir, id)?;
+    let bytes = match storage.read_at_most(dir, id, max_len)? {
+        Ok(bytes) => bytes,
+        Err(len) => return Ok(Err(Corruption::Invalid(format!("{len} bytes is too large")))),
+    };
     let actual = Id::hash(&bytes);
     if actual != id {
         return Ok(Err(Corruption::HashMismatch { expected: id, actual }));
@@ -496,6 +537,13 @@ pub(crate) mod tests {
         assert_eq!(read_checked(storage, ObjectDir::Snapshots, ida, 100).unwrap().unwrap(), a);
         let too_long = read_checked(storage, ObjectDir::Snapshots, idb, 4).unwrap();
         assert!(matches!(too_long, Err(Corruption::Invalid(_))), "{too_long:?}");
+        assert_eq!(storage.read_at_most(ObjectDir::Snapshots, idb, 16).unwrap(), Ok(b.clone()));
+        assert_eq!(storage.read_at_most(ObjectDir::Snapshots, idb, 15).unwrap(), Err(16));
+        let gone = storage.read_at_most(ObjectDir::Index, ida, 100).unwrap_err();
+        assert!(
+            matches!(&gone, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound),
+            "{gone}"
+        );
         let wrong = Id::hash(b"something else");
         storage.write(ObjectDir::Snapshots, wrong, &a, WriteMode::Replace, "test").unwrap();
         let mismatch = read_checked(storage, ObjectDir::Snapshots, wrong, 100).unwrap();
@@ -593,10 +641,13 @@ pub(crate) mod tests {
 
         // A lock's age runs from its write, and a touch makes it new again.
         let lock = Id::hash(b"a lock");
-        storage.write(ObjectDir::Locks, lock, b"held", WriteMode::Replace, "lock").unwrap();
+        storage.write_lock(ObjectDir::Locks, lock, b"held", "lock").unwrap();
         std::thread::sleep(clock_resolution);
         let old = storage.age(ObjectDir::Locks, lock).unwrap();
         assert!(old >= std::time::Duration::from_secs(1), "{old:?}");
+        let (held, age) = storage.read_with_age(ObjectDir::Locks, lock).unwrap();
+        assert_eq!(held, b"held");
+        assert!(age >= old && age < old + std::time::Duration::from_secs(2), "{age:?}, {old:?}");
         storage.touch(ObjectDir::Locks, lock).unwrap();
         assert!(storage.age(ObjectDir::Locks, lock).unwrap() < old);
         assert_eq!(storage.read(ObjectDir::Locks, lock).unwrap(), b"held");

@@ -87,6 +87,13 @@ impl Layout {
         self.tmp_dir().join(format!("{purpose}-{}", std::process::id()))
     }
 
+    /// `manifests/`: in this host's directory of a repository in object storage, copies of
+    /// the manifests it read or wrote (FORMAT.md §13.1).
+    #[must_use]
+    pub fn manifest_copies_dir(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+
     /// `cache/`: the default place of this host's index cache.
     #[must_use]
     pub fn default_cache_dir(&self) -> PathBuf {

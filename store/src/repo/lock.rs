@@ -17,7 +17,7 @@ use crate::error::{Corruption, Error, ObjectRef, Result};
 use crate::id::Id;
 use crate::lock::{LockKind, LockRecord};
 use crate::repo::Repository;
-use crate::storage::{ObjectDir, Storage, WriteMode};
+use crate::storage::{ObjectDir, Storage};
 
 /// A held lock's modification time is refreshed this often (or every eighth of the stale time,
 /// when that is shorter).
@@ -184,20 +184,28 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`] when `locks/` cannot be listed.
     pub fn list_locks(&self, stale_after: Duration) -> Result<Vec<Result<LockInfo>>> {
-        Ok(self.scan_locks(stale_after)?.into_iter().map(|(_, lock)| lock).collect())
+        self.locks_but(stale_after, None)
     }
 
-    /// [`Repository::list_locks`], each with its id.
-    fn scan_locks(&self, stale_after: Duration) -> Result<Vec<(Id, Result<LockInfo>)>> {
+    /// [`Repository::list_locks`] but for `own` (not read: this process knows it).
+    fn locks_but(&self, stale_after: Duration, own: Option<Id>) -> Result<Vec<Result<LockInfo>>> {
+        Ok(self.scan_locks(stale_after, own)?.into_iter().map(|(_, lock)| lock).collect())
+    }
+
+    /// [`Repository::list_locks`] but for `own`, each with its id.
+    fn scan_locks(
+        &self,
+        stale_after: Duration,
+        own: Option<Id>,
+    ) -> Result<Vec<(Id, Result<LockInfo>)>> {
         let host = this_host();
         let mut out = Vec::new();
         for id in self.storage.list(ObjectDir::Locks)? {
+            if Some(id) == own {
+                continue;
+            }
             let path = self.storage.describe(ObjectDir::Locks, id);
-            let read = self.storage.read(ObjectDir::Locks, id).and_then(|b| {
-                let age = self.storage.age(ObjectDir::Locks, id)?;
-                Ok((b, age))
-            });
-            let (bytes, age) = match read {
+            let (bytes, age) = match self.storage.read_with_age(ObjectDir::Locks, id) {
                 Ok(v) => v,
                 // Removed by its holder while we listed.
                 Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
@@ -246,10 +254,6 @@ impl Repository {
             start_ns: crate::time::now_ns(),
             command: opts.command.clone(),
         };
-        // Where a create is not refused when the object exists, a lock refresh cannot tell
-        // that its lock was removed, and racing `init`s and key writes are not told apart:
-        // there no two processes hold locks at once.
-        let one_at_a_time = !self.storage.conditional_writes()?;
         let deadline = std::time::Instant::now() + opts.wait;
         let mut attempt = 0u32;
         let mut vanished = 0u32;
@@ -257,7 +261,7 @@ impl Repository {
             let id = Id::hash(format!("{record:?}{attempt}{:?}", SystemTime::now()).as_bytes());
             let sealed =
                 self.seal_file(crate::crypto::FileKind::Lock, record.encode(self.version())?)?;
-            match self.storage.write(ObjectDir::Locks, id, &sealed, WriteMode::Replace, "lock") {
+            match self.storage.write_lock(ObjectDir::Locks, id, &sealed, "lock") {
                 Ok(()) => {}
                 // Our temp file went before it became the lock: a prune, under the exclusive
                 // lock, clears `tmp/`. Try again; the next listing meets that lock if it is
@@ -272,8 +276,26 @@ impl Repository {
                 }
                 Err(e) => return Err(e),
             }
+            // Where a create is not refused when the object exists, a lock refresh cannot
+            // tell that its lock was removed, and racing `init`s and key writes are not told
+            // apart: there no two processes hold locks at once. (Known once the lock is
+            // written: object storage is probed on it.)
+            let one_at_a_time = match self.storage.conditional_writes() {
+                Ok(honoured) => !honoured,
+                Err(e) => {
+                    let _ = self.storage.remove(ObjectDir::Locks, &[id]);
+                    return Err(e);
+                }
+            };
             let mut blocker = None;
-            for other in self.list_locks(opts.stale_after)? {
+            let others = match self.locks_but(opts.stale_after, Some(id)) {
+                Ok(others) => others,
+                Err(e) => {
+                    let _ = self.storage.remove(ObjectDir::Locks, &[id]);
+                    return Err(e);
+                }
+            };
+            for other in others {
                 let other = match other {
                     Ok(o) => o,
                     Err(e) => {
@@ -370,9 +392,9 @@ impl Repository {
             }
             _ => (None, DEFAULT_STALE_AFTER),
         };
-        for lock in self.list_locks(stale_after)? {
+        for lock in self.locks_but(stale_after, own)? {
             match lock {
-                Ok(info) if Some(info.id) == own || info.stale || info.dead => {}
+                Ok(info) if info.stale || info.dead => {}
                 _ => return Ok(true),
             }
         }
@@ -386,7 +408,7 @@ impl Repository {
     /// [`Error::Io`] when `locks/` cannot be listed or a lock not removed.
     pub fn unlock(&self, stale_after: Duration, all: bool) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for (id, lock) in self.scan_locks(stale_after)? {
+        for (id, lock) in self.scan_locks(stale_after, None)? {
             let note = match lock {
                 Ok(info) if all || info.stale || info.dead => info.to_string(),
                 Ok(_) => continue,
@@ -459,7 +481,9 @@ mod tests {
         let put = |name: &[u8], record: &LockRecord| {
             let id = Id::hash(name);
             let bytes = record.encode(repo.version()).unwrap();
-            repo.storage().write(ObjectDir::Locks, id, &bytes, WriteMode::Replace, "t").unwrap();
+            repo.storage()
+                .write(ObjectDir::Locks, id, &bytes, crate::storage::WriteMode::Replace, "t")
+                .unwrap();
             (id, repo.storage().describe(ObjectDir::Locks, id))
         };
         let (_, dead_path) = put(b"dead", &dead);

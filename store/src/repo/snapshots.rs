@@ -36,22 +36,39 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`] when the directory cannot be listed.
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self.storage.list(ObjectDir::Snapshots)?.into_iter().map(SnapshotId).collect())
+        let ids = self.storage.list(ObjectDir::Snapshots)?;
+        if let Some(copies) = self.manifest_copies() {
+            forget_copies_but(&copies, &ids);
+        }
+        Ok(ids.into_iter().map(SnapshotId).collect())
     }
 
-    /// Loads and verifies one manifest.
+    /// Loads and verifies one manifest (of a repository in object storage, from this host's
+    /// copy when it has one, verified as the object is).
     ///
     /// # Errors
     /// [`Error::Io`], [`Error::Corrupt`] naming the snapshot, [`Error::UnsupportedVersion`].
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Manifest> {
-        let plain = self.read_sealed(
-            ObjectDir::Snapshots,
-            id.0,
-            MAX_MANIFEST_FILE_LEN,
-            crate::crypto::FileKind::Manifest,
-            ObjectRef::Snapshot(id),
-        )?;
-        Manifest::decode(&plain).map_err(|reason| Error::corrupt(ObjectRef::Snapshot(id), reason))
+        let object = ObjectRef::Snapshot(id);
+        let copies = self.manifest_copies();
+        let sealed = match copies.as_deref().and_then(|dir| read_copy(dir, id.0)) {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = crate::storage::read_checked(
+                    self.storage(),
+                    ObjectDir::Snapshots,
+                    id.0,
+                    MAX_MANIFEST_FILE_LEN,
+                )?
+                .map_err(|reason| Error::corrupt(object.clone(), reason))?;
+                if let Some(dir) = &copies {
+                    self.keep_copy(dir, id.0, &bytes);
+                }
+                bytes
+            }
+        };
+        let plain = self.open_sealed(crate::crypto::FileKind::Manifest, sealed, object.clone())?;
+        Manifest::decode(&plain).map_err(|reason| Error::corrupt(object, reason))
     }
 
     /// Writes a manifest, last step of a snapshot: temp + fsync + rename + directory fsync.
@@ -61,12 +78,12 @@ impl Repository {
     pub fn save_snapshot(&self, manifest: &Manifest) -> Result<SnapshotId> {
         self.check_lock()?;
         let plain = manifest.encode(self.version())?;
-        let id = self.write_sealed(
-            ObjectDir::Snapshots,
-            crate::crypto::FileKind::Manifest,
-            plain,
-            "manifest",
-        )?;
+        let sealed = self.seal_file(crate::crypto::FileKind::Manifest, plain)?;
+        let id = Id::hash(&sealed);
+        self.storage.write(ObjectDir::Snapshots, id, &sealed, WriteMode::Replace, "manifest")?;
+        if let Some(dir) = self.manifest_copies() {
+            self.keep_copy(&dir, id, &sealed);
+        }
         Ok(SnapshotId(id))
     }
 
@@ -75,7 +92,36 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`].
     pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
-        self.storage.remove(ObjectDir::Snapshots, &[id.0])
+        self.storage.remove(ObjectDir::Snapshots, &[id.0])?;
+        if let Some(dir) = self.manifest_copies() {
+            let _ = std::fs::remove_file(dir.join(id.0.to_hex()));
+        }
+        Ok(())
+    }
+
+    /// Where this host keeps copies of the manifests of a repository in object storage, so
+    /// that each is downloaded once, not at every run (none for a local repository, whose
+    /// manifests are as near as a copy; none for a check of the repository itself).
+    fn manifest_copies(&self) -> Option<PathBuf> {
+        let off = self.blob_cache_off.load(std::sync::atomic::Ordering::Relaxed);
+        (!self.storage.lists_cheaply() && !off).then(|| self.layout.manifest_copies_dir())
+    }
+
+    /// Keeps a copy of manifest `id` (its sealed bytes): written under a temp name and
+    /// renamed, not synced (a copy torn by a crash fails its hash and is downloaded again).
+    /// Best effort: a copy that cannot be kept only costs a download next time.
+    fn keep_copy(&self, dir: &Path, id: Id, sealed: &[u8]) {
+        let kept = (|| {
+            crate::fs::ensure_dir(dir)?;
+            let (mut file, temp) = crate::fs::create_temp(&self.layout.tmp_dir(), "manifest")?;
+            let done = std::io::Write::write_all(&mut file, sealed)
+                .and_then(|()| std::fs::rename(&temp, dir.join(id.to_hex())));
+            if done.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            done.at(dir)
+        })();
+        drop(kept);
     }
 
     /// Finds the snapshot `reference` names: `latest`, a set name (`YYYYMMDD-HHMMSS`, its start
@@ -115,9 +161,8 @@ impl Repository {
             });
         }
         let matches: Vec<SnapshotId> = self
-            .list_snapshots()?
+            .list_snapshot_ids()?
             .into_iter()
-            .map(|s| s.id)
             .filter(|id| id.to_hex().starts_with(reference))
             .collect();
         match matches.as_slice() {
@@ -127,6 +172,32 @@ impl Repository {
                 reference: reference.to_owned(),
                 count: matches.len(),
             }),
+        }
+    }
+}
+
+/// This host's copy of manifest `id` in `dir`, when there is one that hashes to its name.
+fn read_copy(dir: &Path, id: Id) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(dir.join(id.to_hex()))
+        .ok()?
+        .take(MAX_MANIFEST_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let fits = bytes.len() as u64 <= MAX_MANIFEST_FILE_LEN;
+    (fits && Id::hash(&bytes) == id).then_some(bytes)
+}
+
+/// Removes the copies in `dir` of manifests no longer listed (`listed`, sorted), and anything
+/// else there. Best effort.
+fn forget_copies_but(dir: &Path, listed: &[Id]) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let id = name.to_str().and_then(|n| n.parse::<Id>().ok());
+        if id.is_none_or(|id| listed.binary_search(&id).is_err()) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

@@ -312,6 +312,33 @@ impl Inner {
         Ok(bytes.to_vec())
     }
 
+    /// [`Inner::get`] of an object at most `max_len` long: `Ok(Err(len))` when it is longer,
+    /// told by the answer's length before its body is read (which is then not read). With
+    /// the object's metadata.
+    fn get_at_most(
+        &self,
+        key: &Key,
+        max_len: u64,
+    ) -> Result<(std::result::Result<Vec<u8>, u64>, object_store::ObjectMeta)> {
+        self.counts.get.fetch_add(1, Ordering::Relaxed);
+        let (bytes, meta) = self
+            .runtime
+            .block_on(async {
+                let got = self.client.get(key).await?;
+                let meta = got.meta.clone();
+                if meta.size > max_len {
+                    return Ok((Err(meta.size), meta));
+                }
+                Ok((Ok(got.bytes().await?), meta))
+            })
+            .map_err(|e| self.fail("GET", key, e))?;
+        let bytes = bytes.map(|b| {
+            self.counts.bytes_down.fetch_add(b.len() as u64, Ordering::Relaxed);
+            b.to_vec()
+        });
+        Ok((bytes, meta))
+    }
+
     fn head(&self, key: &Key) -> Result<object_store::ObjectMeta> {
         self.counts.head.fetch_add(1, Ordering::Relaxed);
         self.runtime.block_on(self.client.head(key)).map_err(|e| self.fail("HEAD", key, e))
@@ -425,30 +452,46 @@ impl Inner {
             return Ok(p);
         }
         let key = self.key(&format!("probe-{}", crate::repo::random_id()?.to_hex()));
-        let before = crate::time::now_ns();
-        self.put(&key, PutPayload::from_static(b"probe"), PutMode::Create)?;
-        let after = crate::time::now_ns();
-        let conditional_writes =
-            match self.put(&key, PutPayload::from_static(b"again"), PutMode::Create) {
-                Ok(()) => false,
-                Err(Error::Io { cause, .. })
-                    if cause.kind() == std::io::ErrorKind::AlreadyExists =>
-                {
-                    true
-                }
-                Err(e) => {
-                    let _ = self.delete(&key);
-                    return Err(e);
-                }
-            };
-        let meta = self.head(&key);
+        let payload = PutPayload::from_static(b"probe");
+        let probe = self.probe_on(&key, &payload, |p| self.put(&key, p, PutMode::Create));
         let _ = self.delete(&key);
-        // The server's time stamps are whole seconds: the middle of that second.
-        let server_ms = meta?.last_modified.timestamp_millis() + 500;
-        let local_ms = (before / 2 + after / 2) / 1_000_000;
-        let probe = Probe { conditional_writes, clock_offset_ms: server_ms - local_ms };
+        let probe = probe?;
         *held = Some(probe);
         Ok(probe)
+    }
+
+    /// Creates `key` with `create` and learns from it whether the server refuses a second
+    /// create of one object (the same bytes again: nothing changes where it does not) and
+    /// what its clock says (the object's `Last-Modified`). The object stays; on error the
+    /// caller removes it.
+    fn probe_on(
+        &self,
+        key: &Key,
+        payload: &PutPayload,
+        create: impl FnOnce(PutPayload) -> Result<()>,
+    ) -> Result<Probe> {
+        let before = crate::time::now_ns();
+        create(payload.clone())?;
+        let after = crate::time::now_ns();
+        let conditional_writes = match self.put(key, payload.clone(), PutMode::Create) {
+            Ok(()) => false,
+            Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::AlreadyExists => {
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        // The server's time stamps are whole seconds: the middle of that second.
+        let server_ms = self.head(key)?.last_modified.timestamp_millis() + 500;
+        let local_ms = (before / 2 + after / 2) / 1_000_000;
+        Ok(Probe { conditional_writes, clock_offset_ms: server_ms - local_ms })
+    }
+
+    /// The age of an object whose `Last-Modified` is `meta`'s, by the server's clock.
+    fn age_of(&self, meta: &object_store::ObjectMeta) -> Result<Duration> {
+        let offset = self.probe()?.clock_offset_ms;
+        let server_now = crate::time::now_ns() / 1_000_000 + offset;
+        let written = meta.last_modified.timestamp_millis() + 500;
+        Ok(Duration::from_millis(u64::try_from(server_now - written).unwrap_or(0)))
     }
 }
 
@@ -559,11 +602,45 @@ impl Storage for S3Storage {
     }
 
     fn age(&self, dir: ObjectDir, id: Id) -> Result<Duration> {
-        let offset = self.inner.probe()?.clock_offset_ms;
         let meta = self.inner.head(&self.inner.object_key(dir, id))?;
-        let server_now = crate::time::now_ns() / 1_000_000 + offset;
-        let written = meta.last_modified.timestamp_millis() + 500;
-        Ok(Duration::from_millis(u64::try_from(server_now - written).unwrap_or(0)))
+        self.inner.age_of(&meta)
+    }
+
+    fn read_at_most(
+        &self,
+        dir: ObjectDir,
+        id: Id,
+        max_len: u64,
+    ) -> Result<std::result::Result<Vec<u8>, u64>> {
+        Ok(self.inner.get_at_most(&self.inner.object_key(dir, id), max_len)?.0)
+    }
+
+    fn read_with_age(&self, dir: ObjectDir, id: Id) -> Result<(Vec<u8>, Duration)> {
+        let (bytes, meta) = self.inner.get_at_most(&self.inner.object_key(dir, id), u64::MAX)?;
+        Ok((bytes.unwrap_or_default(), self.inner.age_of(&meta)?))
+    }
+
+    fn write_lock(&self, dir: ObjectDir, id: Id, bytes: &[u8], label: &str) -> Result<()> {
+        let inner = &self.inner;
+        let key = inner.object_key(dir, id);
+        let mut held = inner.probe.lock().map_err(|_| Error::WorkerPanicked)?;
+        if held.is_some() {
+            return inner.write(&key, bytes, WriteMode::CreateNew, label);
+        }
+        // Not probed yet: the lock is the probe (created, created again, looked at).
+        let payload = PutPayload::from(bytes.to_vec());
+        match inner
+            .probe_on(&key, &payload, |_| inner.write(&key, bytes, WriteMode::CreateNew, label))
+        {
+            Ok(probe) => {
+                *held = Some(probe);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = inner.delete(&key);
+                Err(e)
+            }
+        }
     }
 
     fn touch(&self, dir: ObjectDir, id: Id) -> Result<()> {
@@ -841,6 +918,99 @@ mod tests {
         super::super::tests::conformance(&storage, staging.path(), Duration::from_millis(2500));
         let used = storage.requests().unwrap();
         assert!(used.put > 16 && used.get > 0 && used.list > 0, "{used:?}");
+    }
+
+    /// A process's first lock is its probe of the server: created, created again (refused),
+    /// looked at; no probe object of its own.
+    #[test]
+    fn the_first_lock_is_the_probe() {
+        let base = crate::testing::s3_test_location("probe-lock");
+        let storage = S3Storage::open(&base).unwrap();
+        let lock = Id::hash(b"a lock");
+        storage.write_lock(ObjectDir::Locks, lock, b"held", "lock").unwrap();
+        let used = storage.requests().unwrap();
+        assert_eq!((used.put, used.head, used.delete), (2, 1, 0), "{used:?}");
+        assert!(storage.conditional_writes().unwrap(), "SeaweedFS honours If-None-Match");
+        assert_eq!(storage.requests().unwrap(), used, "known from the lock");
+        assert_eq!(storage.read(ObjectDir::Locks, lock).unwrap(), b"held");
+        assert!(storage.age(ObjectDir::Locks, lock).unwrap() < Duration::from_secs(5));
+        assert!(storage.inner.list("", true).unwrap().len() == 1, "only the lock is there");
+        // Probed: the next lock is one request.
+        storage.write_lock(ObjectDir::Locks, Id::hash(b"another"), b"held", "lock").unwrap();
+        assert_eq!(storage.requests().unwrap().put, used.put + 1);
+    }
+
+    /// Manifests are downloaded once per host: this host's copies serve later runs, a copy that
+    /// does not verify is downloaded again, and copies of removed sets are forgotten; a check
+    /// reads the bucket's.
+    #[test]
+    fn manifests_are_downloaded_once_and_their_copies_verified() {
+        use crate::repo::{InitOptions, OpenOptions, RepoLocation, Repository};
+        let dir = tempfile::tempdir().unwrap();
+        let location = RepoLocation::S3(crate::testing::s3_test_location("manifests"));
+        let cache = Some(dir.path().join("host"));
+        let repo = Repository::init_at(&location, &InitOptions::default(), cache.clone()).unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..3 {
+            #[allow(clippy::disallowed_methods, reason = "a source tree, not the repository")]
+            std::fs::write(src.join("file"), format!("version {i}")).unwrap();
+            crate::testing::snap(&repo, dir.path());
+        }
+        drop(repo);
+        let copies = dir.path().join("host/manifests");
+        let open = || {
+            let opts = OpenOptions { cache_dir: cache.clone(), ..OpenOptions::default() };
+            Repository::open_at(&location, &opts).unwrap()
+        };
+        let manifests = |repo: &Repository| {
+            let mut m: Vec<_> = repo
+                .list_snapshots()
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.id, s.manifest.unwrap().time_ns))
+                .collect();
+            m.sort_unstable();
+            m
+        };
+        let repo = open();
+        let before = repo.storage().requests().unwrap();
+        let sets = manifests(&repo);
+        assert_eq!(sets.len(), 3);
+        let used = repo.storage().requests().unwrap();
+        assert_eq!((used.get - before.get, used.head - before.head), (0, 0), "written here: kept");
+        assert_eq!(std::fs::read_dir(&copies).unwrap().count(), 3);
+
+        // A copy lost, one damaged: both downloaded again, the same sets.
+        let (lost, damaged) = (copies.join(sets[0].0.to_hex()), copies.join(sets[1].0.to_hex()));
+        std::fs::remove_file(&lost).unwrap();
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        bytes[10] ^= 1;
+        #[allow(clippy::disallowed_methods, reason = "damaging a copy on purpose")]
+        std::fs::write(&damaged, bytes).unwrap();
+        let repo = open();
+        let before = repo.storage().requests().unwrap().get;
+        assert_eq!(manifests(&repo), sets);
+        let got = repo.storage().requests().unwrap().get - before;
+        assert_eq!(got, 2, "the lost and the damaged one");
+        assert_eq!(manifests(&open()), sets);
+        assert!(lost.exists() && damaged.exists(), "kept again");
+
+        // A set removed (by another host: the copy stays until a listing misses it).
+        repo.storage().remove(ObjectDir::Snapshots, &[sets[2].0 .0]).unwrap();
+        assert_eq!(manifests(&open()), sets[..2]);
+        assert_eq!(std::fs::read_dir(&copies).unwrap().count(), 2, "its copy forgotten");
+        // Removed here: the copy goes with it.
+        let repo = open();
+        repo.remove_snapshot(sets[1].0).unwrap();
+        assert!(!damaged.exists());
+
+        // A check of the repository reads the bucket's manifests.
+        let repo = open();
+        repo.bypass_blob_cache();
+        let before = repo.storage().requests().unwrap().get;
+        assert_eq!(manifests(&repo), sets[..1]);
+        assert_eq!(repo.storage().requests().unwrap().get - before, 1);
     }
 
     /// A frame of this host's cache that no longer verifies is forgotten, the blob read from its
