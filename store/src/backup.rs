@@ -32,7 +32,7 @@ mod writeonce;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -453,15 +453,6 @@ impl Children {
         if let Some(pid) = self.0.lock().ok().and_then(|mut slot| slot.take()) {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
-    }
-}
-
-/// Clears a flag when dropped (however the scope that holds it ends).
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::compress::{Codec, Compressor, Effort};
 use crate::error::{Error, Result};
@@ -527,24 +527,25 @@ pub(crate) fn run_stages<'env, T>(
     ) -> Result<T>,
 ) -> Result<(T, PackerStats)> {
     let Stages { repo, dedup, shared, threads, added, interrupted, on_interrupt } = *st;
-    // The watcher's own flag (the scope's threads may borrow only what outlives this call).
-    let running = std::sync::Arc::new(AtomicBool::new(true));
+    // The watcher looks for an interrupt every 50 ms, and stops the moment `stop_watching` is
+    // dropped (when the stages are over, or unwinding), not at its next look: the scope
+    // waits for it.
+    let (stop_watching, watching) = crossbeam_channel::bounded::<()>(0);
     let (raw_tx, raw_rx) = crossbeam_channel::bounded::<RawBlob>(2 * threads + 2);
     let (enc_tx, enc_rx) = crossbeam_channel::bounded(8);
     let outcome = std::thread::scope(|s| {
-        let _stop_watching = super::StopOnDrop(&running);
-        let running = std::sync::Arc::clone(&running);
+        let _stop_watching = stop_watching;
         // Stops everything when the operator asks (SIGINT, SIGTERM): the stages fail as on any
         // error (packs not indexed yet are removed).
         s.spawn(move || {
-            while running.load(Ordering::Relaxed) {
-                if interrupted() {
-                    shared.fail(Error::Interrupted);
-                    on_interrupt();
-                    break;
+            let tick = std::time::Duration::from_millis(50);
+            while !interrupted() {
+                if !matches!(watching.recv_timeout(tick), Err(RecvTimeoutError::Timeout)) {
+                    return;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(50));
             }
+            shared.fail(Error::Interrupted);
+            on_interrupt();
         });
         let (seal_tx, seal_rx) = crossbeam_channel::bounded(1);
         s.spawn(move || {
