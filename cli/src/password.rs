@@ -88,6 +88,22 @@ pub fn existing_as(password_file: Option<&Path>, prefix: &str, what: &str) -> Re
     )
 }
 
+/// The password [`existing_as`] would give when it needs neither a command nor a person
+/// (a password file that reads, `{prefix}_PASSWORD`), so that an encrypted repository opens in
+/// one go rather than after finding out that it is encrypted; `None` otherwise (and for a file
+/// that does not read: an unencrypted repository needs none, and an encrypted one then reports
+/// the file through [`existing_as`]).
+pub fn given(password_file: Option<&Path>, prefix: &str) -> Option<Password> {
+    if let Some(path) = password_file {
+        return from_file(path).ok();
+    }
+    if std::env::var_os(format!("{prefix}_PASSWORD_COMMAND")).is_some() {
+        return None;
+    }
+    let text = std::env::var_os(format!("{prefix}_PASSWORD"))?;
+    Some(Password::new(text.into_encoded_bytes()))
+}
+
 /// Asks twice for a new password.
 fn prompt_twice(what: &str) -> Result<Password> {
     let first = prompt(&format!("{what}: "))?;

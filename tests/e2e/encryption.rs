@@ -434,7 +434,23 @@ fn unencrypted_and_older_repositories_keep_working_without_a_password() {
         let run = no_password(&["key", "list"]);
         assert_eq!(run.code, 1);
         assert!(run.stderr.contains("not encrypted"), "{}", run.stderr);
+        // A password given anyway is ignored, and a password file that does not read is no
+        // error where none is needed.
+        let missing = env.path("no-such-password-file");
+        for vars in [
+            &[("STORE_PASSWORD", "ignored")][..],
+            &[("STORE_PASSWORD_FILE", missing.to_str().unwrap())][..],
+        ] {
+            run_with(&env, &["snapshots"], vars).ok();
+        }
     }
+    // Encrypted, a password file that does not read is named.
+    let env = Env::new();
+    env.init();
+    let missing = env.path("no-such-password-file");
+    let run = run_with(&env, &["snapshots"], &[("STORE_PASSWORD_FILE", missing.to_str().unwrap())]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("cannot read the password file"), "{}", run.stderr);
     // Version 2 cannot be encrypted: said so.
     let env = Env::new();
     let run = env.run("init", &["--format-version", "2", "--encryption", "xchacha20-poly1305"]);

@@ -151,11 +151,12 @@ impl RepoArg {
         let mut opts = store::OpenOptions {
             cache_dir: self.cache_dir.clone(),
             use_config_copy,
-            password: None,
+            password: crate::password::given(self.password_file.as_deref(), self.password_env),
             cache_size: Some(self.cache_size),
         };
         let mut opened = store::Repository::open_at(&location, &opts);
-        // The password is asked for only when the repository turns out to be encrypted.
+        // A password that takes a command or a person is asked for only when the repository
+        // turns out to be encrypted.
         if let Err(store::Error::PasswordRequired { .. }) = opened {
             let what = if self.password_env == "STORE" {
                 "the repository".to_owned()
