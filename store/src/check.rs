@@ -21,7 +21,6 @@ use rayon::prelude::*;
 use crate::damage::{DamageSet, DamagedCopy};
 use crate::error::{Error, Result};
 use crate::id::{DamageId, Id, IndexId, PackId, SnapshotId, TreeId};
-use crate::pack::verify_pack;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::Manifest;
@@ -506,9 +505,9 @@ struct PackRead {
     findings: Vec<Finding>,
 }
 
-/// Reads pack `pack` whole and verifies every blob its trailer lists, and its content hash.
+/// Reads pack `pack` once, in order, and verifies every blob its trailer lists, and its content
+/// hash.
 fn read_pack(repo: &Repository, pack: PackId) -> PackRead {
-    let crypto = repo.crypto();
     let mut r = PackRead {
         pack,
         read: false,
@@ -521,15 +520,15 @@ fn read_pack(repo: &Repository, pack: PackId) -> PackRead {
         r.damaged = true;
         r.findings.push(Finding::DamagedPack { pack, error });
     };
-    let bytes = match repo.read_pack(pack) {
-        Ok(b) => b,
+    let verdict = match repo.verify_pack(pack) {
+        Ok((_, v)) => v,
         Err(e) => {
             damaged(&mut r, e.to_string());
             return r;
         }
     };
     r.read = true;
-    let verdict = match verify_pack(&bytes, crypto) {
+    let verdict = match verdict {
         Ok(v) => v,
         Err(e) => {
             damaged(&mut r, e.to_string());

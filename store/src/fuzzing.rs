@@ -7,7 +7,9 @@ use crate::config::RepoConfig;
 use crate::crypto::{Crypto, FileKind, KeyFile, SEAL_OVERHEAD};
 use crate::index::decode_index_file;
 use crate::lock::LockRecord;
-use crate::pack::{check_blob, decode_blob_header, decode_footer, entries_in, verify_blob};
+use crate::pack::{
+    check_blob, decode_blob_header, decode_footer, entries_in, streamed_agrees, verify_blob,
+};
 use crate::snapshot::Manifest;
 use crate::tree::{decode_chunk_list, TreeBlob};
 
@@ -18,6 +20,8 @@ pub fn pack(bytes: &[u8]) -> bool {
 }
 
 fn pack_with(bytes: &[u8], crypto: &Crypto) -> bool {
+    // Read in order in pieces (as `check` reads a pack), the same findings as whole.
+    streamed_agrees(bytes, crypto, 1 + bytes.len() % 61);
     let Ok(entries) = entries_in(bytes, crypto) else { return false };
     let (mut raw, mut scratch) = (Vec::new(), Vec::new());
     entries.iter().all(|e| {

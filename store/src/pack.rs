@@ -16,9 +16,9 @@ pub(crate) use format::decode_footer;
 pub(crate) use format::{decode_entry, encode_entry};
 pub use format::{BlobKind, PackEntry, BLOB_HEADER_LEN, FOOTER_LEN, TRAILER_ENTRY_LEN};
 #[cfg(feature = "fuzzing")]
-pub(crate) use reader::{check_blob, entries_in, verify_blob};
+pub(crate) use reader::{check_blob, entries_in, streamed_agrees, verify_blob};
 pub use reader::{read_blob, LocalPack, PackReader, PackSource};
-pub(crate) use reader::{salvage_blobs, verify_pack, FrameAt};
+pub(crate) use reader::{salvage_blobs, verify_pack_in_order, FrameAt, PackVerdict};
 pub use writer::{EncodedBlob, PackWriter, SealedPack};
 
 #[cfg(test)]
@@ -167,10 +167,21 @@ mod tests {
         let sealed = write_golden_with(dir.path(), crate::FORMAT_VERSION, crypto);
         let path = dir.path().join(format!("{}.pack", sealed.id));
         let good = std::fs::read(&path).unwrap();
+        // Read in order in pieces of any size (as `check` reads packs), the same findings as
+        // holding the pack whole: for the intact pack and for every flipped byte below.
+        for piece in [1, 7, 100, good.len()] {
+            assert!(reader::streamed_agrees(&good, crypto, piece));
+            let source = reader::InPieces { bytes: &good, piece };
+            let verdict = reader::verify_pack_in_order(&source, crypto).unwrap().unwrap();
+            assert_eq!(verdict.hash, sealed.id.0);
+        }
         let damaged = dir.path().join("damaged.pack");
         for i in 0..good.len() {
             let mut bytes = good.clone();
             bytes[i] ^= 0x04;
+            for piece in [1, 7, 100] {
+                reader::streamed_agrees(&bytes, crypto, piece);
+            }
             std::fs::write(&damaged, &bytes).unwrap();
             // Either the trailer/footer is refused, or the blob covering byte i fails to verify.
             let detected = match PackReader::open(&damaged, sealed.id, crypto) {

@@ -733,17 +733,20 @@ impl Repository {
         crate::pack::PackReader::new(source, &self.pack_path(id), id, &self.crypto)
     }
 
-    /// The whole of pack `id` (at most the largest pack target, 1 GiB), for checks that hash
-    /// it.
+    /// Reads pack `id` once, in order, and verifies it: every blob its trailer lists, and its
+    /// content hash (never held whole: see [`crate::pack::verify_pack_in_order`]). Its length,
+    /// and what was found (`Err`: the trailer cannot be read).
     ///
     /// # Errors
-    /// [`Error::Io`].
-    pub fn read_pack(&self, id: crate::id::PackId) -> Result<Vec<u8>> {
+    /// [`Error::Io`] naming the pack when it cannot be read.
+    pub(crate) fn verify_pack(
+        &self,
+        id: crate::id::PackId,
+    ) -> Result<(u64, std::result::Result<crate::pack::PackVerdict, Corruption>)> {
         let source = self.storage.open_pack(id.0)?;
-        let len = usize::try_from(source.size()).unwrap_or(usize::MAX);
-        let mut bytes = vec![0u8; len];
-        source.read_exact_at(&mut bytes, 0).at(self.pack_path(id))?;
-        Ok(bytes)
+        let verdict = crate::pack::verify_pack_in_order(source.as_ref(), &self.crypto)
+            .at(self.pack_path(id))?;
+        Ok((source.size(), verdict))
     }
 
     /// Starts a pack of this repository (its format version, sealed with its keys) in the

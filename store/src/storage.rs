@@ -619,6 +619,23 @@ pub(crate) mod tests {
                 });
             }
         });
+        // Read once in order (a check): every byte as stored, in pieces smaller than the pack;
+        // a range past the end is cut short.
+        let mut streamed = Vec::new();
+        let mut largest = 0;
+        source
+            .read_in_order(0, pack.len() as u64, &mut |piece| {
+                largest = largest.max(piece.len());
+                streamed.extend_from_slice(piece);
+            })
+            .unwrap();
+        assert!(streamed == pack, "read in order");
+        assert!(largest < pack.len(), "never the whole pack at once");
+        let mut middle = Vec::new();
+        source.read_in_order(1000, 5000, &mut |p| middle.extend_from_slice(p)).unwrap();
+        assert!(middle == pack[1000..6000]);
+        let past = source.read_in_order(3_199_000, 2000, &mut |_| {}).unwrap_err();
+        assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof, "{past}");
         // Opened to read blobs (a storage may not look at it before the first read): the same
         // bytes, its length, and the end, whether or not its length was known before.
         let lazy = storage.open_pack_for_blobs(idp).unwrap();

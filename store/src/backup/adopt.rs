@@ -17,7 +17,6 @@
 use crate::error::{IoContext, Result};
 use crate::id::PackId;
 use crate::index::IndexedPack;
-use crate::pack::verify_pack;
 use crate::progress::Progress;
 use crate::repo::Repository;
 
@@ -109,10 +108,7 @@ pub(crate) fn adopt_packs(
             return Err(crate::error::Error::Interrupted);
         }
         // Read whole, as `check --read-data` does: every blob and the pack's own hash.
-        let verdict = repo.read_pack(pack).ok().and_then(|bytes| {
-            let len = bytes.len() as u64;
-            verify_pack(&bytes, repo.crypto()).ok().map(|v| (len, v))
-        });
+        let verdict = repo.verify_pack(pack).ok().and_then(|(len, v)| v.ok().map(|v| (len, v)));
         match verdict {
             Some((len, v)) if v.bad.is_empty() && v.hash == pack.0 => {
                 pending_blobs += v.entries.len();

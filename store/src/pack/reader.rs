@@ -22,7 +22,34 @@ pub trait PackSource: Send + Sync {
     /// # Errors
     /// The read fails, or the pack is shorter.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+
+    /// Reads `offset..offset + len` once, in order, giving `each` the bytes a piece at a time
+    /// (never the whole range at once: a local file in pieces of [`IN_ORDER_PIECE`], object
+    /// storage as one GET whose body arrives). Nothing is kept for later reads.
+    ///
+    /// # Errors
+    /// The read fails, or the pack is shorter (`UnexpectedEof`).
+    fn read_in_order(
+        &self,
+        offset: u64,
+        len: u64,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> std::io::Result<()> {
+        let mut buf = vec![0u8; usize::try_from(len.min(IN_ORDER_PIECE)).unwrap_or(0)];
+        let mut at = offset;
+        let end = offset.saturating_add(len);
+        while at < end {
+            let n = usize::try_from(end - at).map_or(buf.len(), |left| left.min(buf.len()));
+            self.read_exact_at(&mut buf[..n], at)?;
+            each(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(())
+    }
 }
+
+/// The pieces a local pack is read in order in ([`PackSource::read_in_order`]).
+pub const IN_ORDER_PIECE: u64 = 1 << 20;
 
 /// One blob's frame held in memory, read as if at `offset` of its pack.
 pub struct FrameAt {
@@ -291,6 +318,7 @@ pub(crate) fn salvage_blobs(
 
 /// The blobs listed by the trailer of a whole pack held in `bytes` (footer and trailer decoded
 /// and checked as [`PackReader::open`] does).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn entries_in(bytes: &[u8], crypto: &Crypto) -> Result<Vec<PackEntry>, Corruption> {
     let len = bytes.len() as u64;
     let tail = bytes
@@ -305,6 +333,149 @@ pub(crate) fn entries_in(bytes: &[u8], crypto: &Crypto) -> Result<Vec<PackEntry>
     decode_trailer(trailer, &footer, crypto)
 }
 
+/// The blobs listed by the trailer of `source`: its footer and trailer read and checked.
+/// `Ok(Err(_))` when they do not decode.
+fn read_tail(
+    source: &dyn PackSource,
+    crypto: &Crypto,
+) -> std::io::Result<Result<Vec<PackEntry>, Corruption>> {
+    let len = source.size();
+    if len < FOOTER_LEN as u64 {
+        return Ok(Err(Corruption::Truncated { offset: 0, needed: FOOTER_LEN as u64, len }));
+    }
+    let mut footer_bytes = [0u8; FOOTER_LEN];
+    source.read_exact_at(&mut footer_bytes, len - FOOTER_LEN as u64)?;
+    let footer = match decode_footer(&footer_bytes, len, crypto.overhead()) {
+        Ok(f) => f,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let mut trailer = vec![0u8; (len - FOOTER_LEN as u64 - footer.trailer_offset) as usize];
+    source.read_exact_at(&mut trailer, footer.trailer_offset)?;
+    Ok(decode_trailer(&trailer, &footer, crypto))
+}
+
+/// Verifies pack `source` as [`verify_pack`] does a pack held whole, without holding it: the
+/// footer and trailer are read first, then the file once from its start, in order
+/// ([`PackSource::read_in_order`]), hashed as it goes, each blob verified as soon as its frame
+/// is in. Only the frames of blobs not yet verified are held (a pack's blobs follow one
+/// another, so about one at a time). `Ok(Err(_))`: the trailer cannot be read.
+///
+/// # Errors
+/// A read fails.
+pub(crate) fn verify_pack_in_order(
+    source: &dyn PackSource,
+    crypto: &Crypto,
+) -> std::io::Result<Result<PackVerdict, Corruption>> {
+    let entries = match read_tail(source, crypto)? {
+        Ok(entries) => entries,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let mut order: Vec<&PackEntry> = entries.iter().collect();
+    order.sort_by_key(|e| e.offset);
+    let mut pending = order.into_iter().peekable();
+    let mut bad = Vec::new();
+    let mut scratch = Vec::new();
+    let mut hasher = blake3::Hasher::new();
+    // `held` is the file from `held_from` to `pos`, kept while a pending blob starts in it.
+    let (mut held, mut held_from, mut pos) = (Vec::new(), 0u64, 0u64);
+    source.read_in_order(0, source.size(), &mut |piece| {
+        hasher.update(piece);
+        let start = pos;
+        pos += piece.len() as u64;
+        if let Some(first) = pending.peek().map(|e| e.offset) {
+            if held.is_empty() {
+                held_from = first.max(start);
+            }
+            let skip = usize::try_from(held_from.saturating_sub(start)).unwrap_or(usize::MAX);
+            held.extend_from_slice(piece.get(skip..).unwrap_or_default());
+        }
+        while let Some(e) = pending.next_if(|e| e.end() <= pos) {
+            let at = |offset: u64| offset.checked_sub(held_from).map(usize::try_from);
+            let frame = match (at(e.offset), at(e.end())) {
+                (Some(Ok(a)), Some(Ok(b))) => held.get(a..b).unwrap_or_default(),
+                _ => &[],
+            };
+            if let Err(reason) = check_blob(crypto, frame, e, &mut scratch) {
+                bad.push((*e, reason));
+            }
+        }
+        match pending.peek().map(|e| e.offset) {
+            Some(next) if next < pos => {
+                held.drain(..usize::try_from(next - held_from).unwrap_or(0));
+                held_from = next;
+            }
+            _ => held.clear(),
+        }
+    })?;
+    // Blobs the trailer places past the end of the file: their frames are not there.
+    for e in pending {
+        if let Err(reason) = check_blob(crypto, &[], e, &mut scratch) {
+            bad.push((*e, reason));
+        }
+    }
+    Ok(Ok(PackVerdict { entries, bad, hash: Id::from_bytes(*hasher.finalize().as_bytes()) }))
+}
+
+/// A pack held in memory that gives its bytes in order in pieces of `piece` bytes (tests and
+/// fuzzing: [`verify_pack_in_order`] must find what [`verify_pack`] does, however the bytes
+/// arrive).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) struct InPieces<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) piece: usize,
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl PackSource for InPieces<'_> {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let held = usize::try_from(offset).ok().and_then(|o| self.bytes.get(o..o + buf.len()));
+        buf.copy_from_slice(held.ok_or(std::io::ErrorKind::UnexpectedEof)?);
+        Ok(())
+    }
+
+    fn read_in_order(
+        &self,
+        offset: u64,
+        len: u64,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> std::io::Result<()> {
+        let range = usize::try_from(offset).ok().zip(usize::try_from(offset + len).ok());
+        let held = range.and_then(|(a, b)| self.bytes.get(a..b));
+        held.ok_or(std::io::ErrorKind::UnexpectedEof)?.chunks(self.piece.max(1)).for_each(each);
+        Ok(())
+    }
+}
+
+/// Panics unless [`verify_pack_in_order`], given `bytes` in pieces of `piece` bytes, finds
+/// what [`verify_pack`] finds holding them whole. Whether every blob verifies.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn streamed_agrees(bytes: &[u8], crypto: &Crypto, piece: usize) -> bool {
+    let whole = verify_pack(bytes, crypto);
+    let streamed = verify_pack_in_order(&InPieces { bytes, piece }, crypto);
+    let bad = |v: &PackVerdict| {
+        let mut bad: Vec<_> = v.bad.iter().map(|(e, r)| (e.offset, e.id, r.to_string())).collect();
+        bad.sort();
+        bad
+    };
+    match (whole, streamed) {
+        (Ok(a), Ok(Ok(b))) => {
+            assert_eq!((a.hash, &a.entries, bad(&a)), (b.hash, &b.entries, bad(&b)));
+            a.bad.is_empty()
+        }
+        (Err(a), Ok(Err(b))) => {
+            assert_eq!(a.to_string(), b.to_string());
+            false
+        }
+        (a, b) => {
+            panic!("whole: {:?}, in pieces: {:?}", a.map(|v| v.hash), b.map(|v| v.map(|v| v.hash)))
+        }
+    }
+}
+
 /// What reading a whole pack found (see [`verify_pack`]).
 pub(crate) struct PackVerdict {
     /// The blobs its trailer lists.
@@ -316,7 +487,9 @@ pub(crate) struct PackVerdict {
 }
 
 /// Verifies a whole pack held in `bytes`: footer and trailer, then every blob (raw blobs hashed
-/// where they lie). An error means the trailer cannot be read.
+/// where they lie). An error means the trailer cannot be read. (What
+/// [`verify_pack_in_order`] must find without holding the pack.)
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn verify_pack(bytes: &[u8], crypto: &Crypto) -> Result<PackVerdict, Corruption> {
     let entries = entries_in(bytes, crypto)?;
     let mut bad = Vec::new();
@@ -359,21 +532,9 @@ impl PackReader {
         id: PackId,
         crypto: &Crypto,
     ) -> Result<Self> {
-        let corrupt = |reason| Error::corrupt(ObjectRef::Pack(id), reason);
-        let len = source.size();
-        if len < FOOTER_LEN as u64 {
-            return Err(corrupt(Corruption::Truncated {
-                offset: 0,
-                needed: FOOTER_LEN as u64,
-                len,
-            }));
-        }
-        let mut footer_bytes = [0u8; FOOTER_LEN];
-        source.read_exact_at(&mut footer_bytes, len - FOOTER_LEN as u64).at(path)?;
-        let footer = decode_footer(&footer_bytes, len, crypto.overhead()).map_err(corrupt)?;
-        let mut trailer = vec![0u8; (len - FOOTER_LEN as u64 - footer.trailer_offset) as usize];
-        source.read_exact_at(&mut trailer, footer.trailer_offset).at(path)?;
-        let entries = decode_trailer(&trailer, &footer, crypto).map_err(corrupt)?;
+        let entries = read_tail(source.as_ref(), crypto)
+            .at(path)?
+            .map_err(|reason| Error::corrupt(ObjectRef::Pack(id), reason))?;
         Ok(PackReader { source, entries })
     }
 
