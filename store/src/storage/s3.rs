@@ -623,15 +623,24 @@ impl Storage for S3Storage {
     fn write_lock(&self, dir: ObjectDir, id: Id, bytes: &[u8], label: &str) -> Result<()> {
         let inner = &self.inner;
         let key = inner.object_key(dir, id);
+        // A create retried after its answer was lost finds the lock made: ours if it holds
+        // these bytes (its name is new).
+        let create = || match inner.write(&key, bytes, WriteMode::CreateNew, label) {
+            Err(Error::Io { cause, .. })
+                if cause.kind() == std::io::ErrorKind::AlreadyExists
+                    && inner.get(&key).is_ok_and(|held| held == bytes) =>
+            {
+                Ok(())
+            }
+            other => other,
+        };
         let mut held = inner.probe.lock().map_err(|_| Error::WorkerPanicked)?;
         if held.is_some() {
-            return inner.write(&key, bytes, WriteMode::CreateNew, label);
+            return create();
         }
         // Not probed yet: the lock is the probe (created, created again, looked at).
         let payload = PutPayload::from(bytes.to_vec());
-        match inner
-            .probe_on(&key, &payload, |_| inner.write(&key, bytes, WriteMode::CreateNew, label))
-        {
+        match inner.probe_on(&key, &payload, |_| create()) {
             Ok(probe) => {
                 *held = Some(probe);
                 Ok(())
@@ -712,6 +721,43 @@ struct S3Pack {
     size: Arc<std::sync::OnceLock<u64>>,
 }
 
+/// Gets `start..start + len` of `key` and gives its body to `each` as it arrives: all of it,
+/// or what there is up to the object's end (more than asked is an error). Returns the bytes
+/// given and the object's length.
+async fn get_range_each(
+    client: &AmazonS3,
+    key: &Key,
+    start: u64,
+    len: u64,
+    mut each: impl FnMut(&[u8]),
+) -> std::result::Result<(u64, u64), (std::io::ErrorKind, String)> {
+    let failed = |e| {
+        let e = io_error("GET range", e);
+        (e.kind(), e.to_string())
+    };
+    let options = object_store::GetOptions {
+        range: Some((start..start.saturating_add(len)).into()),
+        ..Default::default()
+    };
+    let got = client.get_opts(key, options).await.map_err(failed)?;
+    let object_len = got.meta.size;
+    let mut body = got.into_stream();
+    let mut given = 0u64;
+    while let Some(piece) = body.try_next().await.map_err(failed)? {
+        if given + piece.len() as u64 > len {
+            let kind = std::io::ErrorKind::InvalidData;
+            return Err((kind, "GET range: the server sent more than asked".to_owned()));
+        }
+        each(&piece);
+        given += piece.len() as u64;
+    }
+    if given < len && start + given < object_len {
+        let kind = std::io::ErrorKind::UnexpectedEof;
+        return Err((kind, "GET range: the server sent less than asked".to_owned()));
+    }
+    Ok((given, object_len))
+}
+
 /// Downloads `start..` of `key` into `to`: all of it, or what there is up to the object's end.
 /// Returns the bytes filled and the object's length.
 async fn get_range_into(
@@ -720,29 +766,13 @@ async fn get_range_into(
     start: u64,
     to: &mut [u8],
 ) -> std::result::Result<(usize, u64), (std::io::ErrorKind, String)> {
-    let failed = |e| {
-        let e = io_error("GET range", e);
-        (e.kind(), e.to_string())
-    };
-    let end = start + to.len() as u64;
-    let options =
-        object_store::GetOptions { range: Some((start..end).into()), ..Default::default() };
-    let got = client.get_opts(key, options).await.map_err(failed)?;
-    let object_len = got.meta.size;
-    let mut body = got.into_stream();
     let mut filled = 0;
-    while let Some(piece) = body.try_next().await.map_err(failed)? {
-        let Some(into) = to.get_mut(filled..filled + piece.len()) else {
-            let kind = std::io::ErrorKind::InvalidData;
-            return Err((kind, "GET range: the server sent more than asked".to_owned()));
-        };
-        into.copy_from_slice(&piece);
+    let (_, object_len) = get_range_each(client, key, start, to.len() as u64, |piece| {
+        // Within `to`: never more than asked.
+        to[filled..filled + piece.len()].copy_from_slice(piece);
         filled += piece.len();
-    }
-    if filled < to.len() && start + (filled as u64) < object_len {
-        let kind = std::io::ErrorKind::UnexpectedEof;
-        return Err((kind, "GET range: the server sent less than asked".to_owned()));
-    }
+    })
+    .await?;
     Ok((filled, object_len))
 }
 
@@ -885,27 +915,9 @@ impl PackSource for S3Pack {
             return Ok(());
         }
         self.count_get(len);
-        let inner = &self.inner;
-        let options =
-            object_store::GetOptions { range: Some((offset..end).into()), ..Default::default() };
-        let got = inner.runtime.block_on(async {
-            let got = inner.client.get_opts(&self.key, options).await?;
-            let object_len = got.meta.size;
-            let mut body = got.into_stream();
-            let mut given = 0u64;
-            while let Some(piece) = body.try_next().await? {
-                // Nothing past what was asked, should a server send more.
-                let asked = usize::try_from(len - given).unwrap_or(usize::MAX);
-                let piece = &piece[..piece.len().min(asked)];
-                given += piece.len() as u64;
-                each(piece);
-            }
-            Ok::<_, object_store::Error>((given, object_len))
-        });
-        let (given, object_len) = got.map_err(|e| {
-            let e = io_error("GET range", e);
-            self.failed((e.kind(), e.to_string()), size, end)
-        })?;
+        let got = get_range_each(&self.inner.client, &self.key, offset, len, |piece| each(piece));
+        let (given, object_len) =
+            self.inner.runtime.block_on(got).map_err(|e| self.failed(e, size, end))?;
         let _ = self.size.set(object_len);
         if given < len {
             return Err(past_end());
@@ -979,6 +991,16 @@ mod tests {
         // Probed: the next lock is one request.
         storage.write_lock(ObjectDir::Locks, Id::hash(b"another"), b"held", "lock").unwrap();
         assert_eq!(storage.requests().unwrap().put, used.put + 1);
+        // A create whose answer was lost and that is tried again finds its own lock: taken.
+        // Another's bytes under the name are no lock of ours.
+        let again = Id::hash(b"again");
+        storage.write(ObjectDir::Locks, again, b"mine", WriteMode::CreateNew, "t").unwrap();
+        storage.write_lock(ObjectDir::Locks, again, b"mine", "lock").unwrap();
+        let taken = storage.write_lock(ObjectDir::Locks, again, b"other", "lock").unwrap_err();
+        assert!(
+            matches!(&taken, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::AlreadyExists),
+            "{taken}"
+        );
     }
 
     /// Manifests are downloaded once per host: this host's copies serve later runs, a copy that
