@@ -189,14 +189,14 @@ fn read_copy(dir: &Path, id: Id) -> Option<Vec<u8>> {
     (fits && Id::hash(&bytes) == id).then_some(bytes)
 }
 
-/// Removes the copies in `dir` of manifests no longer listed (`listed`, sorted), and anything
-/// else there. Best effort.
+/// Removes the copies in `dir` of manifests no longer listed (`listed`, sorted). Only copies
+/// (files named by an id) are removed: whatever else is there is not ours. Best effort.
 fn forget_copies_but(dir: &Path, listed: &[Id]) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let id = name.to_str().and_then(|n| n.parse::<Id>().ok());
-        if id.is_none_or(|id| listed.binary_search(&id).is_err()) {
+        if id.is_some_and(|id| listed.binary_search(&id).is_err()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -1061,8 +1061,12 @@ mod tests {
 
         // A set removed (by another host: the copy stays until a listing misses it).
         repo.storage().remove(ObjectDir::Snapshots, &[sets[2].0 .0]).unwrap();
+        #[allow(clippy::disallowed_methods, reason = "not a copy: left alone")]
+        std::fs::write(copies.join("notes.txt"), b"an operator's file").unwrap();
         assert_eq!(manifests(&open()), sets[..2]);
-        assert_eq!(std::fs::read_dir(&copies).unwrap().count(), 2, "its copy forgotten");
+        assert!(!copies.join(sets[2].0.to_hex()).exists(), "its copy forgotten");
+        assert_eq!(std::fs::read(copies.join("notes.txt")).unwrap(), b"an operator's file");
+        std::fs::remove_file(copies.join("notes.txt")).unwrap();
         // Removed here: the copy goes with it.
         let repo = open();
         repo.remove_snapshot(sets[1].0).unwrap();
