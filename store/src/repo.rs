@@ -839,15 +839,7 @@ impl Repository {
         raw: &mut Vec<u8>,
     ) -> Result<()> {
         let id = loc.entry.id;
-        if loc.entry.kind != kind {
-            return Err(Error::corrupt(
-                ObjectRef::Blob { pack: loc.pack, id, offset: loc.entry.offset },
-                Corruption::Invalid(format!(
-                    "blob is a {:?} blob, referenced as {kind:?}",
-                    loc.entry.kind
-                )),
-            ));
-        }
+        referenced_as(loc, kind)?;
         // A repository in object storage: trees and chunk lists come from this host's cache
         // when it has them (verified as from a pack; one that does not verify is forgotten and
         // read from its pack), and are kept there once read.
@@ -880,6 +872,38 @@ impl Repository {
             self.index()?.frame_put(&id, frame)?;
         }
         Ok(())
+    }
+
+    /// Reads the bytes of pack `pack` from `offset` into `buf`, as they are: a stretch of the
+    /// pack holding several blobs, each then read out of it with
+    /// [`Repository::read_located_in`] (one read for many small blobs, not one each).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the pack (also when it is shorter).
+    pub(crate) fn read_pack_bytes(
+        &self,
+        pack: crate::id::PackId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        self.open_pack(pack)?.read_exact_at(buf, offset).at(self.pack_path(pack))
+    }
+
+    /// [`Repository::read_located`] for a blob whose frame `span` holds (bytes of its pack read
+    /// with [`Repository::read_pack_bytes`]): verified against its id the same way.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming pack and blob (also when `span` does not hold it whole).
+    pub(crate) fn read_located_in(
+        &self,
+        loc: &crate::index::Location,
+        kind: BlobKind,
+        span: &crate::pack::FrameAt<&[u8]>,
+        frame: &mut Vec<u8>,
+        raw: &mut Vec<u8>,
+    ) -> Result<()> {
+        referenced_as(loc, kind)?;
+        read_blob(&self.crypto, span, || self.pack_path(loc.pack), loc.pack, &loc.entry, frame, raw)
     }
 
     /// Reads metadata blobs from their packs only, never from this host's cache of them (a
@@ -915,4 +939,15 @@ impl Repository {
         let raw = self.read_blob(id.0, BlobKind::Tree)?;
         TreeBlob::decode(&raw).map_err(|reason| Error::corrupt(ObjectRef::Tree(id), reason))
     }
+}
+
+/// Fails unless the blob at `loc` is of the `kind` it is referenced as.
+fn referenced_as(loc: &crate::index::Location, kind: BlobKind) -> Result<()> {
+    if loc.entry.kind == kind {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        ObjectRef::Blob { pack: loc.pack, id: loc.entry.id, offset: loc.entry.offset },
+        Corruption::Invalid(format!("blob is a {:?} blob, referenced as {kind:?}", loc.entry.kind)),
+    ))
 }

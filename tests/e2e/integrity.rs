@@ -407,6 +407,80 @@ fn a_large_file_restored_alone_is_read_in_parallel_windows_and_damage_is_named()
 }
 
 #[test]
+fn small_files_are_read_a_stretch_of_their_pack_at_once_and_damage_or_a_cut_is_named_per_file() {
+    // Sixty small files: restored in batches whose blobs lie next to each other in one pack,
+    // read a stretch at a time; each blob is still verified on its own.
+    let env = Env::new();
+    env.init();
+    let src = env.path("docs");
+    for i in 0..60u64 {
+        write(
+            &src.join(format!("f{i:02}.bin")),
+            &random_bytes(100 + i, 200 + (i as usize * 97) % 2800),
+        );
+    }
+    env.snapshot(&[&src]);
+    // A second set with one more file: its trees go to a pack of their own, so the first pack
+    // holds only the sixty files' blobs and its tree of the first set.
+    write(&src.join("g.bin"), &random_bytes(99, 5000));
+    env.snapshot(&[&src]);
+    let restore = |name: &str| {
+        let out = env.path(name);
+        let run =
+            env.run("restore", &[OsStr::new("latest"), OsStr::new("--target"), out.as_os_str()]);
+        let restored = files_under(&out.join("docs"));
+        for f in &restored {
+            let rel = f.strip_prefix(out.join("docs")).unwrap();
+            assert!(
+                std::fs::read(f).unwrap() == std::fs::read(src.join(rel)).unwrap(),
+                "{name}: {rel:?} wrong"
+            );
+        }
+        let names: Vec<String> = restored
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        (run, names)
+    };
+    let (run, names) = restore("intact");
+    run.ok();
+    assert_same_tree(&src, &env.path("intact/docs"));
+    assert_eq!(names.len(), 61);
+
+    // The pack of the files' blobs, and its data blobs in pack order.
+    let (pack, data) = files_under(&env.repo().join("packs"))
+        .into_iter()
+        .map(|p| {
+            let data: Vec<Blob> = blobs_of(&p).into_iter().filter(|b| b.kind == 0).collect();
+            (p, data)
+        })
+        .max_by_key(|(_, data)| data.len())
+        .unwrap();
+    assert_eq!(data.len(), 60, "one pack holds every file's blob");
+    let original = std::fs::read(&pack).unwrap();
+
+    // One blob in the middle of a stretch damaged: its file alone is named and left out.
+    flip(&pack, data[30].offset + 48 + 5);
+    let (run, names) = restore("damaged");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(names.len(), 60, "every other file restored: {}", run.stderr);
+    let missing: Vec<String> =
+        (0..60).map(|i| format!("f{i:02}.bin")).filter(|n| !names.contains(n)).collect();
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(run.stderr.contains(&missing[0]), "{} not named: {}", missing[0], run.stderr);
+    assert!(run.stderr.contains(pack.file_stem().unwrap().to_str().unwrap()), "{}", run.stderr);
+
+    // The pack cut in the middle of its data blobs: a stretch cannot be read whole, so its
+    // blobs are read one by one; those before the cut are restored, each file after it named.
+    std::fs::write(&pack, &original[..(data[40].offset + 48 + 5) as usize]).unwrap();
+    let (run, names) = restore("cut");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("truncated"), "{}", run.stderr);
+    assert_eq!(names.len(), 41, "the files whose blobs are whole, and g.bin: {}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[test]
 fn damaged_config_is_replaced_by_its_copy_and_repaired() {
     let (env, src) = healthy_repo();
     flip(&env.repo().join("config"), 30);

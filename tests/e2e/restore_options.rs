@@ -354,9 +354,10 @@ fn symlinks_already_in_the_target_are_never_followed() {
     assert_eq!(std::fs::read(&file).unwrap(), b"file");
 }
 
-/// `(thread, pack path, offset)` of every completed `pread64` of a pack in an
+/// `(thread, pack path, offset, length)` of every completed `pread64` of a pack in an
 /// `strace -f -y -qq -e trace=pread64,pwrite64` log, and the threads that wrote files.
-fn pack_reads(log: &str) -> (Vec<(String, String, u64)>, std::collections::HashSet<String>) {
+type PackRead = (String, String, u64, u64);
+fn pack_reads(log: &str) -> (Vec<PackRead>, std::collections::HashSet<String>) {
     let (mut reads, mut writers) = (Vec::new(), std::collections::HashSet::new());
     for (pid, call) in crate::support::strace_calls(log) {
         if call.starts_with("pwrite64(") {
@@ -364,10 +365,11 @@ fn pack_reads(log: &str) -> (Vec<(String, String, u64)>, std::collections::HashS
         } else if let Some(args) = call.strip_prefix("pread64(") {
             let Some((args, _)) = args.rsplit_once(") =") else { continue };
             let path = args.split_once('<').and_then(|(_, p)| p.split_once('>')).map(|(p, _)| p);
-            let offset = args.rsplit(", ").next().and_then(|o| o.trim().parse().ok());
-            if let (Some(path), Some(offset)) = (path, offset) {
+            let mut last = args.rsplit(", ").map(|a| a.trim().parse::<u64>().ok());
+            let (offset, len) = (last.next().flatten(), last.next().flatten());
+            if let (Some(path), Some(offset), Some(len)) = (path, offset, len) {
                 if path.contains("/packs/") {
-                    reads.push((pid.clone(), path.to_owned(), offset));
+                    reads.push((pid.clone(), path.to_owned(), offset, len));
                 }
             }
         }
@@ -409,16 +411,26 @@ fn restore_reads_each_blob_once_in_pack_order() {
     assert!(status.success());
     assert_same_tree(&second, &out.join("second"));
     let (reads, writers) = pack_reads(&std::fs::read_to_string(&log).unwrap());
-    let data: Vec<&(String, String, u64)> =
-        reads.iter().filter(|(pid, _, _)| writers.contains(pid)).collect();
-    let offsets: Vec<u64> = data.iter().map(|(_, _, o)| *o).collect();
-    assert_eq!(data.len(), 30, "each of the 30 blobs read once: {offsets:?}");
-    for w in data.windows(2) {
-        if w[0].1 == w[1].1 {
-            assert!(w[0].2 < w[1].2, "reads of a pack in offset order: {offsets:?}");
+    let data: Vec<&PackRead> = reads.iter().filter(|(pid, ..)| writers.contains(pid)).collect();
+    let ranges: Vec<(u64, u64)> = data.iter().map(|(_, _, o, n)| (*o, *n)).collect();
+    // The packed blobs lie next to each other: read in stretches of several (not one read
+    // each), every blob in exactly one read.
+    for pack in crate::integrity::files_under(&env.repo().join("packs")) {
+        let name = pack.to_string_lossy().into_owned();
+        for b in crate::integrity::blobs_of(&pack).into_iter().filter(|b| b.kind == 0) {
+            let (from, to) = (b.offset, b.offset + 48 + b.stored_len);
+            let holding =
+                data.iter().filter(|(_, p, o, n)| *p == name && *o <= from && to <= o + n);
+            assert_eq!(holding.count(), 1, "the blob at {from} of {name} read once: {ranges:?}");
         }
     }
-    let packs: Vec<&String> = data.iter().map(|(_, p, _)| p).collect();
+    assert!(data.len() < 30, "stretches of blobs, not one read each: {ranges:?}");
+    for w in data.windows(2) {
+        if w[0].1 == w[1].1 {
+            assert!(w[0].2 + w[0].3 <= w[1].2, "reads of a pack in offset order: {ranges:?}");
+        }
+    }
+    let packs: Vec<&String> = data.iter().map(|(_, p, ..)| p).collect();
     let mut sorted = packs.clone();
     sorted.dedup();
     let mut unique = sorted.clone();

@@ -51,22 +51,23 @@ pub trait PackSource: Send + Sync {
 /// The pieces a local pack is read in order in ([`PackSource::read_in_order`]).
 pub const IN_ORDER_PIECE: u64 = 1 << 20;
 
-/// One blob's frame held in memory, read as if at `offset` of its pack.
-pub struct FrameAt {
-    /// Where the frame is in its pack.
+/// Bytes of a pack held in memory (one blob's frame, or a stretch of several), read as if at
+/// `offset` of their pack; a read outside them is `UnexpectedEof`.
+pub struct FrameAt<B = Vec<u8>> {
+    /// Where the bytes are in their pack.
     pub offset: u64,
-    /// The frame: header and stored bytes.
-    pub bytes: Vec<u8>,
+    /// The bytes: a frame (header and stored bytes), or several.
+    pub bytes: B,
 }
 
-impl PackSource for FrameAt {
+impl<B: AsRef<[u8]> + Send + Sync> PackSource for FrameAt<B> {
     fn size(&self) -> u64 {
-        self.offset + self.bytes.len() as u64
+        self.offset + self.bytes.as_ref().len() as u64
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let from = offset.checked_sub(self.offset).and_then(|f| usize::try_from(f).ok());
-        match from.and_then(|f| self.bytes.get(f..f.checked_add(buf.len())?)) {
+        match from.and_then(|f| self.bytes.as_ref().get(f..f.checked_add(buf.len())?)) {
             Some(bytes) => {
                 buf.copy_from_slice(bytes);
                 Ok(())

@@ -221,6 +221,65 @@ pub(super) struct Buffers {
     /// A `(frame, raw)` pair per blob of a decode window.
     pub(super) window: Vec<(Vec<u8>, Vec<u8>)>,
     pub(super) check: Vec<u8>,
+    pub(super) span: Span,
+}
+
+/// A stretch of a pack read at once for the blobs of a batch that lie close together in it
+/// (small files: one read for dozens of blobs instead of one each). Packs are immutable under
+/// their name, and every blob read out of it is verified against its id as from the pack.
+#[derive(Default)]
+pub(super) struct Span {
+    pack: Option<crate::id::PackId>,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+/// A span is at most this long...
+const SPAN_BYTES: u64 = 1 << 20;
+
+/// ...and its blobs at most this far apart (what lies between them is read for nothing).
+const SPAN_GAP: u64 = 16 << 10;
+
+/// Where the frame of the blob at `loc` ends in its pack.
+fn frame_end(loc: &crate::index::Location) -> u64 {
+    loc.entry.offset + (crate::pack::BLOB_HEADER_LEN as u64) + u64::from(loc.entry.stored_len)
+}
+
+impl Span {
+    /// The span as the pack source of `loc`'s frame, when it holds that frame whole.
+    fn holding(&self, loc: &crate::index::Location) -> Option<crate::pack::FrameAt<&[u8]>> {
+        let end = self.offset + self.bytes.len() as u64;
+        let held = self.pack == Some(loc.pack) && loc.entry.offset >= self.offset;
+        (held && frame_end(loc) <= end)
+            .then_some(crate::pack::FrameAt { offset: self.offset, bytes: self.bytes.as_slice() })
+    }
+
+    /// Reads the stretch of `plan[0]`'s pack from its frame on, over the frames of the pieces
+    /// after it that lie in the same pack close behind it (pieces are in pack order), when
+    /// that takes in more than one blob. Otherwise, or when the read fails (the blobs are then
+    /// read one by one, and their errors named as usual), the span is left empty.
+    fn fill(&mut self, ctx: &Ctx<'_>, plan: &[Piece]) {
+        self.pack = None;
+        let Some(first) = plan.first().map(|p| p.loc) else { return };
+        let (start, mut end, mut blobs) = (first.entry.offset, frame_end(&first), 1);
+        for p in plan.iter().skip(1).take_while(|p| p.loc.pack == first.pack) {
+            let (offset, to) = (p.loc.entry.offset, frame_end(&p.loc));
+            if offset > end.saturating_add(SPAN_GAP) || to.saturating_sub(start) > SPAN_BYTES {
+                break;
+            }
+            if to > end {
+                (end, blobs) = (to, blobs + 1);
+            }
+        }
+        let Ok(len) = usize::try_from(end - start) else { return };
+        if blobs < 2 {
+            return;
+        }
+        self.bytes.resize(len, 0);
+        if ctx.repo.read_pack_bytes(first.pack, start, &mut self.bytes).is_ok() {
+            (self.pack, self.offset) = (Some(first.pack), start);
+        }
+    }
 }
 
 /// What happened to one file.
@@ -396,9 +455,18 @@ pub(super) fn restore_batch(ctx: &Ctx<'_>, batch: &[FileJob<'_>], bufs: &mut Buf
                 groups.push(pieces);
             }
         }
-        let live = &targets;
+        if let [one] = groups.as_slice() {
+            if bufs.span.holding(&plan[one.start].loc).is_none() {
+                bufs.span.fill(ctx, &plan[one.start..]);
+            }
+        }
+        let (live, span) = (&targets, &bufs.span);
         let done = in_window(ctx, &groups, &mut bufs.window, |pieces, frame, raw| {
-            ctx.repo.read_located(&plan[pieces.start].loc, BlobKind::Data, frame, raw)?;
+            let loc = &plan[pieces.start].loc;
+            match span.holding(loc) {
+                Some(bytes) => ctx.repo.read_located_in(loc, BlobKind::Data, &bytes, frame, raw)?,
+                None => ctx.repo.read_located(loc, BlobKind::Data, frame, raw)?,
+            }
             let mut failed = Vec::new();
             for p in &plan[pieces.clone()] {
                 let t = &live[p.target];
