@@ -13,7 +13,7 @@ pub fn kdf_params(args: &KdfArgs) -> Result<store::crypto::KdfParams> {
     let params = store::crypto::KdfParams {
         memory_kib: args.kdf_memory.saturating_mul(1024),
         iterations: args.kdf_iterations,
-        parallelism: 1,
+        parallelism: store::crypto::KdfParams::DEFAULT.parallelism,
     };
     params.validate().map_err(|e| {
         anyhow::anyhow!(
@@ -60,11 +60,12 @@ pub fn run(repo_arg: &RepoArg, command: &KeyCommand) -> Result<ExitCode> {
                     let mark = if k.current { "*" } else { " " };
                     match &k.key {
                         Ok(key) => out!(
-                            "{mark} {}  created {}  argon2id {} MiB, {} passes",
+                            "{mark} {}  created {}  argon2id {} MiB, {} passes, {} lanes",
                             k.id.short(),
                             crate::output::time_rfc3339(key.created_ns),
                             key.kdf.memory_kib >> 10,
-                            key.kdf.iterations
+                            key.kdf.iterations,
+                            key.kdf.parallelism
                         ),
                         Err(e) => out!("{mark} {}  damaged: {e}", k.id.short()),
                     }
