@@ -62,7 +62,7 @@ pub struct FrameAt<B = Vec<u8>> {
 
 impl<B: AsRef<[u8]> + Send + Sync> PackSource for FrameAt<B> {
     fn size(&self) -> u64 {
-        self.offset + self.bytes.as_ref().len() as u64
+        self.offset.saturating_add(self.bytes.as_ref().len() as u64)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {

@@ -242,13 +242,14 @@ const SPAN_GAP: u64 = 16 << 10;
 
 /// Where the frame of the blob at `loc` ends in its pack.
 fn frame_end(loc: &crate::index::Location) -> u64 {
-    loc.entry.offset + (crate::pack::BLOB_HEADER_LEN as u64) + u64::from(loc.entry.stored_len)
+    let len = (crate::pack::BLOB_HEADER_LEN as u64) + u64::from(loc.entry.stored_len);
+    loc.entry.offset.saturating_add(len)
 }
 
 impl Span {
     /// The span as the pack source of `loc`'s frame, when it holds that frame whole.
     fn holding(&self, loc: &crate::index::Location) -> Option<crate::pack::FrameAt<&[u8]>> {
-        let end = self.offset + self.bytes.len() as u64;
+        let end = self.offset.saturating_add(self.bytes.len() as u64);
         let held = self.pack == Some(loc.pack) && loc.entry.offset >= self.offset;
         (held && frame_end(loc) <= end)
             .then_some(crate::pack::FrameAt { offset: self.offset, bytes: self.bytes.as_slice() })
