@@ -850,24 +850,13 @@ impl Repository {
             let index = self.index()?;
             if let Some(bytes) = index.frame_get(&id)? {
                 let source = crate::pack::FrameAt { offset: loc.entry.offset, bytes };
-                let path = || self.pack_path(loc.pack);
-                if read_blob(&self.crypto, &source, path, loc.pack, &loc.entry, frame, raw).is_ok()
-                {
+                if self.read_from(&source, loc, frame, raw).is_ok() {
                     return Ok(());
                 }
                 index.frame_delete(&id)?;
             }
         }
-        let file = self.open_pack(loc.pack)?;
-        read_blob(
-            &self.crypto,
-            file.as_ref(),
-            || self.pack_path(loc.pack),
-            loc.pack,
-            &loc.entry,
-            frame,
-            raw,
-        )?;
+        self.read_from(self.open_pack(loc.pack)?.as_ref(), loc, frame, raw)?;
         if cached {
             self.index()?.frame_put(&id, frame)?;
         }
@@ -903,7 +892,27 @@ impl Repository {
         raw: &mut Vec<u8>,
     ) -> Result<()> {
         referenced_as(loc, kind)?;
-        read_blob(&self.crypto, span, || self.pack_path(loc.pack), loc.pack, &loc.entry, frame, raw)
+        self.read_from(span, loc, frame, raw)
+    }
+
+    /// Reads the blob at `loc` out of `source` (its pack, or bytes of it held in memory),
+    /// verified against its id; an I/O error names the pack.
+    fn read_from(
+        &self,
+        source: &dyn crate::pack::PackSource,
+        loc: &crate::index::Location,
+        frame: &mut Vec<u8>,
+        raw: &mut Vec<u8>,
+    ) -> Result<()> {
+        read_blob(
+            &self.crypto,
+            source,
+            || self.pack_path(loc.pack),
+            loc.pack,
+            &loc.entry,
+            frame,
+            raw,
+        )
     }
 
     /// Reads metadata blobs from their packs only, never from this host's cache of them (a
