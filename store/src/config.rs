@@ -27,6 +27,31 @@ pub enum Encryption {
     None,
     /// XChaCha20-Poly1305 with random 192-bit nonces; keys in `keys/`.
     XChaCha20Poly1305,
+    /// XAES-256-GCM with random 192-bit nonces (format version 5 and later); keys in `keys/`
+    /// (key files themselves stay XChaCha20-Poly1305).
+    Xaes256Gcm,
+}
+
+impl Encryption {
+    /// The first format version that may seal with it.
+    #[must_use]
+    pub fn since_version(self) -> u32 {
+        match self {
+            Encryption::None => 1,
+            Encryption::XChaCha20Poly1305 => 3,
+            Encryption::Xaes256Gcm => 5,
+        }
+    }
+
+    /// What an encrypted repository of format `version` seals with unless told otherwise.
+    #[must_use]
+    pub fn default_for(version: u32) -> Self {
+        if version >= Encryption::Xaes256Gcm.since_version() {
+            Encryption::Xaes256Gcm
+        } else {
+            Encryption::XChaCha20Poly1305
+        }
+    }
 }
 
 /// Parameters fixed when the repository is created.
@@ -125,6 +150,13 @@ impl RepoConfig {
                 config.id_hash, config.encryption
             ))));
         }
+        if config.encryption.since_version() > version {
+            return Err(corrupt(Corruption::Invalid(format!(
+                "encryption {:?} in a repository of format version {version} (it needs {})",
+                config.encryption,
+                config.encryption.since_version()
+            ))));
+        }
         if config.features != 0 {
             return Err(corrupt(Corruption::Invalid(format!(
                 "unknown feature flags {:#x}",
@@ -178,6 +210,19 @@ mod tests {
             let bytes = old.encode().unwrap();
             assert_eq!(bytes.len(), c.encode().unwrap().len() - 4);
             assert_eq!(RepoConfig::decode(&bytes, Path::new("config")).unwrap(), old);
+        }
+        // XAES-256-GCM from version 5 on; in an earlier version's config it is refused.
+        let x = RepoConfig {
+            id_hash: IdHash::KeyedBlake3,
+            encryption: Encryption::Xaes256Gcm,
+            ..sample()
+        };
+        assert_eq!(RepoConfig::decode(&x.encode().unwrap(), Path::new("config")).unwrap(), x);
+        for version in [3, 4] {
+            let early = RepoConfig { version, ..x.clone() };
+            let err =
+                RepoConfig::decode(&early.encode().unwrap(), Path::new("config")).unwrap_err();
+            assert!(err.to_string().contains("needs 5"), "{err}");
         }
         // A keyed id hash without encryption (or the reverse) is refused.
         let odd = RepoConfig { id_hash: IdHash::KeyedBlake3, ..sample() };

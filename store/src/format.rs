@@ -15,7 +15,7 @@ use crate::error::Corruption;
 use crate::id::{Id, ID_LEN};
 
 /// The repository format version this build writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The oldest repository format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;

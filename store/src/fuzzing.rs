@@ -50,12 +50,19 @@ pub fn key_file(bytes: &[u8]) -> bool {
 }
 
 /// Sealed objects of an encrypted repository (fixed test keys): the first byte picks a sealed
-/// file of kind 1 to 4, a sealed blob (5), or a whole sealed pack (6); the rest is the input.
+/// file of kind 1 to 4, a sealed blob (5), or a whole sealed pack (6), and the cipher (XAES-256-GCM
+/// of format version 5 or XChaCha20-Poly1305 of versions 3 and 4); the rest is the input.
 #[must_use]
 pub fn sealed(bytes: &[u8]) -> bool {
-    let crypto = Crypto::for_tests(b"fuzz");
     let (head, rest) = bytes.split_at(bytes.len().min(1));
-    match head.first().copied().unwrap_or(0) % 7 {
+    let head = head.first().copied().unwrap_or(0);
+    let cipher = if head / 7 % 2 == 0 {
+        crate::config::Encryption::Xaes256Gcm
+    } else {
+        crate::config::Encryption::XChaCha20Poly1305
+    };
+    let crypto = Crypto::for_tests_sealed_with(b"fuzz", cipher);
+    match head % 7 {
         k @ 1..=4 => {
             let kind = [FileKind::Index, FileKind::Manifest, FileKind::Lock, FileKind::Damage]
                 [usize::from(k - 1)];

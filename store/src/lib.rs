@@ -104,7 +104,7 @@ pub use chunker::{ChunkSizes, Chunker, ChunkerParams};
 pub use compress::{
     decompress, looks_incompressible, Codec, Compressor, Effort, DEFAULT_LEVEL, FAST_LEVEL,
 };
-pub use config::{IdHash, RepoConfig};
+pub use config::{Encryption, IdHash, RepoConfig};
 pub use coverage::{Coverage, CoverageSummary};
 pub use damage::{DamageSet, DamagedCopy};
 pub use error::{Corruption, Error, ObjectRef, Result};

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use crate::config::{IdHash, RepoConfig};
+pub use crate::config::{Encryption, IdHash, RepoConfig};
 pub use coverage::CoverageRecords;
 pub use damage::DamageRecords;
 pub(crate) use index_files::IndexRewrite;
@@ -70,6 +70,8 @@ pub struct NewKey {
     pub password: crate::crypto::Password,
     /// Argon2id cost.
     pub kdf: crate::crypto::KdfParams,
+    /// What seals the repository's objects; `None`: [`Encryption::default_for`] its version.
+    pub cipher: Option<crate::config::Encryption>,
 }
 
 /// Where a repository is: a local directory, or a prefix of an S3 bucket.
@@ -300,6 +302,23 @@ impl Repository {
                 reason: format!("version {version} cannot be encrypted (3 and later can)"),
             });
         }
+        let cipher = match &opts.encryption {
+            Some(new) => {
+                let cipher = new.cipher.unwrap_or(Encryption::default_for(version));
+                if cipher == Encryption::None || cipher.since_version() > version {
+                    return Err(Error::InvalidOption {
+                        option: "encryption",
+                        reason: format!(
+                            "{cipher:?} cannot seal a repository of format version {version} \
+                             (it needs {})",
+                            cipher.since_version()
+                        ),
+                    });
+                }
+                cipher
+            }
+            None => Encryption::None,
+        };
         let seed = u64::from_le_bytes(random_id()?.as_bytes()[..8].try_into().unwrap_or([0; 8]));
         let chunker = match opts.chunk_sizes {
             Some(c) => ChunkerParams { min: c.min, avg: c.avg, max: c.max, seed },
@@ -338,8 +357,14 @@ impl Repository {
                 // The gear seed comes from the key: the config holds none.
                 config.chunker.seed = 0;
                 config.id_hash = IdHash::KeyedBlake3;
-                config.encryption = crate::config::Encryption::XChaCha20Poly1305;
-                Some(crate::crypto::new_master(&new.password, new.kdf, version, config.repo_id)?)
+                config.encryption = cipher;
+                Some(crate::crypto::new_master(
+                    &new.password,
+                    new.kdf,
+                    version,
+                    config.repo_id,
+                    cipher,
+                )?)
             }
             None => None,
         };
@@ -520,7 +545,7 @@ impl Repository {
             .password
             .as_ref()
             .ok_or_else(|| Error::PasswordRequired { path: storage.location().into() })?;
-        keys::unlock(storage, config.repo_id, password).map(Some)
+        keys::unlock(storage, config, password).map(Some)
     }
 
     fn with_config(

@@ -27,6 +27,7 @@ pub(crate) fn repo_with(dir: &Path, files: &[(String, Vec<u8>)]) -> Repository {
         encryption: Some(crate::repo::NewKey {
             password: password(),
             kdf: crate::crypto::KdfParams::MIN,
+            cipher: None,
         }),
         ..InitOptions::default()
     };

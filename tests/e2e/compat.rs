@@ -14,7 +14,7 @@ fn fixture_dir() -> PathBuf {
     fixture_of(1)
 }
 
-fn fixture_of(version: u32) -> PathBuf {
+pub(crate) fn fixture_of(version: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/v{version}"))
 }
 

@@ -489,3 +489,108 @@ fn a_crash_during_key_passwd_never_leaves_the_repository_without_a_key() {
         restores_kept_with(&env, "new password");
     }
 }
+
+/// The format version in the header of every file of `dir` (sealed files: `STOREENC` then the
+/// version).
+fn sealed_versions(dir: &Path) -> BTreeSet<u32> {
+    files_under(dir)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(&f).unwrap();
+            assert_eq!(&bytes[..8], b"STOREENC", "{}", f.display());
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+        })
+        .collect()
+}
+
+// See: issue 19 (format version 5 seals with XAES-256-GCM, for speed) and the format policy: a
+// test reads what version 4 wrote, and a version-4 repository keeps being written as version 4
+// (XChaCha20-Poly1305) so the builds before 5 still read it.
+#[test]
+fn version_5_seals_with_xaes_and_a_version_4_repository_keeps_xchacha() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("doc.txt"), &b"quarterly report, third draft\n".repeat(5000));
+    write(&src.join("media.bin"), &random_bytes(5, 300_000));
+    let restored = |repo: &Path, name: &str| {
+        let out = env.path(name);
+        let args = [OsStr::new("restore"), OsStr::new("--repo"), repo.as_os_str()];
+        let args = args.into_iter().chain([OsStr::new("latest"), OsStr::new("--target")]);
+        crate::support::store(args.chain([out.as_os_str()])).ok();
+        assert_same_tree(&src, &out.join("src"));
+        let check = [OsStr::new("check"), OsStr::new("--read-data"), OsStr::new("--repo")];
+        crate::support::store(check.into_iter().chain([repo.as_os_str()])).ok();
+    };
+
+    // New repositories: version 5 with XAES-256-GCM, or XChaCha20-Poly1305 when asked.
+    for (args, cipher) in [
+        (&[][..], "xaes-256-gcm"),
+        (&["--encryption", "xchacha20-poly1305"][..], "xchacha20-poly1305"),
+    ] {
+        let repo = env.path(cipher);
+        let mut all = vec![OsStr::new("init"), OsStr::new("--json"), OsStr::new("--repo")];
+        all.push(repo.as_os_str());
+        all.extend(args.iter().map(OsStr::new));
+        let init = crate::support::store(all).ok().json();
+        assert_eq!(init["format_version"], 5);
+        assert_eq!(init["encryption"], cipher);
+        let snap = [OsStr::new("snapshot"), OsStr::new("--repo"), repo.as_os_str()];
+        crate::support::store(snap.into_iter().chain([src.as_os_str()])).ok();
+        restored(&repo, &format!("out-{cipher}"));
+        assert_eq!(sealed_versions(&repo.join("snapshots")), BTreeSet::from([5]));
+    }
+    // The config decides the cipher: the XAES repository's config told (with a valid checksum)
+    // that it is XChaCha20-Poly1305 opens nothing, and says so.
+    let repo = env.path("xaes-256-gcm");
+    let mut config = std::fs::read(repo.join("config")).unwrap();
+    let at = config.len() - 36;
+    assert_eq!(config[at..at + 4], 2u32.to_le_bytes(), "the encryption field ends the record");
+    config[at] = 1;
+    let sum = blake3::hash(&config[..at + 4]);
+    config[at + 4..].copy_from_slice(sum.as_bytes());
+    for name in ["config", "config.copy"] {
+        let path = repo.join(name);
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false, reason = "a test damaging its repository")]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&path, perms).unwrap();
+        std::fs::write(&path, &config).unwrap();
+    }
+    let check = [OsStr::new("check"), OsStr::new("--repo"), repo.as_os_str()];
+    let run = crate::support::store(check);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("does not authenticate"), "{}", run.stdout);
+    // The committed version-4 repository (XChaCha20-Poly1305), written into by this build: it
+    // stays version 4, its config unchanged, and both sets restore.
+    let v4 = env.path("v4");
+    crate::compat::copy_tree(&crate::compat::fixture_of(4).join("repo"), &v4);
+    let config = std::fs::read(v4.join("config")).unwrap();
+    let snap = [OsStr::new("snapshot"), OsStr::new("--repo"), v4.as_os_str()];
+    crate::support::store(snap.into_iter().chain([src.as_os_str()])).ok();
+    restored(&v4, "out-v4");
+    assert_eq!(std::fs::read(v4.join("config")).unwrap(), config);
+    assert_eq!(sealed_versions(&v4.join("snapshots")), BTreeSet::from([4]));
+    assert_eq!(sealed_versions(&v4.join("index")), BTreeSet::from([4]));
+    let listing = [OsStr::new("snapshots"), OsStr::new("--json"), OsStr::new("--repo")];
+    let sets = crate::support::store(listing.into_iter().chain([v4.as_os_str()])).ok().json();
+    assert_eq!(sets.as_array().map(Vec::len), Some(2), "{sets}");
+
+    // XAES-256-GCM cannot seal a version-4 repository: refused, naming the option, nothing made.
+    let refused = env.path("refused");
+    let run = crate::support::store([
+        OsStr::new("init"),
+        OsStr::new("--repo"),
+        refused.as_os_str(),
+        OsStr::new("--format-version"),
+        OsStr::new("4"),
+        OsStr::new("--encryption"),
+        OsStr::new("xaes-256-gcm"),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--encryption xaes-256-gcm needs format version 5"),
+        "{}",
+        run.stderr
+    );
+    assert!(!refused.exists());
+}

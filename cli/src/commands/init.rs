@@ -20,6 +20,15 @@ fn parse_chunk_sizes(s: &str) -> Result<store::ChunkSizes> {
     Ok(store::ChunkSizes { min: to_u32(min)?, avg: to_u32(avg)?, max: to_u32(max)? })
 }
 
+/// The name `--encryption` takes for `e`.
+fn encryption_name(e: store::Encryption) -> &'static str {
+    match e {
+        store::Encryption::None => "none",
+        store::Encryption::XChaCha20Poly1305 => "xchacha20-poly1305",
+        store::Encryption::Xaes256Gcm => "xaes-256-gcm",
+    }
+}
+
 pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
     let location = repo.location()?;
     let chunk_sizes = parse_chunk_sizes(&args.chunk_sizes)
@@ -41,8 +50,19 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
                 args.format_version
             );
         }
+        let cipher = [store::Encryption::XChaCha20Poly1305, store::Encryption::Xaes256Gcm]
+            .into_iter()
+            .find(|&e| args.encryption.as_deref() == Some(encryption_name(e)));
+        if let Some(c) = cipher.filter(|c| c.since_version() > args.format_version) {
+            bail!(
+                "--encryption {} needs format version {} or later (--format-version {})",
+                args.encryption.as_deref().unwrap_or_default(),
+                c.since_version(),
+                args.format_version
+            );
+        }
         let password = crate::password::for_init(repo.password_file())?;
-        Some(store::NewKey { password, kdf: super::key::kdf_params(&args.kdf)? })
+        Some(store::NewKey { password, kdf: super::key::kdf_params(&args.kdf)?, cipher })
     };
     let opts = store::InitOptions {
         chunk_sizes: Some(chunk_sizes),
@@ -65,6 +85,7 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
             "compression_level": c.compression_level,
             "pack_size": c.pack_target,
             "encrypted": c.is_encrypted(),
+            "encryption": encryption_name(c.encryption),
         }))?;
     } else {
         summary!(
@@ -72,7 +93,10 @@ pub fn run(repo: &RepoArg, args: &InitArgs) -> Result<ExitCode> {
             c.repo_id.short(),
             location,
             c.version,
-            if c.is_encrypted() { "encrypted" } else { "not encrypted" }
+            match c.encryption {
+                store::Encryption::None => "not encrypted".to_owned(),
+                e => format!("encrypted with {}", encryption_name(e)),
+            }
         );
         if c.is_encrypted() {
             summary!(

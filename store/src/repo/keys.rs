@@ -30,15 +30,16 @@ fn read_key(storage: &dyn Storage, id: Id) -> Result<std::result::Result<KeyFile
 /// named in the error when none opens.
 pub(super) fn unlock(
     storage: &dyn Storage,
-    repo_id: Id,
+    config: &RepoConfig,
     password: &Password,
 ) -> Result<(Id, Unlocked)> {
+    let repo_id = config.repo_id;
     let mut damaged = Vec::new();
     let ids = storage.list(ObjectDir::Keys)?;
     for &id in &ids {
         match read_key(storage, id)? {
             Ok(key) => {
-                if let Some(unlocked) = try_key(&key, password, repo_id)? {
+                if let Some(unlocked) = try_key(&key, password, repo_id, config.encryption)? {
                     return Ok((id, unlocked));
                 }
             }
