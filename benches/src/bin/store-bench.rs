@@ -55,7 +55,8 @@ enum Scenario {
         scale: f64,
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Tools to compare (those not installed are left out, and said so).
+        /// Tools to compare (those not installed are left out, and said so): store, store-plain
+        /// (unencrypted), store-xchacha (sealed with XChaCha20-Poly1305), restic, borg.
         #[arg(long, value_delimiter = ',', default_value = "store,store-plain,restic,borg")]
         tools: Vec<String>,
         /// Page cache before each step: warm (sources read just before) or cold (dropped).
@@ -342,6 +343,10 @@ enum Tool {
     /// `store init --encryption none`: the cost of encryption, measured in the same runs.
     #[serde(rename = "store-plain")]
     StorePlain,
+    /// `store init --encryption xchacha20-poly1305`: format 5 sealed as formats 3 and 4 were,
+    /// the cost of the AEAD measured in the same runs.
+    #[serde(rename = "store-xchacha")]
+    StoreXChaCha,
     Restic,
     Borg,
 }
@@ -351,6 +356,7 @@ impl Tool {
         match name {
             "store" => Some(Tool::Store),
             "store-plain" => Some(Tool::StorePlain),
+            "store-xchacha" => Some(Tool::StoreXChaCha),
             "restic" => Some(Tool::Restic),
             "borg" => Some(Tool::Borg),
             _ => None,
@@ -361,6 +367,7 @@ impl Tool {
         match self {
             Tool::Store => "store",
             Tool::StorePlain => "store-plain",
+            Tool::StoreXChaCha => "store-xchacha",
             Tool::Restic => "restic",
             Tool::Borg => "borg",
         }
@@ -368,14 +375,14 @@ impl Tool {
 
     fn installed(self, store: &Path) -> bool {
         match self {
-            Tool::Store | Tool::StorePlain => store.is_file(),
+            Tool::Store | Tool::StorePlain | Tool::StoreXChaCha => store.is_file(),
             Tool::Restic | Tool::Borg => !self.version(store).is_empty(),
         }
     }
 
     fn version(self, store: &Path) -> String {
         let out = match self {
-            Tool::Store | Tool::StorePlain => Command::new(store).arg("--version").output(),
+            Tool::Store | Tool::StorePlain | Tool::StoreXChaCha => Command::new(store).arg("--version").output(),
             Tool::Restic => Command::new("restic").arg("version").output(),
             Tool::Borg => Command::new("borg").arg("--version").output(),
         };
@@ -445,7 +452,7 @@ impl Repo {
 
     fn with_env(&self, mut c: Cmd) -> Cmd {
         match self.tool {
-            Tool::Store | Tool::StorePlain => {
+            Tool::Store | Tool::StorePlain | Tool::StoreXChaCha => {
                 // As restic's: a password in the environment (an unencrypted repository
                 // ignores it); the cheapest is not used, the default KDF is part of the cost.
                 c.env.push(("STORE_PASSWORD".into(), "bench".into()));
@@ -478,6 +485,11 @@ impl Repo {
             Tool::StorePlain => {
                 self.store_cmd(&["init".into(), "--encryption".into(), "none".into()])
             }
+            Tool::StoreXChaCha => self.store_cmd(&[
+                "init".into(),
+                "--encryption".into(),
+                "xchacha20-poly1305".into(),
+            ]),
             Tool::Restic => cmd([
                 "restic".into(),
                 "init".into(),
@@ -505,7 +517,7 @@ impl Repo {
     fn backup_with(&mut self, sources: &[(&str, PathBuf)], extra: &[&str]) -> Vec<Cmd> {
         self.sets += 1;
         let c = match self.tool {
-            Tool::Store | Tool::StorePlain => {
+            Tool::Store | Tool::StorePlain | Tool::StoreXChaCha => {
                 let mut args: Vec<OsString> =
                     vec!["snapshot".into(), "--host".into(), "bench".into()];
                 for (name, path) in sources {
@@ -551,7 +563,7 @@ impl Repo {
     fn restore(&self, target: &Path) -> Vec<Cmd> {
         std::fs::create_dir_all(target).unwrap();
         let c = match self.tool {
-            Tool::Store | Tool::StorePlain => self.store_cmd(&[
+            Tool::Store | Tool::StorePlain | Tool::StoreXChaCha => self.store_cmd(&[
                 "restore".into(),
                 "latest".into(),
                 "--target".into(),
@@ -579,7 +591,7 @@ impl Repo {
 
     fn check(&self) -> Vec<Cmd> {
         let c = match self.tool {
-            Tool::Store | Tool::StorePlain => {
+            Tool::Store | Tool::StorePlain | Tool::StoreXChaCha => {
                 self.store_cmd(&["check".into(), "--read-data".into()])
             }
             Tool::Restic => cmd([
@@ -603,7 +615,7 @@ impl Repo {
     /// data: what the day of change added) and frees its space.
     fn forget_prune(&self) -> Vec<Cmd> {
         let cs = match self.tool {
-            Tool::Store | Tool::StorePlain => vec![
+            Tool::Store | Tool::StorePlain | Tool::StoreXChaCha => vec![
                 self.store_cmd(&["forget".into(), "latest".into()]),
                 self.store_cmd(&["prune".into()]),
             ],
@@ -1706,22 +1718,23 @@ fn scenario_aead(runs: usize) -> Report {
                 ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &sub).unwrap(),
             )
         };
-        let (s, o) = seal_open(
-            &|b| {
-                let k = ring_key();
-                let n = ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
-                let tag =
-                    k.seal_in_place_separate_tag(n, ring::aead::Aad::from(b"aad"), b).unwrap();
-                b.extend_from_slice(tag.as_ref());
-            },
-            &|b| {
-                let k = ring_key();
-                let n = ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
-                k.open_in_place(n, ring::aead::Aad::from(b"aad"), b).unwrap();
-            },
-        );
-        add("seal XChaCha20-Poly1305 (ring)", s);
-        add("open XChaCha20-Poly1305 (ring)", o);
+        // ring's AEADs under a key made per message by `key`, as the formats seal.
+        let mut ring_pair = |name: &str, key: &dyn Fn() -> ring::aead::LessSafeKey| {
+            let nonce = || ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
+            let aad = || ring::aead::Aad::from(b"aad");
+            let (s, o) = seal_open(
+                &|b| {
+                    let tag = key().seal_in_place_separate_tag(nonce(), aad(), b).unwrap();
+                    b.extend_from_slice(tag.as_ref());
+                },
+                &|b| {
+                    key().open_in_place(nonce(), aad(), b).unwrap();
+                },
+            );
+            add(&format!("seal {name}"), s);
+            add(&format!("open {name}"), o);
+        };
+        ring_pair("XChaCha20-Poly1305 (ring)", &ring_key);
         // XAES-256-GCM (C2SP): AES-256-GCM under a key derived per message from the 192-bit
         // nonce's first 12 bytes with two AES-256 blocks, as ring's AES-256-GCM (AES-NI, VAES).
         let xaes_key = || {
@@ -1752,22 +1765,7 @@ fn scenario_aead(runs: usize) -> Report {
                 ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &sub).unwrap(),
             )
         };
-        let (s, o) = seal_open(
-            &|b| {
-                let k = xaes_key();
-                let n = ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
-                let tag =
-                    k.seal_in_place_separate_tag(n, ring::aead::Aad::from(b"aad"), b).unwrap();
-                b.extend_from_slice(tag.as_ref());
-            },
-            &|b| {
-                let k = xaes_key();
-                let n = ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
-                k.open_in_place(n, ring::aead::Aad::from(b"aad"), b).unwrap();
-            },
-        );
-        add("seal XAES-256-GCM (ring)", s);
-        add("open XAES-256-GCM (ring)", o);
+        ring_pair("XAES-256-GCM (ring)", &xaes_key);
         add(
             "BLAKE3 keyed (format 3 ids)",
             rate(&media, |p| {
@@ -1898,7 +1896,7 @@ fn usable(cli: &Cli, names: &[String]) -> Vec<Tool> {
         match Tool::parse(n) {
             Some(t) if t.installed(&cli.store) => out.push(t),
             Some(t) => eprintln!("store-bench: {} is not installed: left out", t.name()),
-            None => panic!("unknown tool {n:?} (store, restic, borg)"),
+            None => panic!("unknown tool {n:?} (store, store-plain, store-xchacha, restic, borg)"),
         }
     }
     assert!(out.contains(&Tool::Store), "the store binary {} is missing", cli.store.display());
