@@ -575,6 +575,24 @@ fn version_5_seals_with_xaes_and_a_version_4_repository_keeps_xchacha() {
     let sets = crate::support::store(listing.into_iter().chain([v4.as_os_str()])).ok().json();
     assert_eq!(sets.as_array().map(Vec::len), Some(2), "{sets}");
 
+    // Its sets copied into a new version-5 repository: read through XChaCha20-Poly1305,
+    // sealed again with XAES-256-GCM, and restored byte for byte from there.
+    let target = env.path("copied");
+    crate::support::store([OsStr::new("init"), OsStr::new("--repo"), target.as_os_str()]).ok();
+    let copy = std::process::Command::new(crate::support::bin())
+        .args([OsStr::new("copy"), OsStr::new("--from"), v4.as_os_str()])
+        .args([OsStr::new("--to"), target.as_os_str()])
+        .env_remove("STORE_REPO")
+        .env("STORE_FROM_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let copy = Run::from(copy).ok();
+    assert!(copy.stdout.contains("2 sets") || copy.stderr.contains("2 sets"), "{}", copy.stdout);
+    restored(&target, "out-copied");
+    let sets = crate::support::store(listing.into_iter().chain([target.as_os_str()])).ok().json();
+    assert_eq!(sets.as_array().map(Vec::len), Some(2), "{sets}");
+    assert_eq!(sealed_versions(&target.join("snapshots")), BTreeSet::from([5]));
+
     // XAES-256-GCM cannot seal a version-4 repository: refused, naming the option, nothing made.
     let refused = env.path("refused");
     let run = crate::support::store([

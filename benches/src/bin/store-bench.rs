@@ -382,7 +382,9 @@ impl Tool {
 
     fn version(self, store: &Path) -> String {
         let out = match self {
-            Tool::Store | Tool::StorePlain | Tool::StoreXChaCha => Command::new(store).arg("--version").output(),
+            Tool::Store | Tool::StorePlain | Tool::StoreXChaCha => {
+                Command::new(store).arg("--version").output()
+            }
             Tool::Restic => Command::new("restic").arg("version").output(),
             Tool::Borg => Command::new("borg").arg("--version").output(),
         };
@@ -485,11 +487,9 @@ impl Repo {
             Tool::StorePlain => {
                 self.store_cmd(&["init".into(), "--encryption".into(), "none".into()])
             }
-            Tool::StoreXChaCha => self.store_cmd(&[
-                "init".into(),
-                "--encryption".into(),
-                "xchacha20-poly1305".into(),
-            ]),
+            Tool::StoreXChaCha => {
+                self.store_cmd(&["init".into(), "--encryption".into(), "xchacha20-poly1305".into()])
+            }
             Tool::Restic => cmd([
                 "restic".into(),
                 "init".into(),
