@@ -7,10 +7,11 @@
 //! everything else (trailers, index files, manifests, locks, damage records).
 //!
 //! Everything sealed is XChaCha20-Poly1305 (format versions 3 and 4) or XAES-256-GCM (from
-//! version 5; key files stay XChaCha20-Poly1305) with a random 192-bit nonce: `nonce ||
-//! ciphertext || tag`, [`SEAL_OVERHEAD`] bytes longer than the plaintext. The associated data binds a sealed
-//! object to what it claims to be (a blob to its id, kind, codec and length; a file to its kind
-//! and version), so bytes moved to another place fail authentication.
+//! version 5, as the config says; key files stay XChaCha20-Poly1305) with a random 192-bit
+//! nonce: `nonce || ciphertext || tag`, [`SEAL_OVERHEAD`] bytes longer than the plaintext. The
+//! associated data binds a sealed object to what it claims to be (a blob to its id, kind, codec
+//! and length; a file to its kind and version), so bytes moved to another place fail
+//! authentication.
 //!
 //! [`Crypto`] is what the rest of the engine sees: cheap to clone, and for an unencrypted
 //! repository ("plain") ids are unkeyed BLAKE3 and nothing is sealed.
